@@ -1,0 +1,50 @@
+# Thin targets over CMake. On a fresh Debian machine each target installs what is
+# missing first (apt-get, as root), then configures, builds and runs.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all deps build demo test test-fast test-asan test-tsan bench fuzz install clean format
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	@bash scripts/demo.sh $(BUILD)
+
+# The whole suite, then again under AddressSanitizer + UndefinedBehaviorSanitizer,
+# then the cross-thread tests under ThreadSanitizer.
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j 1
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTT_SANITIZE=ON
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 1
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTT_TSAN=ON
+	cmake --build $(TSAN_BUILD) -j $(JOBS)
+	cd $(TSAN_BUILD) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j 1 -L tsan
+
+test-fast: build
+	cd $(BUILD) && ctest --output-on-failure -j 1
+
+bench: build
+	@bash bench/run.sh
+
+install: build
+	cmake --install $(BUILD)
+
+format:
+	clang-format -i include/*.h src/*.c src/*.h tools/tether/*.c tools/tether/*.h examples/*.c tests/*/*.c
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)

@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# Comparative echo benchmark: tether against a hand-written epoll loop, libuv,
+# libevent (bufferevent) and libev. Writes bench/RESULTS.md.
+#
+# Each server runs on CPU 0 and the load generator (`tether bench`) on CPU 1, so
+# neither steals the other's core. Servers take turns run by run (A B C D E, A B C D E,
+# ...) for ROUNDS rounds, so slow drift of the machine hits all of them alike, and
+# the median of the rounds is reported.
+#
+# Environment (defaults keep a full run near 12 minutes on 2 cores):
+#   ROUNDS=3            rounds per configuration
+#   DURATION=3          seconds measured per run
+#   WARMUP=0.5          seconds run before measuring
+#   CONNS="1 100 1000"  SIZES="64 4096"  PIPELINES="1 16"
+#   SERVERS="epoll libuv libevent libev tether"
+#   CHURN_CONNS=50      concurrent connect/exchange/close loops for the accept rate
+#   IDLE_COUNTS="10000 100000"   idle connections for memory per connection
+#   STRACE_MSGS=20000   echoed messages counted under strace -c
+#   SECTIONS="throughput churn idle syscalls"
+#   SERVER_CPU=0 CLIENT_CPU=1  BASE_PORT=19100  SKIP_BUILD=1 (use bin/ as it is)
+#   OUT=RESULTS.md
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+cd "$here"
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-3}
+WARMUP=${WARMUP:-0.5}
+CONNS=${CONNS:-"1 100 1000"}
+SIZES=${SIZES:-"64 4096"}
+PIPELINES=${PIPELINES:-"1 16"}
+SERVERS=${SERVERS:-"epoll libuv libevent libev tether"}
+CHURN_CONNS=${CHURN_CONNS:-50}
+IDLE_COUNTS=${IDLE_COUNTS:-"10000 100000"}
+STRACE_MSGS=${STRACE_MSGS:-20000}
+SECTIONS=${SECTIONS:-"throughput churn idle syscalls"}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+BASE_PORT=${BASE_PORT:-19100}
+OUT=${OUT:-RESULTS.md}
+BENCH=${BENCH:-$top/build/tether}
+
+work=$(mktemp -d /tmp/tether-bench.XXXXXX)
+raw="$work/raw.jsonl"
+: >"$raw"
+declare -A pid port
+
+log() { printf '%s\n' "$*" >&2; }
+
+cleanup() {
+    for s in "${!pid[@]}"; do
+        kill -TERM "${pid[$s]}" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
+# ---- build ---------------------------------------------------------------------
+if [[ -z ${SKIP_BUILD:-} ]]; then
+    make -s all >&2
+    if [[ " $SERVERS " == *" tether "* ]]; then
+        make -s tether >&2
+    fi
+fi
+[[ -x $BENCH ]] || { log "no load generator at $BENCH (build the tether tool first)"; exit 1; }
+
+# ---- descriptors ----------------------------------------------------------------
+# 1000 connections per run, and the idle test wants N per process; the soft limit
+# can go up to the hard one without privileges.
+hard=$(ulimit -Hn)
+[[ $hard == unlimited ]] && hard=1048576
+ulimit -n "$hard"
+
+# ---- servers --------------------------------------------------------------------
+start_server() { # name
+    local s=$1 p
+    p=$((BASE_PORT + ${#port[@]}))
+    taskset -c "$SERVER_CPU" "$here/bin/echo_$s" "$p" >/dev/null &
+    pid[$s]=$!
+    port[$s]=$p
+    for _ in $(seq 50); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    log "echo_$s did not come up on port $p"
+    exit 1
+}
+
+stop_server() { # name
+    local s=$1
+    kill -TERM "${pid[$s]}" 2>/dev/null || true
+    wait "${pid[$s]}" 2>/dev/null || true
+    unset "pid[$s]"
+}
+
+restart_server() { # name: a fresh process, for the memory and syscall tests
+    local s=$1 p=${port[$1]}
+    stop_server "$s"
+    taskset -c "$SERVER_CPU" "$here/bin/echo_$s" "$p" >/dev/null &
+    pid[$s]=$!
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    log "echo_$s did not come back on port $p"
+    exit 1
+}
+
+for s in $SERVERS; do
+    start_server "$s"
+done
+
+# One load run; appends {"server":..,"section":..,"round":..,"result":{...}}.
+bench() { # section server round args...
+    local sec=$1 s=$2 r=$3 out
+    shift 3
+    out=$(taskset -c "$CLIENT_CPU" "$BENCH" bench --json "$@" "127.0.0.1:${port[$s]}" 2>/dev/null) || true
+    if [[ -z $out ]]; then
+        out='{"msgs_per_s":0,"failed":true}'
+    fi
+    printf '{"section":"%s","server":"%s","round":%s,"args":"%s","result":%s}\n' \
+        "$sec" "$s" "$r" "$*" "$out" >>"$raw"
+}
+
+started=$(date +%s)
+
+# ---- throughput and latency -----------------------------------------------------
+if has_section throughput; then
+    for c in $CONNS; do
+        for sz in $SIZES; do
+            for p in $PIPELINES; do
+                for r in $(seq "$ROUNDS"); do
+                    for s in $SERVERS; do
+                        log "throughput c=$c size=$sz pipeline=$p round $r: $s"
+                        bench throughput "$s" "$r" --connections "$c" --size "$sz" \
+                            --pipeline "$p" --duration "$DURATION" --warmup "$WARMUP"
+                    done
+                done
+            done
+        done
+    done
+fi
+
+# ---- connections per second -----------------------------------------------------
+if has_section churn; then
+    for r in $(seq "$ROUNDS"); do
+        for s in $SERVERS; do
+            log "churn c=$CHURN_CONNS round $r: $s"
+            bench churn "$s" "$r" --churn --connections "$CHURN_CONNS" --size 64 \
+                --duration "$DURATION" --warmup "$WARMUP"
+            sleep 1 # let the client's TIME_WAIT sockets age past tcp_tw_reuse's 1 s
+        done
+    done
+fi
+
+# ---- memory per idle connection -------------------------------------------------
+private_kb() { # pid: private memory (clean + dirty) from smaps_rollup
+    awk '/^Private_(Clean|Dirty):/ { kb += $2 } END { print kb }' "/proc/$1/smaps_rollup"
+}
+
+if has_section idle; then
+    for n in $IDLE_COUNTS; do
+        if ((hard < n + 100)); then
+            log "idle $n: skipped, RLIMIT_NOFILE hard limit $hard is below $((n + 100))"
+            for s in $SERVERS; do
+                printf '{"section":"idle","server":"%s","round":1,"args":"%s","result":{"skipped":"RLIMIT_NOFILE hard limit %s"}}\n' \
+                    "$s" "$n" "$hard" >>"$raw"
+            done
+            continue
+        fi
+        for s in $SERVERS; do
+            log "idle $n: $s"
+            restart_server "$s"
+            # Warm the code paths first, so page faults of first use are not
+            # charged to the connections.
+            taskset -c "$CLIENT_CPU" "$here/bin/idleconns" -e -H 1 127.0.0.1 "${port[$s]}" 200 \
+                >/dev/null || true
+            sleep 0.3
+            before=$(private_kb "${pid[$s]}")
+            taskset -c "$CLIENT_CPU" "$here/bin/idleconns" -e -H 120 127.0.0.1 "${port[$s]}" "$n" \
+                >"$work/idle.out" &
+            ipid=$!
+            for _ in $(seq 1200); do
+                [[ -s $work/idle.out ]] && break
+                sleep 0.1
+            done
+            sleep 0.5 # the server has echoed every connection; let it settle
+            after=$(private_kb "${pid[$s]}")
+            fds=$(ls "/proc/${pid[$s]}/fd" | wc -l)
+            kill -TERM "$ipid" 2>/dev/null || true
+            wait "$ipid" 2>/dev/null || true
+            est=$(awk '{ print $2 }' "$work/idle.out")
+            printf '{"section":"idle","server":"%s","round":1,"args":"%s","result":{"before_kb":%s,"after_kb":%s,"established":%s,"server_fds":%s}}\n' \
+                "$s" "$n" "$before" "$after" "${est:-0}" "$fds" >>"$raw"
+        done
+    done
+fi
+
+# ---- system calls per echoed message --------------------------------------------
+if has_section syscalls; then
+    if command -v strace >/dev/null; then
+        for cfg in "1 1" "100 1" "100 16"; do
+            read -r c p <<<"$cfg"
+            for s in $SERVERS; do
+                log "syscalls c=$c pipeline=$p: $s"
+                restart_server "$s"
+                strace -c -f -o "$work/strace.txt" -p "${pid[$s]}" 2>/dev/null &
+                spid=$!
+                sleep 0.5 # attached
+                out=$(taskset -c "$CLIENT_CPU" "$BENCH" bench --json --connections "$c" \
+                    --pipeline "$p" --size 64 --messages "$STRACE_MSGS" --duration 120 \
+                    "127.0.0.1:${port[$s]}" 2>/dev/null) || out='{}'
+                sleep 0.2
+                kill -INT "$spid" 2>/dev/null || true
+                wait "$spid" 2>/dev/null || true
+                python3 - "$work/strace.txt" "$s" "$c" "$p" "$out" >>"$raw" <<'PY'
+import json, sys
+path, server, c, p, out = sys.argv[1:]
+calls = {}
+for line in open(path):
+    f = line.split()
+    # "% time seconds usecs/call calls [errors] syscall"
+    if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+        try:
+            calls[f[-1]] = int(f[3])
+        except ValueError:
+            pass
+try:
+    msgs = json.loads(out).get("messages", 0)
+except ValueError:
+    msgs = 0
+print(json.dumps({"section": "syscalls", "server": server, "round": 1,
+                  "args": "c=%s p=%s" % (c, p),
+                  "result": {"messages": msgs, "calls": calls}}))
+PY
+            done
+        done
+    else
+        log "syscalls: skipped, no strace"
+    fi
+fi
+
+elapsed=$(($(date +%s) - started))
+
+# ---- report ---------------------------------------------------------------------
+cmd="bench/run.sh"
+for v in ROUNDS DURATION WARMUP CONNS SIZES PIPELINES SERVERS CHURN_CONNS IDLE_COUNTS \
+    STRACE_MSGS SECTIONS; do
+    if [[ -n ${!v+x} ]] && env | grep -q "^$v="; then
+        cmd="$v=\"${!v}\" $cmd"
+    fi
+done
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+python3 "$here/report.py" "$raw" \
+    --command "$cmd" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --kernel "$(uname -r)" \
+    --cpu "$cpu ($(nproc) cores)" --servers "$SERVERS" --rounds "$ROUNDS" \
+    --duration "$DURATION" --warmup "$WARMUP" --elapsed "$elapsed" \
+    --versions "libuv $(pkg-config --modversion libuv), libevent $(pkg-config --modversion libevent), libev $(awk '/define EV_VERSION_MAJOR/ {a=$3} /define EV_VERSION_MINOR/ {b=$3} END {print a"."b}' /usr/include/ev.h), $(${CC:-cc} --version | head -1)" \
+    >"$here/$OUT"
+cp "$raw" "$here/${OUT%.md}.jsonl"
+log "wrote $here/$OUT (raw runs: ${OUT%.md}.jsonl) in ${elapsed}s"

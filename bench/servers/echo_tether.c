@@ -1,0 +1,94 @@
+/* tether echo server, using only the public header: on_data hands the lent bytes
+ * straight to tt_send(), which writes them at once when nothing is queued and
+ * copies only what the socket did not take. TCP_NODELAY is tether's default.
+ *
+ * usage: echo_tether PORT     listens on 127.0.0.1:PORT; SIGINT/SIGTERM end it. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tether.h"
+
+static tt_loop_t *loop;
+
+static void on_data(tt_conn_t *conn, const void *data, size_t len, size_t pending)
+{
+    (void)pending;
+    /* TT_SEND_FULL is fine for an echo: the peer bounds what it has in flight. */
+    if (tt_send(conn, data, len) < 0)
+        tt_destroy(conn, 0);
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    tt_loop_stop(loop); /* async-signal-safe: a flag and an eventfd write */
+}
+
+struct conn_list {
+    tt_conn_t **v;
+    size_t n, cap;
+};
+
+static int collect(tt_conn_t *conn, void *arg)
+{
+    struct conn_list *l = arg;
+
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        tt_conn_t **v = realloc(l->v, cap * sizeof(*v));
+
+        if (v == NULL)
+            return 1;
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = conn;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    tt_conn_handlers_t h = {.on_data = on_data};
+    struct conn_list conns = {0};
+    struct sigaction sa;
+    tt_server_t *srv;
+    tt_addr_t addr;
+    int port, err;
+
+    if (argc != 2 || (port = atoi(argv[1])) <= 0 || port > 65535) {
+        fprintf(stderr, "usage: %s PORT\n", argv[0]);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    err = tt_loop_init(&loop);
+    if (err == 0)
+        err = tt_addr_parse(&addr, "127.0.0.1", (uint16_t)port);
+    if (err == 0)
+        err = tt_server_listen(loop, &addr, NULL, &h, NULL, &srv);
+    if (err < 0) {
+        fprintf(stderr, "echo_tether: %s\n", tt_strerror(err));
+        return 1;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    tt_loop_run(loop, TT_RUN_DEFAULT);
+
+    /* Orderly shutdown: drop every connection, then let the loop deliver their
+     * on_close and release them, so tt_loop_close() finds nothing open. */
+    tt_server_foreach(srv, collect, &conns);
+    for (size_t i = 0; i < conns.n; i++)
+        tt_destroy(conns.v[i], 0);
+    free(conns.v);
+    tt_server_close(srv);
+    tt_loop_run(loop, TT_RUN_DEFAULT);
+    err = tt_loop_close(loop);
+    if (err < 0) {
+        fprintf(stderr, "echo_tether: close: %s\n", tt_strerror(err));
+        return 1;
+    }
+    return 0;
+}

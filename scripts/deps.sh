@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian packages the build, the tests and the demo need, if missing.
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config clang libcriterion-dev libc-ares-dev
+      iproute2 nftables netcat-openbsd socat python3 strace procps dnsmasq-base
+      libuv1-dev libevent-dev libev-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "missing packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+fi
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${missing[@]}" >/dev/null

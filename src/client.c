@@ -1,0 +1,69 @@
+/* TCP clients: non-blocking connect with a timeout. Name resolution sits above
+ * this (resolver); here the address is numeric. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "sock.h"
+
+int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *opts,
+               const tt_conn_handlers_t *h, void *data, tt_conn_t **out)
+{
+    tt_connect_opts_t o = {0};
+    tt__handlers_t *hs;
+    tt_conn_t *c;
+    int fd, err;
+
+    if (loop == NULL || addr == NULL || out == NULL || addr->len == 0)
+        return -EINVAL;
+    if (addr->u.sa.sa_family != AF_INET && addr->u.sa.sa_family != AF_INET6)
+        return -EAFNOSUPPORT;
+    if (opts != NULL)
+        o = *opts;
+    if (o.timeout_ms > TT_TIMEOUT_MAX ||
+        (o.bind_addr != NULL && o.bind_addr->u.sa.sa_family != addr->u.sa.sa_family))
+        return -EINVAL;
+
+    fd = tt__sock_open(addr->u.sa.sa_family, SOCK_STREAM);
+    if (fd < 0)
+        return fd;
+    /* TCP_NODELAY by default: tether coalesces writes itself (one writev per
+     * round), so Nagle would only add latency. */
+    tt__sock_set_bool(fd, IPPROTO_TCP, TCP_NODELAY, true);
+    if (o.bind_addr != NULL && bind(fd, &o.bind_addr->u.sa, o.bind_addr->len) < 0) {
+        err = -errno;
+        goto fail_fd;
+    }
+    hs = tt__handlers_new(h);
+    if (hs == NULL) {
+        err = -ENOMEM;
+        goto fail_fd;
+    }
+    c = tt__conn_new(loop, fd, hs);
+    tt__handlers_unref(hs); /* the connection holds the only reference now */
+    if (c == NULL) {
+        err = -ENOMEM;
+        goto fail_fd;
+    }
+    c->data = data;
+    *out = c;
+
+    if (connect(fd, &addr->u.sa, addr->len) == 0) {
+        tt__conn_connecting(c, true, 0);
+    } else if (errno == EINPROGRESS) {
+        tt__conn_connecting(c, false, o.timeout_ms);
+    } else {
+        /* Refused or unreachable at once: still reported from the loop. */
+        err = -errno;
+        c->state = TT_STATE_CONNECTING;
+        tt__conn_close(c, TT_CLOSE_CONNECT_FAILED, err);
+    }
+    return 0;
+
+fail_fd:
+    close(fd);
+    return err;
+}

@@ -1,0 +1,1070 @@
+/* TCP connection: state machine, read path, write path and close reasons.
+ *
+ * Lifecycle: CONNECTING (clients) -> OPEN -> [READ_CLOSED | WRITE_CLOSING |
+ * WRITE_CLOSED] -> CLOSING -> CLOSED. The half-close states are derived from
+ * flags (which FIN went which way); only CONNECTING, OPEN, CLOSING and CLOSED are
+ * stored. Closing is two-step: tt__conn_close() takes the socket out of the poller
+ * at once, and the loop's pending phase reads the kernel's delivery figures,
+ * closes the fd, releases the queue and delivers on_error/on_close exactly once.
+ * That keeps every user callback out of API calls and lets any callback destroy
+ * the connection it is called about. */
+#include "conn.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include "sock.h"
+
+#define F_READING 0x0001      /* the app wants data (read_start) */
+#define F_HWM 0x0002          /* queue reached the high-water mark: drain owed */
+#define F_WANT_END 0x0004     /* tt_end: shutdown(SHUT_WR) once the queue is empty */
+#define F_WR_SHUT 0x0008      /* our FIN is sent */
+#define F_RD_EOF 0x0010       /* the peer's FIN arrived */
+#define F_DESTROY_SOON 0x0020 /* close once the queue is empty */
+#define F_HALF_OPEN 0x0040    /* the app ends its side itself after the peer's FIN */
+#define F_WAIT_WRITE 0x0080   /* the socket is full: waiting for WRITABLE */
+#define F_LISTED 0x0100       /* on the loop's pending list */
+#define F_PEND_FLUSH 0x0200   /* pending: write what was queued this round */
+#define F_PEND_CLOSE 0x0400   /* pending: deliver the close */
+#define F_PEND_OPEN 0x0800    /* pending: connect succeeded at once */
+#define F_RESET 0x1000        /* close with RST */
+#define F_ENDED_FIRST 0x2000  /* tt_end came before the peer's FIN */
+#define F_STREAM_WAIT 0x4000  /* the head stream source has no data yet */
+#define F_FLUSHING 0x8000     /* inside flush(): no re-entry */
+
+#define IOV_BATCH 64
+#define FILE_CHUNK ((size_t)1 << 30)
+
+static atomic_uint_fast64_t next_id = 1;
+
+/* ---- handlers -------------------------------------------------------------- */
+
+tt__handlers_t *tt__handlers_new(const tt_conn_handlers_t *h)
+{
+    tt__handlers_t *hs = malloc(sizeof(*hs));
+    if (hs == NULL)
+        return NULL;
+    if (h != NULL)
+        hs->h = *h;
+    else
+        memset(&hs->h, 0, sizeof(hs->h));
+    hs->refs = 1;
+    return hs;
+}
+
+void tt__handlers_unref(tt__handlers_t *hs)
+{
+    if (hs != NULL && --hs->refs == 0)
+        free(hs);
+}
+
+/* ---- pool: connections come from per-loop slabs ---------------------------- */
+
+#define SLAB_CONNS 64
+
+typedef union pool_item {
+    union pool_item *next_free;
+    tt_conn_t conn;
+} pool_item_t;
+
+typedef struct slab {
+    struct slab *next;
+    pool_item_t items[SLAB_CONNS];
+} slab_t;
+
+static tt_conn_t *pool_get(tt_loop_t *loop)
+{
+    pool_item_t *it = loop->conn_free;
+    if (it == NULL) {
+        slab_t *s = malloc(sizeof(*s));
+        if (s == NULL)
+            return NULL;
+        s->next = loop->conn_slabs;
+        loop->conn_slabs = s;
+        for (int i = SLAB_CONNS - 1; i >= 0; i--) {
+            s->items[i].next_free = loop->conn_free;
+            loop->conn_free = &s->items[i];
+        }
+        it = loop->conn_free;
+    }
+    loop->conn_free = it->next_free;
+    return &it->conn;
+}
+
+static void pool_put(tt_loop_t *loop, tt_conn_t *c)
+{
+    pool_item_t *it = (pool_item_t *)c;
+    it->next_free = loop->conn_free;
+    loop->conn_free = it;
+}
+
+void tt__conn_pool_release(tt_loop_t *loop)
+{
+    slab_t *s = loop->conn_slabs;
+    while (s != NULL) {
+        slab_t *next = s->next;
+        free(s);
+        s = next;
+    }
+    loop->conn_slabs = loop->conn_free = NULL;
+}
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending);
+static void deadline_cb(tt__wnode_t *node);
+static void flush(tt_conn_t *c, bool from_loop);
+
+tt__conn_ext_t *tt__conn_ext(tt_conn_t *c)
+{
+    if (c->ext == NULL)
+        c->ext = calloc(1, sizeof(*c->ext));
+    return c->ext;
+}
+
+static void schedule(tt_conn_t *c, uint32_t what)
+{
+    c->flags |= what;
+    if (c->flags & F_LISTED)
+        return;
+    c->flags |= F_LISTED;
+    c->pend_next = NULL;
+    if (c->loop->pend_tail != NULL)
+        c->loop->pend_tail->pend_next = c;
+    else
+        c->loop->pend_head = c;
+    c->loop->pend_tail = c;
+}
+
+static void update_interest(tt_conn_t *c)
+{
+    unsigned ev = 0;
+    int err;
+
+    if (tt__conn_is_closing(c))
+        return;
+    if (c->state == TT_STATE_CONNECTING) {
+        ev = TT__POLL_OUT;
+    } else {
+        if ((c->flags & F_READING) && !(c->flags & F_RD_EOF))
+            ev |= TT__POLL_IN;
+        if (c->flags & F_WAIT_WRITE)
+            ev |= TT__POLL_OUT;
+    }
+    err = tt__poller_set(&c->loop->poller, &c->io, ev);
+    if (err < 0)
+        tt__conn_close(c, TT_CLOSE_IO_ERROR, err);
+}
+
+/* Map a socket error to the reason the connection ended. */
+static tt_close_kind_t kind_of(int err)
+{
+    switch (err) {
+    case -ECONNRESET:
+    case -EPIPE:
+        return TT_CLOSE_PEER_RESET;
+    case -ETIMEDOUT:
+        return TT_CLOSE_KERNEL_TIMEOUT; /* keepalive or TCP_USER_TIMEOUT (tcp(7)) */
+    default:
+        return TT_CLOSE_IO_ERROR;
+    }
+}
+
+static void live_io(tt_conn_t *c, int dir)
+{
+    if (c->ext != NULL && c->ext->live_on_io != NULL)
+        c->ext->live_on_io(c, dir);
+}
+
+/* ---- creation --------------------------------------------------------------- */
+
+tt_conn_t *tt__conn_new(tt_loop_t *loop, int fd, tt__handlers_t *hs)
+{
+    tt_conn_t *c = pool_get(loop);
+    if (c == NULL)
+        return NULL;
+    memset(c, 0, sizeof(*c));
+    tt__io_init(&c->io, fd, TT__IO_STREAM, io_cb);
+    c->loop = loop;
+    c->h = hs;
+    hs->refs++;
+    tt__sendq_init(&c->sq);
+    tt__wnode_init(&c->deadline, deadline_cb);
+    c->id = atomic_fetch_add(&next_id, 1);
+    c->created_ms = loop->now;
+    c->high_water = TT_DEFAULT_HIGH_WATER;
+    c->queue_cap_kib = TT_DEFAULT_QUEUE_CAP / 1024;
+    c->linger_ms = TT_DEFAULT_LINGER_MS;
+    c->flags = F_READING;
+    c->state = TT_STATE_OPEN;
+    loop->handles++;
+    loop->active++;
+    return c;
+}
+
+void tt__conn_opened(tt_conn_t *c)
+{
+    c->state = TT_STATE_OPEN;
+    tt__wheel_stop(&c->loop->wheel, &c->deadline);
+    update_interest(c);
+    if (tt__conn_is_closing(c))
+        return;
+    if (c->h->h.on_open != NULL)
+        c->h->h.on_open(c);
+    if (tt__conn_is_closing(c))
+        return;
+    if (!tt__sendq_empty(&c->sq) || (c->flags & (F_WANT_END | F_DESTROY_SOON)))
+        flush(c, true);
+}
+
+void tt__conn_connecting(tt_conn_t *c, bool done, uint64_t timeout_ms)
+{
+    c->state = TT_STATE_CONNECTING;
+    if (done) {
+        /* Connected inside tt_connect(): on_open still comes from the loop. */
+        schedule(c, F_PEND_OPEN);
+        return;
+    }
+    if (timeout_ms > 0)
+        tt__wheel_start(&c->loop->wheel, &c->deadline, tt__loop_deadline(c->loop, timeout_ms));
+    update_interest(c);
+}
+
+static void connect_done(tt_conn_t *c)
+{
+    int err = tt__sock_error(c->io.fd);
+    if (err < 0) {
+        tt__conn_close(c, TT_CLOSE_CONNECT_FAILED, err);
+        return;
+    }
+    tt__conn_opened(c);
+}
+
+static void deadline_cb(tt__wnode_t *node)
+{
+    tt_conn_t *c = tt__container_of(node, tt_conn_t, deadline);
+    if (c->state == TT_STATE_CONNECTING)
+        tt__conn_close(c, TT_CLOSE_CONNECT_TIMEOUT, -ETIMEDOUT);
+    else
+        tt__conn_close(c, TT_CLOSE_LINGER_TIMEOUT, -ETIMEDOUT);
+}
+
+/* ---- closing ---------------------------------------------------------------- */
+
+void tt__conn_close(tt_conn_t *c, tt_close_kind_t kind, int err)
+{
+    if (tt__conn_is_closing(c))
+        return;
+    c->state = TT_STATE_CLOSING;
+    c->close_kind = (uint8_t)kind;
+    c->close_err = err;
+    tt__wheel_stop(&c->loop->wheel, &c->deadline);
+    /* Out of the poller now; the fd itself stays open until the pending phase so
+     * the kernel's delivery figures can still be read. */
+    tt__poller_remove(&c->loop->poller, &c->io);
+    schedule(c, F_PEND_CLOSE);
+}
+
+static void stream_watch_dispose(tt_conn_t *c);
+
+static void finish_close(tt_conn_t *c)
+{
+    tt_loop_t *loop = c->loop;
+    tt_close_info_t info;
+    int fd = c->io.fd;
+
+    memset(&info, 0, sizeof(info));
+    info.kind = (tt_close_kind_t)c->close_kind;
+    info.error = c->close_err;
+    info.detail = c->ext != NULL ? c->ext->close_detail : 0;
+    info.bytes_written = c->written;
+    if (fd >= 0) {
+        tt_tcp_info_t ti;
+        if (tt__sock_tcp_info(fd, &ti) == 0) {
+            info.bytes_unacked = ti.outq_bytes;
+            info.bytes_acked = ti.bytes_acked;
+        }
+        if (c->flags & F_RESET)
+            tt__sock_set_reset_on_close(fd);
+        close(fd);
+        c->io.fd = -1;
+    }
+    stream_watch_dispose(c);
+    info.bytes_unsent = tt__sendq_clear(&c->sq, NULL, NULL);
+    info.bytes_queued = c->sq.total;
+    if (c->server != NULL)
+        tt__server_unlink(c);
+    if (c->ext != NULL) {
+        if (c->ext->live_free != NULL)
+            c->ext->live_free(c);
+        if (c->ext->frame_free != NULL)
+            c->ext->frame_free(c);
+    }
+
+    bool graceful = info.kind == TT_CLOSE_PEER_CLOSED || info.kind == TT_CLOSE_LOCAL_END ||
+                    info.kind == TT_CLOSE_LOCAL_DESTROY;
+    if (!graceful && c->h->h.on_error != NULL)
+        c->h->h.on_error(c, info.error);
+    if (c->h->h.on_close != NULL)
+        c->h->h.on_close(c, &info);
+
+    c->state = TT_STATE_CLOSED;
+    free(c->ext);
+    tt__handlers_unref(c->h);
+    loop->handles--;
+    loop->active--;
+    pool_put(loop, c);
+}
+
+/* ---- the pending phase ------------------------------------------------------ */
+
+void tt__conn_run_pending(tt_loop_t *loop)
+{
+    /* Only the connections listed now: work scheduled while we run goes to the
+     * next round, so a callback that keeps sending cannot pin us here. */
+    tt_conn_t *c = loop->pend_head;
+    loop->pend_head = loop->pend_tail = NULL;
+    while (c != NULL) {
+        tt_conn_t *next = c->pend_next;
+        uint32_t what = c->flags & (F_PEND_OPEN | F_PEND_FLUSH | F_PEND_CLOSE);
+        c->flags &= ~(F_LISTED | F_PEND_OPEN | F_PEND_FLUSH | F_PEND_CLOSE);
+        if (c->state == TT_STATE_CLOSING) {
+            if (c->flags & F_LISTED) { /* re-listed meanwhile: keep one entry */
+                c = next;
+                continue;
+            }
+            finish_close(c); /* c is gone */
+        } else if (what & F_PEND_OPEN) {
+            tt__conn_opened(c);
+        } else if (what & F_PEND_FLUSH) {
+            flush(c, true);
+        }
+        c = next;
+    }
+}
+
+/* ---- reading ------------------------------------------------------------------ */
+
+static void peer_ended(tt_conn_t *c)
+{
+    c->flags |= F_RD_EOF;
+    update_interest(c);
+    if (c->h->h.on_end != NULL)
+        c->h->h.on_end(c);
+    if (tt__conn_is_closing(c))
+        return;
+    if (c->flags & F_WR_SHUT) {
+        tt__conn_close(c, TT_CLOSE_LOCAL_END, 0); /* our FIN went first */
+    } else if (!(c->flags & (F_HALF_OPEN | F_WANT_END))) {
+        c->flags |= F_WANT_END; /* end our side once the queue is flushed */
+        schedule(c, F_PEND_FLUSH);
+    }
+}
+
+static void on_read(tt_conn_t *c, const char *buf, ssize_t n, size_t pending)
+{
+    if (n > 0) {
+        c->bytes_in += (uint64_t)n;
+        c->packets_in++;
+        live_io(c, TT__IO_DIR_READ);
+        if (tt__conn_is_closing(c))
+            return;
+        if (c->ext != NULL && c->ext->frame_input != NULL)
+            c->ext->frame_input(c, buf, (size_t)n);
+        else if (c->h->h.on_data != NULL)
+            c->h->h.on_data(c, buf, (size_t)n, pending);
+    } else if (n == 0) {
+        peer_ended(c);
+    } else {
+        tt__conn_close(c, kind_of((int)n), (int)n);
+    }
+}
+
+static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
+{
+    tt_conn_t *c = tt__container_of(io, tt_conn_t, io);
+
+    if (tt__conn_is_closing(c))
+        return; /* closed by an earlier callback of this round */
+    if (ev == TT__EV_WRITABLE) {
+        if (c->state == TT_STATE_CONNECTING)
+            connect_done(c);
+        else
+            flush(c, true);
+    } else if (ev == TT__EV_DATA) {
+        on_read(c, buf, n, pending);
+    }
+}
+
+/* ---- writing ------------------------------------------------------------------ */
+
+/* Stream sources (pipes, sockets, ttys) are watched for readability while the
+ * queue waits on them; the watch lives in its own small object. */
+typedef struct stream_watch {
+    tt__io_t io;
+    tt_conn_t *conn;
+    tt__zombie_t zombie;
+} stream_watch_t;
+
+static void stream_watch_free(tt__zombie_t *z)
+{
+    free(tt__container_of(z, stream_watch_t, zombie));
+}
+
+static void stream_watch_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
+{
+    stream_watch_t *w = tt__container_of(io, stream_watch_t, io);
+    tt_conn_t *c = w->conn;
+
+    (void)ev, (void)buf, (void)n, (void)pending;
+    tt__poller_set(&c->loop->poller, io, 0);
+    c->flags &= ~F_STREAM_WAIT;
+    flush(c, true);
+}
+
+static void stream_watch_dispose(tt_conn_t *c)
+{
+    tt__sqe_t *e = c->sq.head;
+    if (e == NULL || e->kind != TT__SQ_STREAM || e->u.file.watch == NULL)
+        return;
+    stream_watch_t *w = e->u.file.watch;
+    tt__poller_remove(&c->loop->poller, &w->io);
+    w->io.fd = -1; /* an event for it already fetched this round is skipped */
+    e->u.file.watch = NULL;
+    tt__loop_defer_free(c->loop, &w->zombie);
+}
+
+static int stream_wait(tt_conn_t *c, tt__sqe_t *e)
+{
+    stream_watch_t *w = e->u.file.watch;
+    if (w == NULL) {
+        w = calloc(1, sizeof(*w));
+        if (w == NULL)
+            return -ENOMEM;
+        tt__io_init(&w->io, e->u.file.fd, TT__IO_RAW, stream_watch_cb);
+        w->conn = c;
+        w->zombie.free_fn = stream_watch_free;
+        e->u.file.watch = w;
+    }
+    c->flags |= F_STREAM_WAIT;
+    return tt__poller_set(&c->loop->poller, &w->io, TT__POLL_IN);
+}
+
+/* Pull the next piece of a stream into the queue's front. Returns > 0 when bytes
+ * were queued, 0 at end of stream (entry popped), -EAGAIN (watch armed), -errno. */
+static int stream_pull(tt_conn_t *c, tt__sqe_t *e)
+{
+    tt__poller_t *p = &c->loop->poller;
+    size_t want = p->rbuf_size;
+    ssize_t n;
+
+    if (e->u.file.remain != TT_FILE_TO_EOF && e->u.file.remain < want)
+        want = (size_t)e->u.file.remain;
+    if (want == 0)
+        goto eof;
+    do
+        n = read(e->u.file.fd, p->rbuf, want);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        int err = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        if (err == -EAGAIN) {
+            int werr = stream_wait(c, e);
+            return werr < 0 ? werr : -EAGAIN;
+        }
+        return err;
+    }
+    if (n == 0)
+        goto eof;
+    tt__sendq_stream_took(&c->sq, (uint64_t)n);
+    if (tt__sendq_push_front_copy(&c->sq, p->rbuf, (size_t)n) < 0)
+        return -ENOMEM;
+    return (int)n;
+
+eof:
+    stream_watch_dispose(c);
+    tt__sendq_pop(&c->sq);
+    return 0;
+}
+
+static void note_written(tt_conn_t *c, size_t n)
+{
+    c->written += n;
+    c->packets_out++;
+    live_io(c, TT__IO_DIR_WRITE);
+}
+
+/* The queue is empty: owed drain, then the half-close or close it was waiting for. */
+static void queue_emptied(tt_conn_t *c, bool from_loop)
+{
+    if ((c->flags & F_HWM) && from_loop) {
+        c->flags &= ~F_HWM;
+        if (c->h->h.on_drain != NULL)
+            c->h->h.on_drain(c);
+        if (tt__conn_is_closing(c) || !tt__sendq_empty(&c->sq))
+            return;
+    }
+    if (c->flags & F_DESTROY_SOON) {
+        tt__conn_close(c, TT_CLOSE_LOCAL_DESTROY, 0);
+        return;
+    }
+    if ((c->flags & F_WANT_END) && !(c->flags & F_WR_SHUT)) {
+        if (shutdown(c->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
+            int err = -errno;
+            tt__conn_close(c, kind_of(err), err);
+            return;
+        }
+        c->flags |= F_WR_SHUT;
+        if (c->flags & F_RD_EOF)
+            tt__conn_close(c, (c->flags & F_ENDED_FIRST) ? TT_CLOSE_LOCAL_END
+                                                         : TT_CLOSE_PEER_CLOSED, 0);
+        else if (c->linger_ms > 0)
+            tt__wheel_start(&c->loop->wheel, &c->deadline,
+                            tt__loop_deadline(c->loop, c->linger_ms));
+    }
+}
+
+/* Write as much of the queue as the socket takes. `from_loop` is false when called
+ * from inside an API call: then no user callback may run (drain waits). */
+static void flush(tt_conn_t *c, bool from_loop)
+{
+    tt__poller_t *p = &c->loop->poller;
+    struct iovec iov[IOV_BATCH];
+    ssize_t r = 0;
+
+    if (c->flags & (F_FLUSHING | F_STREAM_WAIT) || c->state != TT_STATE_OPEN)
+        return;
+    c->flags |= F_FLUSHING;
+    c->flags &= ~F_WAIT_WRITE;
+    while (!tt__sendq_empty(&c->sq)) {
+        tt__sqe_t *e = c->sq.head;
+        size_t want;
+
+        if (e->kind == TT__SQ_STREAM) {
+            r = stream_pull(c, e);
+            if (r == -EAGAIN) {
+                r = 0;
+                break;
+            }
+            if (r < 0)
+                break;
+            continue;
+        }
+        if (e->kind == TT__SQ_FILE) {
+            want = e->u.file.remain < FILE_CHUNK ? (size_t)e->u.file.remain : FILE_CHUNK;
+            uint64_t off = e->u.file.off;
+            r = tt__io_sendfile(p, &c->io, e->u.file.fd, &off, want);
+            if (r == 0)
+                r = -EIO; /* the file ended before the length we were given */
+        } else {
+            int cnt = tt__sendq_fill_iov(&c->sq, iov, IOV_BATCH, &want);
+            r = tt__io_writev(p, &c->io, iov, cnt);
+        }
+        if (r == -EAGAIN) {
+            c->flags |= F_WAIT_WRITE;
+            r = 0;
+            break;
+        }
+        if (r < 0)
+            break;
+        tt__sendq_consume(&c->sq, (uint64_t)r);
+        note_written(c, (size_t)r);
+        if ((size_t)r < want) { /* the socket is full: the next try would EAGAIN */
+            c->flags |= F_WAIT_WRITE;
+            break;
+        }
+    }
+    c->flags &= ~F_FLUSHING;
+    if (r < 0) {
+        tt__conn_close(c, r == -EIO ? TT_CLOSE_IO_ERROR : kind_of((int)r), (int)r);
+        return;
+    }
+    if (tt__sendq_empty(&c->sq)) {
+        if (!from_loop && (c->flags & F_HWM))
+            schedule(c, F_PEND_FLUSH); /* drain is delivered from the loop */
+        else
+            queue_emptied(c, from_loop);
+    }
+    update_interest(c);
+}
+
+/* ---- public: sending ---------------------------------------------------------- */
+
+static int send_status(tt_conn_t *c)
+{
+    if (c->sq.bytes >= c->high_water) {
+        c->flags |= F_HWM;
+        return TT_SEND_FULL;
+    }
+    return 0;
+}
+
+static int check_sendable(const tt_conn_t *c)
+{
+    if (tt__conn_is_closing(c) || (c->flags & (F_WANT_END | F_DESTROY_SOON)))
+        return -EPIPE;
+    return 0;
+}
+
+/* The hard cap: a peer that will not read must not exhaust our memory. */
+static int over_cap(tt_conn_t *c, uint64_t add)
+{
+    if (c->queue_cap_kib != 0 && c->sq.mem + add > (uint64_t)c->queue_cap_kib * 1024) {
+        tt__conn_close(c, TT_CLOSE_SEND_OVERFLOW, TT_EOVERFLOW);
+        return -ENOBUFS;
+    }
+    return 0;
+}
+
+/* Nothing queued and the socket not known to be full: write straight from the
+ * caller's buffers, and queue only what the kernel did not take. */
+static bool can_write_now(const tt_conn_t *c)
+{
+    return c->state == TT_STATE_OPEN && tt__sendq_empty(&c->sq) &&
+           !(c->flags & (F_WAIT_WRITE | F_FLUSHING));
+}
+
+int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
+{
+    size_t len = 0;
+    int err;
+
+    if (c == NULL || iovcnt < 0 || iovcnt > IOV_MAX || (iov == NULL && iovcnt > 0))
+        return -EINVAL;
+    for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_base == NULL && iov[i].iov_len > 0)
+            return -EINVAL;
+        if (len + iov[i].iov_len < len)
+            return -EINVAL;
+        len += iov[i].iov_len;
+    }
+    err = check_sendable(c);
+    if (err < 0)
+        return err;
+    if (len == 0)
+        return send_status(c);
+    err = over_cap(c, len);
+    if (err < 0)
+        return err;
+
+    if (!can_write_now(c)) {
+        err = tt__sendq_push_copy(&c->sq, iov, iovcnt, len);
+        if (err < 0)
+            return err;
+        if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE))
+            schedule(c, F_PEND_FLUSH); /* coalesced with the rest of this round */
+        return send_status(c);
+    }
+
+    ssize_t r = tt__io_writev(&c->loop->poller, &c->io, iov, iovcnt);
+    if (r == (ssize_t)len) {
+        c->sq.total += len;
+        note_written(c, len);
+        return 0;
+    }
+    /* Queue a copy of the whole send and drop what the kernel took: simpler than
+     * slicing the vector, and only a full socket gets here. After an error the
+     * bytes stay queued so the close report counts them as never sent. */
+    err = tt__sendq_push_copy(&c->sq, iov, iovcnt, len);
+    if (err < 0) {
+        tt__conn_close(c, TT_CLOSE_IO_ERROR, err);
+        return err;
+    }
+    if (r > 0) {
+        tt__sendq_consume(&c->sq, (uint64_t)r);
+        note_written(c, (size_t)r);
+    } else if (r != -EAGAIN) {
+        tt__conn_close(c, kind_of((int)r), (int)r);
+        return 0; /* the failure is reported by on_error/on_close, from the loop */
+    }
+    c->flags |= F_WAIT_WRITE;
+    update_interest(c);
+    return send_status(c);
+}
+
+int tt_send(tt_conn_t *c, const void *buf, size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    if (c == NULL || (buf == NULL && len > 0))
+        return -EINVAL;
+    return tt_sendv(c, &iov, 1);
+}
+
+int tt_send_text(tt_conn_t *c, const char *text)
+{
+    if (c == NULL || text == NULL)
+        return -EINVAL;
+    return tt_send(c, text, strlen(text));
+}
+
+int tt_send_owned(tt_conn_t *c, void *buf, size_t len, tt_free_cb free_cb, void *arg)
+{
+    int err;
+
+    if (c == NULL || (buf == NULL && len > 0))
+        return -EINVAL;
+    err = check_sendable(c);
+    if (err < 0)
+        return err;
+    err = over_cap(c, len);
+    if (err < 0)
+        return err;
+    /* Always queued, never written inside the call: the free callback must not
+     * run inside an API call. */
+    err = tt__sendq_push_owned(&c->sq, buf, len, free_cb, arg);
+    if (err < 0)
+        return err;
+    if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE))
+        schedule(c, F_PEND_FLUSH);
+    return send_status(c);
+}
+
+int tt_send_file(tt_conn_t *c, int fd, uint64_t offset, uint64_t len, unsigned flags)
+{
+    struct stat st;
+    int err, kind;
+    bool own = (flags & TT_FILE_CLOSE_FD) != 0;
+
+    if (c == NULL || fd < 0 || (flags & ~(unsigned)(TT_FILE_CLOSE_FD | TT_FILE_THEN_END))) {
+        err = -EINVAL;
+        goto fail;
+    }
+    err = check_sendable(c);
+    if (err < 0)
+        goto fail;
+    if (fstat(fd, &st) < 0) {
+        err = -errno;
+        goto fail;
+    }
+    if (S_ISREG(st.st_mode)) {
+        kind = TT__SQ_FILE;
+        if (offset > (uint64_t)st.st_size) {
+            err = -EINVAL;
+            goto fail;
+        }
+        uint64_t avail = (uint64_t)st.st_size - offset;
+        if (len == TT_FILE_TO_EOF || len > avail)
+            len = len == TT_FILE_TO_EOF ? avail : len; /* a longer len fails at EOF */
+    } else {
+        kind = TT__SQ_STREAM;
+        if (offset != 0) {
+            err = -ESPIPE;
+            goto fail;
+        }
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+            err = -errno;
+            goto fail;
+        }
+    }
+    if (len == 0 && kind == TT__SQ_FILE) {
+        if (own)
+            close(fd);
+    } else {
+        err = tt__sendq_push_file(&c->sq, kind, fd, offset, len, own);
+        if (err < 0)
+            goto fail;
+        if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE))
+            schedule(c, F_PEND_FLUSH);
+    }
+    if (flags & TT_FILE_THEN_END)
+        return tt_end(c, NULL, 0);
+    return send_status(c);
+
+fail:
+    if (own && fd >= 0)
+        close(fd);
+    return err;
+}
+
+/* ---- public: closing ---------------------------------------------------------- */
+
+int tt_end(tt_conn_t *c, const void *buf, size_t len)
+{
+    int err;
+
+    if (c == NULL || (buf == NULL && len > 0))
+        return -EINVAL;
+    err = check_sendable(c);
+    if (err < 0)
+        return err;
+    if (len > 0) {
+        err = tt_send(c, buf, len);
+        if (err < 0)
+            return err;
+        if (tt__conn_is_closing(c))
+            return 0;
+    }
+    c->flags |= F_WANT_END;
+    if (!(c->flags & F_RD_EOF))
+        c->flags |= F_ENDED_FIRST;
+    if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE))
+        schedule(c, F_PEND_FLUSH); /* shutdown() once flushed, from the loop */
+    return 0;
+}
+
+int tt_destroy(tt_conn_t *c, unsigned flags)
+{
+    if (c == NULL || (flags & ~(unsigned)TT_DESTROY_RESET))
+        return -EINVAL;
+    if (tt__conn_is_closing(c))
+        return 0;
+    if (flags & TT_DESTROY_RESET)
+        c->flags |= F_RESET;
+    tt__conn_close(c, TT_CLOSE_LOCAL_DESTROY, 0);
+    return 0;
+}
+
+int tt_destroy_soon(tt_conn_t *c)
+{
+    if (c == NULL)
+        return -EINVAL;
+    if (tt__conn_is_closing(c))
+        return 0;
+    c->flags |= F_DESTROY_SOON;
+    if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE))
+        schedule(c, F_PEND_FLUSH);
+    return 0;
+}
+
+/* ---- public: reading flow control ------------------------------------------- */
+
+int tt_conn_read_stop(tt_conn_t *c)
+{
+    if (c == NULL)
+        return -EINVAL;
+    if (tt__conn_is_closing(c))
+        return -ENOTCONN;
+    c->flags &= ~F_READING;
+    if (c->state == TT_STATE_OPEN)
+        update_interest(c);
+    return 0;
+}
+
+int tt_conn_read_start(tt_conn_t *c)
+{
+    if (c == NULL)
+        return -EINVAL;
+    if (tt__conn_is_closing(c))
+        return -ENOTCONN;
+    c->flags |= F_READING;
+    if (c->state == TT_STATE_OPEN)
+        update_interest(c);
+    return 0;
+}
+
+bool tt_conn_is_reading(const tt_conn_t *c)
+{
+    return c != NULL && (c->flags & F_READING) && !(c->flags & F_RD_EOF) &&
+           !tt__conn_is_closing(c);
+}
+
+/* ---- public: accessors and options -------------------------------------------- */
+
+void tt_conn_set_data(tt_conn_t *c, void *data)
+{
+    if (c != NULL)
+        c->data = data;
+}
+
+void *tt_conn_get_data(const tt_conn_t *c) { return c != NULL ? c->data : NULL; }
+
+tt_loop_t *tt_conn_loop(const tt_conn_t *c) { return c != NULL ? c->loop : NULL; }
+
+tt_server_t *tt_conn_server(const tt_conn_t *c) { return c != NULL ? c->server : NULL; }
+
+int tt_conn_set_handlers(tt_conn_t *c, const tt_conn_handlers_t *h)
+{
+    if (c == NULL || h == NULL)
+        return -EINVAL;
+    tt__handlers_t *hs = tt__handlers_new(h);
+    if (hs == NULL)
+        return -ENOMEM;
+    tt__handlers_unref(c->h);
+    c->h = hs;
+    return 0;
+}
+
+uint64_t tt_conn_id(const tt_conn_t *c) { return c != NULL ? c->id : 0; }
+
+tt_conn_state_t tt_conn_state(const tt_conn_t *c)
+{
+    if (c == NULL)
+        return TT_STATE_CLOSED;
+    if (c->state != TT_STATE_OPEN)
+        return (tt_conn_state_t)c->state;
+    if (c->flags & F_WR_SHUT)
+        return TT_STATE_WRITE_CLOSED;
+    if (c->flags & F_WANT_END)
+        return TT_STATE_WRITE_CLOSING;
+    if (c->flags & F_RD_EOF)
+        return TT_STATE_READ_CLOSED;
+    return TT_STATE_OPEN;
+}
+
+const char *tt_conn_state_name(tt_conn_state_t s)
+{
+    static const char *const names[] = {"connecting",   "open",   "read-closed", "write-closing",
+                                        "write-closed", "closing", "closed"};
+    return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
+}
+
+const char *tt_close_kind_name(tt_close_kind_t k)
+{
+    static const char *const names[] = {
+        "peer closed",     "local end",         "local destroy",       "peer reset",
+        "connect failed",  "connect timeout",   "linger timeout",      "send queue overflow",
+        "I/O error",       "idle timeout",      "heartbeat timeout",   "kernel timeout",
+        "frame too large", "protocol error",    "server shutdown"};
+    return (unsigned)k < sizeof(names) / sizeof(names[0]) ? names[k] : "unknown";
+}
+
+size_t tt_conn_queued_bytes(const tt_conn_t *c) { return c != NULL ? c->sq.bytes : 0; }
+
+uint64_t tt_conn_written_bytes(const tt_conn_t *c) { return c != NULL ? c->written : 0; }
+
+int tt_conn_set_high_water(tt_conn_t *c, size_t bytes)
+{
+    if (c == NULL || bytes == 0 || bytes > UINT32_MAX)
+        return -EINVAL;
+    if (c->queue_cap_kib != 0 && bytes > (size_t)c->queue_cap_kib * 1024)
+        return -EINVAL;
+    c->high_water = (uint32_t)bytes;
+    return 0;
+}
+
+int tt_conn_set_queue_cap(tt_conn_t *c, size_t bytes)
+{
+    if (c == NULL)
+        return -EINVAL;
+    if (bytes == 0 || bytes == SIZE_MAX) {
+        c->queue_cap_kib = 0;
+        return 0;
+    }
+    /* Stored in KiB to keep the handle small; rounded up. */
+    size_t kib = (bytes + 1023) / 1024;
+    if (bytes < c->high_water || kib > UINT32_MAX)
+        return -EINVAL;
+    c->queue_cap_kib = (uint32_t)kib;
+    return 0;
+}
+
+int tt_conn_set_half_open(tt_conn_t *c, bool on)
+{
+    if (c == NULL)
+        return -EINVAL;
+    if (on)
+        c->flags |= F_HALF_OPEN;
+    else
+        c->flags &= ~F_HALF_OPEN;
+    return 0;
+}
+
+int tt_conn_set_linger(tt_conn_t *c, uint64_t ms)
+{
+    if (c == NULL || ms > UINT32_MAX)
+        return -EINVAL;
+    c->linger_ms = (uint32_t)ms;
+    return 0;
+}
+
+static int conn_fd_or_err(const tt_conn_t *c)
+{
+    if (c == NULL)
+        return -EINVAL;
+    if (tt__conn_is_closing(c) || c->io.fd < 0)
+        return -ENOTCONN;
+    return c->io.fd;
+}
+
+int tt_conn_set_nodelay(tt_conn_t *c, bool on)
+{
+    int fd = conn_fd_or_err(c);
+    return fd < 0 ? fd : tt__sock_set_bool(fd, IPPROTO_TCP, TCP_NODELAY, on);
+}
+
+int tt_conn_set_keepalive(tt_conn_t *c, bool on)
+{
+    int fd = conn_fd_or_err(c);
+    return fd < 0 ? fd : tt__sock_set_bool(fd, SOL_SOCKET, SO_KEEPALIVE, on);
+}
+
+int tt_conn_set_sndbuf(tt_conn_t *c, int bytes)
+{
+    int fd = conn_fd_or_err(c);
+    if (fd >= 0 && bytes <= 0)
+        return -EINVAL;
+    return fd < 0 ? fd : tt__sock_set_int(fd, SOL_SOCKET, SO_SNDBUF, bytes);
+}
+
+int tt_conn_set_rcvbuf(tt_conn_t *c, int bytes)
+{
+    int fd = conn_fd_or_err(c);
+    if (fd >= 0 && bytes <= 0)
+        return -EINVAL;
+    return fd < 0 ? fd : tt__sock_set_int(fd, SOL_SOCKET, SO_RCVBUF, bytes);
+}
+
+int tt_conn_fd(const tt_conn_t *c)
+{
+    int fd = conn_fd_or_err(c);
+    return fd < 0 ? -1 : fd;
+}
+
+int tt_conn_peer_addr(const tt_conn_t *c, tt_addr_t *out)
+{
+    int fd = conn_fd_or_err(c);
+    if (out == NULL)
+        return -EINVAL;
+    return fd < 0 ? fd : tt__sock_peer(fd, out);
+}
+
+int tt_conn_local_addr(const tt_conn_t *c, tt_addr_t *out)
+{
+    int fd = conn_fd_or_err(c);
+    if (out == NULL)
+        return -EINVAL;
+    return fd < 0 ? fd : tt__sock_local(fd, out);
+}
+
+int tt_conn_get_stats(const tt_conn_t *c, tt_conn_stats_t *out)
+{
+    if (c == NULL || out == NULL)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    out->id = c->id;
+    out->state = tt_conn_state(c);
+    if (c->io.fd >= 0 && !tt__conn_is_closing(c)) {
+        tt__sock_local(c->io.fd, &out->local);
+        tt__sock_peer(c->io.fd, &out->peer);
+    }
+    out->age_ms = c->loop->now - c->created_ms;
+    out->bytes_in = c->bytes_in;
+    out->bytes_out = c->written;
+    out->packets_in = c->packets_in;
+    out->packets_out = c->packets_out;
+    if (c->ext != NULL) {
+        out->messages_in = c->ext->msgs_in;
+        out->messages_out = c->ext->msgs_out;
+    }
+    out->queued_bytes = c->sq.bytes;
+    out->bytes_queued_total = c->sq.total;
+    return 0;
+}
+
+int tt_conn_get_tcp_info(const tt_conn_t *c, tt_tcp_info_t *out)
+{
+    int fd = conn_fd_or_err(c);
+
+    if (out == NULL)
+        return -EINVAL;
+    return fd < 0 ? fd : tt__sock_tcp_info(fd, out);
+}

@@ -1,0 +1,85 @@
+/* The connection object and the calls the server, client, liveness and framing
+ * layers make on it. */
+#ifndef TT_CONN_H
+#define TT_CONN_H
+
+#include "loop.h"
+#include "sendq.h"
+
+/* Handlers shared by every connection of a server, reference-counted so a server
+ * may close while its connections live on. */
+typedef struct tt__handlers {
+    tt_conn_handlers_t h;
+    uint32_t refs;
+} tt__handlers_t;
+
+tt__handlers_t *tt__handlers_new(const tt_conn_handlers_t *h);
+void tt__handlers_unref(tt__handlers_t *hs);
+
+/* Optional per-connection extensions, allocated on first use so plain connections
+ * stay small: framing, liveness, message counters. The layers above install their
+ * hooks here; conn.c calls them without knowing what they are. */
+typedef struct tt__conn_ext {
+    uint64_t msgs_in, msgs_out;
+    int close_detail;
+    /* Framing: when set, received bytes go here instead of on_data. */
+    void *framer;
+    void (*frame_input)(tt_conn_t *c, const char *buf, size_t n);
+    void (*frame_free)(tt_conn_t *c);
+    /* Framing: queue a ping control frame (used by liveness); 0 or -errno. */
+    int (*frame_ping)(tt_conn_t *c);
+    /* Liveness: told of every read and write; freed at close. */
+    void *live;
+    void (*live_on_io)(tt_conn_t *c, int dir); /* TT__IO_DIR_* */
+    void (*live_free)(tt_conn_t *c);
+} tt__conn_ext_t;
+
+#define TT__IO_DIR_READ 0
+#define TT__IO_DIR_WRITE 1
+
+struct tt_conn {
+    tt__io_t io;
+    tt_loop_t *loop;
+    tt__handlers_t *h;
+    void *data;
+    tt_server_t *server;
+    tt_conn_t *srv_prev, *srv_next; /* the server's list of live connections */
+    tt_conn_t *pend_next;           /* the loop's list of deferred work */
+    tt__sendq_t sq;
+    uint64_t written; /* bytes handed to the kernel */
+    uint64_t bytes_in;
+    uint64_t packets_in, packets_out;
+    tt__wnode_t deadline; /* connect timeout, or linger after end */
+    uint64_t id;
+    uint64_t created_ms;
+    uint32_t high_water;
+    uint32_t queue_cap_kib; /* hard cap in KiB; 0: none */
+    uint32_t linger_ms;
+    uint32_t flags;
+    uint8_t state; /* TT_STATE_CONNECTING / OPEN / CLOSING / CLOSED; the rest derived */
+    uint8_t close_kind;
+    int close_err;
+    tt__conn_ext_t *ext;
+};
+
+/* Allocate a connection on fd (already non-blocking). Returns NULL on ENOMEM. */
+tt_conn_t *tt__conn_new(tt_loop_t *loop, int fd, tt__handlers_t *hs);
+/* The socket is connected: start reading, fire on_open, send what was queued. */
+void tt__conn_opened(tt_conn_t *c);
+/* Begin closing: the socket leaves the poller now; on_error/on_close are
+ * delivered by the loop at the end of the round. Idempotent. */
+void tt__conn_close(tt_conn_t *c, tt_close_kind_t kind, int err);
+/* Client: the connect is in progress (EINPROGRESS) or done at once. */
+void tt__conn_connecting(tt_conn_t *c, bool done, uint64_t timeout_ms);
+/* Deferred work for the loop: run every connection on the pending list. */
+void tt__conn_run_pending(tt_loop_t *loop);
+void tt__conn_pool_release(tt_loop_t *loop);
+tt__conn_ext_t *tt__conn_ext(tt_conn_t *c);
+static inline bool tt__conn_is_closing(const tt_conn_t *c)
+{
+    return c->state >= TT_STATE_CLOSING;
+}
+/* Server bookkeeping (server.c). */
+void tt__server_unlink(tt_conn_t *c);
+
+#endif

@@ -1,0 +1,236 @@
+/* The event loop: run/stop/post, the one place that calls the poller.
+ *
+ * One round: refresh the time, fire due timers, run posted functions, do deferred
+ * connection work (coalesced writes, close delivery), then wait for I/O with a
+ * timeout that ends at the next timer, dispatch, and do the same again. Frees are
+ * deferred to the end of the round so a callback may destroy anything. */
+#include "loop.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+
+struct tt__post {
+    tt__post_t *next;
+    tt_post_cb fn;
+    void *arg;
+};
+
+uint64_t tt__clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void wake_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
+{
+    tt_loop_t *loop = tt__container_of(io, tt_loop_t, wake_io);
+    uint64_t v;
+
+    (void)ev, (void)buf, (void)n, (void)pending;
+    atomic_store(&loop->wake_pending, 0);
+    while (read(loop->wake_fd, &v, sizeof(v)) < 0 && errno == EINTR)
+        ;
+}
+
+int tt_loop_init(tt_loop_t **out)
+{
+    tt_loop_t *loop;
+    int err;
+
+    if (out == NULL)
+        return -EINVAL;
+    loop = calloc(1, sizeof(*loop));
+    if (loop == NULL)
+        return -ENOMEM;
+    err = tt__poller_init(&loop->poller);
+    if (err < 0)
+        goto fail_poller;
+    loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (loop->wake_fd < 0) {
+        err = -errno;
+        goto fail_eventfd;
+    }
+    tt__io_init(&loop->wake_io, loop->wake_fd, TT__IO_RAW, wake_cb);
+    err = tt__poller_set(&loop->poller, &loop->wake_io, TT__POLL_IN);
+    if (err < 0)
+        goto fail_register;
+    err = -pthread_mutex_init(&loop->post_mu, NULL);
+    if (err < 0)
+        goto fail_register;
+    loop->now = tt__clock_ms();
+    tt__wheel_init(&loop->wheel, loop->now);
+    *out = loop;
+    return 0;
+
+fail_register:
+    close(loop->wake_fd);
+fail_eventfd:
+    tt__poller_close(&loop->poller);
+fail_poller:
+    free(loop);
+    return err;
+}
+
+static void run_zombies(tt_loop_t *loop)
+{
+    while (loop->zombies != NULL) {
+        tt__zombie_t *z = loop->zombies;
+        loop->zombies = z->next;
+        z->free_fn(z);
+    }
+}
+
+int tt_loop_close(tt_loop_t *loop)
+{
+    if (loop == NULL)
+        return -EINVAL;
+    if (loop->running)
+        return -EBUSY;
+    if (loop->handles > 0 || loop->pend_head != NULL)
+        return -EBUSY;
+    run_zombies(loop);
+    while (loop->post_head != NULL) { /* dropped, as documented */
+        tt__post_t *p = loop->post_head;
+        loop->post_head = p->next;
+        free(p);
+    }
+    tt__conn_pool_release(loop);
+    pthread_mutex_destroy(&loop->post_mu);
+    close(loop->wake_fd);
+    tt__poller_close(&loop->poller);
+    free(loop);
+    return 0;
+}
+
+void tt__loop_defer_free(tt_loop_t *loop, tt__zombie_t *z)
+{
+    z->next = loop->zombies;
+    loop->zombies = z;
+}
+
+static void wake(tt_loop_t *loop)
+{
+    uint64_t one = 1;
+    /* write(2) is async-signal-safe; the flag only saves redundant syscalls. */
+    if (atomic_exchange(&loop->wake_pending, 1) == 0) {
+        ssize_t r = write(loop->wake_fd, &one, sizeof(one));
+        (void)r; /* EAGAIN: the counter is saturated, the loop is awake anyway */
+    }
+}
+
+int tt_loop_stop(tt_loop_t *loop)
+{
+    if (loop == NULL)
+        return -EINVAL;
+    atomic_store(&loop->stop, 1);
+    wake(loop);
+    return 0;
+}
+
+int tt_loop_post(tt_loop_t *loop, tt_post_cb fn, void *arg)
+{
+    tt__post_t *p;
+
+    if (loop == NULL || fn == NULL)
+        return -EINVAL;
+    p = malloc(sizeof(*p));
+    if (p == NULL)
+        return -ENOMEM;
+    p->next = NULL;
+    p->fn = fn;
+    p->arg = arg;
+    pthread_mutex_lock(&loop->post_mu);
+    if (loop->post_tail != NULL)
+        loop->post_tail->next = p;
+    else
+        loop->post_head = p;
+    loop->post_tail = p;
+    atomic_fetch_add(&loop->posts, 1);
+    pthread_mutex_unlock(&loop->post_mu);
+    wake(loop);
+    return 0;
+}
+
+static void run_posts(tt_loop_t *loop)
+{
+    tt__post_t *p;
+
+    if (atomic_load(&loop->posts) == 0)
+        return;
+    /* Take the whole list under the lock, run it outside: a post may post again. */
+    pthread_mutex_lock(&loop->post_mu);
+    p = loop->post_head;
+    loop->post_head = loop->post_tail = NULL;
+    pthread_mutex_unlock(&loop->post_mu);
+    while (p != NULL) {
+        tt__post_t *next = p->next;
+        p->fn(loop, p->arg);
+        free(p);
+        atomic_fetch_sub(&loop->posts, 1);
+        p = next;
+    }
+}
+
+uint64_t tt_loop_now(const tt_loop_t *loop) { return loop != NULL ? loop->now : 0; }
+
+void tt_loop_update_time(tt_loop_t *loop)
+{
+    if (loop != NULL)
+        loop->now = tt__clock_ms();
+}
+
+size_t tt_loop_handle_count(const tt_loop_t *loop) { return loop != NULL ? loop->handles : 0; }
+
+static bool alive(const tt_loop_t *loop)
+{
+    return loop->active > 0 || loop->wheel.count > 0 || atomic_load(&loop->posts) > 0 ||
+           loop->pend_head != NULL;
+}
+
+static int poll_timeout(tt_loop_t *loop, tt_run_mode_t mode)
+{
+    if (mode == TT_RUN_NOWAIT || loop->pend_head != NULL || atomic_load(&loop->posts) > 0 ||
+        atomic_load(&loop->stop))
+        return 0;
+    uint64_t next = tt__wheel_next_expiry(&loop->wheel);
+    if (next == UINT64_MAX)
+        return -1;
+    if (next <= loop->now)
+        return 0;
+    return next - loop->now > INT_MAX ? INT_MAX : (int)(next - loop->now);
+}
+
+static void round_work(tt_loop_t *loop)
+{
+    loop->now = tt__clock_ms();
+    tt__wheel_advance(&loop->wheel, loop->now);
+    run_posts(loop);
+    tt__conn_run_pending(loop);
+    run_zombies(loop);
+}
+
+int tt_loop_run(tt_loop_t *loop, tt_run_mode_t mode)
+{
+    if (loop == NULL || mode > TT_RUN_NOWAIT)
+        return -EINVAL;
+    if (loop->running)
+        return -EBUSY;
+    loop->running = 1;
+    round_work(loop);
+    while (!atomic_load(&loop->stop) && (mode != TT_RUN_DEFAULT || alive(loop))) {
+        tt__poller_wait(&loop->poller, poll_timeout(loop, mode));
+        round_work(loop);
+        if (mode != TT_RUN_DEFAULT)
+            break;
+    }
+    atomic_store(&loop->stop, 0);
+    loop->running = 0;
+    return alive(loop) ? 1 : 0;
+}

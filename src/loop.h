@@ -1,0 +1,56 @@
+/* The loop's private state, shared by the files of the layers above it. */
+#ifndef TT_LOOP_H
+#define TT_LOOP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "poller.h"
+#include "tether.h"
+#include "timer_wheel.h"
+
+#define tt__container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* Something freed at the end of the round, after every event of the round that
+ * might still point at it has been dispatched. */
+typedef struct tt__zombie tt__zombie_t;
+struct tt__zombie {
+    tt__zombie_t *next;
+    void (*free_fn)(tt__zombie_t *z);
+};
+
+typedef struct tt__post tt__post_t;
+
+struct tt_loop {
+    tt__poller_t poller;
+    uint64_t now;        /* cached CLOCK_MONOTONIC ms */
+    int running;
+    atomic_int stop;     /* set by tt_loop_stop(), from any thread or a signal */
+    int wake_fd;         /* eventfd: posts and stop wake the poller */
+    tt__io_t wake_io;
+    atomic_int wake_pending; /* a wake-up write is outstanding: skip further writes */
+
+    pthread_mutex_t post_mu;
+    tt__post_t *post_head, *post_tail;
+    atomic_size_t posts; /* queued posts: they keep the loop alive */
+
+    size_t handles; /* open handles: timers, connections, servers */
+    size_t active;  /* connections and servers that keep the loop running */
+
+    tt_conn_t *pend_head, *pend_tail; /* connections with deferred work */
+    tt__zombie_t *zombies;
+
+    void *conn_free;  /* pool: free connection objects */
+    void *conn_slabs; /* pool: slabs to release at close */
+
+    tt__wheel_t wheel; /* last: it is large (16 KiB of list heads) */
+};
+
+static inline uint64_t tt__loop_deadline(const tt_loop_t *loop, uint64_t ms)
+{
+    return loop->now + ms;
+}
+void tt__loop_defer_free(tt_loop_t *loop, tt__zombie_t *z);
+uint64_t tt__clock_ms(void);
+
+#endif

@@ -1,0 +1,80 @@
+/* The readiness/completion backend behind the loop.
+ *
+ * Above this interface nothing assumes readiness semantics: reading is "the poller
+ * hands the owner a filled buffer" (TT__EV_DATA), writing is "the owner hands the
+ * poller an iovec list and learns how much went" (tt__io_writev), with
+ * TT__EV_WRITABLE when more can go. A completion backend (io_uring: multishot recv
+ * with provided buffers) implements the same calls. Only raw watches
+ * (TT__EV_READABLE: listeners, eventfds, UDP, stream sources) see readiness. */
+#ifndef TT_POLLER_H
+#define TT_POLLER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/* Interest bits. */
+#define TT__POLL_IN 0x1  /* data: deliver reads (or READABLE for raw watches) */
+#define TT__POLL_OUT 0x2 /* deliver WRITABLE */
+
+/* Events delivered to a watch's callback. */
+#define TT__EV_DATA 1     /* buf/n: n > 0 bytes read, 0 end of stream, < 0 -errno */
+#define TT__EV_WRITABLE 2 /* the socket can take more (or connect finished) */
+#define TT__EV_READABLE 3 /* raw watch: the fd is readable (or has an error) */
+
+/* Watch kinds. */
+#define TT__IO_STREAM 0 /* the poller reads into the shared buffer */
+#define TT__IO_RAW 1    /* the owner does its own syscalls */
+
+typedef struct tt__io tt__io_t;
+/* `pending`: bytes the kernel still holds for this socket after the read. */
+typedef void (*tt__io_cb)(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending);
+
+struct tt__io {
+    int fd;
+    uint8_t events;     /* interest currently registered */
+    uint8_t kind;       /* TT__IO_STREAM or TT__IO_RAW */
+    uint8_t registered; /* known to the backend */
+    uint8_t pad_;
+    tt__io_cb cb;
+};
+
+typedef struct tt__poller {
+    int epfd;
+    char *rbuf; /* the loop's one read buffer (DESIGN.md: no per-connection buffer) */
+    size_t rbuf_size;
+    int nevents;
+    void *events; /* struct epoll_event[nevents] */
+} tt__poller_t;
+
+#define TT__READ_BUF_SIZE (64 * 1024)
+
+int tt__poller_init(tt__poller_t *p);
+void tt__poller_close(tt__poller_t *p);
+static inline void tt__io_init(tt__io_t *io, int fd, int kind, tt__io_cb cb)
+{
+    io->fd = fd;
+    io->events = 0;
+    io->kind = (uint8_t)kind;
+    io->registered = 0;
+    io->pad_ = 0;
+    io->cb = cb;
+}
+/* Set the interest of `io` (0 removes it from the backend). 0 or -errno. */
+int tt__poller_set(tt__poller_t *p, tt__io_t *io, unsigned events);
+/* Forget `io` before its fd is closed. */
+void tt__poller_remove(tt__poller_t *p, tt__io_t *io);
+/* Wait up to timeout_ms (-1 forever) and dispatch events. A callback may close any
+ * watch: a watch whose fd is -1 gets no further events in this round, and its
+ * memory must stay valid until the round ends (the loop defers frees).
+ * Returns the number of events or -errno (-EINTR is not an error: 0). */
+int tt__poller_wait(tt__poller_t *p, int timeout_ms);
+/* Write as much of iov as the socket takes now: bytes written, or -EAGAIN (the
+ * owner will get TT__EV_WRITABLE once it arms TT__POLL_OUT), or -errno. Never
+ * raises SIGPIPE. */
+ssize_t tt__io_writev(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt);
+/* sendfile(2) from a regular file: bytes sent (offset advanced), -EAGAIN, -errno. */
+ssize_t tt__io_sendfile(tt__poller_t *p, tt__io_t *io, int in_fd, uint64_t *offset, size_t len);
+
+#endif

@@ -1,0 +1,184 @@
+/* epoll backend: level-triggered, one read per readiness per round.
+ *
+ * Level-triggered keeps fairness simple (a busy socket cannot starve the others)
+ * and costs no extra syscall: a read that fills less than the buffer has drained
+ * the socket, so we stop there instead of reading again to see EAGAIN. */
+#include "poller.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_EVENTS 256
+
+int tt__poller_init(tt__poller_t *p)
+{
+    int err;
+
+    p->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (p->epfd < 0)
+        return -errno;
+    p->rbuf_size = TT__READ_BUF_SIZE;
+    p->rbuf = malloc(p->rbuf_size);
+    p->nevents = MAX_EVENTS;
+    p->events = calloc(MAX_EVENTS, sizeof(struct epoll_event));
+    if (p->rbuf == NULL || p->events == NULL) {
+        err = -ENOMEM;
+        goto fail;
+    }
+    return 0;
+
+fail:
+    free(p->rbuf);
+    free(p->events);
+    close(p->epfd);
+    return err;
+}
+
+void tt__poller_close(tt__poller_t *p)
+{
+    free(p->rbuf);
+    free(p->events);
+    close(p->epfd);
+}
+
+int tt__poller_set(tt__poller_t *p, tt__io_t *io, unsigned events)
+{
+    struct epoll_event ev = {0};
+    int op;
+
+    if (io->registered && io->events == events)
+        return 0;
+    if (events == 0) {
+        /* Removing instead of registering an empty mask: epoll reports EPOLLHUP and
+         * EPOLLERR even for an empty mask, and level-triggered that would spin. */
+        if (io->registered && epoll_ctl(p->epfd, EPOLL_CTL_DEL, io->fd, NULL) < 0)
+            return -errno;
+        io->registered = 0;
+        io->events = 0;
+        return 0;
+    }
+    ev.events = ((events & TT__POLL_IN) ? EPOLLIN : 0) | ((events & TT__POLL_OUT) ? EPOLLOUT : 0);
+    ev.data.ptr = io;
+    op = io->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(p->epfd, op, io->fd, &ev) < 0)
+        return -errno;
+    io->registered = 1;
+    io->events = (uint8_t)events;
+    return 0;
+}
+
+void tt__poller_remove(tt__poller_t *p, tt__io_t *io)
+{
+    if (io->registered && io->fd >= 0)
+        epoll_ctl(p->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+    io->registered = 0;
+    io->events = 0;
+}
+
+static void deliver_read(tt__poller_t *p, tt__io_t *io)
+{
+    ssize_t n = recv(io->fd, p->rbuf, p->rbuf_size, 0);
+    size_t pending = 0;
+
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        n = -errno;
+    } else if ((size_t)n == p->rbuf_size) {
+        /* Only a full buffer can leave bytes behind; ask the kernel how many. */
+        int avail = 0;
+        if (ioctl(io->fd, FIONREAD, &avail) == 0 && avail > 0)
+            pending = (size_t)avail;
+    }
+    io->cb(io, TT__EV_DATA, p->rbuf, n, pending);
+}
+
+int tt__poller_wait(tt__poller_t *p, int timeout_ms)
+{
+    struct epoll_event *evs = p->events;
+    int n = epoll_wait(p->epfd, evs, p->nevents, timeout_ms);
+
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    for (int i = 0; i < n; i++) {
+        tt__io_t *io = evs[i].data.ptr;
+        uint32_t e = evs[i].events;
+        int err_or_hup = (e & (EPOLLERR | EPOLLHUP)) != 0;
+
+        if (io->fd < 0)
+            continue; /* closed by an earlier callback in this round */
+        if (io->kind == TT__IO_RAW) {
+            if ((e & EPOLLIN) || (err_or_hup && (io->events & TT__POLL_IN)))
+                io->cb(io, TT__EV_READABLE, NULL, 0, 0);
+            if (io->fd >= 0 && ((e & EPOLLOUT) || (err_or_hup && (io->events & TT__POLL_OUT))))
+                io->cb(io, TT__EV_WRITABLE, NULL, 0, 0);
+            continue;
+        }
+        /* Writable first: a connect completes, or queued bytes go before we read
+         * (and possibly queue more). An error is reported through whichever
+         * direction is armed; the read or write then returns it. */
+        if ((e & EPOLLOUT) || (err_or_hup && (io->events & TT__POLL_OUT)))
+            io->cb(io, TT__EV_WRITABLE, NULL, 0, 0);
+        if (io->fd >= 0 && (io->events & TT__POLL_IN) && ((e & EPOLLIN) || err_or_hup))
+            deliver_read(p, io);
+    }
+    return n;
+}
+
+ssize_t tt__io_writev(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt)
+{
+    struct msghdr msg = {0};
+    ssize_t n;
+
+    (void)p;
+    msg.msg_iov = (struct iovec *)iov;
+    msg.msg_iovlen = (size_t)iovcnt;
+    /* sendmsg rather than writev: MSG_NOSIGNAL, so a closed peer gives EPIPE and
+     * never SIGPIPE (socket(7), send(2)). */
+    do
+        n = sendmsg(io->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return n;
+}
+
+ssize_t tt__io_sendfile(tt__poller_t *p, tt__io_t *io, int in_fd, uint64_t *offset, size_t len)
+{
+    off_t off = (off_t)*offset;
+    sigset_t pipe_set, old_set, pending;
+    ssize_t n;
+    int err = 0, was_pending;
+
+    (void)p;
+    /* sendfile(2) has no MSG_NOSIGNAL: a reset peer raises SIGPIPE. Block it on this
+     * thread for the call and swallow the one we caused, leaving one that was
+     * already pending alone. The library never changes process-wide dispositions. */
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
+    sigpending(&pending);
+    was_pending = sigismember(&pending, SIGPIPE);
+    do
+        n = sendfile(io->fd, in_fd, &off, len);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        err = errno;
+    if (err == EPIPE && !was_pending) {
+        struct timespec zero = {0, 0};
+        sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_set, NULL);
+    if (n < 0)
+        return err == EWOULDBLOCK ? -EAGAIN : -err;
+    *offset = (uint64_t)off;
+    return n;
+}

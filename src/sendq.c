@@ -1,0 +1,265 @@
+/* Send queue: the connection's outgoing data in call order.
+ *
+ * Memory rules (DESIGN.md): copied bytes live in queue-owned chunks, packed so a
+ * stream of small sends costs one allocation per chunk, not per send; handed-over
+ * bytes are read in place and released through their free callback; file segments
+ * hold only (fd, offset, length). `bytes` and `mem` are always exact, so
+ * backpressure, the hard cap, statistics and close reports never walk the list. */
+#include "sendq.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CHUNK_FIRST 4096  /* first chunk: most queues never hold more */
+#define CHUNK_NEXT 16384  /* later chunks while a slow reader backs up */
+
+void tt__sendq_init(tt__sendq_t *q)
+{
+    q->head = q->tail = NULL;
+    q->bytes = q->mem = q->total = 0;
+}
+
+static void link_tail(tt__sendq_t *q, tt__sqe_t *e)
+{
+    e->next = NULL;
+    if (q->tail != NULL)
+        q->tail->next = e;
+    else
+        q->head = e;
+    q->tail = e;
+}
+
+static tt__sqe_t *new_chunk(size_t need, size_t min_cap)
+{
+    size_t cap = need > min_cap ? need : min_cap;
+    if (cap > UINT32_MAX)
+        return NULL;
+    tt__sqe_t *e = malloc(offsetof(tt__sqe_t, data) + cap);
+    if (e == NULL)
+        return NULL;
+    e->kind = TT__SQ_COPY;
+    e->own_fd = 0;
+    e->u.copy.cap = (uint32_t)cap;
+    e->u.copy.head = e->u.copy.tail = 0;
+    return e;
+}
+
+int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, size_t len)
+{
+    tt__sqe_t *t = q->tail;
+    size_t room = 0, first;
+
+    if (len == 0)
+        return 0;
+    if (t != NULL && t->kind == TT__SQ_COPY)
+        room = t->u.copy.cap - t->u.copy.tail;
+    first = len < room ? len : room;
+
+    /* Allocate before copying anything, so failure leaves the queue untouched. */
+    tt__sqe_t *fresh = NULL;
+    if (first < len) {
+        fresh = new_chunk(len - first, q->head == NULL ? CHUNK_FIRST : CHUNK_NEXT);
+        if (fresh == NULL)
+            return -ENOMEM;
+    }
+
+    size_t done = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        const char *p = iov[i].iov_base;
+        size_t n = iov[i].iov_len;
+        while (n > 0) {
+            tt__sqe_t *dst = done < first ? t : fresh;
+            size_t limit = done < first ? first - done : n;
+            size_t k = n < limit ? n : limit;
+            memcpy(dst->data + dst->u.copy.tail, p, k);
+            dst->u.copy.tail += (uint32_t)k;
+            p += k;
+            n -= k;
+            done += k;
+        }
+    }
+    if (fresh != NULL)
+        link_tail(q, fresh);
+    q->bytes += len;
+    q->mem += len;
+    q->total += len;
+    return 0;
+}
+
+int tt__sendq_push_front_copy(tt__sendq_t *q, const void *buf, size_t len)
+{
+    tt__sqe_t *e = new_chunk(len, len);
+    if (e == NULL)
+        return -ENOMEM;
+    memcpy(e->data, buf, len);
+    e->u.copy.tail = (uint32_t)len;
+    e->next = q->head;
+    q->head = e;
+    if (q->tail == NULL)
+        q->tail = e;
+    q->bytes += len;
+    q->mem += len;
+    q->total += len;
+    return 0;
+}
+
+int tt__sendq_push_owned(tt__sendq_t *q, void *buf, size_t len, tt_free_cb free_cb, void *arg)
+{
+    tt__sqe_t *e = malloc(sizeof(*e));
+    if (e == NULL)
+        return -ENOMEM;
+    e->kind = TT__SQ_OWNED;
+    e->own_fd = 0;
+    e->u.owned.buf = buf;
+    e->u.owned.off = 0;
+    e->u.owned.len = len;
+    e->u.owned.free_cb = free_cb;
+    e->u.owned.arg = arg;
+    link_tail(q, e);
+    q->bytes += len;
+    q->mem += len;
+    q->total += len;
+    return 0;
+}
+
+int tt__sendq_push_file(tt__sendq_t *q, int kind, int fd, uint64_t off, uint64_t len, int own_fd)
+{
+    tt__sqe_t *e = malloc(sizeof(*e));
+    if (e == NULL)
+        return -ENOMEM;
+    e->kind = (uint8_t)kind;
+    e->own_fd = (uint8_t)(own_fd != 0);
+    e->u.file.fd = fd;
+    e->u.file.off = off;
+    e->u.file.remain = len;
+    e->u.file.watch = NULL;
+    link_tail(q, e);
+    if (len != TT_FILE_TO_EOF) {
+        q->bytes += len;
+        if (kind == TT__SQ_FILE)
+            q->total += len; /* streams count as they are read */
+    }
+    return 0;
+}
+
+int tt__sendq_fill_iov(const tt__sendq_t *q, struct iovec *iov, int max, size_t *bytes)
+{
+    int n = 0;
+    size_t sum = 0;
+    for (tt__sqe_t *e = q->head; e != NULL && n < max; e = e->next) {
+        if (e->kind == TT__SQ_COPY) {
+            iov[n].iov_base = e->data + e->u.copy.head;
+            iov[n].iov_len = e->u.copy.tail - e->u.copy.head;
+        } else if (e->kind == TT__SQ_OWNED) {
+            iov[n].iov_base = e->u.owned.buf + e->u.owned.off;
+            iov[n].iov_len = e->u.owned.len - e->u.owned.off;
+        } else {
+            break;
+        }
+        sum += iov[n].iov_len;
+        n++;
+    }
+    *bytes = sum;
+    return n;
+}
+
+static void release(tt__sqe_t *e)
+{
+    if (e->kind == TT__SQ_OWNED && e->u.owned.free_cb != NULL)
+        e->u.owned.free_cb(e->u.owned.buf, e->u.owned.arg);
+    else if ((e->kind == TT__SQ_FILE || e->kind == TT__SQ_STREAM) && e->own_fd)
+        close(e->u.file.fd);
+    free(e);
+}
+
+static void unlink_head(tt__sendq_t *q)
+{
+    q->head = q->head->next;
+    if (q->head == NULL)
+        q->tail = NULL;
+}
+
+/* Bytes of the head entry still to write (file: remaining length). */
+static uint64_t head_left(const tt__sqe_t *e)
+{
+    switch (e->kind) {
+    case TT__SQ_COPY:
+        return e->u.copy.tail - e->u.copy.head;
+    case TT__SQ_OWNED:
+        return e->u.owned.len - e->u.owned.off;
+    default:
+        return e->u.file.remain;
+    }
+}
+
+void tt__sendq_consume(tt__sendq_t *q, uint64_t n)
+{
+    while (n > 0 && q->head != NULL) {
+        tt__sqe_t *e = q->head;
+        uint64_t left = head_left(e);
+        uint64_t k = n < left ? n : left;
+        switch (e->kind) {
+        case TT__SQ_COPY:
+            e->u.copy.head += (uint32_t)k;
+            q->mem -= k;
+            break;
+        case TT__SQ_OWNED:
+            e->u.owned.off += k;
+            q->mem -= k;
+            break;
+        default:
+            e->u.file.off += k;
+            if (e->u.file.remain != TT_FILE_TO_EOF)
+                e->u.file.remain -= k;
+            break;
+        }
+        q->bytes -= k;
+        n -= k;
+        if (k == left && e->kind != TT__SQ_STREAM) {
+            unlink_head(q);
+            release(e);
+        }
+    }
+}
+
+void tt__sendq_stream_took(tt__sendq_t *q, uint64_t n)
+{
+    tt__sqe_t *e = q->head;
+    if (e == NULL || e->kind != TT__SQ_STREAM || e->u.file.remain == TT_FILE_TO_EOF)
+        return;
+    e->u.file.remain -= n;
+    q->bytes -= n;
+}
+
+void *tt__sendq_pop(tt__sendq_t *q)
+{
+    tt__sqe_t *e = q->head;
+    void *watch = NULL;
+    if (e == NULL)
+        return NULL;
+    uint64_t left = head_left(e);
+    if (e->kind == TT__SQ_COPY || e->kind == TT__SQ_OWNED) {
+        q->mem -= left;
+        q->bytes -= left;
+    } else {
+        if (left != TT_FILE_TO_EOF)
+            q->bytes -= left;
+        watch = e->u.file.watch;
+    }
+    unlink_head(q);
+    release(e);
+    return watch;
+}
+
+uint64_t tt__sendq_clear(tt__sendq_t *q, void (*on_watch)(void *watch, void *arg), void *arg)
+{
+    uint64_t dropped = q->bytes;
+    while (q->head != NULL) {
+        void *watch = tt__sendq_pop(q);
+        if (watch != NULL && on_watch != NULL)
+            on_watch(watch, arg);
+    }
+    return dropped;
+}

@@ -1,0 +1,75 @@
+/* Ordered queue of outgoing byte chunks and file segments.
+ * Pure data structure: no system calls except close() of fds it was handed. */
+#ifndef TT_SENDQ_H
+#define TT_SENDQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "tether.h"
+
+enum {
+    TT__SQ_COPY,   /* bytes copied into a queue-owned chunk; small sends are packed */
+    TT__SQ_OWNED,  /* bytes handed over with a free callback */
+    TT__SQ_FILE,   /* regular file segment: fd, offset, length (sendfile) */
+    TT__SQ_STREAM  /* pipe/socket/other fd read as it becomes readable */
+};
+
+typedef struct tt__sqe tt__sqe_t;
+struct tt__sqe {
+    tt__sqe_t *next;
+    uint8_t kind;
+    uint8_t own_fd; /* FILE/STREAM: close fd when the entry is released */
+    union {
+        struct {
+            uint32_t cap, head, tail; /* valid bytes are data[head, tail) */
+        } copy;
+        struct {
+            char *buf;
+            size_t off, len;
+            tt_free_cb free_cb;
+            void *arg;
+        } owned;
+        struct {
+            int fd;
+            uint64_t off;
+            uint64_t remain; /* STREAM: TT_FILE_TO_EOF when unbounded */
+            void *watch;     /* STREAM: the owner's readiness watch, if any */
+        } file;
+    } u;
+    char data[]; /* COPY only */
+};
+
+typedef struct tt__sendq {
+    tt__sqe_t *head, *tail;
+    uint64_t bytes; /* known bytes waiting (memory + bounded file/stream lengths) */
+    uint64_t mem;   /* bytes held in memory (COPY + OWNED): what the hard cap limits */
+    uint64_t total; /* bytes ever queued (streams counted as they are read) */
+} tt__sendq_t;
+
+void tt__sendq_init(tt__sendq_t *q);
+static inline int tt__sendq_empty(const tt__sendq_t *q) { return q->head == 0; }
+/* Copy the buffers (total `len` bytes) to the tail. 0 or -ENOMEM (nothing queued). */
+int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, size_t len);
+/* Put a copy at the front (stream data read but not yet written). 0 or -ENOMEM. */
+int tt__sendq_push_front_copy(tt__sendq_t *q, const void *buf, size_t len);
+int tt__sendq_push_owned(tt__sendq_t *q, void *buf, size_t len, tt_free_cb free_cb, void *arg);
+int tt__sendq_push_file(tt__sendq_t *q, int kind, int fd, uint64_t off, uint64_t len, int own_fd);
+/* Describe up to `max` memory entries from the head as iovecs (stops at a file or
+ * stream entry). Returns the count and sets *bytes. */
+int tt__sendq_fill_iov(const tt__sendq_t *q, struct iovec *iov, int max, size_t *bytes);
+/* `n` bytes of the head left for the kernel: advance, releasing finished entries
+ * (free callbacks run, owned fds are closed). */
+void tt__sendq_consume(tt__sendq_t *q, uint64_t n);
+/* Release the head entry whatever is left of it (a stream at end of file). Returns
+ * the entry's watch pointer (STREAM) so the owner can dispose of it, else NULL. */
+void *tt__sendq_pop(tt__sendq_t *q);
+/* The head STREAM entry produced `n` bytes (about to be pushed to the front as a
+ * copy): shrink its remaining length. */
+void tt__sendq_stream_took(tt__sendq_t *q, uint64_t n);
+/* Drop everything (free callbacks run, fds closed). Returns the known bytes dropped.
+ * `on_watch` is called for each stream watch still set. */
+uint64_t tt__sendq_clear(tt__sendq_t *q, void (*on_watch)(void *watch, void *arg), void *arg);
+
+#endif
