@@ -5,6 +5,9 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+# Seconds per fuzz target: a short run in `make test`, a longer one in `make fuzz`.
+FUZZ_SHORT ?= 10
+FUZZ_LONG  ?= 600
 
 .PHONY: all deps build demo test test-fast test-asan test-tsan bench fuzz install clean format
 
@@ -33,12 +36,17 @@ test: build
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTT_TSAN=ON
 	cmake --build $(TSAN_BUILD) -j $(JOBS)
 	cd $(TSAN_BUILD) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j 1 -L tsan
+	bash fuzz/run.sh $(FUZZ_SHORT)
 
 test-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j 1
 
 bench: build
 	@bash bench/run.sh
+
+# libFuzzer targets (clang), one per framing decoder; output under fuzz/out/.
+fuzz: deps
+	bash fuzz/run.sh $(FUZZ_LONG)
 
 install: build
 	cmake --install $(BUILD)

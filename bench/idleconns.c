@@ -141,8 +141,8 @@ int main(int argc, char **argv)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
         if (rl.rlim_cur < (rlim_t)n + 16) {
-            fprintf(stderr, "idleconns: %ld connections need ulimit -n %ld (hard limit %lu)\n",
-                    n, n + 16, (unsigned long)rl.rlim_max);
+            fprintf(stderr, "idleconns: %ld connections need ulimit -n %ld (hard limit %lu)\n", n,
+                    n + 16, (unsigned long)rl.rlim_max);
             return 1;
         }
     }
@@ -185,8 +185,7 @@ int main(int argc, char **argv)
                 if (err == 0 && echo) {
                     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = evs[i].data.u64};
 
-                    if (write(c->fd, &b, 1) == 1 &&
-                        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) == 0) {
+                    if (write(c->fd, &b, 1) == 1 && epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) == 0) {
                         c->phase = IDLE_ECHO;
                         continue;
                     }
@@ -211,8 +210,8 @@ int main(int argc, char **argv)
             }
         }
     }
-    printf("established %ld failed %ld%s%s\n", done, n - done,
-           first_err ? " first error " : "", first_err ? strerror(first_err) : "");
+    printf("established %ld failed %ld%s%s\n", done, n - done, first_err ? " first error " : "",
+           first_err ? strerror(first_err) : "");
     fflush(stdout);
 
     /* Hold until told or the hold time runs out. */

@@ -44,7 +44,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("raw")
     for k in ("command", "date", "kernel", "cpu", "servers", "rounds", "duration",
-              "warmup", "elapsed", "versions"):
+              "warmup", "elapsed", "versions", "load"):
         ap.add_argument("--" + k, default="")
     a = ap.parse_args()
     servers = a.servers.split()
@@ -64,7 +64,8 @@ def main():
     w("| runs | %s rounds, %s s measured after %s s warmup, servers alternating "
       "run by run |" % (a.rounds, a.duration, a.warmup))
     w("| pinning | server on CPU 0, load generator (`tether bench`) on CPU 1 |")
-    w("| wall time | %s s |\n" % a.elapsed)
+    w("| wall time | %s s |" % a.elapsed)
+    w("| load average (1, 5, 15 min) | %s |\n" % a.load)
     w("Servers (all single-threaded, 127.0.0.1, TCP_NODELAY): **epoll** is the "
       "hand-written level-triggered floor (`servers/echo_epoll.c`); **libuv** uses "
       "uv_try_write then uv_write; **libevent** is a bufferevent moving input to "

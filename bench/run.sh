@@ -40,12 +40,14 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 BASE_PORT=${BASE_PORT:-19100}
 OUT=${OUT:-RESULTS.md}
+bench_override=${BENCH:-}
 BENCH=${BENCH:-$top/build/tether}
 
 work=$(mktemp -d /tmp/tether-bench.XXXXXX)
 raw="$work/raw.jsonl"
 : >"$raw"
 declare -A pid port
+nports=0
 
 log() { printf '%s\n' "$*" >&2; }
 
@@ -64,7 +66,10 @@ has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 if [[ -z ${SKIP_BUILD:-} ]]; then
     make -s all >&2
     if [[ " $SERVERS " == *" tether "* ]]; then
-        make -s tether >&2
+        make -s bin/echo_tether >&2
+    fi
+    if [[ -z $bench_override ]]; then
+        make -s ../build/tether >&2 || { log "could not build the tether tool"; exit 1; }
     fi
 fi
 [[ -x $BENCH ]] || { log "no load generator at $BENCH (build the tether tool first)"; exit 1; }
@@ -79,7 +84,8 @@ ulimit -n "$hard"
 # ---- servers --------------------------------------------------------------------
 start_server() { # name
     local s=$1 p
-    p=$((BASE_PORT + ${#port[@]}))
+    p=$((BASE_PORT + nports))
+    nports=$((nports + 1))
     taskset -c "$SERVER_CPU" "$here/bin/echo_$s" "$p" >/dev/null &
     pid[$s]=$!
     port[$s]=$p
@@ -130,6 +136,8 @@ bench() { # section server round args...
 }
 
 started=$(date +%s)
+# Other work on the machine skews every number; keep a record of how busy it was.
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- throughput and latency -----------------------------------------------------
 if has_section throughput; then
@@ -197,8 +205,9 @@ if has_section idle; then
             kill -TERM "$ipid" 2>/dev/null || true
             wait "$ipid" 2>/dev/null || true
             est=$(awk '{ print $2 }' "$work/idle.out")
-            printf '{"section":"idle","server":"%s","round":1,"args":"%s","result":{"before_kb":%s,"after_kb":%s,"established":%s,"server_fds":%s}}\n' \
-                "$s" "$n" "$before" "$after" "${est:-0}" "$fds" >>"$raw"
+            note=$(tr -d '"\\\n' <"$work/idle.out")
+            printf '{"section":"idle","server":"%s","round":1,"args":"%s","result":{"before_kb":%s,"after_kb":%s,"established":%s,"server_fds":%s,"client":"%s"}}\n' \
+                "$s" "$n" "$before" "$after" "${est:-0}" "$fds" "$note" >>"$raw"
         done
     done
 fi
@@ -248,20 +257,23 @@ PY
 fi
 
 elapsed=$(($(date +%s) - started))
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- report ---------------------------------------------------------------------
-cmd="bench/run.sh"
+cmd=""
 for v in ROUNDS DURATION WARMUP CONNS SIZES PIPELINES SERVERS CHURN_CONNS IDLE_COUNTS \
-    STRACE_MSGS SECTIONS; do
-    if [[ -n ${!v+x} ]] && env | grep -q "^$v="; then
-        cmd="$v=\"${!v}\" $cmd"
+    STRACE_MSGS SECTIONS BENCH; do
+    if env | grep -q "^$v="; then
+        cmd+="$v=\"${!v}\" "
     fi
 done
+cmd+="bench/run.sh"
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 python3 "$here/report.py" "$raw" \
     --command "$cmd" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --kernel "$(uname -r)" \
     --cpu "$cpu ($(nproc) cores)" --servers "$SERVERS" --rounds "$ROUNDS" \
     --duration "$DURATION" --warmup "$WARMUP" --elapsed "$elapsed" \
+    --load "before: $load_before; after: $load_after" \
     --versions "libuv $(pkg-config --modversion libuv), libevent $(pkg-config --modversion libevent), libev $(awk '/define EV_VERSION_MAJOR/ {a=$3} /define EV_VERSION_MINOR/ {b=$3} END {print a"."b}' /usr/include/ev.h), $(${CC:-cc} --version | head -1)" \
     >"$here/$OUT"
 cp "$raw" "$here/${OUT%.md}.jsonl"

@@ -81,7 +81,8 @@ static int parse_port(const char *s, uint16_t *port)
     char *end;
     unsigned long v;
 
-    if (*s == '\0' || *s == '-' || *s == '+')
+    /* Digits only: strtoul(3) would also take leading blanks and a sign. */
+    if (*s < '0' || *s > '9')
         return -EINVAL;
     errno = 0;
     v = strtoul(s, &end, 10);
@@ -154,8 +155,11 @@ int tt_addr_format_host(const tt_addr_t *addr, char *buf, size_t size)
 int tt_addr_format(const tt_addr_t *addr, char *buf, size_t size)
 {
     char host[TT_ADDR_STRLEN];
-    int n = tt_addr_format_host(addr, host, sizeof(host));
+    int n;
 
+    if (buf == NULL || size == 0)
+        return -EINVAL; /* checked first: the error paths below write buf[0] */
+    n = tt_addr_format_host(addr, host, sizeof(host));
     if (n < 0) {
         if (buf != NULL && size > 0)
             buf[0] = '\0';

@@ -6,7 +6,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "admission.h"
 #include "conn.h"
+#include "connector.h"
 #include "sock.h"
 
 int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *opts,
@@ -26,17 +28,24 @@ int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *
     if (o.timeout_ms > TT_TIMEOUT_MAX ||
         (o.bind_addr != NULL && o.bind_addr->u.sa.sa_family != addr->u.sa.sa_family))
         return -EINVAL;
+    err = tt__connect_check_local(&o, addr->u.sa.sa_family); /* -ENODEV: no such device */
+    if (err < 0)
+        return err;
 
+    err = tt__audit(loop, TT_AUDIT_CONNECT, addr);
+    if (err == 0 && o.bind_addr != NULL)
+        err = tt__audit(loop, TT_AUDIT_BIND, o.bind_addr);
+    if (err < 0)
+        return err; /* vetoed: no connection was made */
     fd = tt__sock_open(addr->u.sa.sa_family, SOCK_STREAM);
     if (fd < 0)
         return fd;
     /* TCP_NODELAY by default: tether coalesces writes itself (one writev per
      * round), so Nagle would only add latency. */
     tt__sock_set_bool(fd, IPPROTO_TCP, TCP_NODELAY, true);
-    if (o.bind_addr != NULL && bind(fd, &o.bind_addr->u.sa, o.bind_addr->len) < 0) {
-        err = -errno;
+    err = tt__connect_bind_local(fd, &o); /* SO_BINDTODEVICE, then bind_addr */
+    if (err < 0)
         goto fail_fd;
-    }
     hs = tt__handlers_new(h);
     if (hs == NULL) {
         err = -ENOMEM;

@@ -234,8 +234,11 @@ void tt__conn_connecting(tt_conn_t *c, bool done, uint64_t timeout_ms)
         schedule(c, F_PEND_OPEN);
         return;
     }
+    /* From the clock, not the loop's cached time: tt_connect may be called long
+     * after the round began (or before the loop ever ran), and a stale base would
+     * cut the timeout short by that much. */
     if (timeout_ms > 0)
-        tt__wheel_start(&c->loop->wheel, &c->deadline, tt__loop_deadline(c->loop, timeout_ms));
+        tt__wheel_start(&c->loop->wheel, &c->deadline, tt__clock_ms() + timeout_ms);
     update_interest(c);
 }
 
@@ -271,6 +274,8 @@ void tt__conn_close(tt_conn_t *c, tt_close_kind_t kind, int err)
     /* Out of the poller now; the fd itself stays open until the pending phase so
      * the kernel's delivery figures can still be read. */
     tt__poller_remove(&c->loop->poller, &c->io);
+    if (c->ext != NULL && c->ext->connect_cancel != NULL)
+        c->ext->connect_cancel(c); /* by name, no socket yet: stop lookup and attempts */
     schedule(c, F_PEND_CLOSE);
 }
 
@@ -287,11 +292,20 @@ static void finish_close(tt_conn_t *c)
     info.error = c->close_err;
     info.detail = c->ext != NULL ? c->ext->close_detail : 0;
     info.bytes_written = c->written;
+    if (c->server != NULL)
+        tt__server_unlink(c); /* first: per-address accounting reads the peer */
     if (fd >= 0) {
         tt_tcp_info_t ti;
         if (tt__sock_tcp_info(fd, &ti) == 0) {
-            info.bytes_unacked = ti.outq_bytes;
-            info.bytes_acked = ti.bytes_acked;
+            /* Both kernel figures count sequence space, not data: tcpi_bytes_acked
+             * includes the SYN of an active open and our FIN, SIOCOUTQ includes a
+             * FIN not yet acknowledged (tcp(7), RFC 793 3.3). Report data bytes:
+             * what was written minus what the kernel still holds. */
+            uint64_t unacked = ti.outq_bytes;
+            if ((c->flags & F_WR_SHUT) && unacked > 0)
+                unacked--;
+            info.bytes_unacked = unacked < c->written ? unacked : c->written;
+            info.bytes_acked = c->written - info.bytes_unacked;
         }
         if (c->flags & F_RESET)
             tt__sock_set_reset_on_close(fd);
@@ -299,11 +313,14 @@ static void finish_close(tt_conn_t *c)
         c->io.fd = -1;
     }
     stream_watch_dispose(c);
-    info.bytes_unsent = tt__sendq_clear(&c->sq, NULL, NULL);
+    if (c->ext != NULL && c->ext->take_unsent != NULL)
+        info.bytes_unsent = c->ext->take_unsent(c); /* kept for the next connection */
+    else
+        info.bytes_unsent = tt__sendq_clear(&c->sq, NULL, NULL);
     info.bytes_queued = c->sq.total;
-    if (c->server != NULL)
-        tt__server_unlink(c);
     if (c->ext != NULL) {
+        if (c->ext->groups_free != NULL)
+            c->ext->groups_free(c);
         if (c->ext->live_free != NULL)
             c->ext->live_free(c);
         if (c->ext->frame_free != NULL)
@@ -380,6 +397,9 @@ static void on_read(tt_conn_t *c, const char *buf, ssize_t n, size_t pending)
             return;
         if (c->ext != NULL && c->ext->frame_input != NULL)
             c->ext->frame_input(c, buf, (size_t)n);
+        else if (c->ext != NULL && c->ext->live_input != NULL &&
+                 c->ext->live_input(c, buf, (size_t)n))
+            return; /* a heartbeat, answered or noted: not application data */
         else if (c->h->h.on_data != NULL)
             c->h->h.on_data(c, buf, (size_t)n, pending);
     } else if (n == 0) {
@@ -575,8 +595,9 @@ static void flush(tt_conn_t *c, bool from_loop)
         }
         if (r < 0)
             break;
-        tt__sendq_consume(&c->sq, (uint64_t)r);
+        /* Count first: consuming runs free callbacks, which may look at the count. */
         note_written(c, (size_t)r);
+        tt__sendq_consume(&c->sq, (uint64_t)r);
         if ((size_t)r < want) { /* the socket is full: the next try would EAGAIN */
             c->flags |= F_WAIT_WRITE;
             break;
@@ -594,6 +615,39 @@ static void flush(tt_conn_t *c, bool from_loop)
             queue_emptied(c, from_loop);
     }
     update_interest(c);
+}
+
+/* Control bytes (heartbeats) go at once when nothing is queued, or in front of a
+ * stream source that waits for input: such a head holds no partly written bytes,
+ * so this is a boundary, and a pipe or terminal that stays quiet must not hold a
+ * heartbeat back. Otherwise they queue like any send. */
+int tt__conn_send_control(tt_conn_t *c, const void *buf, size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+
+    if (tt__conn_is_closing(c) || (c->flags & (F_WR_SHUT | F_DESTROY_SOON)))
+        return -EPIPE;
+    if ((c->flags & F_STREAM_WAIT) && c->sq.head != NULL && c->sq.head->kind == TT__SQ_STREAM) {
+        if (tt__sendq_push_front_copy(&c->sq, buf, len) < 0)
+            return -ENOMEM;
+        c->flags &= ~F_STREAM_WAIT; /* the watch stays armed; flush re-waits after */
+        schedule(c, F_PEND_FLUSH);
+        return 0;
+    }
+    if (!(c->flags & F_WANT_END))
+        return tt_send(c, buf, len);
+    /* After tt_end() but before our FIN: still in time, ahead of the FIN. */
+    if (tt__sendq_push_copy(&c->sq, &iov, 1, len) < 0)
+        return -ENOMEM;
+    if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE))
+        schedule(c, F_PEND_FLUSH);
+    return 0;
+}
+
+bool tt__conn_control_idle(const tt_conn_t *c)
+{
+    return tt__sendq_empty(&c->sq) ||
+           ((c->flags & F_STREAM_WAIT) && c->sq.head->kind == TT__SQ_STREAM);
 }
 
 /* ---- public: sending ---------------------------------------------------------- */

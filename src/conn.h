@@ -32,6 +32,21 @@ typedef struct tt__conn_ext {
     void *live;
     void (*live_on_io)(tt_conn_t *c, int dir); /* TT__IO_DIR_* */
     void (*live_free)(tt_conn_t *c);
+    /* Liveness: offered every unframed read before on_data; returns true when the
+     * read was heartbeat traffic it consumed (answered ping, or pong). */
+    bool (*live_input)(tt_conn_t *c, const char *buf, size_t n);
+    /* Groups (broadcast.c): the memberships of this connection, left at close. */
+    void *groups;
+    void (*groups_free)(tt_conn_t *c);
+    /* Connecting by name (connector.c): the lookup and attempts in progress while
+     * the connection has no socket; cancelled by tt__conn_close. */
+    void *connector;
+    void (*connect_cancel)(tt_conn_t *c);
+    /* Reconnecting client (reconnect.c): the owner, and, when it keeps unsent bytes,
+     * the hook that takes the queue at close instead of dropping it (returns the
+     * bytes taken; c->sq is left empty). */
+    void *client;
+    uint64_t (*take_unsent)(tt_conn_t *c);
 } tt__conn_ext_t;
 
 #define TT__IO_DIR_READ 0
@@ -79,6 +94,11 @@ static inline bool tt__conn_is_closing(const tt_conn_t *c)
 {
     return c->state >= TT_STATE_CLOSING;
 }
+/* Liveness: queue heartbeat bytes at the next boundary, ahead of a stream source
+ * waiting for input (0 or -errno); and whether nothing but such a source is
+ * queued (a heartbeat now would not wait behind application data). */
+int tt__conn_send_control(tt_conn_t *c, const void *buf, size_t len);
+bool tt__conn_control_idle(const tt_conn_t *c);
 /* Server bookkeeping (server.c). */
 void tt__server_unlink(tt_conn_t *c);
 

@@ -34,9 +34,14 @@ static void wake_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pen
     uint64_t v;
 
     (void)ev, (void)buf, (void)n, (void)pending;
-    atomic_store(&loop->wake_pending, 0);
+    /* Read first, then clear the flag. Cleared first, a wake() landing in between
+     * would have its write eaten by this read and leave the flag set with the
+     * eventfd empty: every later post or stop from another thread would skip its
+     * write and the loop would sleep through them. A wake() that sees the flag
+     * still set queued its work before the clear, and this round runs it. */
     while (read(loop->wake_fd, &v, sizeof(v)) < 0 && errno == EINTR)
         ;
+    atomic_store(&loop->wake_pending, 0);
 }
 
 int tt_loop_init(tt_loop_t **out)
@@ -95,6 +100,8 @@ int tt_loop_close(tt_loop_t *loop)
         return -EBUSY;
     if (loop->handles > 0 || loop->pend_head != NULL)
         return -EBUSY;
+    if (loop->resolver_free != NULL)
+        loop->resolver_free(loop); /* its watches go to the zombie list just below */
     run_zombies(loop);
     while (loop->post_head != NULL) { /* dropped, as documented */
         tt__post_t *p = loop->post_head;
@@ -113,6 +120,33 @@ void tt__loop_defer_free(tt_loop_t *loop, tt__zombie_t *z)
 {
     z->next = loop->zombies;
     loop->zombies = z;
+}
+
+void tt__loop_defer(tt_loop_t *loop, tt__task_t *t)
+{
+    if (t->queued)
+        return;
+    t->queued = 1;
+    t->next = NULL;
+    if (loop->task_tail != NULL)
+        loop->task_tail->next = t;
+    else
+        loop->task_head = t;
+    loop->task_tail = t;
+}
+
+static void run_tasks(tt_loop_t *loop)
+{
+    /* Only the tasks queued now: one queued while we run waits for the next round.
+     * A task stays marked queued until it runs, so it is never linked twice. */
+    tt__task_t *t = loop->task_head;
+    loop->task_head = loop->task_tail = NULL;
+    while (t != NULL) {
+        tt__task_t *next = t->next;
+        t->queued = 0;
+        t->fn(t);
+        t = next;
+    }
 }
 
 static void wake(tt_loop_t *loop)
@@ -191,12 +225,13 @@ size_t tt_loop_handle_count(const tt_loop_t *loop) { return loop != NULL ? loop-
 static bool alive(const tt_loop_t *loop)
 {
     return loop->active > 0 || loop->wheel.count > 0 || atomic_load(&loop->posts) > 0 ||
-           loop->pend_head != NULL;
+           loop->pend_head != NULL || loop->task_head != NULL;
 }
 
 static int poll_timeout(tt_loop_t *loop, tt_run_mode_t mode)
 {
-    if (mode == TT_RUN_NOWAIT || loop->pend_head != NULL || atomic_load(&loop->posts) > 0 ||
+    if (mode == TT_RUN_NOWAIT || loop->pend_head != NULL || loop->task_head != NULL ||
+        atomic_load(&loop->posts) > 0 ||
         atomic_load(&loop->stop))
         return 0;
     uint64_t next = tt__wheel_next_expiry(&loop->wheel);
@@ -213,6 +248,7 @@ static void round_work(tt_loop_t *loop)
     tt__wheel_advance(&loop->wheel, loop->now);
     run_posts(loop);
     tt__conn_run_pending(loop);
+    run_tasks(loop);
     run_zombies(loop);
 }
 
@@ -224,7 +260,8 @@ int tt_loop_run(tt_loop_t *loop, tt_run_mode_t mode)
         return -EBUSY;
     loop->running = 1;
     round_work(loop);
-    while (!atomic_load(&loop->stop) && (mode != TT_RUN_DEFAULT || alive(loop))) {
+    /* As in every mode of libuv's uv_run: with no work left, never block. */
+    while (!atomic_load(&loop->stop) && alive(loop)) {
         tt__poller_wait(&loop->poller, poll_timeout(loop, mode));
         round_work(loop);
         if (mode != TT_RUN_DEFAULT)

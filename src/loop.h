@@ -21,6 +21,15 @@ struct tt__zombie {
 
 typedef struct tt__post tt__post_t;
 
+/* Deferred work of handles other than connections (UDP sockets): the owner embeds
+ * the task, queues it, and the loop calls fn in the next round's pending phase. */
+typedef struct tt__task tt__task_t;
+struct tt__task {
+    tt__task_t *next;
+    void (*fn)(tt__task_t *t);
+    int queued; /* on the loop's list: queueing again does nothing */
+};
+
 struct tt_loop {
     tt__poller_t poller;
     uint64_t now;        /* cached CLOCK_MONOTONIC ms */
@@ -39,6 +48,13 @@ struct tt_loop {
 
     tt_conn_t *pend_head, *pend_tail; /* connections with deferred work */
     tt__zombie_t *zombies;
+    tt__task_t *task_head, *task_tail; /* deferred work of other handles */
+
+    tt_audit_cb audit; /* admission hook: called before connect/bind/accept/send-to */
+    void *audit_arg;
+
+    void *resolver;                         /* resolver.c: created by the first lookup */
+    void (*resolver_free)(tt_loop_t *loop); /* set with it; called by tt_loop_close */
 
     void *conn_free;  /* pool: free connection objects */
     void *conn_slabs; /* pool: slabs to release at close */
@@ -51,6 +67,8 @@ static inline uint64_t tt__loop_deadline(const tt_loop_t *loop, uint64_t ms)
     return loop->now + ms;
 }
 void tt__loop_defer_free(tt_loop_t *loop, tt__zombie_t *z);
+/* Queue `t` for the next pending phase (once, however often it is queued). */
+void tt__loop_defer(tt_loop_t *loop, tt__task_t *t);
 uint64_t tt__clock_ms(void);
 
 #endif

@@ -90,6 +90,8 @@ int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, siz
 
 int tt__sendq_push_front_copy(tt__sendq_t *q, const void *buf, size_t len)
 {
+    if (len == 0)
+        return 0; /* as push_copy: an empty entry would only stall the writer */
     tt__sqe_t *e = new_chunk(len, len);
     if (e == NULL)
         return -ENOMEM;
@@ -196,7 +198,9 @@ static uint64_t head_left(const tt__sqe_t *e)
 
 void tt__sendq_consume(tt__sendq_t *q, uint64_t n)
 {
-    while (n > 0 && q->head != NULL) {
+    /* Also runs with n == 0, so an entry that is already empty (a zero-length owned
+     * buffer) is released when the writer passes it instead of stalling the queue. */
+    while (q->head != NULL) {
         tt__sqe_t *e = q->head;
         uint64_t left = head_left(e);
         uint64_t k = n < left ? n : left;
@@ -217,10 +221,10 @@ void tt__sendq_consume(tt__sendq_t *q, uint64_t n)
         }
         q->bytes -= k;
         n -= k;
-        if (k == left && e->kind != TT__SQ_STREAM) {
-            unlink_head(q);
-            release(e);
-        }
+        if (k < left || e->kind == TT__SQ_STREAM)
+            break; /* n is used up, or a stream waits for its owner's pop */
+        unlink_head(q);
+        release(e);
     }
 }
 

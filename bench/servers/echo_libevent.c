@@ -28,8 +28,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         bufferevent_free(bev);
 }
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
 {
     struct event_base *base = evconnlistener_get_base(l);
     struct bufferevent *bev;
@@ -73,9 +73,8 @@ int main(int argc, char **argv)
         return 1;
     sin.sin_port = htons((uint16_t)port);
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    l = evconnlistener_new_bind(base, accept_cb, NULL,
-                                LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE, -1,
-                                (struct sockaddr *)&sin, sizeof(sin));
+    l = evconnlistener_new_bind(base, accept_cb, NULL, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE,
+                                -1, (struct sockaddr *)&sin, sizeof(sin));
     if (l == NULL) {
         perror("echo_libevent: listen");
         return 1;

@@ -17,52 +17,59 @@ uint64_t th_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* The guard is a 5 ms repeating timer: it stops the loop once the awaited condition
+ * holds (only the guard itself left open, or a flag set) or the time is up. */
 typedef struct {
     tt_loop_t *loop;
-    bool fired;
+    uint64_t end;
+    volatile bool *flag; /* NULL: wait for "only the guard is left" */
+    bool fired, done;
 } guard_t;
 
 static void guard_cb(tt_timer_t *t, void *data)
 {
     guard_t *g = data;
     (void)t;
-    g->fired = true;
-    tt_loop_stop(g->loop);
+    if (g->flag != NULL ? *g->flag : tt_loop_handle_count(g->loop) <= 1) {
+        g->done = true;
+        tt_loop_stop(g->loop);
+    } else if (th_now_ms() >= g->end) {
+        g->fired = true;
+        tt_loop_stop(g->loop);
+    }
 }
 
-int th_run(tt_loop_t *loop, uint64_t ms)
+static int run_guarded(tt_loop_t *loop, guard_t *g, uint64_t ms)
 {
-    guard_t g = {loop, false};
     tt_timer_t *t;
-    int r;
+    int r = 0;
 
-    cr_assert_eq(tt_timer_init(loop, &t, guard_cb, &g), 0);
-    cr_assert_eq(tt_timer_start(t, ms, 0), 0);
-    /* The guard timer itself keeps the loop alive: run until only it is left. */
-    for (;;) {
-        r = tt_loop_run(loop, TT_RUN_ONCE);
-        if (g.fired || tt_loop_handle_count(loop) <= 1)
-            break;
-    }
+    g->loop = loop;
+    g->end = th_now_ms() + ms;
+    cr_assert_eq(tt_timer_init(loop, &t, guard_cb, g), 0);
+    cr_assert_eq(tt_timer_start(t, 0, 5), 0);
+    while (!g->done && !g->fired)
+        r = tt_loop_run(loop, TT_RUN_DEFAULT);
     tt_timer_close(t);
-    cr_assert(!g.fired, "loop still busy after %llu ms (%zu handles open)",
-              (unsigned long long)ms, tt_loop_handle_count(loop));
     /* Deliver whatever the last round deferred. */
     tt_loop_run(loop, TT_RUN_NOWAIT);
     return r;
 }
 
+int th_run(tt_loop_t *loop, uint64_t ms)
+{
+    guard_t g = {0};
+    int r = run_guarded(loop, &g, ms);
+    cr_assert(!g.fired, "loop still busy after %llu ms (%zu handles open)",
+              (unsigned long long)ms, tt_loop_handle_count(loop));
+    return r;
+}
+
 bool th_run_until(tt_loop_t *loop, volatile bool *flag, uint64_t ms)
 {
-    uint64_t end = th_now_ms() + ms;
-    guard_t g = {loop, false};
-    tt_timer_t *t;
-
-    cr_assert_eq(tt_timer_init(loop, &t, guard_cb, &g), 0);
-    cr_assert_eq(tt_timer_start(t, ms, 0), 0);
-    while (!*flag && !g.fired && th_now_ms() < end)
-        tt_loop_run(loop, TT_RUN_ONCE);
-    tt_timer_close(t);
+    guard_t g = {0};
+    g.flag = flag;
+    run_guarded(loop, &g, ms);
     return *flag;
 }
 

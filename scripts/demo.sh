@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# A short narrated demonstration of tether on loopback; `make demo` runs it.
+#
+#   bash scripts/demo.sh [BUILD_DIR]        (default: build)
+#
+# Each section is a shell function named demo_<something>; SECTIONS below lists them
+# in order with their headings. To add a section: write the function (return 0 on
+# success, non-zero on failure; use the helpers: start_bg, wait_for_line, port_of,
+# stop_bg, step, ok, fail) and add one line to SECTIONS. Every wait is bounded; the
+# whole demo exits non-zero if any section fails, and is killed after DEMO_TIMEOUT.
+set -uo pipefail
+
+BUILD=${1:-build}
+TETHER=$BUILD/tether
+EXAMPLES=$BUILD/examples
+DEMO_TIMEOUT=${DEMO_TIMEOUT:-30} # seconds, for everything
+STEP_TIMEOUT=10                  # seconds, for any one command
+
+SECTIONS=(
+    "demo_library|The library: a server, clients both ways, graceful end, reset, send-then-close, the connection table"
+    "demo_cli_echo|The CLI: tether echo, with tether cat piping lines through it"
+    "demo_cli_send|The CLI: tether send into tether cat --listen, checked with sha256sum"
+)
+
+# ---- helpers ----------------------------------------------------------------------
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/tether-demo.XXXXXX")
+BG_PIDS=()
+
+cleanup() {
+    local pid
+    for pid in "${BG_PIDS[@]}"; do
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+if [ -t 1 ]; then
+    B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'
+else
+    B='' G='' R='' N=''
+fi
+
+heading() { printf '\n%s== %s%s\n' "$B" "$1" "$N"; }
+step() { printf '%s-- %s%s\n' "$B" "$*" "$N"; }
+ok() { printf '  %sok%s   %s\n' "$G" "$N" "$*"; }
+fail() {
+    printf '  %sFAIL%s %s\n' "$R" "$N" "$*"
+    return 1
+}
+# Show a command, then run it.
+show() {
+    printf '  $ %s\n' "$*"
+    "$@"
+}
+
+# start_bg NAME CMD...: run CMD in the background, stdout/stderr to $TMP/NAME.out/.err.
+# Sets BG_PID. stdin is /dev/null unless the caller redirects start_bg's.
+start_bg() {
+    local name=$1
+    shift
+    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    BG_PID=$!
+    BG_PIDS+=("$BG_PID")
+}
+
+# wait_for_line FILE PATTERN: wait (up to STEP_TIMEOUT) for a line matching PATTERN
+# in FILE and print it.
+wait_for_line() {
+    local file=$1 pattern=$2 i
+    for ((i = 0; i < STEP_TIMEOUT * 20; i++)); do
+        if grep -m1 -- "$pattern" "$file" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# port_of LINE: the port at the end of "... listening on 127.0.0.1:PORT".
+port_of() { sed -n 's/.*:\([0-9][0-9]*\)$/\1/p' <<<"$1"; }
+
+# wait_bg PID: wait up to STEP_TIMEOUT for PID to exit; its status goes in
+# BG_STATUS (137 if it had to be killed). Not in $(...): only this shell can wait.
+wait_bg() {
+    local pid=$1 i
+    for ((i = 0; i < STEP_TIMEOUT * 20; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid"
+            BG_STATUS=$?
+            return 0
+        fi
+        sleep 0.05
+    done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    BG_STATUS=137
+}
+
+# stop_bg PID SIGNAL: send SIGNAL, then wait_bg.
+stop_bg() {
+    kill "-$2" "$1" 2>/dev/null
+    wait_bg "$1"
+}
+
+# ---- sections -----------------------------------------------------------------------
+
+demo_library() {
+    step "examples/demo.c: one loop, one server, five clients (source: examples/demo.c)"
+    timeout "$STEP_TIMEOUT" "$EXAMPLES/demo" || fail "examples/demo exited with status $?"
+}
+
+demo_cli_echo() {
+    local line port out st
+
+    step "start an echo server on a free port"
+    printf '  $ tether echo --listen 127.0.0.1:0 --verbose &\n'
+    start_bg echo "$TETHER" echo --listen 127.0.0.1:0 --verbose </dev/null
+    local echo_pid=$BG_PID
+    line=$(wait_for_line "$TMP/echo.out" "listening on") || {
+        fail "tether echo did not report its address"
+        return 1
+    }
+    echo "  $line"
+    port=$(port_of "$line")
+
+    step "pipe two lines through it with tether cat (stdin EOF half-closes; cat exits once the server has closed too)"
+    printf '  $ printf '"'"'hello, tether\\nsecond line\\n'"'"' | tether cat 127.0.0.1:%s\n' "$port"
+    out=$(printf 'hello, tether\nsecond line\n' | timeout "$STEP_TIMEOUT" "$TETHER" cat "127.0.0.1:$port")
+    st=$?
+    printf '%s\n' "$out" | sed 's/^/  | /'
+    [ "$st" -eq 0 ] || fail "tether cat exited with status $st" || return 1
+    [ "$out" = $'hello, tether\nsecond line' ] || fail "the echo differs from what was sent" || return 1
+    ok "both lines came back; tether cat exited 0"
+
+    step "a megabyte of random bytes, round trip, compared with sha256sum"
+    head -c 1048576 /dev/urandom >"$TMP/mb.bin"
+    local want got
+    want=$(sha256sum <"$TMP/mb.bin" | cut -d' ' -f1)
+    got=$(timeout "$STEP_TIMEOUT" "$TETHER" cat "127.0.0.1:$port" <"$TMP/mb.bin" | sha256sum | cut -d' ' -f1)
+    echo "  sent     $want"
+    echo "  received $got"
+    [ "$want" = "$got" ] || fail "checksums differ" || return 1
+    ok "identical"
+
+    step "stop the server with SIGINT: it closes the listener and its connections, exits 0"
+    stop_bg "$echo_pid" INT
+    st=$BG_STATUS
+    sed 's/^/  | /' "$TMP/echo.err"
+    [ "$st" -eq 0 ] || fail "tether echo exited with status $st" || return 1
+    ok "tether echo exited 0"
+}
+
+demo_cli_send() {
+    local line port st want got
+
+    head -c $((5 * 1024 * 1024)) /dev/urandom >"$TMP/file.bin"
+    want=$(sha256sum <"$TMP/file.bin" | cut -d' ' -f1)
+
+    step "a receiver: tether cat --listen, stdout to a file (stdin is /dev/null: it sends nothing)"
+    printf '  $ tether cat --listen 127.0.0.1:0 </dev/null >received &\n'
+    start_bg recv "$TETHER" cat --listen 127.0.0.1:0 </dev/null
+    local recv_pid=$BG_PID
+    line=$(wait_for_line "$TMP/recv.err" "listening on") || {
+        fail "tether cat --listen did not report its address"
+        return 1
+    }
+    echo "  $line"
+    port=$(port_of "$line")
+
+    step "send 5 MiB with tether send (sendfile, then FIN)"
+    printf '  $ tether send 127.0.0.1:%s file.bin\n' "$port"
+    timeout "$STEP_TIMEOUT" "$TETHER" send "127.0.0.1:$port" "$TMP/file.bin" | sed 's/^/  | /'
+    st=${PIPESTATUS[0]}
+    [ "$st" -eq 0 ] || fail "tether send exited with status $st" || return 1
+
+    wait_bg "$recv_pid"
+    st=$BG_STATUS
+    [ "$st" -eq 0 ] || fail "tether cat --listen exited with status $st" || return 1
+    got=$(sha256sum <"$TMP/recv.out" | cut -d' ' -f1)
+    echo "  sent     $want"
+    echo "  received $got"
+    [ "$want" = "$got" ] || fail "checksums differ" || return 1
+    ok "identical; both tools exited 0"
+}
+
+# ---- main -------------------------------------------------------------------------
+
+main() {
+    local entry fn title failed=()
+
+    for f in "$TETHER" "$EXAMPLES/demo"; do
+        if [ ! -x "$f" ]; then
+            echo "demo: $f is missing; build first (make build)" >&2
+            exit 1
+        fi
+    done
+    for entry in "${SECTIONS[@]}"; do
+        fn=${entry%%|*}
+        title=${entry#*|}
+        heading "$title"
+        if ! "$fn"; then
+            failed+=("$title")
+        fi
+    done
+    echo
+    if [ ${#failed[@]} -eq 0 ]; then
+        printf '%sdemo: all %d sections passed%s\n' "$B" "${#SECTIONS[@]}" "$N"
+        return 0
+    fi
+    printf '%sdemo: %d of %d sections FAILED:%s\n' "$R" "${#failed[@]}" "${#SECTIONS[@]}" "$N"
+    printf '  %s\n' "${failed[@]}"
+    return 1
+}
+
+# The whole demo has a deadline: a watchdog stops this shell if it is passed (each
+# command has its own, shorter, timeout, so the TERM is handled promptly).
+trap 'echo "demo: still running after ${DEMO_TIMEOUT}s, giving up" >&2; exit 124' TERM
+(
+    trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+    sleep "$DEMO_TIMEOUT" &
+    sleeper=$!
+    wait "$sleeper" && kill -TERM $$
+) >/dev/null 2>&1 &
+WATCHDOG=$!
+main
+status=$?
+kill "$WATCHDOG" 2>/dev/null
+wait "$WATCHDOG" 2>/dev/null
+exit $status

@@ -1,0 +1,225 @@
+/* Broadcast to a server's connections or to a group, with the payload stored once.
+ *
+ * Each recipient gets a handed-over send of the shared bytes whose free callback
+ * drops one reference; the last one frees the payload. Sends are queued, never
+ * written inside the call, so one broadcast to N connections costs one copy and,
+ * in the loop's pending phase, one write per connection. */
+#include "broadcast.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+
+tt__payload_t *tt__payload_new(const void *buf, size_t len)
+{
+    tt__payload_t *p = malloc(sizeof(*p) + len);
+    if (p == NULL)
+        return NULL;
+    atomic_init(&p->refs, 1);
+    p->len = len;
+    if (len > 0)
+        memcpy(p->data, buf, len);
+    return p;
+}
+
+void tt__payload_ref(tt__payload_t *p) { atomic_fetch_add(&p->refs, 1); }
+
+void tt__payload_unref(tt__payload_t *p)
+{
+    if (atomic_fetch_sub(&p->refs, 1) == 1)
+        free(p);
+}
+
+static void payload_free_cb(void *buf, void *arg)
+{
+    (void)buf;
+    tt__payload_unref(arg);
+}
+
+int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
+{
+    tt__payload_ref(p);
+    int r = tt_send_owned(c, p->data, p->len, payload_free_cb, p);
+    if (r < 0)
+        tt__payload_unref(p); /* refused: the free callback will not run */
+    return r;
+}
+
+/* ---- server-wide ------------------------------------------------------------------ */
+
+typedef struct {
+    tt__payload_t *p;
+    const tt_conn_t *except;
+    int sent;
+} bcast_t;
+
+static int bcast_one(tt_conn_t *c, void *arg)
+{
+    bcast_t *b = arg;
+    if (c != b->except && !tt__conn_is_closing(c) && tt__payload_send(b->p, c) >= 0)
+        b->sent++;
+    return 0;
+}
+
+int tt_server_broadcast(tt_server_t *srv, const void *buf, size_t len, const tt_conn_t *except)
+{
+    bcast_t b = {NULL, except, 0};
+
+    if (srv == NULL || (buf == NULL && len > 0))
+        return -EINVAL;
+    b.p = tt__payload_new(buf, len);
+    if (b.p == NULL)
+        return -ENOMEM;
+    tt_server_foreach(srv, bcast_one, &b);
+    tt__payload_unref(b.p);
+    return b.sent;
+}
+
+/* ---- groups ------------------------------------------------------------------------ */
+
+/* One membership: in the group's doubly-linked list and the connection's list. */
+typedef struct member {
+    tt_group_t *group;
+    tt_conn_t *conn;
+    struct member *g_prev, *g_next;
+    struct member *c_next;
+} member_t;
+
+struct tt_group {
+    tt_loop_t *loop;
+    char *name;
+    member_t *head;
+    size_t count;
+};
+
+static member_t *find_member(const tt_group_t *g, const tt_conn_t *c)
+{
+    if (c->ext == NULL)
+        return NULL;
+    for (member_t *m = c->ext->groups; m != NULL; m = m->c_next)
+        if (m->group == g)
+            return m;
+    return NULL;
+}
+
+static void unlink_member(member_t *m)
+{
+    tt_group_t *g = m->group;
+    if (m->g_prev != NULL)
+        m->g_prev->g_next = m->g_next;
+    else
+        g->head = m->g_next;
+    if (m->g_next != NULL)
+        m->g_next->g_prev = m->g_prev;
+    g->count--;
+    /* and out of the connection's list */
+    member_t **pp = (member_t **)&m->conn->ext->groups;
+    while (*pp != m)
+        pp = &(*pp)->c_next;
+    *pp = m->c_next;
+    free(m);
+}
+
+static void conn_leave_all(tt_conn_t *c)
+{
+    while (c->ext->groups != NULL)
+        unlink_member(c->ext->groups);
+}
+
+int tt_group_init(tt_loop_t *loop, const char *name, tt_group_t **out)
+{
+    tt_group_t *g;
+
+    if (loop == NULL || out == NULL)
+        return -EINVAL;
+    g = calloc(1, sizeof(*g));
+    if (g == NULL)
+        return -ENOMEM;
+    if (name != NULL && (g->name = strdup(name)) == NULL) {
+        free(g);
+        return -ENOMEM;
+    }
+    g->loop = loop;
+    loop->handles++;
+    *out = g;
+    return 0;
+}
+
+int tt_group_close(tt_group_t *g)
+{
+    if (g == NULL)
+        return -EINVAL;
+    while (g->head != NULL)
+        unlink_member(g->head);
+    g->loop->handles--;
+    free(g->name);
+    free(g);
+    return 0;
+}
+
+int tt_group_join(tt_group_t *g, tt_conn_t *c)
+{
+    tt__conn_ext_t *ext;
+    member_t *m;
+
+    if (g == NULL || c == NULL || c->loop != g->loop || tt__conn_is_closing(c))
+        return -EINVAL;
+    if (find_member(g, c) != NULL)
+        return -EEXIST;
+    ext = tt__conn_ext(c);
+    m = calloc(1, sizeof(*m));
+    if (ext == NULL || m == NULL) {
+        free(m);
+        return -ENOMEM;
+    }
+    m->group = g;
+    m->conn = c;
+    m->g_next = g->head;
+    if (g->head != NULL)
+        g->head->g_prev = m;
+    g->head = m;
+    g->count++;
+    m->c_next = ext->groups;
+    ext->groups = m;
+    ext->groups_free = conn_leave_all;
+    return 0;
+}
+
+int tt_group_leave(tt_group_t *g, tt_conn_t *c)
+{
+    if (g == NULL || c == NULL)
+        return -EINVAL;
+    member_t *m = find_member(g, c);
+    if (m == NULL)
+        return -ENOENT;
+    unlink_member(m);
+    return 0;
+}
+
+bool tt_group_has(const tt_group_t *g, const tt_conn_t *c)
+{
+    return g != NULL && c != NULL && find_member(g, c) != NULL;
+}
+
+size_t tt_group_count(const tt_group_t *g) { return g != NULL ? g->count : 0; }
+
+const char *tt_group_name(const tt_group_t *g) { return g != NULL ? g->name : NULL; }
+
+int tt_group_broadcast(tt_group_t *g, const void *buf, size_t len, const tt_conn_t *except)
+{
+    tt__payload_t *p;
+    int sent = 0;
+
+    if (g == NULL || (buf == NULL && len > 0))
+        return -EINVAL;
+    p = tt__payload_new(buf, len);
+    if (p == NULL)
+        return -ENOMEM;
+    for (member_t *m = g->head; m != NULL; m = m->g_next)
+        if (m->conn != except && !tt__conn_is_closing(m->conn) && tt__payload_send(p, m->conn) >= 0)
+            sent++;
+    tt__payload_unref(p);
+    return sent;
+}

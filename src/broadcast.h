@@ -1,0 +1,24 @@
+/* Shared, reference-counted payloads for one-to-many sends. */
+#ifndef TT_BROADCAST_H
+#define TT_BROADCAST_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "tether.h"
+
+typedef struct tt__payload {
+    atomic_size_t refs; /* atomic: worker loops on other threads share one payload */
+    size_t len;
+    char data[];
+} tt__payload_t;
+
+/* A payload holding a copy of buf, with one reference. NULL on ENOMEM. */
+tt__payload_t *tt__payload_new(const void *buf, size_t len);
+void tt__payload_ref(tt__payload_t *p);
+void tt__payload_unref(tt__payload_t *p);
+/* Queue the payload on one connection (taking a reference on success). Returns
+ * tt_send_owned's result. */
+int tt__payload_send(tt__payload_t *p, tt_conn_t *c);
+
+#endif

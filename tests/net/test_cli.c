@@ -1,0 +1,844 @@
+/* The tether command-line tool, run as a user runs it: the built binary, real peers
+ * (python3, nc, socat, plain sockets) on loopback, ephemeral ports only. Every child
+ * is started with a parent-death signal, waited for with a timeout and killed if it
+ * overstays; every read from a child is bounded in time. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define TETHER TT_BUILD_DIR "/tether"
+#define WAIT_MS 10000 /* any one child or read; generous for sanitizer builds */
+
+#define PIPE_FD (-1)    /* spawn: connect this stream to a pipe */
+#define DEVNULL_FD (-2) /* spawn: connect this stream to /dev/null */
+
+/* ---- children ------------------------------------------------------------------ */
+
+typedef struct child {
+    pid_t pid;
+    int in;  /* write end of the child's stdin, or -1 */
+    int out; /* read end of its stdout, or -1 */
+    int err; /* read end of its stderr, or -1 */
+} child_t;
+
+/* Everything spawned and not yet reaped, killed by the suite's fini if a failed
+ * assertion ended the test early. Each test runs in its own process. */
+static pid_t live[32];
+static int nlive;
+static char tmpdir[64];
+
+static void forget(pid_t pid)
+{
+    for (int i = 0; i < nlive; i++)
+        if (live[i] == pid)
+            live[i] = live[--nlive];
+}
+
+static void suite_init(void)
+{
+    signal(SIGPIPE, SIG_IGN); /* a child that exits early must not kill the test */
+    strcpy(tmpdir, "/tmp/tether-cli-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+}
+
+static void suite_fini(void)
+{
+    for (int i = 0; i < nlive; i++) {
+        kill(live[i], SIGKILL);
+        waitpid(live[i], NULL, 0);
+    }
+    nlive = 0;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmpdir);
+}
+
+TestSuite(cli, .init = suite_init, .fini = suite_fini);
+
+static const char *tmp_path(const char *name)
+{
+    static char bufs[4][256];
+    static int next;
+    char *b = bufs[next++ % 4];
+    snprintf(b, sizeof(bufs[0]), "%s/%s", tmpdir, name);
+    return b;
+}
+
+static int stream_fd(int want, int *parent_end, bool child_reads)
+{
+    int p[2];
+    if (want == DEVNULL_FD) {
+        int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+        cr_assert_geq(fd, 0);
+        return fd;
+    }
+    if (want != PIPE_FD)
+        return want;
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    *parent_end = child_reads ? p[1] : p[0];
+    return child_reads ? p[0] : p[1];
+}
+
+/* Start argv with stdin/stdout/stderr from the given descriptors (PIPE_FD for a
+ * pipe the test holds, DEVNULL_FD, or a descriptor of ours). */
+static child_t spawn(const char *const argv[], int in, int out, int err)
+{
+    child_t c = {.in = -1, .out = -1, .err = -1};
+    int fds[3] = {stream_fd(in, &c.in, true), stream_fd(out, &c.out, false),
+                  stream_fd(err, &c.err, false)};
+
+    cr_assert_lt(nlive, (int)(sizeof(live) / sizeof(live[0])));
+    c.pid = fork();
+    cr_assert_geq(c.pid, 0, "fork: %s", strerror(errno));
+    if (c.pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+        for (int i = 0; i < 3; i++)
+            if (dup2(fds[i], i) < 0)
+                _exit(126);
+        signal(SIGPIPE, SIG_DFL);
+        execvp(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    live[nlive++] = c.pid;
+    for (int i = 0; i < 3; i++) /* the child's ends; descriptors passed in stay ours */
+        if ((i == 0 ? in : i == 1 ? out : err) < 0)
+            close(fds[i]);
+    return c;
+}
+
+/* Wait up to ms for the child to exit; returns its exit status (128 + N when killed
+ * by signal N). On timeout the child is killed and the test fails. */
+static int wait_exit(child_t *c, int ms)
+{
+    uint64_t end = th_now_ms() + (uint64_t)ms;
+    int st;
+
+    for (;;) {
+        pid_t r = waitpid(c->pid, &st, WNOHANG);
+        if (r == c->pid)
+            break;
+        cr_assert_eq(r, 0, "waitpid: %s", strerror(errno));
+        if (th_now_ms() > end) {
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, &st, 0);
+            forget(c->pid);
+            cr_assert_fail("child %d still running after %d ms", (int)c->pid, ms);
+        }
+        usleep(5000);
+    }
+    forget(c->pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+/* Read one line (without the newline) within ms; the test fails on EOF/timeout. */
+static void read_line(int fd, char *buf, size_t cap, int ms)
+{
+    uint64_t end = th_now_ms() + (uint64_t)ms;
+    size_t n = 0;
+
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int left = (int)(end - th_now_ms());
+        cr_assert_gt(left, 0, "no whole line within %d ms (have '%.*s')", ms, (int)n, buf);
+        if (poll(&p, 1, left) <= 0)
+            continue;
+        char ch;
+        ssize_t r = read(fd, &ch, 1);
+        cr_assert_eq(r, 1, "EOF before a whole line (have '%.*s')", (int)n, buf);
+        if (ch == '\n')
+            break;
+        cr_assert_lt(n + 1, cap);
+        buf[n++] = ch;
+    }
+    buf[n] = '\0';
+}
+
+/* Read until EOF within ms into a malloc'd buffer (NUL-terminated); *len its size. */
+static char *read_all(int fd, size_t *len, int ms)
+{
+    uint64_t end = th_now_ms() + (uint64_t)ms;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+
+    cr_assert_not_null(buf);
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int left = (int)(end - th_now_ms());
+        cr_assert_gt(left, 0, "no EOF within %d ms (%zu bytes so far)", ms, n);
+        if (poll(&p, 1, left) <= 0)
+            continue;
+        if (n == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap + 1);
+            cr_assert_not_null(buf);
+        }
+        ssize_t r = read(fd, buf + n, cap - n);
+        cr_assert_geq(r, 0, "read: %s", strerror(errno));
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+/* Write all of buf to a pipe within ms (the pipe is made non-blocking). */
+static void write_all(int fd, const void *buf, size_t len, int ms)
+{
+    uint64_t end = th_now_ms() + (uint64_t)ms;
+    const char *p = buf;
+
+    cr_assert_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+    while (len > 0) {
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        int left = (int)(end - th_now_ms());
+        cr_assert_gt(left, 0, "could not write within %d ms (%zu bytes left)", ms, len);
+        if (poll(&pf, 1, left) <= 0)
+            continue;
+        ssize_t r = write(fd, p, len);
+        if (r < 0 && errno == EAGAIN)
+            continue;
+        cr_assert_gt(r, 0, "write: %s", strerror(errno));
+        p += r;
+        len -= (size_t)r;
+    }
+}
+
+/* The port at the end of "... listening on 127.0.0.1:PORT". */
+static unsigned port_of(const char *line)
+{
+    const char *colon = strrchr(line, ':');
+    cr_assert_not_null(colon, "no port in '%s'", line);
+    unsigned port = (unsigned)strtoul(colon + 1, NULL, 10);
+    cr_assert(port > 0 && port < 65536, "bad port in '%s'", line);
+    return port;
+}
+
+static char *file_of(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+    char *b = read_all(fd, len, WAIT_MS);
+    close(fd);
+    return b;
+}
+
+/* A file of `len` bytes from /dev/urandom. */
+static void make_random_file(const char *path, size_t len)
+{
+    char buf[65536];
+    int in = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+    cr_assert(in >= 0 && out >= 0);
+    for (size_t done = 0; done < len;) {
+        size_t want = len - done < sizeof(buf) ? len - done : sizeof(buf);
+        ssize_t r = read(in, buf, want);
+        cr_assert_gt(r, 0);
+        cr_assert_eq(write(out, buf, (size_t)r), r);
+        done += (size_t)r;
+    }
+    close(in);
+    close(out);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+/* sha256 of a file by sha256sum (coreutils): 64 hex digits into out[65]. */
+static void sha256_file(const char *path, char *out)
+{
+    const char *argv[] = {"sha256sum", path, NULL};
+    child_t c = spawn(argv, DEVNULL_FD, PIPE_FD, DEVNULL_FD);
+    char line[512];
+
+    read_line(c.out, line, sizeof(line), WAIT_MS);
+    close_fd(&c.out);
+    cr_assert_eq(wait_exit(&c, WAIT_MS), 0);
+    memcpy(out, line, 64);
+    out[64] = '\0';
+}
+
+/* Start `tether echo --listen 127.0.0.1:0` and return its port. */
+static unsigned start_echo(child_t *echo)
+{
+    const char *argv[] = {TETHER, "echo", "--listen", "127.0.0.1:0", NULL};
+    char line[256];
+
+    *echo = spawn(argv, DEVNULL_FD, PIPE_FD, DEVNULL_FD);
+    read_line(echo->out, line, sizeof(line), WAIT_MS);
+    cr_assert(strncmp(line, "tether echo: listening on 127.0.0.1:", 36) == 0, "got '%s'", line);
+    return port_of(line);
+}
+
+/* Start `tether cat --listen 127.0.0.1:0 [--verbose]` with the given stdin/stdout;
+ * its stderr is a pipe. Returns the port from its first stderr line. */
+static unsigned start_cat_listen(child_t *cat, int in, int out, bool verbose)
+{
+    const char *argv[] = {TETHER, "cat", "--listen", "127.0.0.1:0",
+                          verbose ? "--verbose" : NULL, NULL};
+    char line[256];
+
+    *cat = spawn(argv, in, out, PIPE_FD);
+    read_line(cat->err, line, sizeof(line), WAIT_MS);
+    cr_assert(strncmp(line, "tether cat: listening on 127.0.0.1:", 35) == 0, "got '%s'", line);
+    return port_of(line);
+}
+
+/* A python3 program; its first stdout line is returned in line. */
+static child_t start_python(const char *prog, const char *arg, int in, char *line, size_t cap)
+{
+    const char *argv[] = {"python3", "-c", prog, arg, NULL};
+    child_t c = spawn(argv, in, PIPE_FD, DEVNULL_FD);
+    if (line != NULL)
+        read_line(c.out, line, cap, WAIT_MS);
+    return c;
+}
+
+/* ---- usage --------------------------------------------------------------------- */
+
+Test(cli, help_on_every_subcommand_prints_usage_to_stdout_and_exits_0)
+{
+    static const char *const cmds[] = {"echo", "cat", "send"};
+
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        const char *argv[] = {TETHER, cmds[i], "--help", NULL};
+        child_t c = spawn(argv, DEVNULL_FD, PIPE_FD, PIPE_FD);
+        size_t n, en;
+        char *out = read_all(c.out, &n, WAIT_MS);
+        char *err = read_all(c.err, &en, WAIT_MS);
+        char want[64];
+
+        snprintf(want, sizeof(want), "usage: tether %s", cmds[i]);
+        cr_expect_eq(wait_exit(&c, WAIT_MS), 0, "tether %s --help: non-zero exit", cmds[i]);
+        cr_expect(strncmp(out, want, strlen(want)) == 0, "tether %s --help printed '%s'", cmds[i],
+                  out);
+        cr_expect(strstr(out, "Exit status") != NULL, "tether %s --help: no exit statuses",
+                  cmds[i]);
+        cr_expect_eq(en, 0, "tether %s --help wrote to stderr: '%s'", cmds[i], err);
+        free(out);
+        free(err);
+        close_fd(&c.out);
+        close_fd(&c.err);
+    }
+}
+
+static void expect_usage_error(const char *const argv[], const char *must_say)
+{
+    child_t c = spawn(argv, DEVNULL_FD, PIPE_FD, PIPE_FD);
+    size_t n, en;
+    char *out = read_all(c.out, &n, WAIT_MS);
+    char *err = read_all(c.err, &en, WAIT_MS);
+    int st = wait_exit(&c, WAIT_MS);
+
+    cr_expect_eq(st, 2, "%s %s %s: exit %d, expected 2", argv[1], argv[2], argv[3] ? argv[3] : "",
+                 st);
+    cr_expect(strstr(err, must_say) != NULL, "stderr '%s' does not name '%s'", err, must_say);
+    cr_expect(strstr(err, "--help") != NULL, "stderr '%s' has no usage hint", err);
+    cr_expect_eq(n, 0, "stdout not empty: '%s'", out);
+    free(out);
+    free(err);
+    close_fd(&c.out);
+    close_fd(&c.err);
+}
+
+Test(cli, bad_address_or_port_exits_2_naming_it_with_a_usage_hint)
+{
+    const char *a1[] = {TETHER, "cat", "nonsense", NULL};
+    const char *a2[] = {TETHER, "cat", "127.0.0.1:99999", NULL};
+    const char *a3[] = {TETHER, "cat", "no.such.name:80", NULL};
+    const char *a4[] = {TETHER, "send", "localhost:0", "/etc/hostname", NULL};
+    const char *a5[] = {TETHER, "echo", "--listen", "300.1.1.1:7", NULL};
+    const char *a6[] = {TETHER, "cat", "--listen", "127.0.0.1", NULL};
+    const char *a7[] = {TETHER, "cat", "--no-such-option", "127.0.0.1:1", NULL};
+    const char *a8[] = {TETHER, "send", "127.0.0.1:1", NULL};
+
+    expect_usage_error(a1, "'nonsense'");
+    expect_usage_error(a2, "'99999'");
+    expect_usage_error(a3, "'no.such.name:80'");
+    expect_usage_error(a4, "'localhost:0'");
+    expect_usage_error(a5, "'300.1.1.1:7'");
+    expect_usage_error(a6, "'127.0.0.1'");
+    expect_usage_error(a7, "'--no-such-option'");
+    expect_usage_error(a8, "missing FILE");
+}
+
+/* A port that refuses: bound (so nobody else takes it) but not listening, so a SYN
+ * to it is answered with RST. */
+static int refusing_port(unsigned *port)
+{
+    tt_addr_t a = th_loopback(0);
+    socklen_t len = sizeof(a.u.in4);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(bind(fd, &a.u.sa, a.len), 0);
+    cr_assert_eq(getsockname(fd, &a.u.sa, &len), 0);
+    *port = tt_addr_port(&a);
+    return fd;
+}
+
+Test(cli, connect_refused_exits_1_with_one_line_naming_address_and_errno_text)
+{
+    unsigned port;
+    int hold = refusing_port(&port);
+    char target[64], want[128];
+    const char *cat_argv[] = {TETHER, "cat", target, NULL};
+    const char *send_argv[] = {TETHER, "send", target, "/etc/hostname", NULL};
+    const char *const *argvs[] = {cat_argv, send_argv};
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    snprintf(want, sizeof(want), "tether: connect 127.0.0.1:%u: Connection refused\n", port);
+    for (int i = 0; i < 2; i++) {
+        child_t c = spawn(argvs[i], DEVNULL_FD, PIPE_FD, PIPE_FD);
+        size_t n, en;
+        char *out = read_all(c.out, &n, WAIT_MS);
+        char *err = read_all(c.err, &en, WAIT_MS);
+        int st = wait_exit(&c, WAIT_MS);
+
+        cr_expect_eq(st, 1, "tether %s: exit %d, expected 1", argvs[i][1], st);
+        cr_expect_str_eq(err, want, "tether %s: stderr '%s', expected '%s'", argvs[i][1], err,
+                         want);
+        cr_expect_eq(n, 0, "tether %s: stdout '%s'", argvs[i][1], out);
+        free(out);
+        free(err);
+        close_fd(&c.out);
+        close_fd(&c.err);
+    }
+    close(hold);
+}
+
+/* ---- echo ---------------------------------------------------------------------- */
+
+/* Client: sends three pieces (one of 1 MiB), half-closes, reads to EOF, and prints
+ * "<bytes sent> <bytes received> <same|different>". */
+static const char py_echo_client[] =
+    "import os, socket, sys\n"
+    "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)\n"
+    "data = b'first\\n' + os.urandom(1 << 20) + b'last\\n'\n"
+    "s.sendall(data)\n"
+    "s.shutdown(socket.SHUT_WR)\n"
+    "got = bytearray()\n"
+    "while True:\n"
+    "    b = s.recv(65536)\n"
+    "    if not b: break\n"
+    "    got += b\n"
+    "print(len(data), len(got), 'same' if bytes(got) == data else 'different', flush=True)\n";
+
+Test(cli, echo_server_answers_nc_and_python_then_exits_0_on_sigint)
+{
+    child_t echo, nc, py;
+    unsigned port = start_echo(&echo);
+    char portstr[16], line[256];
+    size_t n;
+
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    const char *nc_argv[] = {"nc", "-N", "127.0.0.1", portstr, NULL};
+    nc = spawn(nc_argv, PIPE_FD, PIPE_FD, DEVNULL_FD);
+    cr_assert_eq(write(nc.in, "ping\n", 5), 5);
+    close_fd(&nc.in); /* nc -N: shutdown(SHUT_WR) at stdin EOF */
+    char *got = read_all(nc.out, &n, WAIT_MS);
+    cr_expect_str_eq(got, "ping\n", "nc got '%s'", got);
+    cr_expect_eq(wait_exit(&nc, WAIT_MS), 0);
+    free(got);
+    close_fd(&nc.out);
+
+    py = start_python(py_echo_client, portstr, DEVNULL_FD, line, sizeof(line));
+    cr_expect_str_eq(line, "1048587 1048587 same", "python client: '%s'", line);
+    cr_expect_eq(wait_exit(&py, WAIT_MS), 0);
+    close_fd(&py.out);
+
+    kill(echo.pid, SIGINT);
+    int st = wait_exit(&echo, WAIT_MS);
+    cr_expect_eq(st, 0, "tether echo after SIGINT: exit %d", st);
+    close_fd(&echo.out);
+}
+
+/* Client: connects, sends "x", gets "x" back, prints "ready", then waits for the
+ * server to close and prints "eof" (orderly FIN) or the error. */
+static const char py_idle_client[] =
+    "import socket, sys\n"
+    "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)\n"
+    "s.sendall(b'x')\n"
+    "assert s.recv(1) == b'x'\n"
+    "print('ready', flush=True)\n"
+    "try:\n"
+    "    b = s.recv(1)\n"
+    "    print('eof' if b == b'' else 'data', flush=True)\n"
+    "except Exception as e:\n"
+    "    print(type(e).__name__, flush=True)\n";
+
+Test(cli, echo_sigterm_closes_listener_and_open_connections_and_exits_0)
+{
+    child_t echo, py;
+    unsigned port = start_echo(&echo);
+    char portstr[16], line[256];
+
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    py = start_python(py_idle_client, portstr, DEVNULL_FD, line, sizeof(line));
+    cr_assert_str_eq(line, "ready");
+
+    kill(echo.pid, SIGTERM);
+    int st = wait_exit(&echo, WAIT_MS);
+    cr_expect_eq(st, 0, "tether echo after SIGTERM: exit %d", st);
+    read_line(py.out, line, sizeof(line), WAIT_MS);
+    cr_expect_str_eq(line, "eof", "the open connection saw '%s', expected an orderly close",
+                     line);
+    cr_expect_eq(wait_exit(&py, WAIT_MS), 0);
+    close_fd(&py.out);
+    close_fd(&echo.out);
+
+    /* The listener is gone too: a new connection is refused. */
+    tt_addr_t a = th_loopback((uint16_t)port);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    cr_expect_eq(connect(fd, &a.u.sa, a.len), -1);
+    cr_expect_eq(errno, ECONNREFUSED, "connect after shutdown: %s", strerror(errno));
+    close(fd);
+}
+
+/* ---- cat, client --------------------------------------------------------------- */
+
+/* Listener: prints its port; greets the client at once; reads to EOF (the client's
+ * FIN); then sends back what it received, reversed, and closes. The answer comes
+ * after the client's FIN, so it only arrives if the half-close is a half-close. */
+static const char py_reverse_server[] =
+    "import socket\n"
+    "l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)\n"
+    "print(l.getsockname()[1], flush=True)\n"
+    "l.settimeout(10)\n"
+    "c, _ = l.accept(); c.settimeout(10)\n"
+    "c.sendall(b'hello from python\\n')\n"
+    "got = bytearray()\n"
+    "while True:\n"
+    "    b = c.recv(65536)\n"
+    "    if not b: break\n"
+    "    got += b\n"
+    "c.sendall(bytes(reversed(got)))\n"
+    "c.close()\n"
+    "print(len(got), flush=True)\n";
+
+static void cat_client_half_close(bool stdin_is_file)
+{
+    const size_t len = 300 * 1024; /* more than a pipe holds */
+    const char *path = tmp_path("cat-in.bin");
+    char line[256], target[300];
+    size_t n, inlen;
+    child_t py, cat;
+    int in_fd = PIPE_FD;
+
+    make_random_file(path, len);
+    char *data = file_of(path, &inlen);
+    py = start_python(py_reverse_server, NULL, DEVNULL_FD, line, sizeof(line));
+    snprintf(target, sizeof(target), "127.0.0.1:%s", line);
+    const char *argv[] = {TETHER, "cat", target, NULL};
+
+    if (stdin_is_file) {
+        in_fd = open(path, O_RDONLY | O_CLOEXEC); /* sendfile(2) path */
+        cr_assert_geq(in_fd, 0);
+    }
+    cat = spawn(argv, in_fd, PIPE_FD, PIPE_FD);
+    if (stdin_is_file) {
+        close(in_fd);
+    } else {
+        /* tether reads its stdin whatever its stdout does, so this completes. */
+        write_all(cat.in, data, len, WAIT_MS);
+        close_fd(&cat.in);
+    }
+    char *out = read_all(cat.out, &n, WAIT_MS);
+    int st = wait_exit(&cat, WAIT_MS);
+    size_t en;
+    char *err = read_all(cat.err, &en, WAIT_MS);
+
+    cr_expect_eq(st, 0, "tether cat: exit %d, stderr '%s'", st, err);
+    const char *greet = "hello from python\n";
+    size_t glen = strlen(greet);
+    cr_assert_eq(n, glen + len, "stdout has %zu bytes, expected %zu", n, glen + len);
+    cr_expect(memcmp(out, greet, glen) == 0, "greeting missing");
+    size_t bad = len;
+    for (size_t i = 0; i < len && bad == len; i++)
+        if ((unsigned char)out[glen + i] != (unsigned char)data[len - 1 - i])
+            bad = i;
+    cr_expect_eq(bad, len, "reversed data differs at offset %zu", bad);
+    read_line(py.out, line, sizeof(line), WAIT_MS);
+    cr_expect_eq(strtoul(line, NULL, 10), len, "python received %s bytes, expected %zu", line,
+                 len);
+    cr_expect_eq(wait_exit(&py, WAIT_MS), 0);
+    free(out);
+    free(err);
+    free(data);
+    close_fd(&cat.out);
+    close_fd(&cat.err);
+    close_fd(&py.out);
+}
+
+Test(cli, cat_client_pipe_stdin_eof_half_closes_and_prints_what_arrives_after)
+{
+    cat_client_half_close(false);
+}
+
+Test(cli, cat_client_file_stdin_goes_by_sendfile_and_half_closes)
+{
+    cat_client_half_close(true);
+}
+
+Test(cli, cat_client_through_echo_loses_nothing_when_stdout_is_slow)
+{
+    const size_t len = 8u << 20; /* far more than the socket, pipe and writer buffers */
+    const char *path = tmp_path("slow.bin");
+    char target[64];
+    child_t echo, cat;
+    size_t n, inlen;
+
+    make_random_file(path, len);
+    char *data = file_of(path, &inlen);
+    snprintf(target, sizeof(target), "127.0.0.1:%u", start_echo(&echo));
+    const char *argv[] = {TETHER, "cat", target, NULL};
+    int in = open(path, O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(in, 0);
+    cat = spawn(argv, in, PIPE_FD, DEVNULL_FD);
+    close(in);
+
+    usleep(500 * 1000); /* nobody reads stdout: tether must pause, not drop or fail */
+    char *out = read_all(cat.out, &n, WAIT_MS);
+    cr_expect_eq(wait_exit(&cat, WAIT_MS), 0);
+    cr_assert_eq(n, len, "got %zu bytes back, expected %zu", n, len);
+    cr_expect(memcmp(out, data, len) == 0, "the echoed bytes differ");
+    kill(echo.pid, SIGTERM);
+    cr_expect_eq(wait_exit(&echo, WAIT_MS), 0);
+    free(out);
+    free(data);
+    close_fd(&cat.out);
+    close_fd(&echo.out);
+}
+
+/* ---- cat --listen -------------------------------------------------------------- */
+
+Test(cli, cat_listen_exchanges_both_ways_with_socat)
+{
+    const char *in_path = tmp_path("listen-in.txt");
+    char portstr[16], target[64];
+    child_t cat, socat;
+    size_t n, sn;
+
+    write_file(in_path, "from tether\n");
+    int in = open(in_path, O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(in, 0);
+    snprintf(portstr, sizeof(portstr), "%u", start_cat_listen(&cat, in, PIPE_FD, false));
+    close(in);
+    snprintf(target, sizeof(target), "TCP:127.0.0.1:%s", portstr);
+    const char *argv[] = {"socat", "-t", "5", "-", target, NULL};
+    socat = spawn(argv, PIPE_FD, PIPE_FD, DEVNULL_FD);
+    cr_assert_eq(write(socat.in, "from socat\n", 11), 11);
+    close_fd(&socat.in);
+
+    char *got = read_all(cat.out, &n, WAIT_MS);
+    char *sgot = read_all(socat.out, &sn, WAIT_MS);
+    cr_expect_str_eq(got, "from socat\n", "tether cat --listen printed '%s'", got);
+    cr_expect_str_eq(sgot, "from tether\n", "socat printed '%s'", sgot);
+    cr_expect_eq(wait_exit(&cat, WAIT_MS), 0);
+    cr_expect_eq(wait_exit(&socat, WAIT_MS), 0);
+    free(got);
+    free(sgot);
+    close_fd(&cat.out);
+    close_fd(&cat.err);
+    close_fd(&socat.out);
+}
+
+Test(cli, cat_listen_receives_a_file_from_nc)
+{
+    const size_t len = 1u << 20;
+    const char *path = tmp_path("nc-in.bin");
+    char portstr[16];
+    child_t cat, nc;
+    size_t n, inlen;
+
+    make_random_file(path, len);
+    char *data = file_of(path, &inlen);
+    snprintf(portstr, sizeof(portstr), "%u", start_cat_listen(&cat, DEVNULL_FD, PIPE_FD, false));
+    int in = open(path, O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(in, 0);
+    const char *argv[] = {"nc", "-N", "127.0.0.1", portstr, NULL};
+    nc = spawn(argv, in, DEVNULL_FD, DEVNULL_FD);
+    close(in);
+
+    char *got = read_all(cat.out, &n, WAIT_MS);
+    cr_expect_eq(wait_exit(&cat, WAIT_MS), 0);
+    cr_expect_eq(wait_exit(&nc, WAIT_MS), 0);
+    cr_assert_eq(n, len, "received %zu bytes, expected %zu", n, len);
+    cr_expect(memcmp(got, data, len) == 0, "received bytes differ");
+    free(got);
+    free(data);
+    close_fd(&cat.out);
+    close_fd(&cat.err);
+}
+
+Test(cli, cat_listen_stops_listening_after_the_first_connection)
+{
+    char line[256];
+    child_t cat;
+    unsigned port = start_cat_listen(&cat, PIPE_FD, PIPE_FD, true);
+    tt_addr_t a = th_loopback((uint16_t)port);
+    int first = th_tcp_connect_blocking(&a);
+
+    read_line(cat.err, line, sizeof(line), WAIT_MS);
+    cr_assert(strncmp(line, "tether cat: connection from 127.0.0.1:", 38) == 0, "got '%s'",
+              line);
+    int second = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(second, 0);
+    cr_expect_eq(connect(second, &a.u.sa, a.len), -1, "a second connection was accepted");
+    cr_expect_eq(errno, ECONNREFUSED, "second connect: %s", strerror(errno));
+    close(second);
+
+    /* Both sides finish: the test's FIN, then tether's stdin EOF. */
+    cr_assert_eq(write(first, "bye\n", 4), 4);
+    shutdown(first, SHUT_WR);
+    close_fd(&cat.in);
+    size_t n;
+    char *got = read_all(cat.out, &n, WAIT_MS);
+    cr_expect_str_eq(got, "bye\n");
+    cr_expect_eq(wait_exit(&cat, WAIT_MS), 0);
+    char b;
+    cr_expect_eq(recv(first, &b, 1, 0), 0, "expected tether's FIN");
+    close(first);
+    free(got);
+    close_fd(&cat.out);
+    close_fd(&cat.err);
+}
+
+/* ---- send ---------------------------------------------------------------------- */
+
+/* Receiver: prints its port; reads to EOF; prints "<bytes> <sha256>"; closes. */
+static const char py_sha_server[] =
+    "import hashlib, socket\n"
+    "l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)\n"
+    "print(l.getsockname()[1], flush=True)\n"
+    "l.settimeout(10)\n"
+    "c, _ = l.accept(); c.settimeout(10)\n"
+    "h = hashlib.sha256(); n = 0\n"
+    "while True:\n"
+    "    b = c.recv(1 << 16)\n"
+    "    if not b: break\n"
+    "    h.update(b); n += len(b)\n"
+    "c.close()\n"
+    "print(n, h.hexdigest(), flush=True)\n";
+
+Test(cli, send_5mb_file_arrives_whole_checksum_verified_by_the_receiver)
+{
+    const size_t len = 5u << 20;
+    const char *path = tmp_path("send.bin");
+    char line[256], target[300], sha[65], want[400];
+    child_t py, snd;
+    size_t n, en;
+
+    make_random_file(path, len);
+    sha256_file(path, sha);
+    py = start_python(py_sha_server, NULL, DEVNULL_FD, line, sizeof(line));
+    snprintf(target, sizeof(target), "127.0.0.1:%s", line);
+    const char *argv[] = {TETHER, "send", target, path, NULL};
+    snd = spawn(argv, DEVNULL_FD, PIPE_FD, PIPE_FD);
+    char *out = read_all(snd.out, &n, WAIT_MS);
+    char *err = read_all(snd.err, &en, WAIT_MS);
+    int st = wait_exit(&snd, WAIT_MS);
+
+    cr_expect_eq(st, 0, "tether send: exit %d, stderr '%s'", st, err);
+    snprintf(want, sizeof(want), "%zu bytes sent to %s in ", len, target);
+    cr_expect(strncmp(out, want, strlen(want)) == 0, "stdout '%s', expected '%s...'", out, want);
+    read_line(py.out, line, sizeof(line), WAIT_MS);
+    snprintf(want, sizeof(want), "%zu %s", len, sha);
+    cr_expect_str_eq(line, want, "receiver: '%s', expected '%s'", line, want);
+    cr_expect_eq(wait_exit(&py, WAIT_MS), 0);
+    free(out);
+    free(err);
+    close_fd(&snd.out);
+    close_fd(&snd.err);
+    close_fd(&py.out);
+}
+
+/* Receiver that reads a little, then aborts the connection with RST. */
+static const char py_reset_server[] =
+    "import socket, struct\n"
+    "l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)\n"
+    "print(l.getsockname()[1], flush=True)\n"
+    "l.settimeout(10)\n"
+    "c, _ = l.accept(); c.settimeout(10)\n"
+    "c.recv(1000)\n"
+    "c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n"
+    "c.close()\n";
+
+Test(cli, send_exits_1_when_the_receiver_resets_before_the_end)
+{
+    const size_t len = 32u << 20; /* far more than fits in the socket buffers */
+    const char *path = tmp_path("reset.bin");
+    char line[256], target[300];
+    child_t py, snd;
+    size_t n, en;
+
+    make_random_file(path, len);
+    py = start_python(py_reset_server, NULL, DEVNULL_FD, line, sizeof(line));
+    snprintf(target, sizeof(target), "127.0.0.1:%s", line);
+    const char *argv[] = {TETHER, "send", target, path, NULL};
+    snd = spawn(argv, DEVNULL_FD, PIPE_FD, PIPE_FD);
+    char *out = read_all(snd.out, &n, WAIT_MS);
+    char *err = read_all(snd.err, &en, WAIT_MS);
+    int st = wait_exit(&snd, WAIT_MS);
+
+    cr_expect_eq(st, 1, "tether send: exit %d, expected 1", st);
+    cr_expect_eq(n, 0, "nothing should be reported sent: '%s'", out);
+    cr_expect(strstr(err, target) != NULL && strstr(err, "bytes written") != NULL,
+              "stderr '%s' should name the address and the bytes written", err);
+    cr_expect_eq(wait_exit(&py, WAIT_MS), 0);
+    free(out);
+    free(err);
+    close_fd(&snd.out);
+    close_fd(&snd.err);
+    close_fd(&py.out);
+}
+
+Test(cli, send_of_a_missing_file_exits_1_before_connecting)
+{
+    unsigned port;
+    int hold = refusing_port(&port); /* would say "refused" if it got that far */
+    char target[64];
+    const char *argv[] = {TETHER, "send", target, "/nonexistent/file", NULL};
+    size_t n, en;
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    child_t c = spawn(argv, DEVNULL_FD, PIPE_FD, PIPE_FD);
+    char *out = read_all(c.out, &n, WAIT_MS);
+    char *err = read_all(c.err, &en, WAIT_MS);
+    cr_expect_eq(wait_exit(&c, WAIT_MS), 1);
+    cr_expect_str_eq(err, "tether: /nonexistent/file: No such file or directory\n", "stderr '%s'",
+                     err);
+    free(out);
+    free(err);
+    close_fd(&c.out);
+    close_fd(&c.err);
+    close(hold);
+}

@@ -1,0 +1,66 @@
+/* Shared by the subcommands of the tether tool. */
+#ifndef TT_CLI_H
+#define TT_CLI_H
+
+#include "tether.h"
+
+int cmd_echo(int argc, char **argv);
+int cmd_cat(int argc, char **argv);
+int cmd_send(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_udp_echo(int argc, char **argv);
+/* `tether cat --udp ...` (udp_cat.c); cmd_cat hands the whole command line over. */
+int cli_udp_cat(int argc, char **argv);
+/* Join "GROUP" or "GROUP,SOURCE" on `iface` (NULL: by route), saying why on failure.
+ * Returns 0, -EINVAL (bad text or not a group: a usage error) or the join's error. */
+int cli_udp_join_spec(const char *cmd, tt_udp_t *u, const char *spec, const char *iface);
+
+/* ---- helpers shared by the subcommands (cli_util.c) ---------------------------- */
+
+#include <getopt.h>
+#include <stdint.h>
+
+/* Exit statuses: 0 success, 1 the network or a file said no, 2 bad command line.
+ * A command stopped by SIGINT/SIGTERM (other than `echo`) exits 128 + the signal. */
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAIL 1
+#define CLI_EXIT_USAGE 2
+
+/* "tether: " + message + "\n" on stderr. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "tether CMD: " + message, then "Try 'tether CMD --help'." on stderr. Returns
+ * CLI_EXIT_USAGE so a command can `return cli_usage_error(...)`. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parse "HOST:PORT", "[V6]:PORT" or ":PORT" into *out; "localhost" means
+ * 127.0.0.1 (name lookup comes later). With connect set, port 0 is refused. On
+ * failure prints why (naming the text) with a usage hint and returns -EINVAL. */
+int cli_parse_addr(const char *cmd, const char *text, bool connect, tt_addr_t *out);
+/* Split "HOST:PORT" or "[V6]:PORT" for connecting by name (tt_connect_host): HOST
+ * may be a name, a numeric address or localhost; the port must be 1..65535. On
+ * failure prints why with a usage hint and returns -EINVAL. */
+int cli_parse_host(const char *cmd, const char *text, char *host, size_t size, uint16_t *port);
+/* The address as "1.2.3.4:80" / "[::1]:80" in buf (TT_ADDR_STRLEN bytes); returns buf. */
+const char *cli_addr_str(const tt_addr_t *addr, char *buf);
+/* Seconds ("10", "0.5") to milliseconds, at most TT_TIMEOUT_MAX. 0 or -EINVAL. */
+int cli_parse_seconds(const char *text, uint64_t *ms);
+
+/* getopt_long with tether's messages: returns the option character, -1 after the
+ * last option, or '?' after printing "tether CMD: unknown option ..." or "... needs
+ * a value". `shortopts` must start with ':'. Call with *first = true once per
+ * command (it resets getopt's state). */
+int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
+               const struct option *longopts, bool *first);
+
+/* SIGINT and SIGTERM call tt_loop_stop(loop) (async-signal-safe) and are recorded;
+ * SIGPIPE is ignored so a closed stdout gives EPIPE. Returns 0 or -errno. */
+int cli_signals_install(tt_loop_t *loop);
+/* Back to the default dispositions; the loop pointer is forgotten. */
+void cli_signals_restore(void);
+/* The last SIGINT/SIGTERM received since install, or 0. */
+int cli_signal_caught(void);
+
+/* Monotonic seconds, for rates. */
+double cli_now_s(void);
+
+#endif

@@ -1,0 +1,240 @@
+/* Helpers shared by the subcommands: messages, address and option parsing, signals.
+ * Like the rest of the tool, this uses only the public header. */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+/* ---- messages ----------------------------------------------------------------- */
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("tether: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "tether %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'tether %s --help'.\n", cmd);
+    return CLI_EXIT_USAGE;
+}
+
+/* ---- addresses ---------------------------------------------------------------- */
+
+/* Say which part of "HOST:PORT" is wrong: a bare "bad address" makes the user guess. */
+static void explain_bad_addr(const char *cmd, const char *text)
+{
+    const char *colon = strrchr(text, ':');
+    const char *port;
+    char *end;
+    unsigned long v;
+
+    if (colon == NULL) {
+        cli_usage_error(cmd, "bad address '%s': expected HOST:PORT (e.g. 127.0.0.1:7000, "
+                             "[::1]:7000, localhost:7000)", text);
+        return;
+    }
+    port = colon + 1;
+    errno = 0;
+    v = strtoul(port, &end, 10);
+    if (*port == '\0' || *port == '-' || *port == '+' || *end != '\0' || errno != 0 ||
+        v > 65535) {
+        cli_usage_error(cmd, "bad port '%s' in '%s': expected a number from 0 to 65535", port,
+                        text);
+        return;
+    }
+    cli_usage_error(cmd, "bad host in '%s': expected a numeric IPv4 address, [IPv6] in "
+                         "brackets, or localhost (host names are not supported yet)", text);
+}
+
+int cli_parse_addr(const char *cmd, const char *text, bool connect, tt_addr_t *out)
+{
+    static const char local[] = "localhost:";
+    char buf[TT_ADDR_STRLEN + 16];
+    const char *p = text;
+
+    if (strncmp(text, local, sizeof(local) - 1) == 0) {
+        /* Until name lookup exists, localhost is the IPv4 loopback, as in /etc/hosts. */
+        if (strlen(text) - (sizeof(local) - 1) + sizeof("127.0.0.1:") > sizeof(buf)) {
+            explain_bad_addr(cmd, text);
+            return -EINVAL;
+        }
+        snprintf(buf, sizeof(buf), "127.0.0.1:%s", text + sizeof(local) - 1);
+        p = buf;
+    }
+    if (tt_addr_parse_hostport(out, p) < 0) {
+        explain_bad_addr(cmd, text);
+        return -EINVAL;
+    }
+    if (connect && tt_addr_port(out) == 0) {
+        cli_usage_error(cmd, "bad port in '%s': port 0 can be listened on, not connected to",
+                        text);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+const char *cli_addr_str(const tt_addr_t *addr, char *buf)
+{
+    if (tt_addr_format(addr, buf, TT_ADDR_STRLEN) < 0)
+        strcpy(buf, "?");
+    return buf;
+}
+
+int cli_parse_seconds(const char *text, uint64_t *ms)
+{
+    char *end;
+    double s;
+
+    if (text == NULL || *text == '\0')
+        return -EINVAL;
+    errno = 0;
+    s = strtod(text, &end);
+    if (errno != 0 || *end != '\0' || !isfinite(s) || s < 0 ||
+        s * 1000.0 > (double)TT_TIMEOUT_MAX)
+        return -EINVAL;
+    *ms = (uint64_t)llround(s * 1000.0);
+    return 0;
+}
+
+/* ---- options ------------------------------------------------------------------ */
+
+int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
+               const struct option *longopts, bool *first)
+{
+    int ch;
+
+    if (*first) {
+        optind = 0; /* glibc: full re-initialisation */
+        *first = false;
+    }
+    opterr = 0; /* our own messages, naming the command */
+    ch = getopt_long(argc, argv, shortopts, longopts, NULL);
+    if (ch == '?' || ch == ':') {
+        const char *what = argv[optind - 1];
+        char shortname[3] = {'-', (char)optopt, '\0'};
+
+        /* For a short option glibc sets optopt; argv[optind-1] may be a cluster. */
+        if (optopt != 0 && strncmp(what, "--", 2) != 0)
+            what = shortname;
+        if (ch == '?')
+            cli_usage_error(cmd, "unknown option '%s'", what);
+        else
+            cli_usage_error(cmd, "option '%s' needs a value", what);
+        return '?';
+    }
+    return ch;
+}
+
+/* ---- signals ------------------------------------------------------------------ */
+
+/* The handler may only touch these: a pointer set before the handler is installed,
+ * and a sig_atomic_t. tt_loop_stop() is documented async-signal-safe. */
+static tt_loop_t *volatile sig_loop;
+static volatile sig_atomic_t sig_caught;
+
+static void on_signal(int signo)
+{
+    int saved = errno; /* the handler must not clobber the interrupted code's errno */
+    tt_loop_t *loop = sig_loop;
+
+    sig_caught = signo;
+    if (loop != NULL)
+        tt_loop_stop(loop);
+    errno = saved;
+}
+
+int cli_signals_install(tt_loop_t *loop)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sig_loop = loop;
+    sig_caught = 0;
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
+        return -errno;
+    sa.sa_handler = SIG_IGN;
+    if (sigaction(SIGPIPE, &sa, NULL) < 0)
+        return -errno;
+    return 0;
+}
+
+void cli_signals_restore(void)
+{
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    sig_loop = NULL;
+}
+
+int cli_signal_caught(void) { return sig_caught; }
+
+double cli_now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int cli_parse_host(const char *cmd, const char *text, char *host, size_t size, uint16_t *port)
+{
+    const char *colon = strrchr(text, ':');
+    const char *h = text;
+    unsigned long v;
+    size_t len;
+    char *end;
+
+    if (colon == NULL || colon == text) {
+        explain_bad_addr(cmd, text);
+        return -EINVAL;
+    }
+    errno = 0;
+    v = strtoul(colon + 1, &end, 10);
+    if (colon[1] == '\0' || colon[1] == '-' || colon[1] == '+' || *end != '\0' || errno != 0 ||
+        v > 65535) {
+        explain_bad_addr(cmd, text);
+        return -EINVAL;
+    }
+    if (v == 0) {
+        cli_usage_error(cmd, "bad port in '%s': port 0 can be listened on, not connected to",
+                        text);
+        return -EINVAL;
+    }
+    len = (size_t)(colon - text);
+    if (text[0] == '[') { /* "[::1]:80": the brackets only keep the colons apart */
+        if (len < 3 || text[len - 1] != ']') {
+            explain_bad_addr(cmd, text);
+            return -EINVAL;
+        }
+        h = text + 1;
+        len -= 2;
+    }
+    if (len >= size) {
+        cli_usage_error(cmd, "bad host in '%s': longer than %zu characters", text, size - 1);
+        return -EINVAL;
+    }
+    memcpy(host, h, len);
+    host[len] = '\0';
+    *port = (uint16_t)v;
+    return 0;
+}

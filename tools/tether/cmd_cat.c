@@ -1,0 +1,340 @@
+/* `tether cat`: stdin to a TCP socket, the socket to stdout, like nc.
+ *
+ * Client (`tether cat ADDR:PORT`) or server for one connection (`--listen`: the
+ * listener is closed as soon as one client is accepted). Stdin goes with
+ * tt_send_file(fd 0, TT_FILE_TO_EOF, TT_FILE_THEN_END): a regular file is sent with
+ * sendfile(2), a pipe/terminal/socket is read as it becomes readable, and at its
+ * end our side is half-closed (FIN). Bytes from the peer go to stdout through a
+ * writer thread (writer.h), so a slow stdout pauses reading from the socket
+ * (tt_conn_read_stop) instead of blocking the loop. The tool exits when both
+ * directions are finished: our FIN sent and the peer's FIN received. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "cli_framing.h"
+#include "cli_liveness.h"
+#include "writer.h"
+
+#define DEFAULT_TIMEOUT_MS 10000
+/* Socket bytes waiting for stdout before reading pauses. */
+#define STDOUT_HIGH_WATER ((size_t)1 << 20)
+/* How long to wait at exit for a stdout reader that stopped reading. */
+#define STDOUT_GIVE_UP_MS 2000
+
+typedef struct cat {
+    tt_loop_t *loop;
+    tt_server_t *srv;  /* --listen, until the first client is accepted */
+    tt_conn_t *conn;   /* the one connection, until its on_close */
+    cli_writer_t *out; /* stdout */
+    const char *where; /* the address as the user typed it, for messages */
+    bool listening;
+    bool verbose;
+    int status; /* exit status so far */
+} cat_t;
+
+static cat_t g_cat;
+static cli_liveness_t g_cat_live; /* --idle-timeout, --heartbeat, --detect-within */
+static cli_framing_t g_cat_frame; /* --framing, --max-frame */
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: tether cat [options] ADDR:PORT\n"
+               "       tether cat [options] --listen ADDR:PORT\n"
+               "\n"
+               "Copy stdin to a TCP connection and the connection to stdout. At the end of\n"
+               "stdin our side is half-closed (FIN); the tool exits once the peer has\n"
+               "closed its side too and everything it sent is on stdout.\n"
+               "\n"
+               "  -l, --listen ADDR:PORT  accept one connection there instead of\n"
+               "                          connecting (then stop listening); port 0 picks\n"
+               "                          a free port. 'tether cat: listening on ADDR'\n"
+               "                          goes to stderr\n"
+               "  -w, --timeout SECONDS   connect timeout (default %d; 0: the kernel's)\n"
+               "  -v, --verbose           connection events on stderr\n"
+               CLI_LIVENESS_USAGE
+               CLI_FRAMING_USAGE_CAT
+               "      --udp               datagrams instead (see 'tether cat --udp --help')\n"
+               "  -h, --help              this text\n"
+               "\n"
+               "ADDR is numeric IPv4, [IPv6] or localhost (host names are not supported\n"
+               "yet). A regular file on stdin is sent with sendfile(2).\n"
+               "\n"
+               "Exit status: 0 both sides closed cleanly, 1 connection or I/O error (a\n"
+               "one-line message on stderr), 2 bad usage, 128+N stopped by signal N.\n",
+            DEFAULT_TIMEOUT_MS / 1000);
+}
+
+/* ---- stdout ------------------------------------------------------------------- */
+
+static void out_low(void *arg)
+{
+    cat_t *st = arg;
+    if (st->conn != NULL)
+        tt_conn_read_start(st->conn);
+}
+
+static void out_error(void *arg, int err)
+{
+    cat_t *st = arg;
+    cli_error("write stdout: %s", tt_strerror(err));
+    st->status = CLI_EXIT_FAIL;
+    if (st->conn != NULL)
+        tt_destroy(st->conn, 0);
+}
+
+/* ---- the connection ----------------------------------------------------------- */
+
+/* Queue all of stdin, then our FIN. */
+static int send_stdin(tt_conn_t *c)
+{
+    struct stat sb;
+    uint64_t off = 0;
+
+    if (fstat(STDIN_FILENO, &sb) < 0)
+        return -errno;
+    if (S_ISREG(sb.st_mode)) {
+        /* Start where the file position is, as cat(1) does for `(head -1; cat) <f`. */
+        off_t pos = lseek(STDIN_FILENO, 0, SEEK_CUR);
+        off = pos > 0 ? (uint64_t)pos : 0;
+    }
+    int r = tt_send_file(c, STDIN_FILENO, off, TT_FILE_TO_EOF, TT_FILE_THEN_END);
+    return r < 0 ? r : 0;
+}
+
+static void on_open(tt_conn_t *c)
+{
+    cat_t *st = &g_cat;
+    char buf[TT_ADDR_STRLEN];
+    tt_addr_t peer;
+    int err;
+
+    st->conn = c;
+    if (st->srv != NULL) {
+        /* One connection only: stop listening now (pending clients are refused). */
+        tt_server_close(st->srv);
+        st->srv = NULL;
+    }
+    if (st->verbose && tt_conn_peer_addr(c, &peer) == 0)
+        fprintf(stderr, "tether cat: %s %s\n", st->listening ? "connection from" : "connected to",
+                cli_addr_str(&peer, buf));
+    /* The peer may take as long as it likes to answer after our FIN. */
+    tt_conn_set_linger(c, 0);
+    /* Before any byte is read: on_open comes first. */
+    if (cli_framing_opts(&g_cat_frame) != NULL &&
+        (err = tt_conn_set_framing(c, cli_framing_opts(&g_cat_frame))) < 0) {
+        cli_error("framing: %s", tt_strerror(err));
+        st->status = CLI_EXIT_FAIL;
+        tt_destroy(c, 0);
+        return;
+    }
+    if (cli_liveness_opts(&g_cat_live) != NULL &&
+        (err = tt_conn_set_liveness(c, cli_liveness_opts(&g_cat_live))) < 0)
+        cli_error("liveness: %s", tt_strerror(err)); /* carry on without it */
+    err = send_stdin(c);
+    if (err < 0) {
+        cli_error("stdin: %s", tt_strerror(err));
+        st->status = CLI_EXIT_FAIL;
+        tt_destroy(c, 0);
+    }
+}
+
+static void on_data(tt_conn_t *c, const void *data, size_t len, size_t pending)
+{
+    int r = cli_writer_push(g_cat.out, data, len);
+    (void)pending;
+    if (r == 1)
+        tt_conn_read_stop(c); /* stdout is behind: out_low resumes */
+    else if (r < 0 && r != -ENOMEM)
+        tt_conn_read_stop(c); /* stdout failed: out_error destroys the connection */
+    else if (r == -ENOMEM)
+        out_error(&g_cat, r);
+}
+
+/* --framing: one line of output per message, whatever ended it on the wire. */
+static void on_message(tt_conn_t *c, const void *msg, size_t len)
+{
+    on_data(c, msg, len, 0);
+    if (tt_conn_state(c) < TT_STATE_CLOSING) /* stdout may have failed meanwhile */
+        on_data(c, "\n", 1, 0);
+}
+
+static void on_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    cat_t *st = &g_cat;
+    (void)c;
+
+    st->conn = NULL;
+    switch (info->kind) {
+    case TT_CLOSE_PEER_CLOSED:
+    case TT_CLOSE_LOCAL_END:
+        break;
+    case TT_CLOSE_LOCAL_DESTROY:
+        break; /* we destroyed it, and said why then */
+    case TT_CLOSE_CONNECT_FAILED:
+        cli_error("connect %s: %s", st->where, tt_strerror(info->error));
+        st->status = CLI_EXIT_FAIL;
+        break;
+    case TT_CLOSE_CONNECT_TIMEOUT:
+        cli_error("connect %s: %s", st->where, tt_strerror(-ETIMEDOUT));
+        st->status = CLI_EXIT_FAIL;
+        break;
+    default:
+        cli_error("%s: %s: %s", st->where, tt_close_kind_name(info->kind),
+                  tt_strerror(info->error));
+        st->status = CLI_EXIT_FAIL;
+        break;
+    }
+    if (st->verbose)
+        fprintf(stderr, "tether cat: closed (%s), %llu bytes sent\n",
+                tt_close_kind_name(info->kind), (unsigned long long)info->bytes_written);
+}
+
+/* ---- the command -------------------------------------------------------------- */
+
+static void stop_all(cat_t *st)
+{
+    if (st->srv != NULL) {
+        tt_server_close(st->srv);
+        st->srv = NULL;
+    }
+    if (st->conn != NULL)
+        tt_destroy(st->conn, 0);
+}
+
+int cmd_cat(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"listen", required_argument, NULL, 'l'},
+                                             {"timeout", required_argument, NULL, 'w'},
+                                             {"verbose", no_argument, NULL, 'v'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             CLI_LIVENESS_LONGOPTS,
+                                             CLI_FRAMING_LONGOPTS,
+                                             {NULL, 0, NULL, 0}};
+    const tt_conn_handlers_t h = {.on_open = on_open, .on_data = on_data, .on_close = on_close,
+                                  .on_message = on_message};
+    const cli_writer_cbs_t wcbs = {.on_low = out_low, .on_error = out_error, .arg = &g_cat};
+    cat_t *st = &g_cat;
+    tt_connect_opts_t copts = {.timeout_ms = DEFAULT_TIMEOUT_MS};
+    char buf[TT_ADDR_STRLEN];
+    tt_addr_t addr;
+    char host[256];
+    uint16_t port = 0;
+    bool first = true;
+    int ch, err, in_flags;
+
+    /* Datagrams have their own options and loop (udp_cat.c). */
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "--udp") == 0)
+            return cli_udp_cat(argc, argv);
+    while ((ch = cli_getopt("cat", argc, argv, ":l:w:vh", longopts, &first)) != -1) {
+        switch (ch) {
+        case 'l':
+            st->where = optarg;
+            st->listening = true;
+            break;
+        case 'w':
+            if (cli_parse_seconds(optarg, &copts.timeout_ms) < 0)
+                return cli_usage_error("cat", "bad timeout '%s': expected seconds", optarg);
+            break;
+        case 'v':
+            st->verbose = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return CLI_EXIT_OK;
+        case CLI_OPT_IDLE_TIMEOUT:
+        case CLI_OPT_HEARTBEAT:
+        case CLI_OPT_DETECT_WITHIN:
+            if (cli_liveness_option("cat", ch, optarg, &g_cat_live) != 0)
+                return CLI_EXIT_USAGE;
+            break;
+        case CLI_OPT_FRAMING:
+        case CLI_OPT_MAX_FRAME:
+            if (cli_framing_option("cat", ch, optarg, true, &g_cat_frame) != 0)
+                return CLI_EXIT_USAGE;
+            break;
+        default:
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (!st->listening) {
+        if (optind >= argc)
+            return cli_usage_error("cat", "missing ADDR:PORT");
+        st->where = argv[optind++];
+    }
+    if (optind < argc)
+        return cli_usage_error("cat", "unexpected argument '%s'", argv[optind]);
+    if (st->listening ? cli_parse_addr("cat", st->where, false, &addr) < 0
+                      : cli_parse_host("cat", st->where, host, sizeof(host), &port) < 0)
+        return CLI_EXIT_USAGE;
+
+    /* tt_send_file makes a stream stdin non-blocking, and O_NONBLOCK belongs to the
+     * open file description, which the shell or other processes may share: put the
+     * flags back before exit. */
+    in_flags = fcntl(STDIN_FILENO, F_GETFL);
+
+    err = tt_loop_init(&st->loop);
+    if (err < 0) {
+        cli_error("cat: %s", tt_strerror(err));
+        return CLI_EXIT_FAIL;
+    }
+    err = cli_writer_start(&st->out, st->loop, STDOUT_FILENO, STDOUT_HIGH_WATER, &wcbs);
+    if (err < 0) {
+        cli_error("cat: stdout writer: %s", tt_strerror(err));
+        tt_loop_close(st->loop);
+        return CLI_EXIT_FAIL;
+    }
+    if (st->listening) {
+        err = tt_server_listen(st->loop, &addr, NULL, &h, NULL, &st->srv);
+        if (err < 0) {
+            cli_error("listen %s: %s", st->where, tt_strerror(err));
+            st->status = CLI_EXIT_FAIL;
+        } else {
+            tt_server_addr(st->srv, &addr);
+            fprintf(stderr, "tether cat: listening on %s\n", cli_addr_str(&addr, buf));
+        }
+    } else {
+        tt_conn_t *c;
+        err = tt_connect_host(st->loop, host, port, &copts, &h, NULL, &c); /* by name */
+        if (err < 0) {
+            cli_error("connect %s: %s", st->where, tt_strerror(err));
+            st->status = CLI_EXIT_FAIL;
+        }
+    }
+    err = cli_signals_install(st->loop);
+    if (err < 0) {
+        cli_error("cat: signals: %s", tt_strerror(err));
+        st->status = CLI_EXIT_FAIL;
+        stop_all(st);
+    }
+
+    /* Ends by itself once the connection has closed; a signal stops it early. */
+    while (tt_loop_run(st->loop, TT_RUN_DEFAULT) == 1) {
+        if (cli_signal_caught())
+            stop_all(st);
+    }
+    cli_signals_restore();
+    /* After a signal, do not wait for a stdout nobody reads. */
+    err = cli_writer_finish(st->out, cli_signal_caught() != 0,
+                            cli_signal_caught() ? STDOUT_GIVE_UP_MS : 0);
+    if (err < 0 && err != -ETIMEDOUT && st->status == CLI_EXIT_OK) {
+        cli_error("write stdout: %s", tt_strerror(err));
+        st->status = CLI_EXIT_FAIL;
+    }
+    if (in_flags >= 0)
+        fcntl(STDIN_FILENO, F_SETFL, in_flags);
+    err = tt_loop_close(st->loop);
+    if (err < 0 && st->status == CLI_EXIT_OK) {
+        cli_error("cat: closing the loop: %s", tt_strerror(err));
+        st->status = CLI_EXIT_FAIL;
+    }
+    if (cli_signal_caught())
+        return 128 + cli_signal_caught();
+    return st->status;
+}

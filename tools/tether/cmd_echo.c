@@ -1,0 +1,217 @@
+/* `tether echo`: an echo server. Every byte a client sends comes back to it; when a
+ * client finishes sending (FIN), the server finishes too once the echo is flushed.
+ * SIGINT/SIGTERM stop it cleanly: the listener is closed, connections destroyed,
+ * and it exits 0. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+#include "cli_framing.h"
+#include "cli_liveness.h"
+
+#define DEFAULT_LISTEN "127.0.0.1:7000"
+
+typedef struct echo {
+    tt_server_t *srv;
+    bool verbose;
+    uint64_t closed, abnormal;
+} echo_t;
+
+/* One process, one server: the handlers find the state here (accepted connections
+ * start with user data NULL, and outlive the server's own pointer at shutdown). */
+static echo_t g_echo;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: tether echo [--listen ADDR:PORT] [--verbose] [--framing F]\n"
+               "\n"
+               "Echo server: sends back every byte it receives. When a client ends its\n"
+               "side, the server ends its side after the echo is flushed.\n"
+               "\n"
+               "  -l, --listen ADDR:PORT  where to listen (default " DEFAULT_LISTEN ");\n"
+               "                          port 0 picks a free port. ADDR is numeric IPv4,\n"
+               "                          [IPv6], localhost, or empty (:PORT) for all\n"
+               "                          addresses, IPv4 and IPv6\n"
+               "  -v, --verbose           one line on stderr per connection opened/closed\n"
+               CLI_LIVENESS_USAGE
+               CLI_FRAMING_USAGE_ECHO
+               "  -h, --help              this text\n"
+               "\n"
+               "Prints 'tether echo: listening on ADDR:PORT' on stdout once listening (the\n"
+               "actual port when 0 was asked). SIGINT or SIGTERM closes the listener and\n"
+               "every connection, then exits 0.\n"
+               "\n"
+               "Exit status: 0 stopped by a signal, 1 could not listen, 2 bad usage.\n");
+}
+
+static void on_open(tt_conn_t *c)
+{
+    if (g_echo.verbose) {
+        char buf[TT_ADDR_STRLEN];
+        tt_addr_t peer;
+        if (tt_conn_peer_addr(c, &peer) < 0)
+            peer.len = 0;
+        fprintf(stderr, "tether echo: #%" PRIu64 " open from %s\n", tt_conn_id(c),
+                peer.len ? cli_addr_str(&peer, buf) : "?");
+    }
+}
+
+static void on_data(tt_conn_t *c, const void *data, size_t len, size_t pending)
+{
+    (void)pending;
+    /* Backpressure: a client that sends but does not read must not grow our queue
+     * without bound; stop reading it until its queue drains. */
+    if (tt_send(c, data, len) == TT_SEND_FULL)
+        tt_conn_read_stop(c);
+}
+
+/* --framing: each whole message goes back with its own header or delimiter. */
+static void on_message(tt_conn_t *c, const void *msg, size_t len)
+{
+    if (tt_send_message(c, msg, len) == TT_SEND_FULL)
+        tt_conn_read_stop(c);
+}
+
+static void on_drain(tt_conn_t *c) { tt_conn_read_start(c); }
+
+static void on_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    bool graceful = info->kind == TT_CLOSE_PEER_CLOSED || info->kind == TT_CLOSE_LOCAL_END ||
+                    info->kind == TT_CLOSE_LOCAL_DESTROY;
+
+    g_echo.closed++;
+    if (!graceful)
+        g_echo.abnormal++;
+    if (g_echo.verbose) {
+        tt_conn_stats_t st;
+        tt_conn_get_stats(c, &st);
+        fprintf(stderr, "tether echo: #%" PRIu64 " closed: %s%s%s, %" PRIu64 " bytes in, %" PRIu64
+                        " out\n",
+                st.id, tt_close_kind_name(info->kind), info->error ? ": " : "",
+                info->error ? tt_strerror(info->error) : "", st.bytes_in, info->bytes_written);
+    }
+}
+
+static int collect(tt_conn_t *c, void *arg)
+{
+    tt_conn_t ***cursor = arg;
+    *(*cursor)++ = c;
+    return 0;
+}
+
+/* Close the listener and destroy every connection. Idempotent: a second signal
+ * during shutdown finds nothing left to do. */
+static void shutdown_all(void)
+{
+    tt_server_t *srv = g_echo.srv;
+    size_t n;
+
+    if (srv == NULL)
+        return;
+    g_echo.srv = NULL;
+    /* tt_server_foreach may not close connections: collect first, then destroy.
+     * They must be collected before tt_server_close, which forgets them. */
+    n = tt_server_conn_count(srv);
+    tt_conn_t **conns = n ? calloc(n, sizeof(*conns)) : NULL;
+    tt_conn_t **cursor = conns;
+    if (conns != NULL)
+        tt_server_foreach(srv, collect, &cursor);
+    tt_server_close(srv);
+    for (tt_conn_t **p = conns; p != NULL && p < cursor; p++)
+        tt_destroy(*p, 0);
+    free(conns);
+    /* Without the list (out of memory) the connections still end: nothing else holds
+     * them, but they would have to wait for their peers. Destroying is the norm. */
+}
+
+int cmd_echo(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"listen", required_argument, NULL, 'l'},
+                                             {"verbose", no_argument, NULL, 'v'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             CLI_LIVENESS_LONGOPTS,
+                                             CLI_FRAMING_LONGOPTS,
+                                             {NULL, 0, NULL, 0}};
+    cli_liveness_t lv = {0};
+    cli_framing_t fr = {0};
+    const tt_conn_handlers_t h = {
+        .on_open = on_open, .on_data = on_data, .on_drain = on_drain, .on_close = on_close,
+        .on_message = on_message};
+    const char *listen = DEFAULT_LISTEN;
+    char buf[TT_ADDR_STRLEN];
+    tt_loop_t *loop;
+    tt_addr_t addr;
+    bool first = true;
+    int ch, err, status = CLI_EXIT_OK;
+
+    while ((ch = cli_getopt("echo", argc, argv, ":l:vh", longopts, &first)) != -1) {
+        switch (ch) {
+        case 'l':
+            listen = optarg;
+            break;
+        case 'v':
+            g_echo.verbose = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return CLI_EXIT_OK;
+        case CLI_OPT_IDLE_TIMEOUT:
+        case CLI_OPT_HEARTBEAT:
+        case CLI_OPT_DETECT_WITHIN:
+            if (cli_liveness_option("echo", ch, optarg, &lv) != 0)
+                return CLI_EXIT_USAGE;
+            break;
+        case CLI_OPT_FRAMING:
+        case CLI_OPT_MAX_FRAME:
+            if (cli_framing_option("echo", ch, optarg, false, &fr) != 0)
+                return CLI_EXIT_USAGE;
+            break;
+        default:
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("echo", "unexpected argument '%s'", argv[optind]);
+    if (cli_parse_addr("echo", listen, false, &addr) < 0)
+        return CLI_EXIT_USAGE;
+
+    err = tt_loop_init(&loop);
+    if (err < 0) {
+        cli_error("echo: %s", tt_strerror(err));
+        return CLI_EXIT_FAIL;
+    }
+    tt_server_opts_t so = {.liveness = cli_liveness_opts(&lv), .frame = cli_framing_opts(&fr)};
+    err = tt_server_listen(loop, &addr, &so, &h, NULL, &g_echo.srv);
+    if (err < 0) {
+        cli_error("listen %s: %s", listen, tt_strerror(err));
+        tt_loop_close(loop);
+        return CLI_EXIT_FAIL;
+    }
+    err = cli_signals_install(loop);
+    if (err < 0) {
+        cli_error("echo: signals: %s", tt_strerror(err));
+        shutdown_all();
+        status = CLI_EXIT_FAIL;
+    } else {
+        tt_server_addr(g_echo.srv, &addr);
+        printf("tether echo: listening on %s\n", cli_addr_str(&addr, buf));
+        fflush(stdout); /* a script waiting for this line must see it now */
+    }
+
+    /* Runs until a signal stops it (the server keeps the loop alive); then shut
+     * down and run again to deliver every on_close. */
+    while (tt_loop_run(loop, TT_RUN_DEFAULT) == 1)
+        shutdown_all();
+    cli_signals_restore();
+    err = tt_loop_close(loop);
+    if (err < 0) {
+        cli_error("echo: closing the loop: %s", tt_strerror(err));
+        return CLI_EXIT_FAIL;
+    }
+    if (g_echo.verbose)
+        fprintf(stderr, "tether echo: stopped by signal %d; %" PRIu64 " connections closed\n",
+                cli_signal_caught(), g_echo.closed);
+    return status;
+}
