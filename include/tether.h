@@ -1055,7 +1055,9 @@ TT_EXTERN tt_loop_t *tt_workers_loop(const tt_workers_t *set, unsigned i);
 /* The address every worker listens on (with the port chosen). 0 or -EINVAL. */
 TT_EXTERN int tt_workers_addr(const tt_workers_t *set, tt_addr_t *out);
 /* Broadcast to every connection of every worker except `except`. Thread-safe: the
- * payload is copied once and each worker queues it on its own thread. Returns 0,
+ * payload is copied once and each worker queues it on its own thread. `except` is
+ * only read (its id) during the call, so call it on the thread that owns `except`
+ * (typically from that connection's callback), or pass NULL. Returns 0,
  * -EINVAL, or -ENOMEM. */
 TT_EXTERN int tt_workers_broadcast(tt_workers_t *set, const void *buf, size_t len,
                                    const tt_conn_t *except);

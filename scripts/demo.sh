@@ -20,6 +20,7 @@ SECTIONS=(
     "demo_library|The library: a server, clients both ways, graceful end, reset, send-then-close, the connection table"
     "demo_cli_echo|The CLI: tether echo, with tether cat piping lines through it"
     "demo_cli_send|The CLI: tether send into tether cat --listen, checked with sha256sum"
+    "demo_liveness|Liveness: a client vanishes (no FIN, no RST); the server notices within its deadline"
 )
 
 # ---- helpers ----------------------------------------------------------------------
@@ -184,6 +185,13 @@ demo_cli_send() {
     echo "  received $got"
     [ "$want" = "$got" ] || fail "checksums differ" || return 1
     ok "identical; both tools exited 0"
+}
+
+demo_liveness() {
+    step "tether echo --detect-within 2000 and a tether cat client; then the client vanishes (source: scripts/demo_vanish.sh)"
+    timeout "$STEP_TIMEOUT" bash "$(dirname "$0")/demo_vanish.sh" "$BUILD" | sed 's/^/  /'
+    [ "${PIPESTATUS[0]}" -eq 0 ] || fail "not detected within the deadline" || return 1
+    ok "detected within the deadline, with its reason"
 }
 
 # ---- main -------------------------------------------------------------------------

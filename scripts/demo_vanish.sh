@@ -87,7 +87,8 @@ ADDR=$(sed -n 's/^tether echo: listening on //p' "$TMP/server.out")
 # The client's stdin is a FIFO held open here: it never ends, and sends nothing.
 mkfifo "$TMP/in"
 exec 3<>"$TMP/in"
-$IN_B "$TETHER" cat --detect-within "$DEADLINE" "$ADDR" <"$TMP/in" >/dev/null 2>"$TMP/client.log" &
+$IN_B "$TETHER" cat --detect-within "$DEADLINE" "$ADDR" <"$TMP/in" >/dev/null \
+    2>"$TMP/client.log" &
 CLI_PID=$!
 wait_log "open from" 3000 || { echo "demo_vanish: the client did not connect" >&2; exit 1; }
 sed 's/^/   /' "$TMP/server.log"
@@ -96,7 +97,9 @@ sleep 1 # heartbeats flow both ways: the connection is healthy
 echo "   fault: $HOW"
 T0=$(now_ms)
 if [ "$NETNS" = 1 ]; then
-    $IN_B nft 'add table inet ttdemo; add chain inet ttdemo in { type filter hook input priority 0; policy drop; }; add chain inet ttdemo out { type filter hook output priority 0; policy drop; }'
+    $IN_B nft "add table inet ttdemo; $(
+        echo "add chain inet ttdemo in { type filter hook input priority 0; policy drop; };"
+        echo "add chain inet ttdemo out { type filter hook output priority 0; policy drop; }")"
 else
     kill -STOP "$CLI_PID"
 fi

@@ -646,8 +646,8 @@ int tt__conn_send_control(tt_conn_t *c, const void *buf, size_t len)
 
 bool tt__conn_control_idle(const tt_conn_t *c)
 {
-    return tt__sendq_empty(&c->sq) ||
-           ((c->flags & F_STREAM_WAIT) && c->sq.head->kind == TT__SQ_STREAM);
+    return tt__sendq_empty(&c->sq) || ((c->flags & F_STREAM_WAIT) && c->sq.head != NULL &&
+                                       c->sq.head->kind == TT__SQ_STREAM);
 }
 
 /* ---- public: sending ---------------------------------------------------------- */

@@ -398,7 +398,8 @@ static bool live_input(tt_conn_t *c, const char *buf, size_t n)
     if (l->pong_len == 0)
         return false;
     while (pos < n) {
-        if (l->ping_len > 0 && n - pos >= l->ping_len && memcmp(buf + pos, ping, l->ping_len) == 0) {
+        if (l->ping_len > 0 && n - pos >= l->ping_len &&
+            memcmp(buf + pos, ping, l->ping_len) == 0) {
             pings++;
             pos += l->ping_len;
         } else if (n - pos >= l->pong_len && memcmp(buf + pos, pong, l->pong_len) == 0) {

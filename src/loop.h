@@ -62,13 +62,17 @@ struct tt_loop {
     tt__wheel_t wheel; /* last: it is large (16 KiB of list heads) */
 };
 
+uint64_t tt__clock_ms(void);
+/* Deadline for a library timeout (connect, linger, shutdown, ...): from a fresh
+ * clock rather than the round's cached time, plus one tick for the truncation to
+ * whole milliseconds, so such a timeout never fires early. */
 static inline uint64_t tt__loop_deadline(const tt_loop_t *loop, uint64_t ms)
 {
-    return loop->now + ms;
+    (void)loop;
+    return tt__clock_ms() + ms + 1;
 }
 void tt__loop_defer_free(tt_loop_t *loop, tt__zombie_t *z);
 /* Queue `t` for the next pending phase (once, however often it is queued). */
 void tt__loop_defer(tt_loop_t *loop, tt__task_t *t);
-uint64_t tt__clock_ms(void);
 
 #endif

@@ -256,16 +256,18 @@ int tt_workers_addr(const tt_workers_t *set, tt_addr_t *out)
 
 /* ---- cross-loop operations ------------------------------------------------------------ */
 
+/* The sender to skip is named by id, not pointer: by the time a worker runs the
+ * post, the sender may have closed and its memory gone to a new connection. */
 typedef struct bcast_post {
     worker_t *w;
     tt__payload_t *p;
-    const tt_conn_t *except;
+    uint64_t except_id; /* 0: nobody */
 } bcast_post_t;
 
 static int send_one(tt_conn_t *c, void *arg)
 {
     bcast_post_t *b = arg;
-    if (c != b->except)
+    if (tt_conn_id(c) != b->except_id)
         tt__payload_send(b->p, c);
     return 0;
 }
@@ -298,7 +300,7 @@ int tt_workers_broadcast(tt_workers_t *set, const void *buf, size_t len, const t
         }
         b->w = &set->w[i];
         b->p = p;
-        b->except = except;
+        b->except_id = except != NULL ? tt_conn_id(except) : 0;
         tt__payload_ref(p);
         if (tt_loop_post(set->w[i].loop, bcast_on_worker, b) < 0) {
             tt__payload_unref(p);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -90,6 +91,9 @@ static th_sink_t sink = {.check_pattern = true};
 static void send_until_full(tt_conn_t *c)
 {
     static char buf[CHUNK];
+    /* Small kernel buffers on both ends (see the test), so the kernel cannot absorb
+     * the high-water mark's worth while the reader is stopped. */
+    cr_assert_eq(tt_conn_set_sndbuf(c, 16 * 1024), 0);
     for (int i = 0; i < 4096; i++) {
         size_t before = tt_conn_queued_bytes(c);
         th_pattern(buf, CHUNK, bp.sent);
@@ -137,6 +141,8 @@ Test(backpressure, send_full_at_high_water_then_one_drain_after_reader_resumes)
     on_drain_hook = drained;
 
     int fd = th_tcp_connect_blocking(&addr);
+    int small = 16 * 1024;
+    cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
     th_sink_start(&sink, fd, true, 10000);
     cr_assert_eq(tt_timer_init(loop, &t, resume_reader, NULL), 0);
     cr_assert_eq(tt_timer_start(t, 300, 0), 0);

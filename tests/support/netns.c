@@ -145,7 +145,15 @@ int th_netns_create(th_netns_t *ns)
         runf("ip -n %s link set %s up", ns->ns_a, ns->dev_a) != 0 ||
         runf("ip -n %s link set %s up", ns->ns_b, ns->dev_b) != 0)
         goto fail;
-    return 0;
+    /* "up" is asynchronous: a SYN sent before the carrier is on is lost, and its
+     * retransmission comes a second later. Wait (bounded) until both ends say UP. */
+    for (int i = 0; i < 200; i++) {
+        if (runf("ip -n %s -o link show dev %s | grep -q 'state UP'", ns->ns_a, ns->dev_a) == 0 &&
+            runf("ip -n %s -o link show dev %s | grep -q 'state UP'", ns->ns_b, ns->dev_b) == 0)
+            return 0;
+        usleep(10 * 1000);
+    }
+    goto fail;
 
 fail:
     th_netns_destroy(ns);

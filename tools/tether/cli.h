@@ -8,6 +8,8 @@ int cmd_echo(int argc, char **argv);
 int cmd_cat(int argc, char **argv);
 int cmd_send(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_stat(int argc, char **argv);
 int cmd_udp_echo(int argc, char **argv);
 /* `tether cat --udp ...` (udp_cat.c); cmd_cat hands the whole command line over. */
 int cli_udp_cat(int argc, char **argv);

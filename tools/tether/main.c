@@ -13,6 +13,8 @@ static const struct {
     {"cat", cmd_cat, "stdin to a socket, the socket to stdout"},
     {"send", cmd_send, "send a file with sendfile, then close"},
     {"bench", cmd_bench, "load generator: throughput and latency"},
+    {"chat", cmd_chat, "line-based chat server: every line to every other client"},
+    {"stat", cmd_stat, "print a server's live connection table (its --admin socket)"},
     {"udp-echo", cmd_udp_echo, "UDP echo server (multicast with --join)"},
 };
 

@@ -1,0 +1,258 @@
+/* tether chat --listen ADDR:PORT: a line-based chat server.
+ *
+ * Every line a client sends reaches every other client, prefixed with the sender's
+ * address, and never the sender; joins and leaves are announced. Lines are framed
+ * by tether's line codec (a bare "\n" or "\r\n", so nc, telnet and tether cat all
+ * work), capped by --max-line. With --workers N the clients are spread over N
+ * loops and lines cross loops through tt_workers_broadcast. SIGINT/SIGTERM shut
+ * down gracefully: clients are told, ended, and the counts are printed. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define NAME_MAX_LEN (TT_ADDR_STRLEN + 2)
+
+static tt_workers_t *workers; /* --workers > 1 */
+static tt_server_t *server;   /* single loop */
+static bool quiet;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tether chat --listen ADDR:PORT [OPTIONS]\n\n"
+            "A line-based chat server: each line a client sends goes to every other\n"
+            "client as \"[ADDR:PORT] line\"; joins and leaves are announced.\n\n"
+            "  -l, --listen ADDR:PORT  where to listen (default 127.0.0.1:7001)\n"
+            "      --max-line BYTES    longest line accepted (default 4096); a longer one\n"
+            "                          closes that client (protocol limit)\n"
+            "      --workers N         N loops on N threads (SO_REUSEPORT); default 1\n"
+            "      --max-conns N       accept at most N clients at once; more wait\n"
+            "      --admin SOCKET      serve the connection table for `tether stat`\n"
+            "  -q, --quiet             do not log joins and leaves on stderr\n"
+            "  -h, --help              this text\n");
+}
+
+/* Send to everyone but `except`, on this loop or across all workers. */
+static void say(tt_conn_t *except, const char *text, size_t len)
+{
+    if (workers != NULL)
+        tt_workers_broadcast(workers, text, len, except);
+    else
+        tt_server_broadcast(server, text, len, except);
+}
+
+static void on_open(tt_conn_t *c)
+{
+    tt_addr_t peer;
+    char *name = malloc(NAME_MAX_LEN), line[NAME_MAX_LEN + 32];
+
+    if (name == NULL || tt_conn_peer_addr(c, &peer) < 0 ||
+        tt_addr_format(&peer, name, NAME_MAX_LEN) < 0) {
+        free(name);
+        tt_destroy(c, 0);
+        return;
+    }
+    tt_conn_set_data(c, name);
+    int n = snprintf(line, sizeof(line), "* %s joined\n", name);
+    say(c, line, (size_t)n);
+    if (!quiet)
+        fprintf(stderr, "tether chat: %s joined\n", name);
+}
+
+static void on_message(tt_conn_t *c, const void *msg, size_t len)
+{
+    const char *name = tt_conn_get_data(c);
+    char stack[8192];
+    char *buf = stack;
+
+    /* telnet ends lines with "\r\n": the codec took the "\n", drop the "\r". */
+    if (len > 0 && ((const char *)msg)[len - 1] == '\r')
+        len--;
+    size_t need = strlen(name) + len + 4;
+    if (need > sizeof(stack) && (buf = malloc(need)) == NULL)
+        return;
+    int n = snprintf(buf, need, "[%s] %.*s\n", name, (int)len, (const char *)msg);
+    say(c, buf, (size_t)n);
+    if (buf != stack)
+        free(buf);
+}
+
+static void on_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    char *name = tt_conn_get_data(c);
+    char line[NAME_MAX_LEN + 64];
+
+    if (name == NULL)
+        return;
+    int n = snprintf(line, sizeof(line), "* %s left\n", name);
+    say(NULL, line, (size_t)n); /* a closing connection takes no more sends anyway */
+    if (!quiet)
+        fprintf(stderr, "tether chat: %s left (%s)\n", name, tt_close_kind_name(info->kind));
+    free(name);
+}
+
+static const tt_conn_handlers_t handlers = {
+    .on_open = on_open, .on_message = on_message, .on_close = on_close};
+
+static void on_shutdown(tt_server_t *srv, size_t ended, size_t destroyed, void *arg)
+{
+    (void)srv, (void)arg;
+    fprintf(stderr, "tether chat: shut down: %zu ended, %zu destroyed\n", ended, destroyed);
+}
+
+static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_path)
+{
+    tt_loop_t *loop;
+    tt_admin_t *admin = NULL;
+    tt_addr_t bound;
+    char text[TT_ADDR_STRLEN];
+    int err;
+
+    err = tt_loop_init(&loop);
+    if (err < 0) {
+        cli_error("chat: %s", tt_strerror(err));
+        return CLI_EXIT_FAIL;
+    }
+    err = tt_server_listen(loop, addr, so, &handlers, NULL, &server);
+    if (err < 0) {
+        cli_error("chat: listen %s: %s", cli_addr_str(addr, text), tt_strerror(err));
+        tt_loop_close(loop);
+        return CLI_EXIT_FAIL;
+    }
+    if (admin_path != NULL) {
+        tt_admin_opts_t ao = {.unix_path = admin_path};
+        err = tt_admin_start(server, &ao, &admin);
+        if (err < 0) {
+            cli_error("chat: admin %s: %s", admin_path, tt_strerror(err));
+            tt_server_close(server);
+            tt_loop_run(loop, TT_RUN_NOWAIT);
+            tt_loop_close(loop);
+            return CLI_EXIT_FAIL;
+        }
+    }
+    tt_server_addr(server, &bound);
+    printf("chat listening on %s\n", cli_addr_str(&bound, text));
+    fflush(stdout);
+    cli_signals_install(loop);
+    tt_loop_run(loop, TT_RUN_DEFAULT); /* until SIGINT/SIGTERM */
+
+    say(NULL, "* server shutting down\n", 23);
+    if (admin != NULL)
+        tt_admin_close(admin);
+    tt_server_shutdown(server, 2000, on_shutdown, NULL);
+    tt_loop_run(loop, TT_RUN_DEFAULT);
+    cli_signals_restore();
+    err = tt_loop_close(loop);
+    return err == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+}
+
+static int run_workers(tt_addr_t *addr, tt_server_opts_t *so, unsigned n, const char *admin_path)
+{
+    tt_workers_opts_t wo = {.count = n};
+    tt_admin_t *admin = NULL;
+    tt_addr_t bound;
+    sigset_t set;
+    char text[TT_ADDR_STRLEN];
+    int sig = 0, err;
+
+    /* Worker threads inherit this mask: the signals come to sigwait() below. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    err = tt_workers_start(addr, &wo, so, &handlers, NULL, &workers);
+    if (err < 0) {
+        cli_error("chat: listen %s: %s", cli_addr_str(addr, text), tt_strerror(err));
+        return CLI_EXIT_FAIL;
+    }
+    if (admin_path != NULL) {
+        tt_admin_opts_t ao = {.unix_path = admin_path};
+        err = tt_admin_start_workers(workers, &ao, &admin);
+        if (err < 0) {
+            cli_error("chat: admin %s: %s", admin_path, tt_strerror(err));
+            tt_workers_stop(workers, 0);
+            return CLI_EXIT_FAIL;
+        }
+    }
+    tt_workers_addr(workers, &bound);
+    printf("chat listening on %s (%u workers)\n", cli_addr_str(&bound, text), n);
+    fflush(stdout);
+    sigwait(&set, &sig);
+    say(NULL, "* server shutting down\n", 23);
+    if (admin != NULL)
+        tt_admin_close(admin);
+    tt_workers_stop(workers, 2000);
+    fprintf(stderr, "tether chat: shut down (signal %d)\n", sig);
+    return CLI_EXIT_OK;
+}
+
+int cmd_chat(int argc, char **argv)
+{
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                         {"max-line", required_argument, NULL, 'L'},
+                                         {"workers", required_argument, NULL, 'W'},
+                                         {"max-conns", required_argument, NULL, 'M'},
+                                         {"admin", required_argument, NULL, 'A'},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *listen_text = "127.0.0.1:7001", *admin_path = NULL;
+    tt_server_opts_t so = {0};
+    tt_frame_opts_t frame;
+    unsigned long max_line = 4096, nworkers = 1, max_conns = 0;
+    tt_addr_t addr;
+    bool first = true;
+    char *end;
+    int c;
+
+    while ((c = cli_getopt("chat", argc, argv, ":l:qh", opts, &first)) != -1) {
+        switch (c) {
+        case 'l':
+            listen_text = optarg;
+            break;
+        case 'L':
+            max_line = strtoul(optarg, &end, 10);
+            if (*end != '\0' || max_line == 0 || max_line > TT_FRAME_MAX_LIMIT)
+                return cli_usage_error("chat", "bad --max-line '%s'", optarg);
+            break;
+        case 'W':
+            nworkers = strtoul(optarg, &end, 10);
+            if (*end != '\0' || nworkers == 0 || nworkers > 256)
+                return cli_usage_error("chat", "bad --workers '%s' (1..256)", optarg);
+            break;
+        case 'M':
+            max_conns = strtoul(optarg, &end, 10);
+            if (*end != '\0' || max_conns == 0)
+                return cli_usage_error("chat", "bad --max-conns '%s'", optarg);
+            break;
+        case 'A':
+            admin_path = optarg;
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return CLI_EXIT_OK;
+        default:
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (optind != argc)
+        return cli_usage_error("chat", "unexpected argument '%s'", argv[optind]);
+    if (cli_parse_addr("chat", listen_text, false, &addr) < 0)
+        return CLI_EXIT_USAGE;
+    frame = tt_frame_line(max_line);
+    so.frame = &frame;
+    so.max_conns = max_conns;
+    if (nworkers > 1)
+        return run_workers(&addr, &so, (unsigned)nworkers, admin_path);
+    return run_single(&addr, &so, admin_path);
+}

@@ -1,0 +1,301 @@
+/* tether stat SOCKET: the live connection table of a server, like ss(8).
+ *
+ * Reads the admin endpoint's tab-separated table (a header line, then one row per
+ * connection), sorts it by any column and prints aligned columns with a totals
+ * line. --watch refreshes until interrupted. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define MAX_COLS 32
+
+typedef struct table {
+    char *text;          /* owns every cell */
+    char *head[MAX_COLS];
+    int ncols;
+    char ***rows;        /* rows[r][c] */
+    size_t nrows;
+} table_t;
+
+static int sort_col = -1;
+static bool sort_reverse;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tether stat SOCKET [--sort COLUMN] [--reverse] [--watch SECONDS] "
+            "[--count N]\n\n"
+            "Print the live connection table a server serves on its admin socket\n"
+            "(tether echo/chat --admin SOCKET): one row per connection, with totals.\n\n"
+            "  -s, --sort COLUMN     sort by this column (id, worker, local, peer, state,\n"
+            "                        age_ms, bytes_in, bytes_out, pkts_in, pkts_out, msgs_in,\n"
+            "                        msgs_out, queued, rtt_us, retrans); default id\n"
+            "  -r, --reverse         largest first\n"
+            "  -w, --watch SECONDS   refresh every SECONDS until interrupted\n"
+            "  -n, --count N         with --watch: stop after N refreshes\n"
+            "  -h, --help            this text\n");
+}
+
+/* Read everything the endpoint sends until it closes. */
+static int fetch(const char *path, char **out)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    size_t len = 0, cap = 1 << 16;
+    char *buf;
+    ssize_t n;
+    int fd, err;
+
+    if (strlen(path) >= sizeof(sun.sun_path))
+        return -ENAMETOOLONG;
+    strcpy(sun.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        err = -errno;
+        close(fd);
+        return err;
+    }
+    buf = malloc(cap);
+    while (buf != NULL && (n = read(fd, buf + len, cap - len - 1)) > 0) {
+        len += (size_t)n;
+        if (cap - len < 4096) {
+            char *nb = realloc(buf, cap *= 2);
+            if (nb == NULL) {
+                free(buf);
+                buf = NULL;
+            }
+            buf = nb;
+        }
+    }
+    close(fd);
+    if (buf == NULL)
+        return -ENOMEM;
+    buf[len] = '\0';
+    *out = buf;
+    return 0;
+}
+
+static int split(char *line, char **cells, int max)
+{
+    int n = 0;
+    for (char *p = line; n < max;) {
+        cells[n++] = p;
+        p = strchr(p, '\t');
+        if (p == NULL)
+            break;
+        *p++ = '\0';
+    }
+    return n;
+}
+
+static int parse(char *text, table_t *t)
+{
+    char *save = NULL, *line = strtok_r(text, "\n", &save);
+    memset(t, 0, sizeof(*t));
+    t->text = text;
+    if (line == NULL)
+        return -EPROTO;
+    t->ncols = split(line, t->head, MAX_COLS);
+    if (t->ncols < 2 || strcmp(t->head[0], "id") != 0)
+        return -EPROTO;
+    while ((line = strtok_r(NULL, "\n", &save)) != NULL) {
+        char **cells = calloc((size_t)t->ncols, sizeof(char *));
+        char ***rows = realloc(t->rows, (t->nrows + 1) * sizeof(char **));
+        if (cells == NULL || rows == NULL) {
+            free(cells);
+            return -ENOMEM;
+        }
+        t->rows = rows;
+        if (split(line, cells, t->ncols) != t->ncols) {
+            free(cells);
+            return -EPROTO;
+        }
+        t->rows[t->nrows++] = cells;
+    }
+    return 0;
+}
+
+static void table_free(table_t *t)
+{
+    for (size_t r = 0; r < t->nrows; r++)
+        free(t->rows[r]);
+    free(t->rows);
+    free(t->text);
+}
+
+static bool numeric(const char *s)
+{
+    char *end;
+    if (*s == '\0')
+        return false;
+    strtoull(s, &end, 10);
+    return *end == '\0';
+}
+
+static int cmp_rows(const void *a, const void *b)
+{
+    const char *x = (*(char ***const)a)[sort_col], *y = (*(char ***const)b)[sort_col];
+    int r;
+    if (numeric(x) && numeric(y)) {
+        unsigned long long u = strtoull(x, NULL, 10), v = strtoull(y, NULL, 10);
+        r = u < v ? -1 : u > v;
+    } else {
+        r = strcmp(x, y);
+    }
+    return sort_reverse ? -r : r;
+}
+
+static void print_table(const table_t *t)
+{
+    size_t width[MAX_COLS];
+    unsigned long long total[MAX_COLS] = {0};
+    bool summable[MAX_COLS];
+
+    for (int c = 0; c < t->ncols; c++) {
+        width[c] = strlen(t->head[c]);
+        /* Counters add up; ids, ages, rtts and addresses do not. */
+        summable[c] = strstr(t->head[c], "bytes") || strstr(t->head[c], "pkts") ||
+                      strstr(t->head[c], "msgs") || strcmp(t->head[c], "queued") == 0 ||
+                      strcmp(t->head[c], "retrans") == 0;
+    }
+    for (size_t r = 0; r < t->nrows; r++)
+        for (int c = 0; c < t->ncols; c++) {
+            size_t w = strlen(t->rows[r][c]);
+            if (w > width[c])
+                width[c] = w;
+            if (summable[c])
+                total[c] += strtoull(t->rows[r][c], NULL, 10);
+        }
+    char tot[MAX_COLS][24];
+    for (int c = 0; c < t->ncols; c++) {
+        if (c == 0)
+            snprintf(tot[c], sizeof(tot[c]), "total");
+        else if (summable[c])
+            snprintf(tot[c], sizeof(tot[c]), "%llu", total[c]);
+        else if (strcmp(t->head[c], "state") == 0)
+            snprintf(tot[c], sizeof(tot[c]), "%zu conns", t->nrows);
+        else
+            tot[c][0] = '\0';
+        if (strlen(tot[c]) > width[c])
+            width[c] = strlen(tot[c]);
+    }
+    for (int c = 0; c < t->ncols; c++)
+        printf("%-*s%s", (int)width[c], t->head[c], c + 1 < t->ncols ? "  " : "\n");
+    for (size_t r = 0; r < t->nrows; r++)
+        for (int c = 0; c < t->ncols; c++)
+            printf("%-*s%s", (int)width[c], t->rows[r][c], c + 1 < t->ncols ? "  " : "\n");
+    for (int c = 0; c < t->ncols; c++)
+        printf("%-*s%s", (int)width[c], tot[c], c + 1 < t->ncols ? "  " : "\n");
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static int show(const char *path, const char *sort_name)
+{
+    char *text = NULL;
+    table_t t;
+    int err = fetch(path, &text);
+
+    if (err < 0) {
+        cli_error("stat %s: %s", path, tt_strerror(err));
+        return CLI_EXIT_FAIL;
+    }
+    err = parse(text, &t);
+    if (err < 0) {
+        cli_error("stat %s: not a connection table (%s)", path, tt_strerror(err));
+        table_free(&t);
+        return CLI_EXIT_FAIL;
+    }
+    sort_col = 0;
+    if (sort_name != NULL) {
+        sort_col = -1;
+        for (int c = 0; c < t.ncols; c++)
+            if (strcmp(t.head[c], sort_name) == 0)
+                sort_col = c;
+        if (sort_col < 0) {
+            table_free(&t);
+            return cli_usage_error("stat", "no column '%s' to sort by", sort_name);
+        }
+    }
+    qsort(t.rows, t.nrows, sizeof(char **), cmp_rows);
+    print_table(&t);
+    fflush(stdout);
+    table_free(&t);
+    return CLI_EXIT_OK;
+}
+
+int cmd_stat(int argc, char **argv)
+{
+    static const struct option opts[] = {{"sort", required_argument, NULL, 's'},
+                                         {"reverse", no_argument, NULL, 'r'},
+                                         {"watch", required_argument, NULL, 'w'},
+                                         {"count", required_argument, NULL, 'n'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *sort_name = NULL;
+    uint64_t watch_ms = 0;
+    long count = -1;
+    bool first = true;
+    int c;
+
+    while ((c = cli_getopt("stat", argc, argv, ":s:rw:n:h", opts, &first)) != -1) {
+        switch (c) {
+        case 's':
+            sort_name = optarg;
+            break;
+        case 'r':
+            sort_reverse = true;
+            break;
+        case 'w':
+            if (cli_parse_seconds(optarg, &watch_ms) < 0 || watch_ms == 0)
+                return cli_usage_error("stat", "bad --watch interval '%s'", optarg);
+            break;
+        case 'n':
+            count = strtol(optarg, NULL, 10);
+            if (count <= 0)
+                return cli_usage_error("stat", "bad --count '%s'", optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            return CLI_EXIT_OK;
+        default:
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (optind + 1 != argc)
+        return cli_usage_error("stat", "expected one SOCKET path");
+    if (watch_ms == 0)
+        return show(argv[optind], sort_name);
+
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    for (long i = 0; !interrupted && (count < 0 || i < count); i++) {
+        if (i > 0) {
+            struct timespec ts = {(time_t)(watch_ms / 1000), (long)(watch_ms % 1000) * 1000000};
+            nanosleep(&ts, NULL);
+            if (interrupted)
+                break;
+        }
+        if (isatty(STDOUT_FILENO))
+            printf("\033[H\033[2J"); /* clear the screen between refreshes */
+        int r = show(argv[optind], sort_name);
+        if (r != CLI_EXIT_OK)
+            return r;
+    }
+    return CLI_EXIT_OK;
+}
