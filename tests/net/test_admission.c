@@ -324,3 +324,60 @@ Test(admission, socket_activation_takes_the_listener_from_listen_fds)
     unsetenv("LISTEN_PID");
     unsetenv("LISTEN_FDS");
 }
+
+/* ---- listener options ------------------------------------------------------------ */
+
+Test(admission, defer_accept_wakes_the_server_only_once_the_client_has_sent_data)
+{
+    tt_loop_t *loop;
+    tt_addr_t any = th_loopback(0), addr;
+    tt_server_opts_t o = {.defer_accept_s = 2, .fastopen_qlen = 16};
+    tt_server_t *s;
+    bool never = false;
+
+    memset(&S, 0, sizeof(S));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &o, &srv_h, NULL, &s), 0);
+    cr_assert_eq(tt_server_addr(s, &addr), 0);
+    int fd = th_tcp_connect_blocking(&addr); /* handshake done, nothing sent */
+    th_run_until(loop, &never, 300);
+    cr_expect_eq(S.opens, 0, "accepted before any data: %d", S.opens);
+    cr_assert_eq(write(fd, "GET /\r\n", 7), 7);
+    for (uint64_t t0 = th_now_ms(); S.opens == 0 && th_now_ms() - t0 < 2000;)
+        th_run_until(loop, &never, 20);
+    cr_expect_eq(S.opens, 1, "accepted once data came: %d", S.opens);
+
+    /* The control: without the option the same client is accepted at once. */
+    tt_server_t *plain;
+    tt_addr_t paddr;
+    cr_assert_eq(tt_server_listen(loop, &any, NULL, &srv_h, NULL, &plain), 0);
+    cr_assert_eq(tt_server_addr(plain, &paddr), 0);
+    int fd2 = th_tcp_connect_blocking(&paddr);
+    th_run_until(loop, &never, 100);
+    cr_expect_eq(S.opens, 2, "plain listener accepts without data: %d", S.opens);
+
+    close(fd);
+    close(fd2);
+    tt_server_close(s);
+    tt_server_close(plain);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+Test(admission, bad_listener_options_are_refused_before_anything_happens)
+{
+    tt_loop_t *loop;
+    tt_addr_t any = th_loopback(0);
+    tt_server_t *s = NULL;
+    tt_server_opts_t bad1 = {.defer_accept_s = -1}, bad2 = {.high_water = 1024, .queue_cap = 512};
+
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_expect_eq(tt_server_listen(loop, &any, &bad1, &srv_h, NULL, &s), -EINVAL);
+    cr_expect_eq(tt_server_listen(loop, &any, &bad2, &srv_h, NULL, &s), -EINVAL);
+    cr_expect_null(s);
+    cr_expect_eq(tt_loop_handle_count(loop), 0);
+    cr_expect_eq(tt_server_listen_fd(loop, -1, NULL, &srv_h, NULL, &s), -EINVAL);
+    int notlistening = socket(AF_INET, SOCK_STREAM, 0);
+    cr_expect_eq(tt_server_listen_fd(loop, notlistening, NULL, &srv_h, NULL, &s), -EINVAL);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}

@@ -818,3 +818,67 @@ Test(framing, liveness_heartbeat_is_a_ping_frame_and_the_pong_keeps_the_peer_ali
                  (unsigned long long)srv.stats.bytes_out);
     cr_assert_eq(tt_loop_close(loop), 0);
 }
+
+/* ---- the tool: tether echo --framing, tether cat --framing ------------------------- */
+
+/* The whole scenario in python3 (bounded by socket timeouts and a kill in
+ * `finally`); exit 0 when every check holds, else a message on stderr. */
+static const char *cli_py =
+    "import socket,struct,subprocess,sys,signal,time\n"
+    "tether=sys.argv[1]\n"
+    "def fail(m):\n"
+    "    sys.stderr.write(m+'\\n'); sys.exit(1)\n"
+    "p=subprocess.Popen([tether,'echo','--listen','127.0.0.1:0','--framing','u32be',\n"
+    "    '--max-frame','16','--verbose'],stdout=subprocess.PIPE,stderr=subprocess.PIPE)\n"
+    "try:\n"
+    "    line=p.stdout.readline().decode()\n"
+    "    if 'listening on' not in line: fail('no listening line: %r'%line)\n"
+    "    port=int(line.rsplit(':',1)[1])\n"
+    "    a=socket.create_connection(('127.0.0.1',port),timeout=5)\n"
+    "    b=socket.create_connection(('127.0.0.1',port),timeout=5)\n"
+    "    a.sendall(struct.pack('>I',5)+b'hello')\n"
+    "    got=b''\n"
+    "    while len(got)<9: got+=a.recv(100)\n"
+    "    if got!=struct.pack('>I',5)+b'hello': fail('echo %r'%got)\n"
+    "    b.sendall(struct.pack('>I',17)+b'x'*17)\n"
+    "    if b.recv(100)!=b'': fail('oversized client not closed')\n"
+    "    a.sendall(struct.pack('>I',2)+b'ok')\n"
+    "    got=b''\n"
+    "    while len(got)<6: got+=a.recv(100)\n"
+    "    if got!=struct.pack('>I',2)+b'ok': fail('after: %r'%got)\n"
+    "    a.close()\n"
+    "    time.sleep(0.2)\n"
+    "    p.send_signal(signal.SIGINT)\n"
+    "    out,err=p.communicate(timeout=5)\n"
+    "    if p.returncode!=0: fail('echo exit %d'%p.returncode)\n"
+    "    if b'frame too large' not in err: fail('stderr %r'%err)\n"
+    "    # cat --framing line: lines out, one per message, lenient of nothing else\n"
+    "    s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(1)\n"
+    "    q=subprocess.Popen([tether,'cat','--framing','line','--max-frame','8',\n"
+    "        '127.0.0.1:%d'%s.getsockname()[1]],stdin=subprocess.DEVNULL,\n"
+    "        stdout=subprocess.PIPE,stderr=subprocess.PIPE)\n"
+    "    s.settimeout(5); c,_=s.accept()\n"
+    "    for ch in b'one\\ntwo\\n': c.send(bytes([ch])); time.sleep(0.001)\n"
+    "    c.sendall(b'much too long\\n'); c.settimeout(5)\n"
+    "    while c.recv(100): pass\n"
+    "    out,err=q.communicate(timeout=5)\n"
+    "    if out!=b'one\\ntwo\\n': fail('cat out %r'%out)\n"
+    "    if q.returncode!=1 or b'frame too large' not in err: fail('cat %d %r'%(q.returncode,err))\n"
+    "finally:\n"
+    "    for x in ('p','q'):\n"
+    "        if x in dir() and eval(x).poll() is None: eval(x).kill()\n";
+
+Test(framing, tool_echo_and_cat_use_the_codecs_and_close_only_the_bad_client)
+{
+    const char *bin = th_build_path("tether");
+    if (access(bin, X_OK) != 0)
+        cr_skip_test("no %s (the tool was not built)", bin);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        execlp("python3", "python3", "-c", cli_py, bin, (char *)NULL);
+        _exit(127);
+    }
+    int rc = reap(pid, 30000);
+    cr_assert_eq(rc, 0, "tool scenario exit %d (stderr above)", rc);
+}

@@ -21,8 +21,6 @@ uint64_t th_now_ms(void);
 /* A blocking plain-socket peer, for tests that want a non-tether end. */
 int th_tcp_connect_blocking(const tt_addr_t *addr);
 int th_tcp_listen_blocking(tt_addr_t *addr_out);
-/* Start a shell command in the background; returns its pid. */
-int th_spawn(const char *cmd);
 /* Path of a file in the build tree (tether binary etc.). */
 const char *th_build_path(const char *rel);
 

@@ -74,7 +74,7 @@ static void on_message(tt_conn_t *c, const void *msg, size_t len)
     /* telnet ends lines with "\r\n": the codec took the "\n", drop the "\r". */
     if (len > 0 && ((const char *)msg)[len - 1] == '\r')
         len--;
-    size_t need = strlen(name) + len + 4;
+    size_t need = strlen(name) + len + 5; /* "[" name "] " msg "\n" and the NUL */
     if (need > sizeof(stack) && (buf = malloc(need)) == NULL)
         return;
     int n = snprintf(buf, need, "[%s] %.*s\n", name, (int)len, (const char *)msg);
