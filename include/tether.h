@@ -149,7 +149,9 @@ typedef void (*tt_timer_cb)(tt_timer_t *timer, void *data);
 /* Create a stopped timer. Returns 0 and *out, -EINVAL, or -ENOMEM. */
 TT_EXTERN int tt_timer_init(tt_loop_t *loop, tt_timer_t **out, tt_timer_cb cb, void *data);
 /* (Re)start: fire after timeout_ms, then every repeat_ms if repeat_ms > 0.
- * A running timer is restarted. O(1). Returns 0 or -EINVAL (closed timer, or a
+ * A running timer is restarted. O(1). The timeout counts from the loop's cached
+ * time (tt_loop_now, refreshed once per round, as in libuv): after a long
+ * computation in a callback, call tt_loop_update_time() first. Returns 0 or -EINVAL (closed timer, or a
  * timeout above TT_TIMEOUT_MAX). */
 TT_EXTERN int tt_timer_start(tt_timer_t *timer, uint64_t timeout_ms, uint64_t repeat_ms);
 /* Stop; a stopped timer does not keep the loop alive. O(1). Returns 0 or -EINVAL. */
@@ -299,7 +301,9 @@ TT_EXTERN int tt_destroy(tt_conn_t *conn, unsigned flags);
 TT_EXTERN int tt_destroy_soon(tt_conn_t *conn);
 
 /* Reading flow control: stop delivering on_data (the kernel buffer fills and TCP
- * pushes back on the peer) and resume. Return 0, -EINVAL, or -ENOTCONN (closing). */
+ * pushes back on the peer) and resume. On a framed connection a stop inside
+ * on_message takes effect before the next message: the rest of that read is held
+ * and delivered after tt_conn_read_start(), from the loop. Return 0, -EINVAL, or -ENOTCONN (closing). */
 TT_EXTERN int tt_conn_read_stop(tt_conn_t *conn);
 TT_EXTERN int tt_conn_read_start(tt_conn_t *conn);
 TT_EXTERN bool tt_conn_is_reading(const tt_conn_t *conn);
@@ -981,15 +985,16 @@ TT_EXTERN tt_frame_opts_t tt_frame_custom(tt_frame_decode_cb decode, void *arg,
 /* Turn framing on (or change it) with a copy of `opts`, or off with NULL (bytes
  * then go to on_data again). From inside on_message the switch applies from the
  * next byte of the stream, so a protocol may change framing mid-stream (a line
- * handshake, then length-prefixed messages). No callback runs inside this call.
- * For a server's connections call it in on_open, before any byte is read.
+ * handshake, then length-prefixed messages); from on_data, from the next read.
+ * No callback runs inside this call. For every connection of a server use
+ * tt_server_opts_t.frame (or call this in on_open: no byte has been read yet).
  * Returns 0, -EINVAL (conn NULL, invalid options), -ENOTCONN (closing), -EBUSY
  * (part of a frame is buffered and would be lost; nothing changed), or -ENOMEM. */
 TT_EXTERN int tt_conn_set_framing(tt_conn_t *conn, const tt_frame_opts_t *opts);
-/* Whether framing is on. */
+/* Whether framing is on (false for NULL). */
 TT_EXTERN bool tt_conn_is_framed(const tt_conn_t *conn);
 /* Bytes of a partial frame held for the connection (0 between frames: then no
- * buffer is allocated). */
+ * buffer is allocated; also 0 with framing off or conn NULL). */
 TT_EXTERN size_t tt_conn_frame_buffered(const tt_conn_t *conn);
 
 /* Send one message: tether writes the header and the message with one writev

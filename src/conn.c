@@ -40,6 +40,7 @@
 #define F_ENDED_FIRST 0x2000  /* tt_end came before the peer's FIN */
 #define F_STREAM_WAIT 0x4000  /* the head stream source has no data yet */
 #define F_FLUSHING 0x8000     /* inside flush(): no re-entry */
+#define F_PEND_READ 0x10000   /* pending: reading restarted, held input to deliver */
 
 #define IOV_BATCH 64
 #define FILE_CHUNK ((size_t)1 << 30)
@@ -234,11 +235,10 @@ void tt__conn_connecting(tt_conn_t *c, bool done, uint64_t timeout_ms)
         schedule(c, F_PEND_OPEN);
         return;
     }
-    /* From the clock, not the loop's cached time: tt_connect may be called long
-     * after the round began (or before the loop ever ran), and a stale base would
-     * cut the timeout short by that much. */
+    /* tt__loop_deadline reads the clock, not the loop's cached time: tt_connect may
+     * be called long after the round began (or before the loop ever ran). */
     if (timeout_ms > 0)
-        tt__wheel_start(&c->loop->wheel, &c->deadline, tt__clock_ms() + timeout_ms);
+        tt__wheel_start(&c->loop->wheel, &c->deadline, tt__loop_deadline(c->loop, timeout_ms));
     update_interest(c);
 }
 
@@ -352,8 +352,8 @@ void tt__conn_run_pending(tt_loop_t *loop)
     loop->pend_head = loop->pend_tail = NULL;
     while (c != NULL) {
         tt_conn_t *next = c->pend_next;
-        uint32_t what = c->flags & (F_PEND_OPEN | F_PEND_FLUSH | F_PEND_CLOSE);
-        c->flags &= ~(F_LISTED | F_PEND_OPEN | F_PEND_FLUSH | F_PEND_CLOSE);
+        uint32_t what = c->flags & (F_PEND_OPEN | F_PEND_FLUSH | F_PEND_CLOSE | F_PEND_READ);
+        c->flags &= ~(F_LISTED | F_PEND_OPEN | F_PEND_FLUSH | F_PEND_CLOSE | F_PEND_READ);
         if (c->state == TT_STATE_CLOSING) {
             if (c->flags & F_LISTED) { /* re-listed meanwhile: keep one entry */
                 c = next;
@@ -365,6 +365,9 @@ void tt__conn_run_pending(tt_loop_t *loop)
         } else if (what & F_PEND_FLUSH) {
             flush(c, true);
         }
+        if ((what & F_PEND_READ) && !tt__conn_is_closing(c) && c->ext != NULL &&
+            c->ext->read_resumed != NULL)
+            c->ext->read_resumed(c);
         c = next;
     }
 }
@@ -912,6 +915,10 @@ int tt_conn_read_start(tt_conn_t *c)
     c->flags |= F_READING;
     if (c->state == TT_STATE_OPEN)
         update_interest(c);
+    /* Input a layer above held back while reading was stopped (framed messages
+     * of the read that was under way) goes first, from the loop. */
+    if (c->ext != NULL && c->ext->read_resumed != NULL)
+        schedule(c, F_PEND_READ);
     return 0;
 }
 

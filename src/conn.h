@@ -26,6 +26,9 @@ typedef struct tt__conn_ext {
     void *framer;
     void (*frame_input)(tt_conn_t *c, const char *buf, size_t n);
     void (*frame_free)(tt_conn_t *c);
+    /* Framing: reading restarted after tt_conn_read_stop(); deliver what was held
+     * back. Called from the loop's pending phase, never inside the API call. */
+    void (*read_resumed)(tt_conn_t *c);
     /* Framing: queue a ping control frame (used by liveness); 0 or -errno. */
     int (*frame_ping)(tt_conn_t *c);
     /* Liveness: told of every read and write; freed at close. */

@@ -27,6 +27,11 @@ typedef struct framer {
      * and the decoder still runs on this object until the callback returns. */
     unsigned delivering;
     bool retired; /* replaced while delivering: free when delivery unwinds */
+    /* The rest of a read whose delivery stopped because on_message paused
+     * reading: handed to the decoder again once reading restarts. Any bytes that
+     * arrive meanwhile go behind it, so order is kept. */
+    char *held;
+    size_t held_len;
 } framer_t;
 
 static framer_t *framer_of(const tt_conn_t *c)
@@ -41,6 +46,7 @@ static void framer_release(framer_t *f)
         return;
     }
     tt__fstream_free(&f->s);
+    free(f->held);
     free(f);
 }
 
@@ -78,8 +84,21 @@ static int emit(void *ctx, int type, const char *msg, size_t len, const tt__fram
             c->h->h.on_message(c, msg, len);
         break;
     }
-    /* Stop when the callback closed the connection or changed its framing. */
-    return tt__conn_is_closing(c) || c->ext->framer != f;
+    /* Stop when the callback closed the connection, changed its framing, or
+     * stopped reading (flow control must hold between messages too). */
+    return tt__conn_is_closing(c) || c->ext->framer != f || !tt_conn_is_reading(c);
+}
+
+/* Keep buf[0, n) for later, behind whatever is held already. 0 or -ENOMEM. */
+static int hold(framer_t *f, const char *buf, size_t n)
+{
+    char *nb = realloc(f->held, f->held_len + n);
+    if (nb == NULL)
+        return -ENOMEM;
+    memcpy(nb + f->held_len, buf, n);
+    f->held = nb;
+    f->held_len += n;
+    return 0;
 }
 
 static void frame_input(tt_conn_t *c, const char *buf, size_t n)
@@ -87,6 +106,11 @@ static void frame_input(tt_conn_t *c, const char *buf, size_t n)
     framer_t *f = c->ext->framer;
     ssize_t r;
 
+    if (f->held != NULL) { /* earlier input still waits: keep the order */
+        if (hold(f, buf, n) < 0)
+            tt__conn_close(c, TT_CLOSE_IO_ERROR, -ENOMEM);
+        return;
+    }
     f->delivering++;
     r = tt__fstream_feed(&f->s, buf, n, emit, f);
     f->delivering--;
@@ -103,12 +127,34 @@ static void frame_input(tt_conn_t *c, const char *buf, size_t n)
     }
     if (r < 0 || (size_t)r >= n || tt__conn_is_closing(c))
         return;
+    if (c->ext->framer == f && !tt_conn_is_reading(c)) {
+        if (hold(f, buf + r, n - (size_t)r) < 0)
+            tt__conn_close(c, TT_CLOSE_IO_ERROR, -ENOMEM);
+        return;
+    }
     /* on_message switched framing: the rest of this read belongs to the new
      * framing, or to on_data if framing is now off. */
     if (c->ext->frame_input != NULL)
         c->ext->frame_input(c, buf + r, n - (size_t)r);
     else if (c->h->h.on_data != NULL)
         c->h->h.on_data(c, buf + r, n - (size_t)r, 0);
+}
+
+/* Reading restarted (from the loop's pending phase): feed what was held. */
+static void read_resumed(tt_conn_t *c)
+{
+    framer_t *f = framer_of(c);
+    char *buf;
+    size_t len;
+
+    if (f == NULL || f->held == NULL || !tt_conn_is_reading(c))
+        return;
+    buf = f->held;
+    len = f->held_len;
+    f->held = NULL;
+    f->held_len = 0;
+    frame_input(c, buf, len); /* may hold a new remainder if paused again */
+    free(buf);
 }
 
 static void frame_free(tt_conn_t *c)
@@ -118,6 +164,7 @@ static void frame_free(tt_conn_t *c)
     c->ext->frame_input = NULL;
     c->ext->frame_free = NULL;
     c->ext->frame_ping = NULL;
+    c->ext->read_resumed = NULL;
     if (f != NULL)
         framer_release(f);
 }
@@ -156,6 +203,7 @@ static int install(tt_conn_t *c, const tt__codec_t *fc)
     c->ext->framer = nf;
     c->ext->frame_input = nf != NULL ? frame_input : NULL;
     c->ext->frame_free = nf != NULL ? frame_free : NULL;
+    c->ext->read_resumed = nf != NULL ? read_resumed : NULL;
     /* Liveness sends a ping frame instead of its own probe only when the codec
      * has control frames (docs/framing.md). */
     c->ext->frame_ping = nf != NULL && fc->control ? frame_ping : NULL;
@@ -175,7 +223,7 @@ int tt_conn_set_framing(tt_conn_t *c, const tt_frame_opts_t *opts)
     if (tt__conn_is_closing(c))
         return -ENOTCONN;
     cur = framer_of(c);
-    if (cur != NULL && cur->s.len > 0)
+    if (cur != NULL && (cur->s.len > 0 || cur->held != NULL))
         return -EBUSY; /* switching now would misparse the buffered bytes */
     return install(c, opts != NULL ? &fc : NULL);
 }
@@ -214,7 +262,7 @@ bool tt_conn_is_framed(const tt_conn_t *c)
 size_t tt_conn_frame_buffered(const tt_conn_t *c)
 {
     framer_t *f = framer_of(c);
-    return f != NULL ? f->s.len : 0;
+    return f != NULL ? f->s.len + f->held_len : 0;
 }
 
 size_t tt__frame_buf_cap(const tt_conn_t *c)

@@ -882,3 +882,69 @@ Test(framing, tool_echo_and_cat_use_the_codecs_and_close_only_the_bad_client)
     int rc = reap(pid, 30000);
     cr_assert_eq(rc, 0, "tool scenario exit %d (stderr above)", rc);
 }
+
+/* ---- flow control between messages: read_stop inside on_message holds the rest ---- */
+
+static struct {
+    int msgs, at_pause, order_bad;
+    bool done;
+    tt_timer_t *resume;
+} fc;
+
+static void fc_resume(tt_timer_t *t, void *data)
+{
+    fc.at_pause = fc.msgs; /* nothing may have been delivered while paused */
+    cr_assert_eq(tt_conn_read_start(data), 0);
+    cr_expect_eq(fc.msgs, fc.at_pause, "no message inside tt_conn_read_start");
+    tt_timer_close(t);
+}
+
+static void fc_msg(tt_conn_t *c, const void *msg, size_t len)
+{
+    char want[8];
+    int n = snprintf(want, sizeof(want), "m%d", fc.msgs);
+    if ((size_t)n != len || memcmp(msg, want, len) != 0)
+        fc.order_bad++;
+    if (++fc.msgs == 3) {
+        cr_assert_eq(tt_conn_read_stop(c), 0);
+        cr_assert_eq(tt_timer_init(tt_conn_loop(c), &fc.resume, fc_resume, c), 0);
+        cr_assert_eq(tt_timer_start(fc.resume, 100, 0), 0);
+    }
+    if (fc.msgs == 10)
+        fc.done = true;
+}
+
+static void fc_client_open(tt_conn_t *c)
+{
+    const char *all = "m0\nm1\nm2\nm3\nm4\nm5\nm6\nm7\nm8\nm9\n";
+    cr_assert_eq(tt_send(c, all, strlen(all)), 0); /* one write: one read, ten messages */
+}
+
+Test(framing, read_stop_inside_on_message_holds_the_rest_until_read_start)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr, any = th_loopback(0);
+    tt_conn_t *c;
+    tt_server_t *s;
+    tt_frame_opts_t line = tt_frame_line(0);
+    tt_server_opts_t so = {.frame = &line};
+    tt_conn_handlers_t sh = {.on_message = fc_msg};
+    tt_conn_handlers_t ch = {.on_open = fc_client_open};
+
+    memset(&fc, 0, sizeof(fc));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &so, &sh, NULL, &s), 0);
+    cr_assert_eq(tt_server_addr(s, &addr), 0);
+    cr_assert_eq(tt_connect(loop, &addr, NULL, &ch, NULL, &c), 0);
+    bool never = false;
+    th_run_until(loop, &never, 60);
+    cr_expect_eq(fc.msgs, 3, "delivered while paused: %d", fc.msgs);
+    cr_assert(th_run_until(loop, &fc.done, 3000));
+    cr_expect_eq(fc.at_pause, 3, "paused at %d", fc.at_pause);
+    cr_expect_eq(fc.msgs, 10);
+    cr_expect_eq(fc.order_bad, 0, "messages out of order: %d", fc.order_bad);
+    tt_destroy(c, 0);
+    tt_server_close(s);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}

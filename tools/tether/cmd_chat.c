@@ -34,6 +34,7 @@ static void usage(FILE *f)
             "      --workers N         N loops on N threads (SO_REUSEPORT); default 1\n"
             "      --max-conns N       accept at most N clients at once; more wait\n"
             "      --admin SOCKET      serve the connection table for `tether stat`\n"
+            "      --metrics ADDR:PORT serve Prometheus metrics over HTTP\n"
             "  -q, --quiet             do not log joins and leaves on stderr\n"
             "  -h, --help              this text\n");
 }
@@ -106,6 +107,14 @@ static void on_shutdown(tt_server_t *srv, size_t ended, size_t destroyed, void *
     fprintf(stderr, "tether chat: shut down: %zu ended, %zu destroyed\n", ended, destroyed);
 }
 
+static const tt_addr_t *metrics_addr; /* --metrics */
+
+static tt_admin_opts_t admin_opts(const char *admin_path)
+{
+    tt_admin_opts_t ao = {.unix_path = admin_path, .metrics_addr = metrics_addr};
+    return ao;
+}
+
 static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_path)
 {
     tt_loop_t *loop;
@@ -125,11 +134,11 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
         tt_loop_close(loop);
         return CLI_EXIT_FAIL;
     }
-    if (admin_path != NULL) {
-        tt_admin_opts_t ao = {.unix_path = admin_path};
+    if (admin_path != NULL || metrics_addr != NULL) {
+        tt_admin_opts_t ao = admin_opts(admin_path);
         err = tt_admin_start(server, &ao, &admin);
         if (err < 0) {
-            cli_error("chat: admin %s: %s", admin_path, tt_strerror(err));
+            cli_error("chat: admin endpoint: %s", tt_strerror(err));
             tt_server_close(server);
             tt_loop_run(loop, TT_RUN_NOWAIT);
             tt_loop_close(loop);
@@ -172,11 +181,11 @@ static int run_workers(tt_addr_t *addr, tt_server_opts_t *so, unsigned n, const 
         cli_error("chat: listen %s: %s", cli_addr_str(addr, text), tt_strerror(err));
         return CLI_EXIT_FAIL;
     }
-    if (admin_path != NULL) {
-        tt_admin_opts_t ao = {.unix_path = admin_path};
+    if (admin_path != NULL || metrics_addr != NULL) {
+        tt_admin_opts_t ao = admin_opts(admin_path);
         err = tt_admin_start_workers(workers, &ao, &admin);
         if (err < 0) {
-            cli_error("chat: admin %s: %s", admin_path, tt_strerror(err));
+            cli_error("chat: admin endpoint: %s", tt_strerror(err));
             tt_workers_stop(workers, 0);
             return CLI_EXIT_FAIL;
         }
@@ -200,6 +209,7 @@ int cmd_chat(int argc, char **argv)
                                          {"workers", required_argument, NULL, 'W'},
                                          {"max-conns", required_argument, NULL, 'M'},
                                          {"admin", required_argument, NULL, 'A'},
+                                         {"metrics", required_argument, NULL, 'P'},
                                          {"quiet", no_argument, NULL, 'q'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
@@ -207,7 +217,7 @@ int cmd_chat(int argc, char **argv)
     tt_server_opts_t so = {0};
     tt_frame_opts_t frame;
     unsigned long max_line = 4096, nworkers = 1, max_conns = 0;
-    tt_addr_t addr;
+    tt_addr_t addr, maddr;
     bool first = true;
     char *end;
     int c;
@@ -234,6 +244,11 @@ int cmd_chat(int argc, char **argv)
             break;
         case 'A':
             admin_path = optarg;
+            break;
+        case 'P':
+            if (cli_parse_addr("chat", optarg, false, &maddr) < 0)
+                return CLI_EXIT_USAGE;
+            metrics_addr = &maddr;
             break;
         case 'q':
             quiet = true;
