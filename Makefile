@@ -26,17 +26,10 @@ demo: build
 	@bash scripts/demo.sh $(BUILD)
 
 # The whole suite, then again under AddressSanitizer + UndefinedBehaviorSanitizer,
-# then the cross-thread tests under ThreadSanitizer.
+# the cross-thread tests under ThreadSanitizer, and a short fuzz run of each
+# decoder (scripts/test.sh); the last line sums up every stage.
 test: build
-	cd $(BUILD) && ctest --output-on-failure -j 1
-	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTT_SANITIZE=ON
-	cmake --build $(ASAN_BUILD) -j $(JOBS)
-	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 1
-	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTT_TSAN=ON
-	cmake --build $(TSAN_BUILD) -j $(JOBS)
-	cd $(TSAN_BUILD) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j 1 -L tsan
-	bash fuzz/run.sh $(FUZZ_SHORT)
+	FUZZ_SHORT=$(FUZZ_SHORT) bash scripts/test.sh $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
 
 test-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j 1

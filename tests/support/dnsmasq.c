@@ -32,8 +32,13 @@ static int free_port(uint16_t *port)
     socklen_t len = sizeof(sin);
     int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     int t = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int err = 0;
+    int err = 0, one = 1;
 
+    /* dnsmasq sets SO_REUSEADDR on its TCP listener, so connections of earlier
+     * tests left in TIME_WAIT on this port do not stop it; probe the same way, or
+     * after a long run most ephemeral ports look taken. */
+    if (t >= 0)
+        setsockopt(t, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (u < 0 || t < 0 || bind(u, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
         getsockname(u, (struct sockaddr *)&sin, &len) < 0 ||
         bind(t, (struct sockaddr *)&sin, sizeof(sin)) < 0)
@@ -131,7 +136,7 @@ int th_dns_start(th_dns_t *d, const char *const *extra)
 {
     int err = -EADDRINUSE;
     /* A port taken between free_port() and dnsmasq's bind makes it exit: retry. */
-    for (int i = 0; i < 5 && err != 0 && err != -ENOENT && err != -ETIMEDOUT; i++)
+    for (int i = 0; i < 20 && err != 0 && err != -ENOENT && err != -ETIMEDOUT; i++)
         err = start_once(d, extra);
     return err;
 }
