@@ -146,6 +146,14 @@ static void schedule(tt_conn_t *c, uint32_t what)
     c->loop->pend_tail = c;
 }
 
+/* Write what is queued at the end of this round, unless the socket is full (then
+ * WRITABLE brings us back) or the connect has not finished (on_open flushes). */
+static void flush_soon(tt_conn_t *c)
+{
+    if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE))
+        schedule(c, F_PEND_FLUSH);
+}
+
 static void update_interest(tt_conn_t *c)
 {
     unsigned ev = 0;
@@ -280,6 +288,7 @@ void tt__conn_close(tt_conn_t *c, tt_close_kind_t kind, int err)
 }
 
 static void stream_watch_dispose(tt_conn_t *c);
+static void stream_watch_release(void *watch, void *arg);
 
 static void finish_close(tt_conn_t *c)
 {
@@ -316,7 +325,7 @@ static void finish_close(tt_conn_t *c)
     if (c->ext != NULL && c->ext->take_unsent != NULL)
         info.bytes_unsent = c->ext->take_unsent(c); /* kept for the next connection */
     else
-        info.bytes_unsent = tt__sendq_clear(&c->sq, NULL, NULL);
+        info.bytes_unsent = tt__sendq_clear(&c->sq, stream_watch_release, c);
     info.bytes_queued = c->sq.total;
     if (c->ext != NULL) {
         if (c->ext->groups_free != NULL)
@@ -463,6 +472,18 @@ static void stream_watch_dispose(tt_conn_t *c)
     tt__poller_remove(&c->loop->poller, &w->io);
     w->io.fd = -1; /* an event for it already fetched this round is skipped */
     e->u.file.watch = NULL;
+    tt__loop_defer_free(c->loop, &w->zombie);
+}
+
+/* A stream entry that is no longer at the head still owns its (idle) watch: the
+ * queue clear at close hands each one here. */
+static void stream_watch_release(void *watch, void *arg)
+{
+    stream_watch_t *w = watch;
+    tt_conn_t *c = arg;
+
+    tt__poller_remove(&c->loop->poller, &w->io);
+    w->io.fd = -1;
     tt__loop_defer_free(c->loop, &w->zombie);
 }
 
@@ -642,8 +663,7 @@ int tt__conn_send_control(tt_conn_t *c, const void *buf, size_t len)
     /* After tt_end() but before our FIN: still in time, ahead of the FIN. */
     if (tt__sendq_push_copy(&c->sq, &iov, 1, len) < 0)
         return -ENOMEM;
-    if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE))
-        schedule(c, F_PEND_FLUSH);
+    flush_soon(c);
     return 0;
 }
 
@@ -716,8 +736,7 @@ int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
         err = tt__sendq_push_copy(&c->sq, iov, iovcnt, len);
         if (err < 0)
             return err;
-        if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE))
-            schedule(c, F_PEND_FLUSH); /* coalesced with the rest of this round */
+        flush_soon(c); /* coalesced with the rest of this round */
         return send_status(c);
     }
 
@@ -779,8 +798,7 @@ int tt_send_owned(tt_conn_t *c, void *buf, size_t len, tt_free_cb free_cb, void 
     err = tt__sendq_push_owned(&c->sq, buf, len, free_cb, arg);
     if (err < 0)
         return err;
-    if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE))
-        schedule(c, F_PEND_FLUSH);
+    flush_soon(c);
     return send_status(c);
 }
 
@@ -829,8 +847,7 @@ int tt_send_file(tt_conn_t *c, int fd, uint64_t offset, uint64_t len, unsigned f
         err = tt__sendq_push_file(&c->sq, kind, fd, offset, len, own);
         if (err < 0)
             goto fail;
-        if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE))
-            schedule(c, F_PEND_FLUSH);
+        flush_soon(c);
     }
     if (flags & TT_FILE_THEN_END)
         return tt_end(c, NULL, 0);
@@ -863,8 +880,7 @@ int tt_end(tt_conn_t *c, const void *buf, size_t len)
     c->flags |= F_WANT_END;
     if (!(c->flags & F_RD_EOF))
         c->flags |= F_ENDED_FIRST;
-    if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE))
-        schedule(c, F_PEND_FLUSH); /* shutdown() once flushed, from the loop */
+    flush_soon(c); /* shutdown() once flushed, from the loop */
     return 0;
 }
 
@@ -887,8 +903,7 @@ int tt_destroy_soon(tt_conn_t *c)
     if (tt__conn_is_closing(c))
         return 0;
     c->flags |= F_DESTROY_SOON;
-    if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE))
-        schedule(c, F_PEND_FLUSH);
+    flush_soon(c);
     return 0;
 }
 

@@ -21,6 +21,20 @@ static void list_unlink(tt__wnode_t *n)
     n->next = n->prev = NULL;
 }
 
+/* Move every node of `from` to the empty list `to` (a private list to walk while
+ * callbacks or re-placement change the wheel). */
+static void list_take(tt__wnode_t *from, tt__wnode_t *to)
+{
+    list_init(to);
+    if (list_empty(from))
+        return;
+    to->next = from->next;
+    to->prev = from->prev;
+    to->next->prev = to;
+    to->prev->next = to;
+    list_init(from);
+}
+
 static void list_append(tt__wnode_t *head, tt__wnode_t *n)
 {
     n->prev = head->prev;
@@ -115,16 +129,7 @@ uint64_t tt__wheel_next_expiry(tt__wheel_t *w)
 static void cascade(tt__wheel_t *w, int level, unsigned s)
 {
     tt__wnode_t tmp;
-    list_init(&tmp);
-    tt__wnode_t *head = &w->slot[level][s];
-    if (list_empty(head))
-        return;
-    /* Move the whole list to tmp, then re-place node by node. */
-    tmp.next = head->next;
-    tmp.prev = head->prev;
-    tmp.next->prev = &tmp;
-    tmp.prev->next = &tmp;
-    list_init(head);
+    list_take(&w->slot[level][s], &tmp);
     while (!list_empty(&tmp)) {
         tt__wnode_t *n = tmp.next;
         list_unlink(n);
@@ -144,17 +149,10 @@ static void cascade(tt__wheel_t *w, int level, unsigned s)
 static uint64_t fire(tt__wheel_t *w)
 {
     unsigned s = (unsigned)w->now & (TT__WHEEL_SLOTS - 1);
-    tt__wnode_t *head = &w->slot[0][s];
     tt__wnode_t tmp;
     uint64_t fired = 0;
 
-    if (list_empty(head))
-        return 0;
-    tmp.next = head->next;
-    tmp.prev = head->prev;
-    tmp.next->prev = &tmp;
-    tmp.prev->next = &tmp;
-    list_init(head);
+    list_take(&w->slot[0][s], &tmp);
     while (!list_empty(&tmp)) {
         tt__wnode_t *n = tmp.next;
         list_unlink(n);
