@@ -288,7 +288,6 @@ void tt__conn_close(tt_conn_t *c, tt_close_kind_t kind, int err)
 }
 
 static void stream_watch_dispose(tt_conn_t *c);
-static void stream_watch_release(void *watch, void *arg);
 
 static void finish_close(tt_conn_t *c)
 {
@@ -325,7 +324,7 @@ static void finish_close(tt_conn_t *c)
     if (c->ext != NULL && c->ext->take_unsent != NULL)
         info.bytes_unsent = c->ext->take_unsent(c); /* kept for the next connection */
     else
-        info.bytes_unsent = tt__sendq_clear(&c->sq, stream_watch_release, c);
+        info.bytes_unsent = tt__sendq_clear(&c->sq, NULL, NULL); /* watch disposed above */
     info.bytes_queued = c->sq.total;
     if (c->ext != NULL) {
         if (c->ext->groups_free != NULL)
@@ -463,28 +462,23 @@ static void stream_watch_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, si
     flush(c, true);
 }
 
+/* Release the readiness watch of the stream entry that has one, wherever it is: at
+ * the head while its source is read, or just behind control bytes a heartbeat
+ * pushed in front of it (tt__conn_send_control). At most one entry has a watch.
+ * Before the queue is dropped, popped, or handed to a next connection (whose
+ * watch must not point back at this one). */
 static void stream_watch_dispose(tt_conn_t *c)
 {
-    tt__sqe_t *e = c->sq.head;
-    if (e == NULL || e->kind != TT__SQ_STREAM || e->u.file.watch == NULL)
+    for (tt__sqe_t *e = c->sq.head; e != NULL; e = e->next) {
+        if (e->kind != TT__SQ_STREAM || e->u.file.watch == NULL)
+            continue;
+        stream_watch_t *w = e->u.file.watch;
+        tt__poller_remove(&c->loop->poller, &w->io);
+        w->io.fd = -1; /* an event for it already fetched this round is skipped */
+        e->u.file.watch = NULL;
+        tt__loop_defer_free(c->loop, &w->zombie);
         return;
-    stream_watch_t *w = e->u.file.watch;
-    tt__poller_remove(&c->loop->poller, &w->io);
-    w->io.fd = -1; /* an event for it already fetched this round is skipped */
-    e->u.file.watch = NULL;
-    tt__loop_defer_free(c->loop, &w->zombie);
-}
-
-/* A stream entry that is no longer at the head still owns its (idle) watch: the
- * queue clear at close hands each one here. */
-static void stream_watch_release(void *watch, void *arg)
-{
-    stream_watch_t *w = watch;
-    tt_conn_t *c = arg;
-
-    tt__poller_remove(&c->loop->poller, &w->io);
-    w->io.fd = -1;
-    tt__loop_defer_free(c->loop, &w->zombie);
+    }
 }
 
 static int stream_wait(tt_conn_t *c, tt__sqe_t *e)

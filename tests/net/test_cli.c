@@ -636,6 +636,58 @@ Test(cli, cat_client_through_echo_loses_nothing_when_stdout_is_slow)
     close_fd(&echo.out);
 }
 
+/* Fill a pipe until the reader has stopped taking bytes for `quiet_ms`; returns the
+ * bytes written. Bounded: at most `max` bytes and WAIT_MS. */
+static size_t fill_until_stalled(int fd, size_t max, int quiet_ms)
+{
+    static char chunk[65536];
+    uint64_t end = th_now_ms() + WAIT_MS;
+    size_t total = 0;
+
+    cr_assert_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+    while (total < max && th_now_ms() < end) {
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        if (poll(&pf, 1, quiet_ms) == 0)
+            return total; /* no room for quiet_ms: the reader is stalled */
+        ssize_t r = write(fd, chunk, sizeof(chunk));
+        if (r < 0 && errno == EAGAIN)
+            continue;
+        cr_assert_gt(r, 0, "write: %s", strerror(errno));
+        total += (size_t)r;
+    }
+    cr_assert_fail("the reader never stalled (%zu bytes written)", total);
+    return total;
+}
+
+Test(cli, cat_sigint_while_every_buffer_is_full_exits_130_promptly)
+{
+    char target[64];
+    child_t echo, cat;
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", start_echo(&echo));
+    const char *argv[] = {TETHER, "cat", target, NULL};
+    cat = spawn(argv, PIPE_FD, PIPE_FD, DEVNULL_FD);
+    /* Nothing on stdin at first: tether waits for the pipe to become readable. Then
+     * stdin data, the socket, the echo server and stdout all back up, because this
+     * test never reads tether's stdout. A SIGINT must still end it, with nothing
+     * leaked (the sanitizer build checks) and no wait for the stuck stdout beyond
+     * the documented 2 s. */
+    usleep(200 * 1000);
+    size_t n = fill_until_stalled(cat.in, (size_t)256 << 20, 300);
+    cr_assert_gt(n, 0);
+    uint64_t t0 = th_now_ms();
+    kill(cat.pid, SIGINT);
+    int st = wait_exit(&cat, WAIT_MS);
+    uint64_t took = th_now_ms() - t0;
+    cr_expect_eq(st, 130, "tether cat after SIGINT: exit %d, expected 130", st);
+    cr_expect_lt(took, 5000, "took %llu ms to exit", (unsigned long long)took);
+    close_fd(&cat.in);
+    close_fd(&cat.out);
+    kill(echo.pid, SIGTERM);
+    cr_expect_eq(wait_exit(&echo, WAIT_MS), 0);
+    close_fd(&echo.out);
+}
+
 /* ---- cat --listen -------------------------------------------------------------- */
 
 Test(cli, cat_listen_exchanges_both_ways_with_socat)

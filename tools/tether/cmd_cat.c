@@ -62,8 +62,9 @@ static void usage(FILE *f)
                "      --udp               datagrams instead (see 'tether cat --udp --help')\n"
                "  -h, --help              this text\n"
                "\n"
-               "ADDR is numeric IPv4, [IPv6] or localhost (host names are not supported\n"
-               "yet). A regular file on stdin is sent with sendfile(2).\n"
+               "To connect, ADDR is IPv4, [IPv6] or a host name (resolved without blocking);\n"
+               "with --listen it is numeric, localhost, or empty (:PORT) for all addresses.\n"
+               "A regular file on stdin is sent with sendfile(2).\n"
                "\n"
                "Exit status: 0 both sides closed cleanly, 1 connection or I/O error (a\n"
                "one-line message on stderr), 2 bad usage, 128+N stopped by signal N.\n",

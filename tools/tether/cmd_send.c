@@ -38,7 +38,7 @@ static void usage(FILE *f)
                "the last byte, and wait for the peer's FIN. Prints on stdout:\n"
                "  N bytes sent to ADDR:PORT in T s (R MiB/s)\n"
                "where N is the bytes handed to the kernel. Bytes the peer sends are\n"
-               "discarded.\n"
+               "discarded. ADDR is IPv4, [IPv6] or a host name.\n"
                "\n"
                "  -w, --timeout SECONDS   connect timeout (default %d; 0: the kernel's)\n"
                "      --linger SECONDS    how long to wait for the peer's FIN after ours\n"
