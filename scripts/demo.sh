@@ -21,6 +21,7 @@ SECTIONS=(
     "demo_cli_echo|The CLI: tether echo, with tether cat piping lines through it"
     "demo_cli_send|The CLI: tether send into tether cat --listen, checked with sha256sum"
     "demo_liveness|Liveness: a client vanishes (no FIN, no RST); the server notices within its deadline"
+    "demo_chat|Servers at scale: tether chat, three clients, and the live table from tether stat"
 )
 
 # ---- helpers ----------------------------------------------------------------------
@@ -195,6 +196,86 @@ demo_liveness() {
 }
 
 # ---- main -------------------------------------------------------------------------
+
+# Three chatters on plain sockets: each says one line, prints what it heard, then
+# stays connected until its stdin closes (so the table can be looked at).
+CHATTERS_PY='
+import socket, sys, time
+port = int(sys.argv[1])
+names = ["alice", "bob", "carol"]
+socks = []
+for n in names:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    socks.append(s)
+    time.sleep(0.1)
+for n, s in zip(names, socks):
+    s.sendall(("hi, I am %s\n" % n).encode())
+    time.sleep(0.1)
+time.sleep(0.3)
+for n, s in zip(names, socks):
+    s.settimeout(0.5)
+    got = b""
+    try:
+        while True:
+            b = s.recv(4096)
+            if not b: break
+            got += b
+    except socket.timeout:
+        pass
+    for line in got.decode().splitlines():
+        print("%-5s heard: %s" % (n, line))
+print("ready", flush=True)
+sys.stdin.read()  # until the demo closes our stdin
+'
+
+demo_chat() {
+    local line port st
+
+    step "start a chat server with an admin socket"
+    printf '  $ tether chat --listen 127.0.0.1:0 --admin %s &\n' "$TMP/chat.sock"
+    start_bg chat "$TETHER" chat --listen 127.0.0.1:0 --admin "$TMP/chat.sock" </dev/null
+    local chat_pid=$BG_PID
+    line=$(wait_for_line "$TMP/chat.out" "listening on") || {
+        fail "tether chat did not report its address"
+        return 1
+    }
+    echo "  $line"
+    port=$(port_of "$line")
+
+    step "three clients join and each sends a line: everyone else hears it, the sender does not"
+    mkfifo "$TMP/chatters.in"
+    python3 -c "$CHATTERS_PY" "$port" <"$TMP/chatters.in" >"$TMP/chatters.out" 2>&1 &
+    local py_pid=$!
+    BG_PIDS+=("$py_pid")
+    exec 7>"$TMP/chatters.in" # hold the chatters' stdin open
+    wait_for_line "$TMP/chatters.out" "^ready" >/dev/null || {
+        exec 7>&-
+        fail "the chatters did not finish talking"
+        return 1
+    }
+    grep -v '^ready' "$TMP/chatters.out" | sed 's/^/  | /'
+    [ "$(grep -c 'heard: \[' "$TMP/chatters.out")" -eq 6 ] ||
+        fail "expected 6 relayed lines (each of 3 lines to 2 others)" || { exec 7>&-; return 1; }
+    grep -q 'alice heard: \[.*\] hi, I am alice' "$TMP/chatters.out" &&
+        { exec 7>&-; fail "alice heard her own line"; return 1; }
+    ok "each line reached the two others, never its sender"
+
+    step "the server's live connection table, read from its admin socket"
+    printf '  $ tether stat %s --sort bytes_in --reverse\n' "$TMP/chat.sock"
+    timeout "$STEP_TIMEOUT" "$TETHER" stat "$TMP/chat.sock" --sort bytes_in --reverse | sed 's/^/  | /'
+    st=${PIPESTATUS[0]}
+    [ "$st" -eq 0 ] || { exec 7>&-; fail "tether stat exited with status $st"; return 1; }
+    ok "three rows and the totals"
+
+    step "the clients leave; SIGTERM shuts the server down gracefully"
+    exec 7>&-
+    wait_bg "$py_pid"
+    stop_bg "$chat_pid" TERM
+    st=$BG_STATUS
+    sed 's/^/  | /' "$TMP/chat.err"
+    [ "$st" -eq 0 ] || fail "tether chat exited with status $st" || return 1
+    ok "tether chat exited 0"
+}
 
 main() {
     local entry fn title failed=()

@@ -199,3 +199,83 @@ Test(chat_cli, stat_prints_one_row_per_connection_with_totals_sorted)
     cr_expect_eq(stop(&p), 0);
     cr_expect_neq(stat(path, &st), 0, "admin socket removed at exit");
 }
+
+/* ---- tether echo --workers --max-conns --admin ------------------------------------ */
+
+static int count_rows(const char *path)
+{
+    char cmd[256], out[8192];
+    snprintf(cmd, sizeof(cmd), "%s stat %s", th_build_path("tether"), path);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    size_t len = fread(out, 1, sizeof(out) - 1, f);
+    out[len] = '\0';
+    cr_assert_eq(pclose(f), 0, "stat failed: %s", out);
+    int lines = 0;
+    for (char *q = out; *q; q++)
+        lines += *q == '\n';
+    return lines - 2; /* header and totals */
+}
+
+static bool echoes(int fd, const char *text)
+{
+    char buf[64];
+    size_t n = strlen(text);
+    if (send(fd, text, n, 0) != (ssize_t)n)
+        return false;
+    read_until(fd, text, buf, sizeof(buf));
+    return strcmp(buf, text) == 0;
+}
+
+Test(chat_cli, echo_workers_with_max_conns_keep_the_extra_client_waiting_and_list_all)
+{
+    char path[64], extra[4352], line[256];
+    int pipefd[2];
+    snprintf(path, sizeof(path), "/tmp/tether-echo-%d.sock", (int)getpid());
+    snprintf(extra, sizeof(extra), "exec %s echo --listen 127.0.0.1:0 --workers 2 --max-conns 1 "
+             "--admin %s", th_build_path("tether"), path);
+    cr_assert_eq(pipe(pipefd), 0);
+    proc_t p;
+    p.pid = fork();
+    if (p.pid == 0) {
+        dup2(pipefd[1], STDOUT_FILENO);
+        close(pipefd[0]);
+        execl("/bin/sh", "sh", "-c", extra, (char *)NULL);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    p.out = fdopen(pipefd[0], "r");
+    struct pollfd pfd = {pipefd[0], POLLIN, 0};
+    cr_assert_eq(poll(&pfd, 1, 5000), 1);
+    cr_assert_not_null(fgets(line, sizeof(line), p.out));
+    char hostport[128];
+    cr_assert_eq(sscanf(strstr(line, "listening on ") + 13, "%127s", hostport), 1, "%s", line);
+    cr_assert_eq(tt_addr_parse_hostport(&p.addr, hostport), 0);
+
+    /* Two workers, one connection each: the kernel's reuseport hash decides which
+     * listener gets a client, so open clients until both workers are full. */
+    int fds[8], n = 0, served = 0;
+    for (; n < 8 && served < 2; n++) {
+        fds[n] = chatter(&p.addr);
+        if (echoes(fds[n], "x"))
+            served++;
+    }
+    cr_assert_eq(served, 2, "both workers serve one client each (%d clients opened)", n);
+    cr_expect_eq(count_rows(path), 2, "rows in the live table");
+    /* Any further client waits in a backlog: it connects but gets no echo. */
+    int extra_fd = chatter(&p.addr);
+    struct timeval tv = {0, 300000};
+    setsockopt(extra_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    cr_expect(!echoes(extra_fd, "y"), "the extra client waits");
+    /* Everyone leaves; then the waiting ones are served (their bytes were queued). */
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    tv.tv_sec = 3;
+    tv.tv_usec = 0;
+    setsockopt(extra_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char buf[16];
+    read_until(extra_fd, "y", buf, sizeof(buf));
+    cr_expect_str_eq(buf, "y", "the waiting client was served once a slot freed");
+    close(extra_fd);
+    cr_expect_eq(stop(&p), 0);
+}

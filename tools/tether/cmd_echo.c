@@ -1,9 +1,13 @@
 /* `tether echo`: an echo server. Every byte a client sends comes back to it; when a
  * client finishes sending (FIN), the server finishes too once the echo is flushed.
- * SIGINT/SIGTERM stop it cleanly: the listener is closed, connections destroyed,
- * and it exits 0. */
+ * SIGINT/SIGTERM shut down gracefully: the listener closes, every connection is
+ * ended (FIN after what is queued), those still open after 2 s are destroyed, and
+ * it exits 0. --workers spreads clients over several loops. */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -12,11 +16,12 @@
 #include "cli_liveness.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:7000"
+#define SHUTDOWN_MS 2000
 
 typedef struct echo {
     tt_server_t *srv;
     bool verbose;
-    uint64_t closed, abnormal;
+    atomic_uint_fast64_t closed, abnormal; /* counted on every worker's thread */
 } echo_t;
 
 /* One process, one server: the handlers find the state here (accepted connections
@@ -25,7 +30,8 @@ static echo_t g_echo;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: tether echo [--listen ADDR:PORT] [--verbose] [--framing F]\n"
+    fprintf(f, "usage: tether echo [--listen ADDR:PORT] [--verbose] [--framing F] [--workers N]\n"
+               "                   [--max-conns N] [--admin SOCKET] [--metrics ADDR:PORT]\n"
                "\n"
                "Echo server: sends back every byte it receives. When a client ends its\n"
                "side, the server ends its side after the echo is flushed.\n"
@@ -35,13 +41,18 @@ static void usage(FILE *f)
                "                          [IPv6], localhost, or empty (:PORT) for all\n"
                "                          addresses, IPv4 and IPv6\n"
                "  -v, --verbose           one line on stderr per connection opened/closed\n"
+               "      --workers N         N loops on N threads sharing the port (SO_REUSEPORT)\n"
+               "      --max-conns N       at most N clients at once (per worker); more wait\n"
+               "                          in the kernel's backlog until one leaves\n"
+               "      --admin SOCKET      serve the connection table for `tether stat`\n"
+               "      --metrics ADDR:PORT serve Prometheus metrics over HTTP\n"
                CLI_LIVENESS_USAGE
                CLI_FRAMING_USAGE_ECHO
                "  -h, --help              this text\n"
                "\n"
                "Prints 'tether echo: listening on ADDR:PORT' on stdout once listening (the\n"
-               "actual port when 0 was asked). SIGINT or SIGTERM closes the listener and\n"
-               "every connection, then exits 0.\n"
+               "actual port when 0 was asked). SIGINT or SIGTERM closes the listener, ends\n"
+               "every connection, destroys what is still open after 2 s, then exits 0.\n"
                "\n"
                "Exit status: 0 stopped by a signal, 1 could not listen, 2 bad usage.\n");
 }
@@ -81,9 +92,9 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
     bool graceful = info->kind == TT_CLOSE_PEER_CLOSED || info->kind == TT_CLOSE_LOCAL_END ||
                     info->kind == TT_CLOSE_LOCAL_DESTROY;
 
-    g_echo.closed++;
+    atomic_fetch_add(&g_echo.closed, 1);
     if (!graceful)
-        g_echo.abnormal++;
+        atomic_fetch_add(&g_echo.abnormal, 1);
     if (g_echo.verbose) {
         tt_conn_stats_t st;
         tt_conn_get_stats(c, &st);
@@ -94,36 +105,73 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
     }
 }
 
-static int collect(tt_conn_t *c, void *arg)
+static void on_shutdown(tt_server_t *srv, size_t ended, size_t destroyed, void *arg)
 {
-    tt_conn_t ***cursor = arg;
-    *(*cursor)++ = c;
-    return 0;
+    (void)srv, (void)arg;
+    if (g_echo.verbose)
+        fprintf(stderr, "tether echo: shut down: %zu ended, %zu destroyed\n", ended, destroyed);
 }
 
-/* Close the listener and destroy every connection. Idempotent: a second signal
- * during shutdown finds nothing left to do. */
+/* Graceful shutdown of the single-loop server. Idempotent: a second signal during
+ * shutdown finds nothing left to do (the deadline destroys stragglers). */
 static void shutdown_all(void)
 {
     tt_server_t *srv = g_echo.srv;
-    size_t n;
 
     if (srv == NULL)
         return;
     g_echo.srv = NULL;
-    /* tt_server_foreach may not close connections: collect first, then destroy.
-     * They must be collected before tt_server_close, which forgets them. */
-    n = tt_server_conn_count(srv);
-    tt_conn_t **conns = n ? calloc(n, sizeof(*conns)) : NULL;
-    tt_conn_t **cursor = conns;
-    if (conns != NULL)
-        tt_server_foreach(srv, collect, &cursor);
-    tt_server_close(srv);
-    for (tt_conn_t **p = conns; p != NULL && p < cursor; p++)
-        tt_destroy(*p, 0);
-    free(conns);
-    /* Without the list (out of memory) the connections still end: nothing else holds
-     * them, but they would have to wait for their peers. Destroying is the norm. */
+    if (tt_server_shutdown(srv, SHUTDOWN_MS, on_shutdown, NULL) < 0)
+        tt_server_close(srv);
+}
+
+/* --workers N: the main thread only waits for SIGINT/SIGTERM. */
+static int run_workers(const tt_addr_t *addr, const tt_server_opts_t *so,
+                       const tt_conn_handlers_t *h, unsigned n, const tt_admin_opts_t *ao)
+{
+    tt_workers_opts_t wo = {.count = n};
+    tt_workers_t *set;
+    tt_admin_t *admin = NULL;
+    tt_addr_t bound;
+    char buf[TT_ADDR_STRLEN];
+    sigset_t sigs;
+    int sig = 0, err;
+
+    /* Worker threads inherit the mask: the signals come to sigwait() below. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    err = tt_workers_start(addr, &wo, so, h, NULL, &set);
+    if (err < 0) {
+        cli_error("listen %s: %s", cli_addr_str(addr, buf), tt_strerror(err));
+        return CLI_EXIT_FAIL;
+    }
+    if (ao != NULL && (err = tt_admin_start_workers(set, ao, &admin)) < 0) {
+        cli_error("echo: admin endpoint: %s", tt_strerror(err));
+        tt_workers_stop(set, 0);
+        return CLI_EXIT_FAIL;
+    }
+    tt_workers_addr(set, &bound);
+    printf("tether echo: listening on %s (%u workers)\n", cli_addr_str(&bound, buf), n);
+    fflush(stdout);
+    sigwait(&sigs, &sig);
+    if (admin != NULL)
+        tt_admin_close(admin);
+    tt_workers_stop(set, SHUTDOWN_MS);
+    if (g_echo.verbose)
+        fprintf(stderr, "tether echo: stopped by signal %d; %" PRIu64 " connections closed\n",
+                sig, (uint64_t)atomic_load(&g_echo.closed));
+    return CLI_EXIT_OK;
+}
+
+static int parse_count(const char *opt, const char *text, unsigned long max, unsigned long *out)
+{
+    char *end;
+    *out = strtoul(text, &end, 10);
+    if (*text == '\0' || *end != '\0' || *out == 0 || *out > max)
+        return cli_usage_error("echo", "bad %s '%s' (1..%lu)", opt, text, max);
+    return 0;
 }
 
 int cmd_echo(int argc, char **argv)
@@ -131,6 +179,10 @@ int cmd_echo(int argc, char **argv)
     static const struct option longopts[] = {{"listen", required_argument, NULL, 'l'},
                                              {"verbose", no_argument, NULL, 'v'},
                                              {"help", no_argument, NULL, 'h'},
+                                             {"workers", required_argument, NULL, 'W'},
+                                             {"max-conns", required_argument, NULL, 'M'},
+                                             {"admin", required_argument, NULL, 'A'},
+                                             {"metrics", required_argument, NULL, 'P'},
                                              CLI_LIVENESS_LONGOPTS,
                                              CLI_FRAMING_LONGOPTS,
                                              {NULL, 0, NULL, 0}};
@@ -142,7 +194,10 @@ int cmd_echo(int argc, char **argv)
     const char *listen = DEFAULT_LISTEN;
     char buf[TT_ADDR_STRLEN];
     tt_loop_t *loop;
-    tt_addr_t addr;
+    tt_addr_t addr, maddr;
+    tt_admin_opts_t ao = {0};
+    tt_admin_t *admin = NULL;
+    unsigned long workers = 1, max_conns = 0;
     bool first = true;
     int ch, err, status = CLI_EXIT_OK;
 
@@ -157,6 +212,22 @@ int cmd_echo(int argc, char **argv)
         case 'h':
             usage(stdout);
             return CLI_EXIT_OK;
+        case 'W':
+            if (parse_count("--workers", optarg, 256, &workers) != 0)
+                return CLI_EXIT_USAGE;
+            break;
+        case 'M':
+            if (parse_count("--max-conns", optarg, 1UL << 30, &max_conns) != 0)
+                return CLI_EXIT_USAGE;
+            break;
+        case 'A':
+            ao.unix_path = optarg;
+            break;
+        case 'P':
+            if (cli_parse_addr("echo", optarg, false, &maddr) < 0)
+                return CLI_EXIT_USAGE;
+            ao.metrics_addr = &maddr;
+            break;
         case CLI_OPT_IDLE_TIMEOUT:
         case CLI_OPT_HEARTBEAT:
         case CLI_OPT_DETECT_WITHIN:
@@ -177,15 +248,28 @@ int cmd_echo(int argc, char **argv)
     if (cli_parse_addr("echo", listen, false, &addr) < 0)
         return CLI_EXIT_USAGE;
 
+    tt_server_opts_t so = {.liveness = cli_liveness_opts(&lv),
+                           .frame = cli_framing_opts(&fr),
+                           .max_conns = max_conns};
+    bool serve_admin = ao.unix_path != NULL || ao.metrics_addr != NULL;
+    if (workers > 1)
+        return run_workers(&addr, &so, &h, (unsigned)workers, serve_admin ? &ao : NULL);
+
     err = tt_loop_init(&loop);
     if (err < 0) {
         cli_error("echo: %s", tt_strerror(err));
         return CLI_EXIT_FAIL;
     }
-    tt_server_opts_t so = {.liveness = cli_liveness_opts(&lv), .frame = cli_framing_opts(&fr)};
     err = tt_server_listen(loop, &addr, &so, &h, NULL, &g_echo.srv);
     if (err < 0) {
         cli_error("listen %s: %s", listen, tt_strerror(err));
+        tt_loop_close(loop);
+        return CLI_EXIT_FAIL;
+    }
+    if (serve_admin && (err = tt_admin_start(g_echo.srv, &ao, &admin)) < 0) {
+        cli_error("echo: admin endpoint: %s", tt_strerror(err));
+        tt_server_close(g_echo.srv);
+        tt_loop_run(loop, TT_RUN_NOWAIT);
         tt_loop_close(loop);
         return CLI_EXIT_FAIL;
     }
@@ -202,8 +286,13 @@ int cmd_echo(int argc, char **argv)
 
     /* Runs until a signal stops it (the server keeps the loop alive); then shut
      * down and run again to deliver every on_close. */
-    while (tt_loop_run(loop, TT_RUN_DEFAULT) == 1)
+    while (tt_loop_run(loop, TT_RUN_DEFAULT) == 1) {
+        if (admin != NULL) {
+            tt_admin_close(admin);
+            admin = NULL;
+        }
         shutdown_all();
+    }
     cli_signals_restore();
     err = tt_loop_close(loop);
     if (err < 0) {
@@ -212,6 +301,6 @@ int cmd_echo(int argc, char **argv)
     }
     if (g_echo.verbose)
         fprintf(stderr, "tether echo: stopped by signal %d; %" PRIu64 " connections closed\n",
-                cli_signal_caught(), g_echo.closed);
+                cli_signal_caught(), (uint64_t)atomic_load(&g_echo.closed));
     return status;
 }
