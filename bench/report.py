@@ -122,6 +122,18 @@ def main():
                 row += " | " + " | ".join(ratio(med["tether"], med[o]) for o in others)
             w(row + " |")
         w("")
+        w("## Round-to-round spread of messages/s (max ÷ min over rounds)\n")
+        w("How far to trust the ratios above: a spread of 1.3 means rounds of the same "
+          "server and configuration differed by 30 %; ratios inside that are noise.\n")
+        w("| conns | size | pipeline | " + " | ".join(servers) + " |")
+        w("|" + "---|" * (3 + len(servers)))
+        for k in keys:
+            cells = []
+            for s in servers:
+                v = [x for x in tp[k].get(s, []) if x]
+                cells.append("%.2f" % (max(v) / min(v)) if len(v) > 1 else "–")
+            w("| %s | %s | %s | " % k + " | ".join(cells) + " |")
+        w("")
         w("Client-side errors over all throughput runs (connect errors + dropped "
           "connections + failed runs): " +
           ", ".join("%s %d" % (s, errs[s]) for s in servers) + ".\n")
