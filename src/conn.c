@@ -303,13 +303,14 @@ static void finish_close(tt_conn_t *c)
     if (c->server != NULL)
         tt__server_unlink(c); /* first: per-address accounting reads the peer */
     if (fd >= 0) {
-        tt_tcp_info_t ti;
-        if (tt__sock_tcp_info(fd, &ti) == 0) {
-            /* Both kernel figures count sequence space, not data: tcpi_bytes_acked
-             * includes the SYN of an active open and our FIN, SIOCOUTQ includes a
-             * FIN not yet acknowledged (tcp(7), RFC 793 3.3). Report data bytes:
-             * what was written minus what the kernel still holds. */
-            uint64_t unacked = ti.outq_bytes;
+        uint32_t outq = 0;
+        /* Only a connection that wrote can have unacknowledged bytes: skip the
+         * ioctl on the rest (this runs for every connection that ever closes). */
+        if (c->written > 0 && tt__sock_outq(fd, &outq) == 0) {
+            /* SIOCOUTQ counts sequence space, not data: it includes a FIN not yet
+             * acknowledged (tcp(7), RFC 793 3.3); so does tcpi_bytes_acked, with the
+             * SYN too. Report data bytes: written minus what the kernel still holds. */
+            uint64_t unacked = outq;
             if ((c->flags & F_WR_SHUT) && unacked > 0)
                 unacked--;
             info.bytes_unacked = unacked < c->written ? unacked : c->written;
@@ -555,16 +556,21 @@ static void queue_emptied(tt_conn_t *c, bool from_loop)
         return;
     }
     if ((c->flags & F_WANT_END) && !(c->flags & F_WR_SHUT)) {
+        if (c->flags & F_RD_EOF) {
+            /* Both sides are done: close() sends what the kernel still holds, then
+             * the FIN (nothing unread, so no RST); a shutdown() first would only
+             * cost a system call on every short-lived connection. */
+            tt__conn_close(c, (c->flags & F_ENDED_FIRST) ? TT_CLOSE_LOCAL_END
+                                                         : TT_CLOSE_PEER_CLOSED, 0);
+            return;
+        }
         if (shutdown(c->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
             int err = -errno;
             tt__conn_close(c, kind_of(err), err);
             return;
         }
         c->flags |= F_WR_SHUT;
-        if (c->flags & F_RD_EOF)
-            tt__conn_close(c, (c->flags & F_ENDED_FIRST) ? TT_CLOSE_LOCAL_END
-                                                         : TT_CLOSE_PEER_CLOSED, 0);
-        else if (c->linger_ms > 0)
+        if (c->linger_ms > 0)
             tt__wheel_start(&c->loop->wheel, &c->deadline,
                             tt__loop_deadline(c->loop, c->linger_ms));
     }

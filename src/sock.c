@@ -60,6 +60,15 @@ int tt__sock_local(int fd, tt_addr_t *out) { return get_name(fd, out, 0); }
 
 int tt__sock_peer(int fd, tt_addr_t *out) { return get_name(fd, out, 1); }
 
+int tt__sock_outq(int fd, uint32_t *out)
+{
+    int v = 0;
+    if (ioctl(fd, SIOCOUTQ, &v) < 0)
+        return -errno;
+    *out = v > 0 ? (uint32_t)v : 0;
+    return 0;
+}
+
 int tt__sock_tcp_info(int fd, tt_tcp_info_t *out)
 {
     struct tcp_info ti;

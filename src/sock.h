@@ -3,6 +3,7 @@
 #define TT_SOCK_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "tether.h"
 
@@ -14,6 +15,8 @@ int tt__sock_set_int(int fd, int level, int opt, int value);
 int tt__sock_set_reset_on_close(int fd);
 /* Pending socket error (SO_ERROR) as -errno, or 0. */
 int tt__sock_error(int fd);
+/* SIOCOUTQ: bytes in the send queue not yet acknowledged (tcp(7)). 0 or -errno. */
+int tt__sock_outq(int fd, uint32_t *out);
 /* TCP_INFO plus SIOCOUTQ/SIOCOUTQNSD. 0 or -errno. */
 int tt__sock_tcp_info(int fd, tt_tcp_info_t *out);
 int tt__sock_local(int fd, tt_addr_t *out);
