@@ -390,6 +390,233 @@ typedef struct tt_tcp_info {
 /* Returns 0, -EINVAL, -ENOTCONN (closed), or the getsockopt errno. */
 TT_EXTERN int tt_conn_get_tcp_info(const tt_conn_t *conn, tt_tcp_info_t *out);
 
+/* ---- liveness -----------------------------------------------------------------
+ * Liveness settings live as long as their connection; they are off until set.
+ * A peer that loses power, whose cable is pulled or whose NAT entry expires sends
+ * no FIN and no RST: these mechanisms notice it, and the close reason says which
+ * one did (docs/liveness.md). Every timer is one lazy wheel timer per connection:
+ * reads and writes only store a timestamp. */
+
+/* Idle kinds: tt_close_info_t.detail of a TT_CLOSE_IDLE_TIMEOUT and on_idle's
+ * argument. */
+#define TT_IDLE_READ 1  /* nothing received for the read-idle time */
+#define TT_IDLE_WRITE 2 /* nothing written for the write-idle time */
+#define TT_IDLE_ALL 3   /* neither received nor written for the all-idle time */
+
+/* Bounds and presets for the one knob, "detect a vanished peer within N ms". */
+#define TT_DETECT_MIN_MS 100
+#define TT_DETECT_RELAXED_MS 36000 /* tolerant of long stalls; ~36 s to notice */
+#define TT_DETECT_STRICT_MS 8000   /* interactive services; ~8 s to notice */
+
+/* Every liveness setting at once. Zero means "off" ("leave the socket option
+ * alone" for keepalive and user timeout), except where detect_within_ms derives
+ * a value: fields marked (derived) that are 0 are filled from it. */
+typedef struct tt_liveness_opts {
+    uint64_t detect_within_ms; /* the one knob; 0: derive nothing */
+    uint64_t idle_read_ms;     /* TT_IDLE_READ timeout */
+    uint64_t idle_write_ms;    /* TT_IDLE_WRITE timeout */
+    uint64_t idle_all_ms;      /* TT_IDLE_ALL timeout */
+    uint64_t heartbeat_ms;     /* (derived) write-idle time after which a ping is sent */
+    uint64_t dead_after_ms;    /* (derived) silence after which the peer is dead */
+    const void *ping;          /* heartbeat bytes (copied); NULL: the framing ping */
+    size_t ping_len;
+    const void *pong;          /* answer to a received ping (copied); NULL: no answering */
+    size_t pong_len;
+    int keepalive_idle_s;      /* (derived) TCP_KEEPIDLE; all three 0: keepalive untouched */
+    int keepalive_intvl_s;     /* (derived) TCP_KEEPINTVL */
+    int keepalive_cnt;         /* (derived) TCP_KEEPCNT */
+    uint64_t user_timeout_ms;  /* (derived) TCP_USER_TIMEOUT */
+} tt_liveness_opts_t;
+
+/* Fill `out` (zeroed first) with the values derived from `detect_within_ms`:
+ * heartbeat N/4, dead-after 9N/10, user timeout 3N/5, and keepalive probes that
+ * end within 9N/10 in whole seconds (at least 1 s idle + 1 probe of 1 s, so below
+ * ~2.2 s the heartbeat and user timeout carry the deadline). Returns 0 or -EINVAL
+ * (out NULL, or N outside TT_DETECT_MIN_MS..TT_TIMEOUT_MAX). */
+TT_EXTERN int tt_liveness_derive(uint64_t detect_within_ms, tt_liveness_opts_t *out);
+
+/* Apply every setting of `o` (ping/pong bytes are copied); NULL turns the idle
+ * timeouts and heartbeat off (socket options stay as they are). Timers count from
+ * this call. Returns 0, -EINVAL (bad value; nothing changed), -ENOMEM, -ENOTCONN
+ * (closing), or the setsockopt errno (timers are then set, options partly). */
+TT_EXTERN int tt_conn_set_liveness(tt_conn_t *conn, const tt_liveness_opts_t *o);
+
+/* The one knob: notice a vanished peer (no FIN, no RST), a stopped peer process,
+ * or a peer not acknowledging data within `ms`, whether the connection is idle,
+ * receiving, or blocked sending. Sets heartbeat, dead-after, keepalive and user
+ * timeout as tt_liveness_derive() says; idle timeouts and heartbeat bytes are kept.
+ * The peer must send something at least every dead-after time: it answers the
+ * heartbeat (see tt_conn_set_heartbeat_bytes and framing pings) or runs its own.
+ * 0 turns heartbeat and dead-after off. Returns as tt_conn_set_liveness. */
+TT_EXTERN int tt_conn_set_detect_within(tt_conn_t *conn, uint64_t ms);
+
+/* Idle timeout of `kind` (TT_IDLE_READ/WRITE/ALL); 0 turns it off. When it runs
+ * out, on_idle decides; without on_idle the connection closes with
+ * TT_CLOSE_IDLE_TIMEOUT, error TT_EIDLE, detail `kind`. Returns 0, -EINVAL (bad
+ * kind, ms above TT_TIMEOUT_MAX), -ENOMEM or -ENOTCONN. */
+TT_EXTERN int tt_conn_set_idle_timeout(tt_conn_t *conn, int kind, uint64_t ms);
+
+/* Heartbeat: after `interval_ms` without writing, send the ping (see
+ * tt_conn_set_heartbeat_bytes; with framing on and no bytes set, the framing
+ * layer's ping; with neither, nothing is sent). After `dead_after_ms` without
+ * receiving a byte, close with TT_CLOSE_HEARTBEAT_TIMEOUT, error TT_EHEARTBEAT (the
+ * socket is reset: the peer is presumed gone). While reading is paused, bytes the
+ * kernel received count; while the app's own data is being acknowledged, that
+ * counts too (checked when the dead-after time runs out). 0 turns either off.
+ * Returns 0, -EINVAL, -ENOMEM or -ENOTCONN. */
+TT_EXTERN int tt_conn_set_heartbeat(tt_conn_t *conn, uint64_t interval_ms,
+                                    uint64_t dead_after_ms);
+/* The heartbeat bytes, copied. `ping` is what the heartbeat sends. With `pong`
+ * set, answering is on: a read made only of whole pings and pongs is heartbeat
+ * traffic, not passed to on_data, and each ping in it is answered with the pong.
+ * This is best-effort for unframed streams (a ping that arrives glued to other
+ * bytes is data); with framing, pings are the framing layer's job. NULL/0 clears either.
+ * Returns 0, -EINVAL (NULL with a length, or over 4096 bytes), -ENOMEM, -ENOTCONN. */
+TT_EXTERN int tt_conn_set_heartbeat_bytes(tt_conn_t *conn, const void *ping, size_t ping_len,
+                                          const void *pong, size_t pong_len);
+/* SO_KEEPALIVE on with TCP_KEEPIDLE, TCP_KEEPINTVL (seconds, 1..32767) and
+ * TCP_KEEPCNT (1..127): an idle peer that does not answer `cnt` probes fails the
+ * connection with ETIMEDOUT (TT_CLOSE_KERNEL_TIMEOUT). Keepalive never fires while
+ * data is unacknowledged: see tt_conn_set_user_timeout. Returns 0, -EINVAL,
+ * -ENOTCONN, or the setsockopt errno. */
+TT_EXTERN int tt_conn_set_keepalive_params(tt_conn_t *conn, int idle_s, int intvl_s, int cnt);
+/* TCP_USER_TIMEOUT: data left unacknowledged this long fails the connection with
+ * ETIMEDOUT (tcp(7), RFC 5482); 0 restores the kernel default. Returns 0, -EINVAL
+ * (above INT_MAX), -ENOTCONN, or the setsockopt errno. */
+TT_EXTERN int tt_conn_set_user_timeout(tt_conn_t *conn, uint64_t ms);
+
+/* ---- framing ------------------------------------------------------------------
+ * Framing lives on a connection from tt_conn_set_framing() until it is turned off
+ * or the connection closes. It turns TCP's byte stream into messages: received
+ * bytes go to on_message (one call per whole message) instead of on_data, and
+ * tt_send_message*() write the header each message needs. A frame over the limit,
+ * or malformed input, closes only that connection (TT_CLOSE_FRAME_TOO_LARGE with
+ * TT_EFRAMESIZE, TT_CLOSE_PROTOCOL_ERROR with TT_EPROTOCOL; on_error then
+ * on_close). Memory never follows a length the peer claims: a partial frame is
+ * held in a buffer that grows with the bytes actually received, up to the limit
+ * plus the header, and is freed as soon as the frame completes. See
+ * docs/framing.md. */
+
+typedef enum tt_frame_kind {
+    TT_FRAME_LENGTH = 1, /* a length field (Netty's LengthFieldBasedFrameDecoder) */
+    TT_FRAME_VARINT,     /* a base-128 varint length (protobuf length-delimited) */
+    TT_FRAME_DELIMITER,  /* messages end with a byte string ("\n", "\r\n", ...) */
+    TT_FRAME_FIXED,      /* every message has the same size */
+    TT_FRAME_CUSTOM      /* a user callback finds the frames */
+} tt_frame_kind_t;
+
+/* Largest delimiter, in bytes. */
+#define TT_FRAME_DELIM_MAX 16
+/* max_frame 0 means this (1 MiB); no codec accepts more than TT_FRAME_MAX_LIMIT. */
+#define TT_FRAME_DEFAULT_MAX ((size_t)1 << 20)
+#define TT_FRAME_MAX_LIMIT ((size_t)1 << 30)
+
+/* Custom decoder: look at the `len` buffered bytes of the stream, starting at a
+ * frame boundary, and return
+ *   0            need more bytes;
+ *   N > 0        the first N bytes are one frame; on_message gets them without the
+ *                first *skip bytes (*skip is 0 on entry and must stay <= N);
+ *   TT_EPROTOCOL malformed (any other negative value is treated the same);
+ *   TT_EFRAMESIZE the frame will be larger than the limit.
+ * It runs on the loop's thread, may be called again on the same bytes after more
+ * arrive, and must answer the same for the same bytes; it must not call tether.
+ * tether enforces the limit itself: N over max_frame, or max_frame bytes buffered
+ * with the answer still 0, closes the connection with TT_EFRAMESIZE. */
+typedef ssize_t (*tt_frame_decode_cb)(const void *buf, size_t len, size_t *skip, void *arg);
+
+/* Framing options; tt_conn_set_framing() copies them (delimiter bytes included).
+ * Start from a preset below and adjust. */
+typedef struct tt_frame_opts {
+    tt_frame_kind_t kind;
+    /* Largest message delivered to on_message (header and delimiter not
+     * counted; CUSTOM: the largest frame N); 0: TT_FRAME_DEFAULT_MAX. */
+    size_t max_frame;
+    /* LENGTH and VARINT only: the length fields all-ones (ping) and all-ones
+     * minus one (pong) are control frames with no body; a ping is answered with
+     * a pong, neither reaches on_message. Off by default: both ends must agree. */
+    bool control;
+    struct {
+        uint8_t offset;     /* bytes before the length field (sent as zeros) */
+        uint8_t size;       /* width of the field: 1, 2, 4 or 8 */
+        bool little_endian; /* byte order of the field (default big-endian) */
+        int32_t adjust;     /* added to the field to get the bytes that follow
+                               the field: -(offset + size) when the length
+                               counts the whole frame, 0 when only the body */
+        uint32_t strip;     /* bytes dropped from the front of each frame before
+                               delivery: offset + size to deliver just the body */
+    } length;
+    struct {
+        const void *bytes; /* the delimiter (1..TT_FRAME_DELIM_MAX bytes) */
+        size_t len;
+        bool accept_lf;    /* with "\r\n": a bare "\n" ends a message too */
+    } delim;
+    size_t fixed_size; /* FIXED: every message is this many bytes (1..max_frame) */
+    struct {
+        tt_frame_decode_cb decode;
+        void *arg;
+    } custom;
+} tt_frame_opts_t;
+
+/* Presets (max_frame 0: the default limit). Length prefixes deliver only the
+ * body; delimiters deliver the message without its delimiter. */
+TT_EXTERN tt_frame_opts_t tt_frame_u16be(size_t max_frame);
+TT_EXTERN tt_frame_opts_t tt_frame_u32be(size_t max_frame);
+TT_EXTERN tt_frame_opts_t tt_frame_u32le(size_t max_frame);
+/* A field of `size` bytes (1, 2, 4, 8) holding the body length, body follows. */
+TT_EXTERN tt_frame_opts_t tt_frame_length(uint8_t size, bool little_endian, size_t max_frame);
+TT_EXTERN tt_frame_opts_t tt_frame_varint(size_t max_frame);
+/* Lines ending in "\n". */
+TT_EXTERN tt_frame_opts_t tt_frame_line(size_t max_frame);
+/* Lines ending in "\r\n"; with accept_lf a bare "\n" ends a line too. Either way
+ * the "\r\n" or "\n" is not part of the message. */
+TT_EXTERN tt_frame_opts_t tt_frame_crlf(bool accept_lf, size_t max_frame);
+/* Messages ending in the `len` bytes at `bytes` (copied when the options are
+ * applied, so they must stay valid until then). */
+TT_EXTERN tt_frame_opts_t tt_frame_delimiter(const void *bytes, size_t len, size_t max_frame);
+TT_EXTERN tt_frame_opts_t tt_frame_fixed(size_t size);
+TT_EXTERN tt_frame_opts_t tt_frame_custom(tt_frame_decode_cb decode, void *arg,
+                                          size_t max_frame);
+
+/* Turn framing on (or change it) with a copy of `opts`, or off with NULL (bytes
+ * then go to on_data again). From inside on_message the switch applies from the
+ * next byte of the stream, so a protocol may change framing mid-stream (a line
+ * handshake, then length-prefixed messages); from on_data, from the next read.
+ * No callback runs inside this call. For every connection of a server use
+ * tt_server_opts_t.frame (or call this in on_open: no byte has been read yet).
+ * Returns 0, -EINVAL (conn NULL, invalid options), -ENOTCONN (closing), -EBUSY
+ * (part of a frame is buffered and would be lost; nothing changed), or -ENOMEM. */
+TT_EXTERN int tt_conn_set_framing(tt_conn_t *conn, const tt_frame_opts_t *opts);
+/* Whether framing is on (false for NULL). */
+TT_EXTERN bool tt_conn_is_framed(const tt_conn_t *conn);
+/* Bytes of a partial frame held for the connection (0 between frames: then no
+ * buffer is allocated; also 0 with framing off or conn NULL). */
+TT_EXTERN size_t tt_conn_frame_buffered(const tt_conn_t *conn);
+
+/* Send one message: tether writes the header and the message with one writev
+ * when the queue is empty, and copies only what the socket did not take (as
+ * tt_sendv). LENGTH/VARINT: header = offset zero bytes then the length field;
+ * DELIMITER: the message must not contain the delimiter (a bare "\n" with
+ * accept_lf), which is appended ("\r\n" for crlf); FIXED: len must be the size;
+ * CUSTOM: the message must already be one whole frame and is sent as it is.
+ * Counted in messages_out. Returns as tt_send, plus -EMSGSIZE (len over
+ * max_frame, or not representable in the length field, or not the fixed size),
+ * -EINVAL (delimiter inside the message) and -ENOTCONN (framing is off). */
+TT_EXTERN int tt_send_message(tt_conn_t *conn, const void *msg, size_t len);
+/* The same for a message gathered from `iovcnt` buffers (copied as needed). */
+TT_EXTERN int tt_send_messagev(tt_conn_t *conn, const struct iovec *iov, int iovcnt);
+/* Hand `buf` over: the payload is never copied (the small header is) and
+ * free_cb(buf, arg) runs once it is written or dropped, from the loop. On an
+ * error return free_cb is NOT called and the caller still owns buf; if the
+ * connection had to be closed for lack of memory after the header was queued, it
+ * is closed with TT_CLOSE_IO_ERROR and -ENOMEM is returned. Returns as
+ * tt_send_message. */
+TT_EXTERN int tt_send_message_owned(tt_conn_t *conn, void *buf, size_t len, tt_free_cb free_cb,
+                                    void *arg);
+/* Queue a ping control frame (options with control on). The peer's pong is
+ * consumed by tether; any bytes received count as a sign of life. Returns as
+ * tt_send, plus -ENOTCONN (framing off) and -ENOTSUP (control frames off). */
+TT_EXTERN int tt_send_ping(tt_conn_t *conn);
+
 /* ---- client -------------------------------------------------------------------
  * A client connection is created by tt_connect() and lives until its on_close. */
 
@@ -412,6 +639,151 @@ typedef struct tt_connect_opts {
  * socket()/bind() (-EMFILE, -EADDRINUSE, ...); then no connection exists. */
 TT_EXTERN int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *opts,
                          const tt_conn_handlers_t *h, void *data, tt_conn_t **out);
+
+/* ---- names ----------------------------------------------------------------------
+ * A lookup lives from tt_resolve() (or tt_resolve_reverse()) until its callback
+ * returns or it is cancelled. The resolver belongs to the loop: created by the first
+ * lookup that needs DNS (or by tt_loop_set_resolver) and freed by tt_loop_close.
+ *
+ * Lookups run on the loop with c-ares: no thread, no blocking call. /etc/hosts is
+ * read before DNS. "localhost" (and names under it, RFC 6761), numeric addresses
+ * ("10.0.0.1", "::1", "[::1]", "fe80::1%eth0") and the empty host or "*" (the
+ * wildcard, for listeners) are answered without any DNS traffic. Results are always
+ * delivered by the loop, never inside the call. */
+
+typedef struct tt_resolve tt_resolve_t;
+
+typedef struct tt_resolver_opts {
+    const char *servers; /* "127.0.0.1:5353,[::1]:53" (copied); NULL: /etc/resolv.conf */
+    uint64_t timeout_ms; /* first try's timeout per server; c-ares doubles it on every
+                            round of retries. 0: resolv.conf, else 5000 */
+    unsigned tries;      /* tries per server; 0: resolv.conf, else 4 */
+    bool no_hosts;       /* do not read /etc/hosts (DNS only) */
+} tt_resolver_opts_t;
+
+/* Answer of a forward lookup: `status` is 0 with `count` > 0 addresses (port set,
+ * in the order of RFC 6724 preference; lent until the callback returns), or
+ * TT_ENOTFOUND (no such name, or no address of the asked family), TT_ETEMPFAIL
+ * (server failure or refusal: retrying later may work), TT_EDNSTIMEOUT (no answer
+ * after every try), -ENOMEM, or -EINVAL (malformed name); addrs is NULL then. The
+ * request handle is freed when the callback returns. */
+typedef void (*tt_resolve_cb)(tt_resolve_t *req, int status, const tt_addr_t *addrs,
+                              size_t count, void *data);
+/* Answer of a reverse lookup: `name` (lent) is the host name of the address, or NULL
+ * with the same errors as above. */
+typedef void (*tt_resolve_name_cb)(tt_resolve_t *req, int status, const char *name,
+                                   void *data);
+
+/* Configure the loop's resolver: its servers, timeout and tries. Replaces the
+ * configuration of an existing resolver. `opts` is copied. Returns 0, -EINVAL (bad
+ * argument or unparsable server list), -EBUSY (lookups in flight), -ENOMEM, or -EIO
+ * (the system configuration could not be read). */
+TT_EXTERN int tt_loop_set_resolver(tt_loop_t *loop, const tt_resolver_opts_t *opts);
+
+/* Resolve `host` for `port` and the given family (AF_UNSPEC for both, AF_INET,
+ * AF_INET6). cb fires once, from the loop, unless the lookup is cancelled first.
+ * `*out` (may be NULL) is valid until then. Returns 0, -EINVAL (NULL argument, bad
+ * family, name over 254 characters), -ENOMEM, or the errors of creating the
+ * resolver (see tt_loop_set_resolver). */
+TT_EXTERN int tt_resolve(tt_loop_t *loop, const char *host, uint16_t port, int family,
+                         tt_resolve_cb cb, void *data, tt_resolve_t **out);
+/* Find the name of an address (the PTR record, or /etc/hosts). cb fires once from
+ * the loop. Returns as tt_resolve. */
+TT_EXTERN int tt_resolve_reverse(tt_loop_t *loop, const tt_addr_t *addr, tt_resolve_name_cb cb,
+                                 void *data, tt_resolve_t **out);
+/* Cancel a pending lookup: its callback will not be called and the handle is gone.
+ * Returns 0, or -EINVAL (NULL, or called from the lookup's own callback). */
+TT_EXTERN int tt_resolve_cancel(tt_resolve_t *req);
+/* The user pointer given to tt_resolve. */
+TT_EXTERN void *tt_resolve_get_data(const tt_resolve_t *req);
+
+/* ---- connecting to a name ---------------------------------------------------------
+ * A connection made by tt_connect_host() lives, like any client connection, until
+ * its on_close; it gets exactly one on_close even if no address was ever tried. */
+
+/* RFC 8305 section 8: the recommended connection attempt delay. */
+#define TT_DEFAULT_ATTEMPT_DELAY 250
+
+/* Connect to `host` (a name, or any text tt_resolve takes) and `port` with Happy
+ * Eyeballs (RFC 8305): the addresses are ordered IPv6 first, alternating families;
+ * the first attempt starts, and each next one starts when the previous fails or
+ * after opts->attempt_delay_ms while earlier ones are still pending. The first to
+ * connect wins and becomes the connection; the others are closed. timeout_ms bounds
+ * everything from the call (lookup included).
+ *
+ * On 0, *out is a connection in TT_STATE_CONNECTING with no socket yet
+ * (tt_conn_fd() is -1 until it opens); sends are queued. on_open, or on_close
+ * follows from the loop: TT_CLOSE_CONNECT_FAILED with TT_ENOTFOUND, TT_ETEMPFAIL,
+ * TT_EDNSTIMEOUT or the last attempt's errno (-ECONNREFUSED, ...), or
+ * TT_CLOSE_CONNECT_TIMEOUT. tt_destroy() while connecting cancels the lookup and
+ * every attempt. bind_addr restricts the attempts to its family (use port 0: the
+ * attempts overlap). Returns 0, -EINVAL (NULL argument, bad option, bind_addr of
+ * the wrong family), -ENODEV (no such bind_device), -ENOMEM, or the resolver's
+ * creation errors; then no connection exists. */
+TT_EXTERN int tt_connect_host(tt_loop_t *loop, const char *host, uint16_t port,
+                              const tt_connect_opts_t *opts, const tt_conn_handlers_t *h,
+                              void *data, tt_conn_t **out);
+
+/* ---- reconnecting client ----------------------------------------------------------
+ * A client lives from tt_client_start() until tt_client_close(); it owns the
+ * successive connections it makes to one host and port, each of which still gets
+ * its own exactly-once on_close. */
+
+typedef struct tt_client tt_client_t;
+
+/* Client events; any member may be NULL. The struct is copied. */
+typedef struct tt_client_handlers {
+    /* Connection attempt `attempt` (1, 2, ... since the last successful connect)
+     * starts now, after waiting `delay_ms`. */
+    void (*on_attempt)(tt_client_t *cl, unsigned attempt, uint64_t delay_ms);
+    /* A connection opened (after its own on_open). */
+    void (*on_connected)(tt_client_t *cl, tt_conn_t *conn);
+    /* A connection ended, or an attempt failed (after the connection's on_close;
+     * info->kind tells which). The next attempt is scheduled when this returns. */
+    void (*on_disconnected)(tt_client_t *cl, const tt_close_info_t *info);
+    /* max_attempts consecutive attempts failed; `error` is the last one's. The
+     * client makes no more attempts; it still has to be closed. */
+    void (*on_give_up)(tt_client_t *cl, int error);
+} tt_client_handlers_t;
+
+typedef struct tt_client_opts {
+    tt_connect_opts_t connect; /* for every connection (see tt_connect_host) */
+    uint64_t min_delay_ms;     /* delay before the first retry; 0: 100 */
+    uint64_t max_delay_ms;     /* the doubling stops here; 0: 30000 */
+    unsigned jitter_pct;       /* 0..100: each delay is drawn from [d - d*pct/100, d];
+                                  0: exact delays */
+    unsigned max_attempts;     /* give up after this many consecutive failed attempts;
+                                  0: never */
+    bool keep_unsent;          /* carry bytes not yet written to the kernel over to
+                                  the next connection (else they are dropped) */
+} tt_client_opts_t;
+
+/* Start a client: the first attempt is made at once (from the loop). After a
+ * connection is lost or an attempt fails, the next attempt waits min_delay_ms,
+ * then twice as long each time, up to max_delay_ms, less the jitter; a successful
+ * connect resets the doubling. Every connection gets a copy of `h` and starts with
+ * user data `data`. `opts` may be NULL. Returns 0 and *out, -EINVAL (NULL argument,
+ * bad option, min above max), -ENODEV (no such bind_device), or -ENOMEM. */
+TT_EXTERN int tt_client_start(tt_loop_t *loop, const char *host, uint16_t port,
+                              const tt_client_opts_t *opts, const tt_client_handlers_t *ch,
+                              const tt_conn_handlers_t *h, void *data, tt_client_t **out);
+/* Stop reconnecting and destroy the current connection (its on_close still comes,
+ * from the loop; no client event does). The client is freed once that has been
+ * delivered. Safe inside any callback. Returns 0 or -EINVAL. */
+TT_EXTERN int tt_client_close(tt_client_t *cl);
+/* The current connection (connecting or open), or NULL between attempts. */
+TT_EXTERN tt_conn_t *tt_client_conn(const tt_client_t *cl);
+/* Copy `len` bytes and send them on the current connection (queued while it is
+ * connecting); with keep_unsent they are also held between connections and go out
+ * on the next one. Returns as tt_send, plus -ENOTCONN (no connection and
+ * keep_unsent off). */
+TT_EXTERN int tt_client_send(tt_client_t *cl, const void *buf, size_t len);
+/* The client that owns `conn`, or NULL. */
+TT_EXTERN tt_client_t *tt_conn_client(const tt_conn_t *conn);
+TT_EXTERN void *tt_client_get_data(const tt_client_t *cl);
+TT_EXTERN void tt_client_set_data(tt_client_t *cl, void *data);
+/* Attempts made since the last successful connect (0 while connected). */
+TT_EXTERN unsigned tt_client_attempts(const tt_client_t *cl);
 
 /* ---- server -------------------------------------------------------------------
  * A server lives from tt_server_listen() until tt_server_close(); connections it
@@ -585,100 +957,91 @@ TT_EXTERN const char *tt_group_name(const tt_group_t *g);
 TT_EXTERN int tt_group_broadcast(tt_group_t *g, const void *buf, size_t len,
                                  const tt_conn_t *except);
 
-/* ---- liveness -----------------------------------------------------------------
- * Liveness settings live as long as their connection; they are off until set.
- * A peer that loses power, whose cable is pulled or whose NAT entry expires sends
- * no FIN and no RST: these mechanisms notice it, and the close reason says which
- * one did (docs/liveness.md). Every timer is one lazy wheel timer per connection:
- * reads and writes only store a timestamp. */
+/* ---- workers: one loop per core ---------------------------------------------------
+ * A worker set lives from tt_workers_start() to tt_workers_stop(): N threads, each
+ * running its own loop with its own server on the same address. A connection
+ * lives on one worker's loop for life; its callbacks run on that thread. */
 
-/* Idle kinds: tt_close_info_t.detail of a TT_CLOSE_IDLE_TIMEOUT and on_idle's
- * argument. */
-#define TT_IDLE_READ 1  /* nothing received for the read-idle time */
-#define TT_IDLE_WRITE 2 /* nothing written for the write-idle time */
-#define TT_IDLE_ALL 3   /* neither received nor written for the all-idle time */
+typedef struct tt_workers tt_workers_t;
 
-/* Bounds and presets for the one knob, "detect a vanished peer within N ms". */
-#define TT_DETECT_MIN_MS 100
-#define TT_DETECT_RELAXED_MS 36000 /* tolerant of long stalls; ~36 s to notice */
-#define TT_DETECT_STRICT_MS 8000   /* interactive services; ~8 s to notice */
+typedef struct tt_workers_opts {
+    unsigned count;    /* threads; 0: the number of online CPUs */
+    /* Default: every worker listens with SO_REUSEPORT and the kernel balances new
+     * connections (only sockets of the same effective user may share a port, so
+     * another user's process cannot take connections away). With no_reuseport,
+     * worker 0 accepts for all and hands sockets round-robin to the others. */
+    bool no_reuseport;
+    /* Runs on each worker's thread once its server exists, before it accepts: the
+     * place to set per-loop state (audit hooks, groups, timers). */
+    void (*on_start)(tt_workers_t *set, unsigned index, tt_loop_t *loop, tt_server_t *srv,
+                     void *arg);
+    void *arg;
+} tt_workers_opts_t;
 
-/* Every liveness setting at once. Zero means "off" ("leave the socket option
- * alone" for keepalive and user timeout), except where detect_within_ms derives
- * a value: fields marked (derived) that are 0 are filled from it. */
-typedef struct tt_liveness_opts {
-    uint64_t detect_within_ms; /* the one knob; 0: derive nothing */
-    uint64_t idle_read_ms;     /* TT_IDLE_READ timeout */
-    uint64_t idle_write_ms;    /* TT_IDLE_WRITE timeout */
-    uint64_t idle_all_ms;      /* TT_IDLE_ALL timeout */
-    uint64_t heartbeat_ms;     /* (derived) write-idle time after which a ping is sent */
-    uint64_t dead_after_ms;    /* (derived) silence after which the peer is dead */
-    const void *ping;          /* heartbeat bytes (copied); NULL: the framing ping */
-    size_t ping_len;
-    const void *pong;          /* answer to a received ping (copied); NULL: no answering */
-    size_t pong_len;
-    int keepalive_idle_s;      /* (derived) TCP_KEEPIDLE; all three 0: keepalive untouched */
-    int keepalive_intvl_s;     /* (derived) TCP_KEEPINTVL */
-    int keepalive_cnt;         /* (derived) TCP_KEEPCNT */
-    uint64_t user_timeout_ms;  /* (derived) TCP_USER_TIMEOUT */
-} tt_liveness_opts_t;
+/* Start the workers (sopts, h and data as for tt_server_listen, applied to every
+ * worker; port 0 is resolved once and shared). Blocks until every worker listens.
+ * Returns 0 and *out, -EINVAL, -ENOMEM, or the first worker's listen error (then
+ * every started worker was stopped again). */
+TT_EXTERN int tt_workers_start(const tt_addr_t *addr, const tt_workers_opts_t *wopts,
+                               const tt_server_opts_t *sopts, const tt_conn_handlers_t *h,
+                               void *data, tt_workers_t **out);
+/* Graceful stop: each worker runs tt_server_shutdown(deadline_ms), then its loop
+ * ends; joins the threads and frees everything. Blocking; call it from a thread
+ * that is not a worker. Returns 0 or -EINVAL. */
+TT_EXTERN int tt_workers_stop(tt_workers_t *set, uint64_t deadline_ms);
+TT_EXTERN unsigned tt_workers_count(const tt_workers_t *set);
+/* Worker i's loop (for tt_loop_post), or NULL. */
+TT_EXTERN tt_loop_t *tt_workers_loop(const tt_workers_t *set, unsigned i);
+/* The address every worker listens on (with the port chosen). 0 or -EINVAL. */
+TT_EXTERN int tt_workers_addr(const tt_workers_t *set, tt_addr_t *out);
+/* Broadcast to every connection of every worker except `except`. Thread-safe: the
+ * payload is copied once and each worker queues it on its own thread. `except` is
+ * only read (its id) during the call, so call it on the thread that owns `except`
+ * (typically from that connection's callback), or pass NULL. Returns 0,
+ * -EINVAL, or -ENOMEM. */
+TT_EXTERN int tt_workers_broadcast(tt_workers_t *set, const void *buf, size_t len,
+                                   const tt_conn_t *except);
 
-/* Fill `out` (zeroed first) with the values derived from `detect_within_ms`:
- * heartbeat N/4, dead-after 9N/10, user timeout 3N/5, and keepalive probes that
- * end within 9N/10 in whole seconds (at least 1 s idle + 1 probe of 1 s, so below
- * ~2.2 s the heartbeat and user timeout carry the deadline). Returns 0 or -EINVAL
- * (out NULL, or N outside TT_DETECT_MIN_MS..TT_TIMEOUT_MAX). */
-TT_EXTERN int tt_liveness_derive(uint64_t detect_within_ms, tt_liveness_opts_t *out);
+typedef void (*tt_workers_visit_cb)(tt_workers_t *set, unsigned index, tt_loop_t *loop,
+                                    tt_server_t *srv, void *arg);
+/* Run fn on every worker's thread (srv may be NULL once stopping) and wait until
+ * all have run: how to list connections or gather figures across loops. fn runs
+ * concurrently on different threads, so it must guard what it shares. Blocking;
+ * returns 0, -EINVAL, -ENOMEM, or -EDEADLK when called from a worker thread. */
+TT_EXTERN int tt_workers_visit(tt_workers_t *set, tt_workers_visit_cb fn, void *arg);
 
-/* Apply every setting of `o` (ping/pong bytes are copied); NULL turns the idle
- * timeouts and heartbeat off (socket options stay as they are). Timers count from
- * this call. Returns 0, -EINVAL (bad value; nothing changed), -ENOMEM, -ENOTCONN
- * (closing), or the setsockopt errno (timers are then set, options partly). */
-TT_EXTERN int tt_conn_set_liveness(tt_conn_t *conn, const tt_liveness_opts_t *o);
+/* ---- operations endpoints ----------------------------------------------------------
+ * An admin endpoint lives from tt_admin_start*() to tt_admin_close(); it serves
+ * the live connection table (for `tether stat`) and/or Prometheus metrics. */
 
-/* The one knob: notice a vanished peer (no FIN, no RST), a stopped peer process,
- * or a peer not acknowledging data within `ms`, whether the connection is idle,
- * receiving, or blocked sending. Sets heartbeat, dead-after, keepalive and user
- * timeout as tt_liveness_derive() says; idle timeouts and heartbeat bytes are kept.
- * The peer must send something at least every dead-after time: it answers the
- * heartbeat (see tt_conn_set_heartbeat_bytes and framing pings) or runs its own.
- * 0 turns heartbeat and dead-after off. Returns as tt_conn_set_liveness. */
-TT_EXTERN int tt_conn_set_detect_within(tt_conn_t *conn, uint64_t ms);
+typedef struct tt_admin tt_admin_t;
 
-/* Idle timeout of `kind` (TT_IDLE_READ/WRITE/ALL); 0 turns it off. When it runs
- * out, on_idle decides; without on_idle the connection closes with
- * TT_CLOSE_IDLE_TIMEOUT, error TT_EIDLE, detail `kind`. Returns 0, -EINVAL (bad
- * kind, ms above TT_TIMEOUT_MAX), -ENOMEM or -ENOTCONN. */
-TT_EXTERN int tt_conn_set_idle_timeout(tt_conn_t *conn, int kind, uint64_t ms);
+typedef struct tt_admin_opts {
+    /* Unix socket serving the connection table, created with permission 0600 (a
+     * stale socket at the path is replaced; another kind of file is an error). */
+    const char *unix_path;
+    /* TCP address serving the Prometheus text exposition of server totals over
+     * HTTP/1.0 (any request path). */
+    const tt_addr_t *metrics_addr;
+} tt_admin_opts_t;
 
-/* Heartbeat: after `interval_ms` without writing, send the ping (see
- * tt_conn_set_heartbeat_bytes; with framing on and no bytes set, the framing
- * layer's ping; with neither, nothing is sent). After `dead_after_ms` without
- * receiving a byte, close with TT_CLOSE_HEARTBEAT_TIMEOUT, error TT_EHEARTBEAT (the
- * socket is reset: the peer is presumed gone). While reading is paused, bytes the
- * kernel received count; while the app's own data is being acknowledged, that
- * counts too (checked when the dead-after time runs out). 0 turns either off.
- * Returns 0, -EINVAL, -ENOMEM or -ENOTCONN. */
-TT_EXTERN int tt_conn_set_heartbeat(tt_conn_t *conn, uint64_t interval_ms,
-                                    uint64_t dead_after_ms);
-/* The heartbeat bytes, copied. `ping` is what the heartbeat sends. With `pong`
- * set, answering is on: a read made only of whole pings and pongs is heartbeat
- * traffic, not passed to on_data, and each ping in it is answered with the pong.
- * This is best-effort for unframed streams (a ping that arrives glued to other
- * bytes is data); with framing, pings are the framing layer's job. NULL/0 clears either.
- * Returns 0, -EINVAL (NULL with a length, or over 4096 bytes), -ENOMEM, -ENOTCONN. */
-TT_EXTERN int tt_conn_set_heartbeat_bytes(tt_conn_t *conn, const void *ping, size_t ping_len,
-                                          const void *pong, size_t pong_len);
-/* SO_KEEPALIVE on with TCP_KEEPIDLE, TCP_KEEPINTVL (seconds, 1..32767) and
- * TCP_KEEPCNT (1..127): an idle peer that does not answer `cnt` probes fails the
- * connection with ETIMEDOUT (TT_CLOSE_KERNEL_TIMEOUT). Keepalive never fires while
- * data is unacknowledged: see tt_conn_set_user_timeout. Returns 0, -EINVAL,
- * -ENOTCONN, or the setsockopt errno. */
-TT_EXTERN int tt_conn_set_keepalive_params(tt_conn_t *conn, int idle_s, int intvl_s, int cnt);
-/* TCP_USER_TIMEOUT: data left unacknowledged this long fails the connection with
- * ETIMEDOUT (tcp(7), RFC 5482); 0 restores the kernel default. Returns 0, -EINVAL
- * (above INT_MAX), -ENOTCONN, or the setsockopt errno. */
-TT_EXTERN int tt_conn_set_user_timeout(tt_conn_t *conn, uint64_t ms);
+/* The table format: a header line of tab-separated column names (id, worker, local,
+ * peer, state, age_ms, bytes_in, bytes_out, pkts_in, pkts_out, msgs_in, msgs_out,
+ * queued, rtt_us, retrans), then one tab-separated row per connection. */
+
+/* Serve `srv` (on its loop). Returns 0, -EINVAL (nothing to serve), -ENAMETOOLONG,
+ * -EEXIST (a non-socket file at unix_path), -ENOMEM, or the bind/listen errno. */
+TT_EXTERN int tt_admin_start(tt_server_t *srv, const tt_admin_opts_t *opts, tt_admin_t **out);
+/* Serve every worker of `set`, from a thread and loop of the endpoint's own (rows
+ * are gathered with tt_workers_visit). Same returns. */
+TT_EXTERN int tt_admin_start_workers(tt_workers_t *set, const tt_admin_opts_t *opts,
+                                     tt_admin_t **out);
+/* Stop serving and remove the socket file. Single-server mode: call on the server's
+ * loop thread; worker mode: from any thread but the endpoint's. Returns 0 or -EINVAL. */
+TT_EXTERN int tt_admin_close(tt_admin_t *admin);
+/* The table for `srv` as text in a malloc'd buffer the caller frees. Returns 0,
+ * -EINVAL, or -ENOMEM. */
+TT_EXTERN int tt_server_format_table(tt_server_t *srv, char **out, size_t *len);
 
 /* ---- udp ----------------------------------------------------------------------
  * A UDP socket lives from tt_udp_open() until the on_close that follows
@@ -889,369 +1252,6 @@ typedef struct tt_udp_stats {
 
 /* Fill `out`. Returns 0 or -EINVAL. */
 TT_EXTERN int tt_udp_get_stats(const tt_udp_t *u, tt_udp_stats_t *out);
-
-/* ---- framing ------------------------------------------------------------------
- * Framing lives on a connection from tt_conn_set_framing() until it is turned off
- * or the connection closes. It turns TCP's byte stream into messages: received
- * bytes go to on_message (one call per whole message) instead of on_data, and
- * tt_send_message*() write the header each message needs. A frame over the limit,
- * or malformed input, closes only that connection (TT_CLOSE_FRAME_TOO_LARGE with
- * TT_EFRAMESIZE, TT_CLOSE_PROTOCOL_ERROR with TT_EPROTOCOL; on_error then
- * on_close). Memory never follows a length the peer claims: a partial frame is
- * held in a buffer that grows with the bytes actually received, up to the limit
- * plus the header, and is freed as soon as the frame completes. See
- * docs/framing.md. */
-
-typedef enum tt_frame_kind {
-    TT_FRAME_LENGTH = 1, /* a length field (Netty's LengthFieldBasedFrameDecoder) */
-    TT_FRAME_VARINT,     /* a base-128 varint length (protobuf length-delimited) */
-    TT_FRAME_DELIMITER,  /* messages end with a byte string ("\n", "\r\n", ...) */
-    TT_FRAME_FIXED,      /* every message has the same size */
-    TT_FRAME_CUSTOM      /* a user callback finds the frames */
-} tt_frame_kind_t;
-
-/* Largest delimiter, in bytes. */
-#define TT_FRAME_DELIM_MAX 16
-/* max_frame 0 means this (1 MiB); no codec accepts more than TT_FRAME_MAX_LIMIT. */
-#define TT_FRAME_DEFAULT_MAX ((size_t)1 << 20)
-#define TT_FRAME_MAX_LIMIT ((size_t)1 << 30)
-
-/* Custom decoder: look at the `len` buffered bytes of the stream, starting at a
- * frame boundary, and return
- *   0            need more bytes;
- *   N > 0        the first N bytes are one frame; on_message gets them without the
- *                first *skip bytes (*skip is 0 on entry and must stay <= N);
- *   TT_EPROTOCOL malformed (any other negative value is treated the same);
- *   TT_EFRAMESIZE the frame will be larger than the limit.
- * It runs on the loop's thread, may be called again on the same bytes after more
- * arrive, and must answer the same for the same bytes; it must not call tether.
- * tether enforces the limit itself: N over max_frame, or max_frame bytes buffered
- * with the answer still 0, closes the connection with TT_EFRAMESIZE. */
-typedef ssize_t (*tt_frame_decode_cb)(const void *buf, size_t len, size_t *skip, void *arg);
-
-/* Framing options; tt_conn_set_framing() copies them (delimiter bytes included).
- * Start from a preset below and adjust. */
-typedef struct tt_frame_opts {
-    tt_frame_kind_t kind;
-    /* Largest message delivered to on_message (header and delimiter not
-     * counted; CUSTOM: the largest frame N); 0: TT_FRAME_DEFAULT_MAX. */
-    size_t max_frame;
-    /* LENGTH and VARINT only: the length fields all-ones (ping) and all-ones
-     * minus one (pong) are control frames with no body; a ping is answered with
-     * a pong, neither reaches on_message. Off by default: both ends must agree. */
-    bool control;
-    struct {
-        uint8_t offset;     /* bytes before the length field (sent as zeros) */
-        uint8_t size;       /* width of the field: 1, 2, 4 or 8 */
-        bool little_endian; /* byte order of the field (default big-endian) */
-        int32_t adjust;     /* added to the field to get the bytes that follow
-                               the field: -(offset + size) when the length
-                               counts the whole frame, 0 when only the body */
-        uint32_t strip;     /* bytes dropped from the front of each frame before
-                               delivery: offset + size to deliver just the body */
-    } length;
-    struct {
-        const void *bytes; /* the delimiter (1..TT_FRAME_DELIM_MAX bytes) */
-        size_t len;
-        bool accept_lf;    /* with "\r\n": a bare "\n" ends a message too */
-    } delim;
-    size_t fixed_size; /* FIXED: every message is this many bytes (1..max_frame) */
-    struct {
-        tt_frame_decode_cb decode;
-        void *arg;
-    } custom;
-} tt_frame_opts_t;
-
-/* Presets (max_frame 0: the default limit). Length prefixes deliver only the
- * body; delimiters deliver the message without its delimiter. */
-TT_EXTERN tt_frame_opts_t tt_frame_u16be(size_t max_frame);
-TT_EXTERN tt_frame_opts_t tt_frame_u32be(size_t max_frame);
-TT_EXTERN tt_frame_opts_t tt_frame_u32le(size_t max_frame);
-/* A field of `size` bytes (1, 2, 4, 8) holding the body length, body follows. */
-TT_EXTERN tt_frame_opts_t tt_frame_length(uint8_t size, bool little_endian, size_t max_frame);
-TT_EXTERN tt_frame_opts_t tt_frame_varint(size_t max_frame);
-/* Lines ending in "\n". */
-TT_EXTERN tt_frame_opts_t tt_frame_line(size_t max_frame);
-/* Lines ending in "\r\n"; with accept_lf a bare "\n" ends a line too. Either way
- * the "\r\n" or "\n" is not part of the message. */
-TT_EXTERN tt_frame_opts_t tt_frame_crlf(bool accept_lf, size_t max_frame);
-/* Messages ending in the `len` bytes at `bytes` (copied when the options are
- * applied, so they must stay valid until then). */
-TT_EXTERN tt_frame_opts_t tt_frame_delimiter(const void *bytes, size_t len, size_t max_frame);
-TT_EXTERN tt_frame_opts_t tt_frame_fixed(size_t size);
-TT_EXTERN tt_frame_opts_t tt_frame_custom(tt_frame_decode_cb decode, void *arg,
-                                          size_t max_frame);
-
-/* Turn framing on (or change it) with a copy of `opts`, or off with NULL (bytes
- * then go to on_data again). From inside on_message the switch applies from the
- * next byte of the stream, so a protocol may change framing mid-stream (a line
- * handshake, then length-prefixed messages); from on_data, from the next read.
- * No callback runs inside this call. For every connection of a server use
- * tt_server_opts_t.frame (or call this in on_open: no byte has been read yet).
- * Returns 0, -EINVAL (conn NULL, invalid options), -ENOTCONN (closing), -EBUSY
- * (part of a frame is buffered and would be lost; nothing changed), or -ENOMEM. */
-TT_EXTERN int tt_conn_set_framing(tt_conn_t *conn, const tt_frame_opts_t *opts);
-/* Whether framing is on (false for NULL). */
-TT_EXTERN bool tt_conn_is_framed(const tt_conn_t *conn);
-/* Bytes of a partial frame held for the connection (0 between frames: then no
- * buffer is allocated; also 0 with framing off or conn NULL). */
-TT_EXTERN size_t tt_conn_frame_buffered(const tt_conn_t *conn);
-
-/* Send one message: tether writes the header and the message with one writev
- * when the queue is empty, and copies only what the socket did not take (as
- * tt_sendv). LENGTH/VARINT: header = offset zero bytes then the length field;
- * DELIMITER: the message must not contain the delimiter (a bare "\n" with
- * accept_lf), which is appended ("\r\n" for crlf); FIXED: len must be the size;
- * CUSTOM: the message must already be one whole frame and is sent as it is.
- * Counted in messages_out. Returns as tt_send, plus -EMSGSIZE (len over
- * max_frame, or not representable in the length field, or not the fixed size),
- * -EINVAL (delimiter inside the message) and -ENOTCONN (framing is off). */
-TT_EXTERN int tt_send_message(tt_conn_t *conn, const void *msg, size_t len);
-/* The same for a message gathered from `iovcnt` buffers (copied as needed). */
-TT_EXTERN int tt_send_messagev(tt_conn_t *conn, const struct iovec *iov, int iovcnt);
-/* Hand `buf` over: the payload is never copied (the small header is) and
- * free_cb(buf, arg) runs once it is written or dropped, from the loop. On an
- * error return free_cb is NOT called and the caller still owns buf; if the
- * connection had to be closed for lack of memory after the header was queued, it
- * is closed with TT_CLOSE_IO_ERROR and -ENOMEM is returned. Returns as
- * tt_send_message. */
-TT_EXTERN int tt_send_message_owned(tt_conn_t *conn, void *buf, size_t len, tt_free_cb free_cb,
-                                    void *arg);
-/* Queue a ping control frame (options with control on). The peer's pong is
- * consumed by tether; any bytes received count as a sign of life. Returns as
- * tt_send, plus -ENOTCONN (framing off) and -ENOTSUP (control frames off). */
-TT_EXTERN int tt_send_ping(tt_conn_t *conn);
-
-/* ---- workers: one loop per core ---------------------------------------------------
- * A worker set lives from tt_workers_start() to tt_workers_stop(): N threads, each
- * running its own loop with its own server on the same address. A connection
- * lives on one worker's loop for life; its callbacks run on that thread. */
-
-typedef struct tt_workers tt_workers_t;
-
-typedef struct tt_workers_opts {
-    unsigned count;    /* threads; 0: the number of online CPUs */
-    /* Default: every worker listens with SO_REUSEPORT and the kernel balances new
-     * connections (only sockets of the same effective user may share a port, so
-     * another user's process cannot take connections away). With no_reuseport,
-     * worker 0 accepts for all and hands sockets round-robin to the others. */
-    bool no_reuseport;
-    /* Runs on each worker's thread once its server exists, before it accepts: the
-     * place to set per-loop state (audit hooks, groups, timers). */
-    void (*on_start)(tt_workers_t *set, unsigned index, tt_loop_t *loop, tt_server_t *srv,
-                     void *arg);
-    void *arg;
-} tt_workers_opts_t;
-
-/* Start the workers (sopts, h and data as for tt_server_listen, applied to every
- * worker; port 0 is resolved once and shared). Blocks until every worker listens.
- * Returns 0 and *out, -EINVAL, -ENOMEM, or the first worker's listen error (then
- * every started worker was stopped again). */
-TT_EXTERN int tt_workers_start(const tt_addr_t *addr, const tt_workers_opts_t *wopts,
-                               const tt_server_opts_t *sopts, const tt_conn_handlers_t *h,
-                               void *data, tt_workers_t **out);
-/* Graceful stop: each worker runs tt_server_shutdown(deadline_ms), then its loop
- * ends; joins the threads and frees everything. Blocking; call it from a thread
- * that is not a worker. Returns 0 or -EINVAL. */
-TT_EXTERN int tt_workers_stop(tt_workers_t *set, uint64_t deadline_ms);
-TT_EXTERN unsigned tt_workers_count(const tt_workers_t *set);
-/* Worker i's loop (for tt_loop_post), or NULL. */
-TT_EXTERN tt_loop_t *tt_workers_loop(const tt_workers_t *set, unsigned i);
-/* The address every worker listens on (with the port chosen). 0 or -EINVAL. */
-TT_EXTERN int tt_workers_addr(const tt_workers_t *set, tt_addr_t *out);
-/* Broadcast to every connection of every worker except `except`. Thread-safe: the
- * payload is copied once and each worker queues it on its own thread. `except` is
- * only read (its id) during the call, so call it on the thread that owns `except`
- * (typically from that connection's callback), or pass NULL. Returns 0,
- * -EINVAL, or -ENOMEM. */
-TT_EXTERN int tt_workers_broadcast(tt_workers_t *set, const void *buf, size_t len,
-                                   const tt_conn_t *except);
-
-typedef void (*tt_workers_visit_cb)(tt_workers_t *set, unsigned index, tt_loop_t *loop,
-                                    tt_server_t *srv, void *arg);
-/* Run fn on every worker's thread (srv may be NULL once stopping) and wait until
- * all have run: how to list connections or gather figures across loops. fn runs
- * concurrently on different threads, so it must guard what it shares. Blocking;
- * returns 0, -EINVAL, -ENOMEM, or -EDEADLK when called from a worker thread. */
-TT_EXTERN int tt_workers_visit(tt_workers_t *set, tt_workers_visit_cb fn, void *arg);
-
-/* ---- names ----------------------------------------------------------------------
- * A lookup lives from tt_resolve() (or tt_resolve_reverse()) until its callback
- * returns or it is cancelled. The resolver belongs to the loop: created by the first
- * lookup that needs DNS (or by tt_loop_set_resolver) and freed by tt_loop_close.
- *
- * Lookups run on the loop with c-ares: no thread, no blocking call. /etc/hosts is
- * read before DNS. "localhost" (and names under it, RFC 6761), numeric addresses
- * ("10.0.0.1", "::1", "[::1]", "fe80::1%eth0") and the empty host or "*" (the
- * wildcard, for listeners) are answered without any DNS traffic. Results are always
- * delivered by the loop, never inside the call. */
-
-typedef struct tt_resolve tt_resolve_t;
-
-typedef struct tt_resolver_opts {
-    const char *servers; /* "127.0.0.1:5353,[::1]:53" (copied); NULL: /etc/resolv.conf */
-    uint64_t timeout_ms; /* first try's timeout per server; c-ares doubles it on every
-                            round of retries. 0: resolv.conf, else 5000 */
-    unsigned tries;      /* tries per server; 0: resolv.conf, else 4 */
-    bool no_hosts;       /* do not read /etc/hosts (DNS only) */
-} tt_resolver_opts_t;
-
-/* Answer of a forward lookup: `status` is 0 with `count` > 0 addresses (port set,
- * in the order of RFC 6724 preference; lent until the callback returns), or
- * TT_ENOTFOUND (no such name, or no address of the asked family), TT_ETEMPFAIL
- * (server failure or refusal: retrying later may work), TT_EDNSTIMEOUT (no answer
- * after every try), -ENOMEM, or -EINVAL (malformed name); addrs is NULL then. The
- * request handle is freed when the callback returns. */
-typedef void (*tt_resolve_cb)(tt_resolve_t *req, int status, const tt_addr_t *addrs,
-                              size_t count, void *data);
-/* Answer of a reverse lookup: `name` (lent) is the host name of the address, or NULL
- * with the same errors as above. */
-typedef void (*tt_resolve_name_cb)(tt_resolve_t *req, int status, const char *name,
-                                   void *data);
-
-/* Configure the loop's resolver: its servers, timeout and tries. Replaces the
- * configuration of an existing resolver. `opts` is copied. Returns 0, -EINVAL (bad
- * argument or unparsable server list), -EBUSY (lookups in flight), -ENOMEM, or -EIO
- * (the system configuration could not be read). */
-TT_EXTERN int tt_loop_set_resolver(tt_loop_t *loop, const tt_resolver_opts_t *opts);
-
-/* Resolve `host` for `port` and the given family (AF_UNSPEC for both, AF_INET,
- * AF_INET6). cb fires once, from the loop, unless the lookup is cancelled first.
- * `*out` (may be NULL) is valid until then. Returns 0, -EINVAL (NULL argument, bad
- * family, name over 254 characters), -ENOMEM, or the errors of creating the
- * resolver (see tt_loop_set_resolver). */
-TT_EXTERN int tt_resolve(tt_loop_t *loop, const char *host, uint16_t port, int family,
-                         tt_resolve_cb cb, void *data, tt_resolve_t **out);
-/* Find the name of an address (the PTR record, or /etc/hosts). cb fires once from
- * the loop. Returns as tt_resolve. */
-TT_EXTERN int tt_resolve_reverse(tt_loop_t *loop, const tt_addr_t *addr, tt_resolve_name_cb cb,
-                                 void *data, tt_resolve_t **out);
-/* Cancel a pending lookup: its callback will not be called and the handle is gone.
- * Returns 0, or -EINVAL (NULL, or called from the lookup's own callback). */
-TT_EXTERN int tt_resolve_cancel(tt_resolve_t *req);
-/* The user pointer given to tt_resolve. */
-TT_EXTERN void *tt_resolve_get_data(const tt_resolve_t *req);
-
-/* ---- connecting to a name ---------------------------------------------------------
- * A connection made by tt_connect_host() lives, like any client connection, until
- * its on_close; it gets exactly one on_close even if no address was ever tried. */
-
-/* RFC 8305 section 8: the recommended connection attempt delay. */
-#define TT_DEFAULT_ATTEMPT_DELAY 250
-
-/* Connect to `host` (a name, or any text tt_resolve takes) and `port` with Happy
- * Eyeballs (RFC 8305): the addresses are ordered IPv6 first, alternating families;
- * the first attempt starts, and each next one starts when the previous fails or
- * after opts->attempt_delay_ms while earlier ones are still pending. The first to
- * connect wins and becomes the connection; the others are closed. timeout_ms bounds
- * everything from the call (lookup included).
- *
- * On 0, *out is a connection in TT_STATE_CONNECTING with no socket yet
- * (tt_conn_fd() is -1 until it opens); sends are queued. on_open, or on_close
- * follows from the loop: TT_CLOSE_CONNECT_FAILED with TT_ENOTFOUND, TT_ETEMPFAIL,
- * TT_EDNSTIMEOUT or the last attempt's errno (-ECONNREFUSED, ...), or
- * TT_CLOSE_CONNECT_TIMEOUT. tt_destroy() while connecting cancels the lookup and
- * every attempt. bind_addr restricts the attempts to its family (use port 0: the
- * attempts overlap). Returns 0, -EINVAL (NULL argument, bad option, bind_addr of
- * the wrong family), -ENODEV (no such bind_device), -ENOMEM, or the resolver's
- * creation errors; then no connection exists. */
-TT_EXTERN int tt_connect_host(tt_loop_t *loop, const char *host, uint16_t port,
-                              const tt_connect_opts_t *opts, const tt_conn_handlers_t *h,
-                              void *data, tt_conn_t **out);
-
-/* ---- reconnecting client ----------------------------------------------------------
- * A client lives from tt_client_start() until tt_client_close(); it owns the
- * successive connections it makes to one host and port, each of which still gets
- * its own exactly-once on_close. */
-
-typedef struct tt_client tt_client_t;
-
-/* Client events; any member may be NULL. The struct is copied. */
-typedef struct tt_client_handlers {
-    /* Connection attempt `attempt` (1, 2, ... since the last successful connect)
-     * starts now, after waiting `delay_ms`. */
-    void (*on_attempt)(tt_client_t *cl, unsigned attempt, uint64_t delay_ms);
-    /* A connection opened (after its own on_open). */
-    void (*on_connected)(tt_client_t *cl, tt_conn_t *conn);
-    /* A connection ended, or an attempt failed (after the connection's on_close;
-     * info->kind tells which). The next attempt is scheduled when this returns. */
-    void (*on_disconnected)(tt_client_t *cl, const tt_close_info_t *info);
-    /* max_attempts consecutive attempts failed; `error` is the last one's. The
-     * client makes no more attempts; it still has to be closed. */
-    void (*on_give_up)(tt_client_t *cl, int error);
-} tt_client_handlers_t;
-
-typedef struct tt_client_opts {
-    tt_connect_opts_t connect; /* for every connection (see tt_connect_host) */
-    uint64_t min_delay_ms;     /* delay before the first retry; 0: 100 */
-    uint64_t max_delay_ms;     /* the doubling stops here; 0: 30000 */
-    unsigned jitter_pct;       /* 0..100: each delay is drawn from [d - d*pct/100, d];
-                                  0: exact delays */
-    unsigned max_attempts;     /* give up after this many consecutive failed attempts;
-                                  0: never */
-    bool keep_unsent;          /* carry bytes not yet written to the kernel over to
-                                  the next connection (else they are dropped) */
-} tt_client_opts_t;
-
-/* Start a client: the first attempt is made at once (from the loop). After a
- * connection is lost or an attempt fails, the next attempt waits min_delay_ms,
- * then twice as long each time, up to max_delay_ms, less the jitter; a successful
- * connect resets the doubling. Every connection gets a copy of `h` and starts with
- * user data `data`. `opts` may be NULL. Returns 0 and *out, -EINVAL (NULL argument,
- * bad option, min above max), -ENODEV (no such bind_device), or -ENOMEM. */
-TT_EXTERN int tt_client_start(tt_loop_t *loop, const char *host, uint16_t port,
-                              const tt_client_opts_t *opts, const tt_client_handlers_t *ch,
-                              const tt_conn_handlers_t *h, void *data, tt_client_t **out);
-/* Stop reconnecting and destroy the current connection (its on_close still comes,
- * from the loop; no client event does). The client is freed once that has been
- * delivered. Safe inside any callback. Returns 0 or -EINVAL. */
-TT_EXTERN int tt_client_close(tt_client_t *cl);
-/* The current connection (connecting or open), or NULL between attempts. */
-TT_EXTERN tt_conn_t *tt_client_conn(const tt_client_t *cl);
-/* Copy `len` bytes and send them on the current connection (queued while it is
- * connecting); with keep_unsent they are also held between connections and go out
- * on the next one. Returns as tt_send, plus -ENOTCONN (no connection and
- * keep_unsent off). */
-TT_EXTERN int tt_client_send(tt_client_t *cl, const void *buf, size_t len);
-/* The client that owns `conn`, or NULL. */
-TT_EXTERN tt_client_t *tt_conn_client(const tt_conn_t *conn);
-TT_EXTERN void *tt_client_get_data(const tt_client_t *cl);
-TT_EXTERN void tt_client_set_data(tt_client_t *cl, void *data);
-/* Attempts made since the last successful connect (0 while connected). */
-TT_EXTERN unsigned tt_client_attempts(const tt_client_t *cl);
-
-/* ---- operations endpoints ----------------------------------------------------------
- * An admin endpoint lives from tt_admin_start*() to tt_admin_close(); it serves
- * the live connection table (for `tether stat`) and/or Prometheus metrics. */
-
-typedef struct tt_admin tt_admin_t;
-
-typedef struct tt_admin_opts {
-    /* Unix socket serving the connection table, created with permission 0600 (a
-     * stale socket at the path is replaced; another kind of file is an error). */
-    const char *unix_path;
-    /* TCP address serving the Prometheus text exposition of server totals over
-     * HTTP/1.0 (any request path). */
-    const tt_addr_t *metrics_addr;
-} tt_admin_opts_t;
-
-/* The table format: a header line of tab-separated column names (id, worker, local,
- * peer, state, age_ms, bytes_in, bytes_out, pkts_in, pkts_out, msgs_in, msgs_out,
- * queued, rtt_us, retrans), then one tab-separated row per connection. */
-
-/* Serve `srv` (on its loop). Returns 0, -EINVAL (nothing to serve), -ENAMETOOLONG,
- * -EEXIST (a non-socket file at unix_path), -ENOMEM, or the bind/listen errno. */
-TT_EXTERN int tt_admin_start(tt_server_t *srv, const tt_admin_opts_t *opts, tt_admin_t **out);
-/* Serve every worker of `set`, from a thread and loop of the endpoint's own (rows
- * are gathered with tt_workers_visit). Same returns. */
-TT_EXTERN int tt_admin_start_workers(tt_workers_t *set, const tt_admin_opts_t *opts,
-                                     tt_admin_t **out);
-/* Stop serving and remove the socket file. Single-server mode: call on the server's
- * loop thread; worker mode: from any thread but the endpoint's. Returns 0 or -EINVAL. */
-TT_EXTERN int tt_admin_close(tt_admin_t *admin);
-/* The table for `srv` as text in a malloc'd buffer the caller frees. Returns 0,
- * -EINVAL, or -ENOMEM. */
-TT_EXTERN int tt_server_format_table(tt_server_t *srv, char **out, size_t *len);
 
 #ifdef __cplusplus
 }
