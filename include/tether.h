@@ -883,7 +883,7 @@ TT_EXTERN int tt_server_foreach(tt_server_t *srv, int (*fn)(tt_conn_t *conn, voi
  * Hooks live as long as the loop they are set on; lists as long as their server. */
 
 typedef enum tt_audit_event {
-    TT_AUDIT_CONNECT = 1, /* before a client socket connects (addr: the destination) */
+    TT_AUDIT_CONNECT = 1, /* before a TCP or UDP socket connects (addr: the peer) */
     TT_AUDIT_BIND,        /* before a listener or UDP socket binds (addr: local) */
     TT_AUDIT_ACCEPT,      /* after accept, before on_open (addr: the peer) */
     TT_AUDIT_SENDTO       /* before a datagram goes to an explicit address */

@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "admission.h"
 #include "loop.h"
 #include "sock.h"
 
@@ -240,6 +241,9 @@ int tt_udp_open(tt_loop_t *loop, const tt_addr_t *bind_addr, const tt_udp_opts_t
     if (o.recv_size > TT_UDP_MAX_RECV_SIZE || o.recv_size > loop->poller.rbuf_size ||
         o.queue_cap < o.high_water || o.sndbuf < 0 || o.rcvbuf < 0)
         return -EINVAL;
+    err = tt__audit(loop, TT_AUDIT_BIND, bind_addr);
+    if (err < 0)
+        return err; /* vetoed: nothing was created */
 
     u = calloc(1, sizeof(*u));
     if (u == NULL)
@@ -732,6 +736,9 @@ int tt_udp_send(tt_udp_t *u, const void *buf, size_t len, const tt_addr_t *to)
         err = to_sock_family(u, to, &dst);
         if (err < 0)
             return err;
+        err = tt__audit(u->loop, TT_AUDIT_SENDTO, to);
+        if (err < 0)
+            return err; /* vetoed: not sent, not counted as a send error */
     } else if (!(u->flags & F_CONNECTED)) {
         return -EDESTADDRREQ;
     } else {
@@ -769,6 +776,9 @@ int tt_udp_connect(tt_udp_t *u, const tt_addr_t *peer)
     if (u == NULL || peer == NULL || is_closed(u))
         return -EINVAL;
     err = to_sock_family(u, peer, &dst);
+    if (err < 0)
+        return err;
+    err = tt__audit(u->loop, TT_AUDIT_CONNECT, peer);
     if (err < 0)
         return err;
     /* udp(7): connect on a datagram socket sends nothing; it sets the default
