@@ -6,6 +6,7 @@ medians. For throughput a ratio above 1 means faster; for latency and system cal
 a ratio below 1 means better."""
 import argparse
 import json
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -236,6 +237,11 @@ def main():
         for d in detail:
             w("- " + d)
         w("\n</details>\n")
+
+    # The hand-written reading of the targets against these numbers.
+    analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ANALYSIS.md")
+    if os.path.exists(analysis):
+        w(open(analysis).read())
 
     sys.stdout.write("\n".join(out) + "\n")
 
