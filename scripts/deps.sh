@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages the build, the tests and the demo need, if missing.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config clang libcriterion-dev libc-ares-dev
-      iproute2 nftables netcat-openbsd socat python3 strace procps dnsmasq-base
-      libuv1-dev libevent-dev libev-dev)
+# clang + libclang-rt-14-dev: the libFuzzer runtime for the fuzz stage of make test;
+# libuv/libevent/libev: the comparison servers of make bench; util-linux: taskset.
+pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libcriterion-dev
+      libc-ares-dev iproute2 nftables netcat-openbsd socat python3 strace procps
+      dnsmasq-base util-linux libuv1-dev libevent-dev libev-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
