@@ -387,6 +387,13 @@ static void peer_ended(tt_conn_t *c)
 {
     c->flags |= F_RD_EOF;
     update_interest(c);
+    /* A framed stream that ends inside a frame lost those bytes: say so rather
+     * than report a clean close. */
+    int err = c->ext != NULL && c->ext->frame_eof != NULL ? c->ext->frame_eof(c) : 0;
+    if (err < 0) {
+        tt__conn_close(c, TT_CLOSE_PROTOCOL_ERROR, err);
+        return;
+    }
     if (c->h->h.on_end != NULL)
         c->h->h.on_end(c);
     if (tt__conn_is_closing(c))

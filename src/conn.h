@@ -29,6 +29,9 @@ typedef struct tt__conn_ext {
     /* Framing: reading restarted after tt_conn_read_stop(); deliver what was held
      * back. Called from the loop's pending phase, never inside the API call. */
     void (*read_resumed)(tt_conn_t *c);
+    /* Framing: the peer ended the stream; TT_EPROTOCOL if it did so inside a
+     * frame (bytes that can never become a message), else 0. */
+    int (*frame_eof)(tt_conn_t *c);
     /* Framing: queue a ping control frame (used by liveness); 0 or -errno. */
     int (*frame_ping)(tt_conn_t *c);
     /* Liveness: told of every read and write; freed at close. */

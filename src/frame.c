@@ -157,6 +157,12 @@ static void read_resumed(tt_conn_t *c)
     free(buf);
 }
 
+static int frame_eof(tt_conn_t *c)
+{
+    framer_t *f = framer_of(c);
+    return f != NULL && (f->s.len > 0 || f->held_len > 0) ? TT_EPROTOCOL : 0;
+}
+
 static void frame_free(tt_conn_t *c)
 {
     framer_t *f = c->ext->framer;
@@ -165,6 +171,7 @@ static void frame_free(tt_conn_t *c)
     c->ext->frame_free = NULL;
     c->ext->frame_ping = NULL;
     c->ext->read_resumed = NULL;
+    c->ext->frame_eof = NULL;
     if (f != NULL)
         framer_release(f);
 }
@@ -204,6 +211,7 @@ static int install(tt_conn_t *c, const tt__codec_t *fc)
     c->ext->frame_input = nf != NULL ? frame_input : NULL;
     c->ext->frame_free = nf != NULL ? frame_free : NULL;
     c->ext->read_resumed = nf != NULL ? read_resumed : NULL;
+    c->ext->frame_eof = nf != NULL ? frame_eof : NULL;
     /* Liveness sends a ping frame instead of its own probe only when the codec
      * has control frames (docs/framing.md). */
     c->ext->frame_ping = nf != NULL && fc->control ? frame_ping : NULL;

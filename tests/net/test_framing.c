@@ -948,3 +948,59 @@ Test(framing, read_stop_inside_on_message_holds_the_rest_until_read_start)
     th_run(loop, 3000);
     cr_assert_eq(tt_loop_close(loop), 0);
 }
+
+/* ---- a stream that ends inside a frame is a protocol error, not a clean close ---- */
+
+static struct {
+    int msgs, closes;
+    tt_close_kind_t kind;
+    int error;
+    bool done;
+} eof;
+
+static void eof_msg(tt_conn_t *c, const void *m, size_t n)
+{
+    (void)c;
+    cr_expect(n == 3 && memcmp(m, "abc", 3) == 0, "the whole line arrives");
+    eof.msgs++;
+}
+
+static void eof_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    (void)c;
+    eof.closes++;
+    eof.kind = info->kind;
+    eof.error = info->error;
+    eof.done = true;
+}
+
+static void eof_client_open(tt_conn_t *c)
+{
+    cr_assert_eq(tt_end(c, "abc\ndef", 7), 0); /* "def" never gets its newline */
+}
+
+Test(framing, peer_ending_inside_a_frame_closes_with_protocol_error)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr, any = th_loopback(0);
+    tt_conn_t *c;
+    tt_server_t *s;
+    tt_frame_opts_t line = tt_frame_line(0);
+    tt_server_opts_t so = {.frame = &line};
+    tt_conn_handlers_t sh = {.on_message = eof_msg, .on_close = eof_close};
+    tt_conn_handlers_t ch = {.on_open = eof_client_open};
+
+    memset(&eof, 0, sizeof(eof));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &so, &sh, NULL, &s), 0);
+    cr_assert_eq(tt_server_addr(s, &addr), 0);
+    cr_assert_eq(tt_connect(loop, &addr, NULL, &ch, NULL, &c), 0);
+    cr_assert(th_run_until(loop, &eof.done, 3000));
+    cr_expect_eq(eof.msgs, 1);
+    cr_expect_eq(eof.closes, 1);
+    cr_expect_eq(eof.kind, TT_CLOSE_PROTOCOL_ERROR, "kind %s", tt_close_kind_name(eof.kind));
+    cr_expect_eq(eof.error, TT_EPROTOCOL, "error %s", tt_err_name(eof.error));
+    tt_server_close(s);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}

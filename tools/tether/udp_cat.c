@@ -364,12 +364,15 @@ int cli_udp_cat(int argc, char **argv)
         if (cli_signal_caught())
             stop_all(st);
     }
+    /* The reader posts nothing from now on; a chunk it posted before this is still
+     * queued, and the last round below runs it (on_chunk frees it, the socket
+     * being gone). tt_loop_close would drop it uncalled: a leak. */
+    pthread_mutex_lock(&st->mu);
+    st->closing = true;
+    pthread_mutex_unlock(&st->mu);
     stop_all(st);
     tt_loop_run(st->loop, TT_RUN_NOWAIT);
     cli_signals_restore();
-    pthread_mutex_lock(&st->mu);
-    st->closing = true; /* the reader posts nothing from now on */
-    pthread_mutex_unlock(&st->mu);
     err = cli_writer_finish(st->out, cli_signal_caught() != 0,
                             cli_signal_caught() ? STDOUT_GIVE_UP_MS : 0);
     if (err < 0 && err != -ETIMEDOUT && st->status == CLI_EXIT_OK)
