@@ -2,7 +2,11 @@
  * straight to tt_send(), which writes them at once when nothing is queued and
  * copies only what the socket did not take. TCP_NODELAY is tether's default.
  *
- * usage: echo_tether PORT     listens on 127.0.0.1:PORT; SIGINT/SIGTERM end it. */
+ * usage: echo_tether PORT [HEARTBEAT_MS]
+ *   listens on 127.0.0.1:PORT; SIGINT/SIGTERM end it. With HEARTBEAT_MS every
+ *   connection sends a 1-byte heartbeat after that long without writing (no
+ *   dead-after: the benchmark's idle clients never answer), which is how
+ *   bench/heartbeat_cpu.sh measures the CPU cost of heartbeating idle connections. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +15,14 @@
 #include "tether.h"
 
 static tt_loop_t *loop;
+static uint64_t heartbeat_ms;
+
+static void on_open(tt_conn_t *conn)
+{
+    if (heartbeat_ms > 0 && (tt_conn_set_heartbeat_bytes(conn, "\n", 1, NULL, 0) < 0 ||
+                             tt_conn_set_heartbeat(conn, heartbeat_ms, 0) < 0))
+        tt_destroy(conn, 0);
+}
 
 static void on_data(tt_conn_t *conn, const void *data, size_t len, size_t pending)
 {
@@ -50,17 +62,19 @@ static int collect(tt_conn_t *conn, void *arg)
 
 int main(int argc, char **argv)
 {
-    tt_conn_handlers_t h = {.on_data = on_data};
+    tt_conn_handlers_t h = {.on_open = on_open, .on_data = on_data};
     struct conn_list conns = {0};
     struct sigaction sa;
     tt_server_t *srv;
     tt_addr_t addr;
     int port, err;
 
-    if (argc != 2 || (port = atoi(argv[1])) <= 0 || port > 65535) {
-        fprintf(stderr, "usage: %s PORT\n", argv[0]);
+    if (argc < 2 || argc > 3 || (port = atoi(argv[1])) <= 0 || port > 65535) {
+        fprintf(stderr, "usage: %s PORT [HEARTBEAT_MS]\n", argv[0]);
         return 2;
     }
+    if (argc == 3)
+        heartbeat_ms = strtoull(argv[2], NULL, 10);
     signal(SIGPIPE, SIG_IGN);
     err = tt_loop_init(&loop);
     if (err == 0)
