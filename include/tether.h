@@ -979,7 +979,8 @@ typedef struct tt_workers_opts {
 } tt_workers_opts_t;
 
 /* Start the workers (sopts, h and data as for tt_server_listen, applied to every
- * worker; port 0 is resolved once and shared). Blocks until every worker listens.
+ * worker; port 0 is resolved once and shared). Limits in sopts (max_conns,
+ * max_conns_per_ip, accept_rate) hold per worker, not for the set. Blocks until every worker listens.
  * Returns 0 and *out, -EINVAL, -ENOMEM, or the first worker's listen error (then
  * every started worker was stopped again). */
 TT_EXTERN int tt_workers_start(const tt_addr_t *addr, const tt_workers_opts_t *wopts,
