@@ -208,8 +208,8 @@ typedef struct tt_close_info {
     uint64_t bytes_written; /* bytes handed to the kernel */
     uint64_t bytes_unsent;  /* queued but never handed to the kernel (dropped) */
     uint64_t bytes_unacked; /* handed to the kernel, not acknowledged by the peer
-                               (SIOCOUTQ at close; 0 if unknown) */
-    uint64_t bytes_acked;   /* acknowledged by the peer (TCP_INFO tcpi_bytes_acked) */
+                               (SIOCOUTQ at close, our FIN not counted) */
+    uint64_t bytes_acked;   /* acknowledged by the peer: bytes_written - bytes_unacked */
 } tt_close_info_t;
 
 /* Per-connection event handlers. Any member may be NULL. The struct is copied. */

@@ -279,3 +279,32 @@ Test(chat_cli, echo_workers_with_max_conns_keep_the_extra_client_waiting_and_lis
     close(extra_fd);
     cr_expect_eq(stop(&p), 0);
 }
+
+Test(chat_cli, stat_watch_refreshes_the_table_count_times)
+{
+    proc_t p;
+    char path[64], cmd[4400], out[16384];
+    snprintf(path, sizeof(path), "/tmp/tether-watch-%d.sock", (int)getpid());
+    snprintf(cmd, sizeof(cmd), "--admin %s", path);
+    start_chat(&p, cmd);
+    int a = chatter(&p.addr);
+
+    snprintf(cmd, sizeof(cmd), "%s stat %s --watch 0.2 --count 3", th_build_path("tether"),
+             path);
+    uint64_t t0 = th_now_ms();
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    size_t len = fread(out, 1, sizeof(out) - 1, f);
+    out[len] = '\0';
+    cr_assert_eq(pclose(f), 0, "stat --watch failed: %s", out);
+    uint64_t took = th_now_ms() - t0;
+
+    int headers = 0;
+    for (char *q = out; (q = strstr(q, "id ")) != NULL; q++)
+        headers += q == out || q[-1] == '\n';
+    cr_expect_eq(headers, 3, "tables printed: %d\n%s", headers, out);
+    cr_expect(took >= 400 && took < 3000, "three refreshes 0.2 s apart took %llu ms",
+              (unsigned long long)took);
+    close(a);
+    cr_expect_eq(stop(&p), 0);
+}
