@@ -18,7 +18,11 @@
 
 #define NAME_MAX_LEN (TT_ADDR_STRLEN + 2)
 
-static tt_workers_t *workers; /* --workers > 1 */
+/* --workers > 1. Each worker thread learns the set from on_start, before it
+ * accepts anyone: tt_workers_start() only hands it to the main thread once every
+ * worker is already listening, so a global written there would race with (and be
+ * NULL for) the first clients' join notices. */
+static __thread tt_workers_t *workers;
 static tt_server_t *server;   /* single loop */
 static bool quiet;
 
@@ -161,9 +165,16 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
     return err == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 }
 
+static void on_worker_start(tt_workers_t *set, unsigned index, tt_loop_t *loop, tt_server_t *srv,
+                            void *arg)
+{
+    (void)index, (void)loop, (void)srv, (void)arg;
+    workers = set; /* this worker thread's copy */
+}
+
 static int run_workers(tt_addr_t *addr, tt_server_opts_t *so, unsigned n, const char *admin_path)
 {
-    tt_workers_opts_t wo = {.count = n};
+    tt_workers_opts_t wo = {.count = n, .on_start = on_worker_start};
     tt_admin_t *admin = NULL;
     tt_addr_t bound;
     sigset_t set;
