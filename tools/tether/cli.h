@@ -65,4 +65,27 @@ int cli_signal_caught(void);
 /* Monotonic seconds, for rates. */
 double cli_now_s(void);
 
+/* A whole number 1..max for option `opt` ("--workers"). On failure prints why with
+ * a usage hint and returns -EINVAL. */
+int cli_parse_count(const char *cmd, const char *opt, const char *text, unsigned long max,
+                    unsigned long *out);
+
+/* --workers N for a server command: start the set (SO_REUSEPORT), the admin
+ * endpoint if asked, print "BANNER listening on ADDR (N workers)", wait for
+ * SIGINT/SIGTERM on this thread (the workers never see them), run before_stop,
+ * then stop gracefully within shutdown_ms. */
+typedef struct cli_workers {
+    const char *cmd;              /* for messages: "echo", "chat" */
+    const char *banner;           /* start of the listening line */
+    unsigned count;
+    uint64_t shutdown_ms;
+    const tt_admin_opts_t *admin; /* NULL: no endpoint */
+    void (*on_start)(tt_workers_t *set, unsigned index, tt_loop_t *loop, tt_server_t *srv,
+                     void *arg);
+    void (*before_stop)(tt_workers_t *set); /* after the signal, before the stop */
+} cli_workers_t;
+/* Returns CLI_EXIT_OK with the signal in *sig, or CLI_EXIT_FAIL after saying why. */
+int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_server_opts_t *so,
+                      const tt_conn_handlers_t *h, int *sig);
+
 #endif

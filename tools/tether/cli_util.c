@@ -2,6 +2,7 @@
  * Like the rest of the tool, this uses only the public header. */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -237,4 +238,60 @@ int cli_parse_host(const char *cmd, const char *text, char *host, size_t size, u
     host[len] = '\0';
     *port = (uint16_t)v;
     return 0;
+}
+
+int cli_parse_count(const char *cmd, const char *opt, const char *text, unsigned long max,
+                    unsigned long *out)
+{
+    unsigned long v;
+    char *end;
+
+    errno = 0;
+    v = strtoul(text, &end, 10);
+    if (*text < '0' || *text > '9' || *end != '\0' || errno != 0 || v == 0 || v > max) {
+        cli_usage_error(cmd, "bad %s '%s' (1..%lu)", opt, text, max);
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_server_opts_t *so,
+                      const tt_conn_handlers_t *h, int *sig)
+{
+    tt_workers_opts_t wo = {.count = w->count, .on_start = w->on_start};
+    tt_workers_t *set;
+    tt_admin_t *admin = NULL;
+    tt_addr_t bound;
+    char buf[TT_ADDR_STRLEN];
+    sigset_t sigs;
+    int err;
+
+    /* Worker threads inherit this mask: the signals come to sigwait() below. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a closed stdout gives EPIPE, not death */
+    err = tt_workers_start(addr, &wo, so, h, NULL, &set);
+    if (err < 0) {
+        cli_error("listen %s: %s", cli_addr_str(addr, buf), tt_strerror(err));
+        return CLI_EXIT_FAIL;
+    }
+    if (w->admin != NULL && (err = tt_admin_start_workers(set, w->admin, &admin)) < 0) {
+        cli_error("%s: admin endpoint: %s", w->cmd, tt_strerror(err));
+        tt_workers_stop(set, 0);
+        return CLI_EXIT_FAIL;
+    }
+    tt_workers_addr(set, &bound);
+    printf("%s listening on %s (%u workers)\n", w->banner, cli_addr_str(&bound, buf), w->count);
+    fflush(stdout); /* a script waiting for this line must see it now */
+    *sig = 0;
+    sigwait(&sigs, sig);
+    if (w->before_stop != NULL)
+        w->before_stop(set);
+    if (admin != NULL)
+        tt_admin_close(admin);
+    tt_workers_stop(set, w->shutdown_ms);
+    return CLI_EXIT_OK;
 }

@@ -7,8 +7,6 @@
  * loops and lines cross loops through tt_workers_broadcast. SIGINT/SIGTERM shut
  * down gracefully: clients are told, ended, and the counts are printed. */
 #include <errno.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +15,7 @@
 #include "cli.h"
 
 #define NAME_MAX_LEN (TT_ADDR_STRLEN + 2)
+#define SHUTDOWN_MS 2000 /* graceful end for every client, then destroy */
 
 /* --workers > 1. Each worker thread learns the set from on_start, before it
  * accepts anyone: tt_workers_start() only hands it to the main thread once every
@@ -158,7 +157,7 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
     say(NULL, "* server shutting down\n", 23);
     if (admin != NULL)
         tt_admin_close(admin);
-    tt_server_shutdown(server, 2000, on_shutdown, NULL);
+    tt_server_shutdown(server, SHUTDOWN_MS, on_shutdown, NULL);
     tt_loop_run(loop, TT_RUN_DEFAULT);
     cli_signals_restore();
     err = tt_loop_close(loop);
@@ -172,45 +171,9 @@ static void on_worker_start(tt_workers_t *set, unsigned index, tt_loop_t *loop, 
     workers = set; /* this worker thread's copy */
 }
 
-static int run_workers(tt_addr_t *addr, tt_server_opts_t *so, unsigned n, const char *admin_path)
+static void announce_shutdown(tt_workers_t *set)
 {
-    tt_workers_opts_t wo = {.count = n, .on_start = on_worker_start};
-    tt_admin_t *admin = NULL;
-    tt_addr_t bound;
-    sigset_t set;
-    char text[TT_ADDR_STRLEN];
-    int sig = 0, err;
-
-    /* Worker threads inherit this mask: the signals come to sigwait() below. */
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    err = tt_workers_start(addr, &wo, so, &handlers, NULL, &workers);
-    if (err < 0) {
-        cli_error("chat: listen %s: %s", cli_addr_str(addr, text), tt_strerror(err));
-        return CLI_EXIT_FAIL;
-    }
-    if (admin_path != NULL || metrics_addr != NULL) {
-        tt_admin_opts_t ao = admin_opts(admin_path);
-        err = tt_admin_start_workers(workers, &ao, &admin);
-        if (err < 0) {
-            cli_error("chat: admin endpoint: %s", tt_strerror(err));
-            tt_workers_stop(workers, 0);
-            return CLI_EXIT_FAIL;
-        }
-    }
-    tt_workers_addr(workers, &bound);
-    printf("chat listening on %s (%u workers)\n", cli_addr_str(&bound, text), n);
-    fflush(stdout);
-    sigwait(&set, &sig);
-    say(NULL, "* server shutting down\n", 23);
-    if (admin != NULL)
-        tt_admin_close(admin);
-    tt_workers_stop(workers, 2000);
-    fprintf(stderr, "tether chat: shut down (signal %d)\n", sig);
-    return CLI_EXIT_OK;
+    tt_workers_broadcast(set, "* server shutting down\n", 23, NULL);
 }
 
 int cmd_chat(int argc, char **argv)
@@ -230,7 +193,6 @@ int cmd_chat(int argc, char **argv)
     unsigned long max_line = 4096, nworkers = 1, max_conns = 0;
     tt_addr_t addr, maddr;
     bool first = true;
-    char *end;
     int c;
 
     while ((c = cli_getopt("chat", argc, argv, ":l:qh", opts, &first)) != -1) {
@@ -239,19 +201,16 @@ int cmd_chat(int argc, char **argv)
             listen_text = optarg;
             break;
         case 'L':
-            max_line = strtoul(optarg, &end, 10);
-            if (*end != '\0' || max_line == 0 || max_line > TT_FRAME_MAX_LIMIT)
-                return cli_usage_error("chat", "bad --max-line '%s'", optarg);
+            if (cli_parse_count("chat", "--max-line", optarg, TT_FRAME_MAX_LIMIT, &max_line) != 0)
+                return CLI_EXIT_USAGE;
             break;
         case 'W':
-            nworkers = strtoul(optarg, &end, 10);
-            if (*end != '\0' || nworkers == 0 || nworkers > 256)
-                return cli_usage_error("chat", "bad --workers '%s' (1..256)", optarg);
+            if (cli_parse_count("chat", "--workers", optarg, 256, &nworkers) != 0)
+                return CLI_EXIT_USAGE;
             break;
         case 'M':
-            max_conns = strtoul(optarg, &end, 10);
-            if (*end != '\0' || max_conns == 0)
-                return cli_usage_error("chat", "bad --max-conns '%s'", optarg);
+            if (cli_parse_count("chat", "--max-conns", optarg, 1UL << 30, &max_conns) != 0)
+                return CLI_EXIT_USAGE;
             break;
         case 'A':
             admin_path = optarg;
@@ -278,7 +237,19 @@ int cmd_chat(int argc, char **argv)
     frame = tt_frame_line(max_line);
     so.frame = &frame;
     so.max_conns = max_conns;
-    if (nworkers > 1)
-        return run_workers(&addr, &so, (unsigned)nworkers, admin_path);
+    if (nworkers > 1) {
+        tt_admin_opts_t ao = admin_opts(admin_path);
+        cli_workers_t w = {.cmd = "chat",
+                           .banner = "chat",
+                           .count = (unsigned)nworkers,
+                           .shutdown_ms = SHUTDOWN_MS,
+                           .admin = admin_path != NULL || metrics_addr != NULL ? &ao : NULL,
+                           .on_start = on_worker_start,
+                           .before_stop = announce_shutdown};
+        int sig, status = cli_serve_workers(&w, &addr, &so, &handlers, &sig);
+        if (status == CLI_EXIT_OK)
+            fprintf(stderr, "tether chat: shut down (signal %d)\n", sig);
+        return status;
+    }
     return run_single(&addr, &so, admin_path);
 }

@@ -5,8 +5,6 @@
  * it exits 0. --workers spreads clients over several loops. */
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,55 +123,6 @@ static void shutdown_all(void)
         tt_server_close(srv);
 }
 
-/* --workers N: the main thread only waits for SIGINT/SIGTERM. */
-static int run_workers(const tt_addr_t *addr, const tt_server_opts_t *so,
-                       const tt_conn_handlers_t *h, unsigned n, const tt_admin_opts_t *ao)
-{
-    tt_workers_opts_t wo = {.count = n};
-    tt_workers_t *set;
-    tt_admin_t *admin = NULL;
-    tt_addr_t bound;
-    char buf[TT_ADDR_STRLEN];
-    sigset_t sigs;
-    int sig = 0, err;
-
-    /* Worker threads inherit the mask: the signals come to sigwait() below. */
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    err = tt_workers_start(addr, &wo, so, h, NULL, &set);
-    if (err < 0) {
-        cli_error("listen %s: %s", cli_addr_str(addr, buf), tt_strerror(err));
-        return CLI_EXIT_FAIL;
-    }
-    if (ao != NULL && (err = tt_admin_start_workers(set, ao, &admin)) < 0) {
-        cli_error("echo: admin endpoint: %s", tt_strerror(err));
-        tt_workers_stop(set, 0);
-        return CLI_EXIT_FAIL;
-    }
-    tt_workers_addr(set, &bound);
-    printf("tether echo: listening on %s (%u workers)\n", cli_addr_str(&bound, buf), n);
-    fflush(stdout);
-    sigwait(&sigs, &sig);
-    if (admin != NULL)
-        tt_admin_close(admin);
-    tt_workers_stop(set, SHUTDOWN_MS);
-    if (g_echo.verbose)
-        fprintf(stderr, "tether echo: stopped by signal %d; %" PRIu64 " connections closed\n",
-                sig, (uint64_t)atomic_load(&g_echo.closed));
-    return CLI_EXIT_OK;
-}
-
-static int parse_count(const char *opt, const char *text, unsigned long max, unsigned long *out)
-{
-    char *end;
-    *out = strtoul(text, &end, 10);
-    if (*text == '\0' || *end != '\0' || *out == 0 || *out > max)
-        return cli_usage_error("echo", "bad %s '%s' (1..%lu)", opt, text, max);
-    return 0;
-}
-
 int cmd_echo(int argc, char **argv)
 {
     static const struct option longopts[] = {{"listen", required_argument, NULL, 'l'},
@@ -213,11 +162,11 @@ int cmd_echo(int argc, char **argv)
             usage(stdout);
             return CLI_EXIT_OK;
         case 'W':
-            if (parse_count("--workers", optarg, 256, &workers) != 0)
+            if (cli_parse_count("echo", "--workers", optarg, 256, &workers) != 0)
                 return CLI_EXIT_USAGE;
             break;
         case 'M':
-            if (parse_count("--max-conns", optarg, 1UL << 30, &max_conns) != 0)
+            if (cli_parse_count("echo", "--max-conns", optarg, 1UL << 30, &max_conns) != 0)
                 return CLI_EXIT_USAGE;
             break;
         case 'A':
@@ -252,8 +201,16 @@ int cmd_echo(int argc, char **argv)
                            .frame = cli_framing_opts(&fr),
                            .max_conns = max_conns};
     bool serve_admin = ao.unix_path != NULL || ao.metrics_addr != NULL;
-    if (workers > 1)
-        return run_workers(&addr, &so, &h, (unsigned)workers, serve_admin ? &ao : NULL);
+    if (workers > 1) {
+        cli_workers_t w = {.cmd = "echo", .banner = "tether echo:", .count = (unsigned)workers,
+                           .shutdown_ms = SHUTDOWN_MS, .admin = serve_admin ? &ao : NULL};
+        int sig;
+        status = cli_serve_workers(&w, &addr, &so, &h, &sig);
+        if (status == CLI_EXIT_OK && g_echo.verbose)
+            fprintf(stderr, "tether echo: stopped by signal %d; %" PRIu64 " connections closed\n",
+                    sig, (uint64_t)atomic_load(&g_echo.closed));
+        return status;
+    }
 
     err = tt_loop_init(&loop);
     if (err < 0) {

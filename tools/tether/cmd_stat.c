@@ -265,11 +265,13 @@ int cmd_stat(int argc, char **argv)
             if (cli_parse_seconds(optarg, &watch_ms) < 0 || watch_ms == 0)
                 return cli_usage_error("stat", "bad --watch interval '%s'", optarg);
             break;
-        case 'n':
-            count = strtol(optarg, NULL, 10);
-            if (count <= 0)
-                return cli_usage_error("stat", "bad --count '%s'", optarg);
+        case 'n': {
+            unsigned long n;
+            if (cli_parse_count("stat", "--count", optarg, 1000000, &n) != 0)
+                return CLI_EXIT_USAGE;
+            count = (long)n;
             break;
+        }
         case 'h':
             usage(stdout);
             return CLI_EXIT_OK;
