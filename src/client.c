@@ -2,14 +2,11 @@
  * this (resolver); here the address is numeric. */
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "admission.h"
 #include "conn.h"
 #include "connector.h"
-#include "sock.h"
 
 int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *opts,
                const tt_conn_handlers_t *h, void *data, tt_conn_t **out)
@@ -32,20 +29,9 @@ int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *
     if (err < 0)
         return err;
 
-    err = tt__audit(loop, TT_AUDIT_CONNECT, addr);
-    if (err == 0 && o.bind_addr != NULL)
-        err = tt__audit(loop, TT_AUDIT_BIND, o.bind_addr);
-    if (err < 0)
-        return err; /* vetoed: no connection was made */
-    fd = tt__sock_open(addr->u.sa.sa_family, SOCK_STREAM);
+    fd = tt__connect_socket(loop, addr, &o);
     if (fd < 0)
-        return fd;
-    /* TCP_NODELAY by default: tether coalesces writes itself (one writev per
-     * round), so Nagle would only add latency. */
-    tt__sock_set_bool(fd, IPPROTO_TCP, TCP_NODELAY, true);
-    err = tt__connect_bind_local(fd, &o); /* SO_BINDTODEVICE, then bind_addr */
-    if (err < 0)
-        goto fail_fd;
+        return fd; /* vetoed or failed: no connection was made */
     hs = tt__handlers_new(h);
     if (hs == NULL) {
         err = -ENOMEM;

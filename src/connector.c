@@ -78,15 +78,33 @@ int tt__connect_check_local(const tt_connect_opts_t *o, int family)
     return 0;
 }
 
-int tt__connect_bind_local(int fd, const tt_connect_opts_t *o)
+int tt__connect_socket(tt_loop_t *loop, const tt_addr_t *to, const tt_connect_opts_t *o)
 {
+    int fd, err;
+
+    err = tt__audit(loop, TT_AUDIT_CONNECT, to);
+    if (err == 0 && o->bind_addr != NULL)
+        err = tt__audit(loop, TT_AUDIT_BIND, o->bind_addr);
+    if (err < 0)
+        return err; /* vetoed: no socket was made */
+    fd = tt__sock_open(to->u.sa.sa_family, SOCK_STREAM);
+    if (fd < 0)
+        return fd;
+    /* TCP_NODELAY by default: tether coalesces writes itself (one writev per
+     * round), so Nagle would only add latency. */
+    tt__sock_set_bool(fd, IPPROTO_TCP, TCP_NODELAY, true);
     if (o->bind_device != NULL &&
         setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, o->bind_device,
                    (socklen_t)strlen(o->bind_device) + 1) < 0)
-        return -errno; /* EPERM without CAP_NET_RAW on kernels before 5.7 (socket(7)) */
+        goto fail; /* EPERM without CAP_NET_RAW on kernels before 5.7 (socket(7)) */
     if (o->bind_addr != NULL && bind(fd, &o->bind_addr->u.sa, o->bind_addr->len) < 0)
-        return -errno;
-    return 0;
+        goto fail;
+    return fd;
+
+fail:
+    err = -errno; /* before close() can overwrite it */
+    close(fd);
+    return err;
 }
 
 /* ---- the connector's end -------------------------------------------------------- */
@@ -157,19 +175,9 @@ static int attempt_start(connector_t *cn, attempt_t *a)
 {
     int fd, err;
 
-    err = tt__audit(cn->loop, TT_AUDIT_CONNECT, &a->addr);
-    if (err == 0 && cn->o.bind_addr != NULL)
-        err = tt__audit(cn->loop, TT_AUDIT_BIND, cn->o.bind_addr);
-    if (err < 0)
-        return err; /* vetoed: this attempt fails, the next address is tried */
-    fd = tt__sock_open(a->addr.u.sa.sa_family, SOCK_STREAM);
+    fd = tt__connect_socket(cn->loop, &a->addr, &cn->o);
     if (fd < 0)
-        return fd;
-    /* As tt_connect: tether coalesces writes itself, Nagle would only add latency. */
-    tt__sock_set_bool(fd, IPPROTO_TCP, TCP_NODELAY, true);
-    err = tt__connect_bind_local(fd, &cn->o);
-    if (err < 0)
-        goto fail;
+        return fd; /* vetoed or failed: this attempt fails, the next address is tried */
     tt__io_init(&a->io, fd, TT__IO_RAW, attempt_cb);
     if (connect(fd, &a->addr.u.sa, a->addr.len) == 0) {
         cn->pending++;

@@ -7,7 +7,9 @@
 /* Check the local-side options of `o` against the family the connection will use
  * (AF_UNSPEC: any). Returns 0, -EINVAL, or -ENODEV (no such bind_device). */
 int tt__connect_check_local(const tt_connect_opts_t *o, int family);
-/* Apply them to a fresh socket: SO_BINDTODEVICE, then bind(). 0 or -errno. */
-int tt__connect_bind_local(int fd, const tt_connect_opts_t *o);
+/* A client socket ready for connect() to `to`: the audit hook asked (connect, and
+ * bind when o->bind_addr is set), non-blocking, TCP_NODELAY, SO_BINDTODEVICE and
+ * bind() applied. Returns the fd, or the hook's veto / -errno (nothing left open). */
+int tt__connect_socket(tt_loop_t *loop, const tt_addr_t *to, const tt_connect_opts_t *o);
 
 #endif
