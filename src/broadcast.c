@@ -51,30 +51,38 @@ int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
 
 typedef struct {
     tt__payload_t *p;
-    const tt_conn_t *except;
+    uint64_t except_id;
     int sent;
 } bcast_t;
 
 static int bcast_one(tt_conn_t *c, void *arg)
 {
     bcast_t *b = arg;
-    if (c != b->except && !tt__conn_is_closing(c) && tt__payload_send(b->p, c) >= 0)
+    if (tt_conn_id(c) != b->except_id && !tt__conn_is_closing(c) && tt__payload_send(b->p, c) >= 0)
         b->sent++;
     return 0;
 }
 
+int tt__payload_send_server(tt__payload_t *p, tt_server_t *srv, uint64_t except_id)
+{
+    bcast_t b = {p, except_id, 0};
+    tt_server_foreach(srv, bcast_one, &b);
+    return b.sent;
+}
+
 int tt_server_broadcast(tt_server_t *srv, const void *buf, size_t len, const tt_conn_t *except)
 {
-    bcast_t b = {NULL, except, 0};
+    tt__payload_t *p;
+    int sent;
 
     if (srv == NULL || (buf == NULL && len > 0))
         return -EINVAL;
-    b.p = tt__payload_new(buf, len);
-    if (b.p == NULL)
+    p = tt__payload_new(buf, len);
+    if (p == NULL)
         return -ENOMEM;
-    tt_server_foreach(srv, bcast_one, &b);
-    tt__payload_unref(b.p);
-    return b.sent;
+    sent = tt__payload_send_server(p, srv, except != NULL ? tt_conn_id(except) : 0);
+    tt__payload_unref(p);
+    return sent;
 }
 
 /* ---- groups ------------------------------------------------------------------------ */

@@ -20,5 +20,9 @@ void tt__payload_unref(tt__payload_t *p);
 /* Queue the payload on one connection (taking a reference on success). Returns
  * tt_send_owned's result. */
 int tt__payload_send(tt__payload_t *p, tt_conn_t *c);
+/* Queue it on every live connection of `srv` but the one with id except_id (0:
+ * none; an id, not a pointer, so a caller on another thread can name it). Returns
+ * how many connections took it. Runs on srv's loop. */
+int tt__payload_send_server(tt__payload_t *p, tt_server_t *srv, uint64_t except_id);
 
 #endif

@@ -264,20 +264,12 @@ typedef struct bcast_post {
     uint64_t except_id; /* 0: nobody */
 } bcast_post_t;
 
-static int send_one(tt_conn_t *c, void *arg)
-{
-    bcast_post_t *b = arg;
-    if (tt_conn_id(c) != b->except_id)
-        tt__payload_send(b->p, c);
-    return 0;
-}
-
 static void bcast_on_worker(tt_loop_t *loop, void *arg)
 {
     bcast_post_t *b = arg;
     (void)loop;
     if (b->w->srv != NULL)
-        tt_server_foreach(b->w->srv, send_one, b);
+        tt__payload_send_server(b->p, b->w->srv, b->except_id);
     tt__payload_unref(b->p);
     free(b);
 }
