@@ -1,9 +1,12 @@
 /* idleconns: open N TCP connections to a server and hold them idle, so the
  * server's memory per idle connection can be read from /proc while they stand.
  *
- * usage: idleconns [-e] [-b FIRST-LAST] [-H SECONDS] ADDR PORT N
+ * usage: idleconns [-e] [-a] [-b FIRST-LAST] [-H SECONDS] ADDR PORT N
  *   -e    echo once on each connection (1 byte out, 1 byte back) before idling,
  *         so lazily allocated per-connection state is counted too
+ *   -a    answer heartbeats while holding: every 'P' received is answered with a
+ *         'Q' (echo_tether's ping and pong when it runs with a dead-after time);
+ *         on exit prints "answered P lost L" (L: connections the server closed)
  *   -b    source addresses to bind, rotating (default 127.0.0.2-127.0.0.254):
  *         each has its own ephemeral ports, so N may exceed one address' range
  *   -H    hold at most this many seconds (default 60, max 600); SIGTERM/SIGINT
@@ -100,6 +103,28 @@ fail:
     return one;
 }
 
+/* -a: read what arrived on a held connection and answer each ping with a pong. */
+static void answer_pings(struct conn *c, long *answered, long *lost)
+{
+    char in[256], out[256];
+    ssize_t r = read(c->fd, in, sizeof(in));
+    size_t q = 0;
+
+    if (r <= 0) {
+        if (r < 0 && errno == EAGAIN)
+            return;
+        close(c->fd); /* the server closed it (or reset it) */
+        c->phase = IDLE_NONE;
+        (*lost)++;
+        return;
+    }
+    for (ssize_t j = 0; j < r; j++)
+        if (in[j] == 'P')
+            out[q++] = 'Q';
+    if (q > 0 && write(c->fd, out, q) == (ssize_t)q)
+        *answered += (long)q;
+}
+
 int main(int argc, char **argv)
 {
     struct sockaddr_in dst = {.sin_family = AF_INET};
@@ -109,12 +134,16 @@ int main(int argc, char **argv)
     uint32_t src_first = 0x7f000002, src_count = 253;
     long n, next = 0, inflight = 0, done = 0, failed = 0;
     double hold = 60, deadline;
-    int echo = 0, ep, ch, first_err = 0;
+    long answered = 0, lost = 0;
+    int echo = 0, answer = 0, ep, ch, first_err = 0;
 
-    while ((ch = getopt(argc, argv, "eb:H:")) != -1) {
+    while ((ch = getopt(argc, argv, "eab:H:")) != -1) {
         switch (ch) {
         case 'e':
             echo = 1;
+            break;
+        case 'a':
+            answer = 1;
             break;
         case 'b':
             if (parse_range(optarg, &src_first, &src_count) < 0)
@@ -180,6 +209,10 @@ int main(int argc, char **argv)
             socklen_t len = sizeof(err);
             char b = 'x';
 
+            if (c->phase == IDLE_DONE) { /* -a: a heartbeat came while others connect */
+                answer_pings(c, &answered, &lost);
+                continue;
+            }
             if (c->phase == IDLE_CONNECTING) {
                 getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
                 if (err == 0 && echo) {
@@ -195,8 +228,14 @@ int main(int argc, char **argv)
                 if (read(c->fd, &b, 1) != 1)
                     err = errno ? errno : ECONNRESET;
             }
-            /* Connected (and echoed): keep the socket, but out of the epoll set. */
-            epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+            /* Connected (and echoed): keep the socket, out of the epoll set unless
+             * it has heartbeats to answer. */
+            if (answer && !err) {
+                struct epoll_event ev = {.events = EPOLLIN, .data.u64 = evs[i].data.u64};
+                epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+            } else {
+                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+            }
             inflight--;
             if (err) {
                 close(c->fd);
@@ -216,8 +255,21 @@ int main(int argc, char **argv)
 
     /* Hold until told or the hold time runs out. */
     deadline = now_s() + hold;
-    while (!stop && now_s() < deadline)
-        usleep(20000);
+    while (!stop && now_s() < deadline) {
+        int k;
+
+        if (!answer) {
+            usleep(20000);
+            continue;
+        }
+        k = epoll_wait(ep, evs, 256, 20);
+        for (int i = 0; i < k; i++)
+            answer_pings(&conns[evs[i].data.u64], &answered, &lost);
+    }
+    if (answer) {
+        printf("answered %ld lost %ld\n", answered, lost);
+        fflush(stdout);
+    }
     for (long i = 0; i < n; i++)
         if (conns[i].phase != IDLE_NONE)
             close(conns[i].fd);

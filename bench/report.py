@@ -68,13 +68,17 @@ def main():
     w("| wall time | %s s |" % a.elapsed)
     w("| load average (1, 5, 15 min) | %s |\n" % a.load)
     w("Servers (all single-threaded, 127.0.0.1, TCP_NODELAY): **epoll** is the "
-      "hand-written level-triggered floor (`servers/echo_epoll.c`); **libuv** uses "
+      "hand-written level-triggered floor (`servers/echo_epoll.c`); **uring** the "
+      "hand-written io_uring floor (`servers/echo_uring.c`: multishot accept and recv, "
+      "provided buffers, sends from the received buffer, one io_uring_enter per round); "
+      "**libuv** uses "
       "uv_try_write then uv_write; **libevent** is a bufferevent moving input to "
       "output; **libev** one ev_io per connection; **tether** is on_data → tt_send.\n")
 
     # ---- throughput and latency -------------------------------------------------
     tp = defaultdict(lambda: defaultdict(list))
     lat = defaultdict(lambda: defaultdict(list))
+    cpu = defaultdict(lambda: defaultdict(list))  # (user share, CPU s per message)
     errs = defaultdict(int)
     for r in runs:
         if r["section"] != "throughput":
@@ -90,6 +94,14 @@ def main():
             errs[r["server"]] += 1
             continue
         tp[key][r["server"]].append(res["msgs_per_s"])
+        c = r.get("cpu")
+        if c and c["user"] + c["sys"] > 0:
+            # The ticks cover the whole run, warmup included; the messages only the
+            # measured part, so scale them by (warmup + duration) / duration.
+            span = float(a.duration) + float(a.warmup)
+            msgs = res["msgs_per_s"] * span
+            cpu[key][r["server"]].append((c["user"] / (c["user"] + c["sys"]),
+                                          (c["user"] + c["sys"]) / c["hz"] / msgs))
         lat[key][r["server"]].append(res["latency_us"]["p99"])
         errs[r["server"]] += res.get("errors", 0) + res.get("connect_errors", 0)
     if tp:
@@ -135,6 +147,28 @@ def main():
                 cells.append("%.2f" % (max(v) / min(v)) if len(v) > 1 else "–")
             w("| %s | %s | %s | " % k + " | ".join(cells) + " |")
         w("")
+        if cpu:
+            w("## Where the server's time goes\n")
+            w("The server's CPU time over each run (`/proc/PID/stat` utime and stime), "
+              "median over rounds. **user** is the share spent in user space: the "
+              "event library and the echo code; the rest is the kernel (TCP, "
+              "loopback, system calls). A library that did its own work for free "
+              "could move a server's throughput by at most about that share. "
+              "**µs/msg** is server CPU per echoed message (approximate: warmup "
+              "included at the measured rate).\n")
+            w("| conns | size | pipeline | " + " | ".join(
+                "%s user | %s µs/msg" % (s, s) for s in servers) + " |")
+            w("|" + "---|" * (3 + 2 * len(servers)))
+            for k in keys:
+                cells = []
+                for s in servers:
+                    v = cpu[k].get(s, [])
+                    share = median([x[0] for x in v])
+                    per = median([x[1] for x in v])
+                    cells.append("%.1f %%" % (100 * share) if share is not None else "–")
+                    cells.append("%.2f" % (per * 1e6) if per is not None else "–")
+                w("| %s | %s | %s | " % k + " | ".join(cells) + " |")
+            w("")
         w("Client-side errors over all throughput runs (connect errors + dropped "
           "connections + failed runs): " +
           ", ".join("%s %d" % (s, errs[s]) for s in servers) + ".\n")
@@ -237,6 +271,19 @@ def main():
         for d in detail:
             w("- " + d)
         w("\n</details>\n")
+
+    # ---- hold -------------------------------------------------------------------
+    hold = [r for r in runs if r["section"] == "hold"]
+    if hold:
+        w("## Connections held with heartbeats\n")
+        w("`bench/hold.sh` (%s): the connections are opened from 127.0.0.2–254 by "
+          "`bin/idleconns -e -a` clients that answer every heartbeat, against "
+          "`bin/echo_tether` processes sharing the port with SO_REUSEPORT (one process "
+          "may hold no more descriptors than the hard RLIMIT_NOFILE). Every connection "
+          "heartbeats and is declared dead without an answer, so a lost heartbeat "
+          "shows as a lost connection. Memory is the servers' private memory growth "
+          "with heartbeat state, divided by the connections.\n" % hold[0]["args"])
+        w(hold[0]["result"]["md"].strip() + "\n")
 
     # The hand-written reading of the targets against these numbers.
     analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ANALYSIS.md")

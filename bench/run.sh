@@ -12,11 +12,12 @@
 #   DURATION=3          seconds measured per run
 #   WARMUP=0.5          seconds run before measuring
 #   CONNS="1 100 1000"  SIZES="64 4096"  PIPELINES="1 16"
-#   SERVERS="epoll libuv libevent libev tether"
+#   SERVERS="epoll uring libuv libevent libev tether"
 #   CHURN_CONNS=50      concurrent connect/exchange/close loops for the accept rate
 #   IDLE_COUNTS="10000 100000"   idle connections for memory per connection
 #   STRACE_MSGS=20000   echoed messages counted under strace -c
-#   SECTIONS="throughput churn idle syscalls"
+#   SECTIONS="throughput churn idle syscalls hold"
+#   HOLD_N=100000 HOLD_HB_MS=5000 HOLD_WINDOW=60   the hold section (bench/hold.sh)
 #   SERVER_CPU=0 CLIENT_CPU=1  BASE_PORT=19100  SKIP_BUILD=1 (use bin/ as it is)
 #   OUT=RESULTS.md
 set -euo pipefail
@@ -31,11 +32,14 @@ WARMUP=${WARMUP:-0.5}
 CONNS=${CONNS:-"1 100 1000"}
 SIZES=${SIZES:-"64 4096"}
 PIPELINES=${PIPELINES:-"1 16"}
-SERVERS=${SERVERS:-"epoll libuv libevent libev tether"}
+SERVERS=${SERVERS:-"epoll uring libuv libevent libev tether"}
 CHURN_CONNS=${CHURN_CONNS:-50}
 IDLE_COUNTS=${IDLE_COUNTS:-"10000 100000"}
 STRACE_MSGS=${STRACE_MSGS:-20000}
-SECTIONS=${SECTIONS:-"throughput churn idle syscalls"}
+SECTIONS=${SECTIONS:-"throughput churn idle syscalls hold"}
+HOLD_N=${HOLD_N:-100000}
+HOLD_HB_MS=${HOLD_HB_MS:-5000}
+HOLD_WINDOW=${HOLD_WINDOW:-60}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 BASE_PORT=${BASE_PORT:-19100}
@@ -123,16 +127,23 @@ for s in $SERVERS; do
     start_server "$s"
 done
 
-# One load run; appends {"server":..,"section":..,"round":..,"result":{...}}.
+# Server CPU time in clock ticks, user and system (/proc/PID/stat fields 14, 15).
+cpu_of() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
+
+# One load run; appends {"server":..,"section":..,"round":..,"result":{...},
+# "cpu":{"user":ticks,"sys":ticks,"hz":..}} (the server's CPU over the whole run,
+# warmup included).
 bench() { # section server round args...
-    local sec=$1 s=$2 r=$3 out
+    local sec=$1 s=$2 r=$3 out u0 s0 u1 s1
     shift 3
+    read -r u0 s0 < <(cpu_of "${pid[$s]}")
     out=$(taskset -c "$CLIENT_CPU" "$BENCH" bench --json "$@" "127.0.0.1:${port[$s]}" 2>/dev/null) || true
+    read -r u1 s1 < <(cpu_of "${pid[$s]}")
     if [[ -z $out ]]; then
         out='{"msgs_per_s":0,"failed":true}'
     fi
-    printf '{"section":"%s","server":"%s","round":%s,"args":"%s","result":%s}\n' \
-        "$sec" "$s" "$r" "$*" "$out" >>"$raw"
+    printf '{"section":"%s","server":"%s","round":%s,"args":"%s","result":%s,"cpu":{"user":%s,"sys":%s,"hz":%s}}\n' \
+        "$sec" "$s" "$r" "$*" "$out" $((u1 - u0)) $((s1 - s0)) "$(getconf CLK_TCK)" >>"$raw"
 }
 
 started=$(date +%s)
@@ -256,13 +267,27 @@ PY
     fi
 fi
 
+# ---- 100 000 connections held with heartbeats -------------------------------------
+# Servers of the comparison are stopped first: hold.sh wants both cores.
+if has_section hold; then
+    for s in "${!pid[@]}"; do
+        stop_server "$s"
+    done
+    log "hold: $HOLD_N connections, heartbeat $HOLD_HB_MS ms, $HOLD_WINDOW s"
+    held=0
+    N=$HOLD_N HB_MS=$HOLD_HB_MS WINDOW=$HOLD_WINDOW bash "$here/hold.sh" >"$work/hold.md" || held=$?
+    python3 -c 'import json, sys; print(json.dumps({"section": "hold", "server": "tether",
+        "round": 1, "args": sys.argv[2], "result": {"md": open(sys.argv[1]).read(),
+        "status": int(sys.argv[3])}}))' "$work/hold.md" "N=$HOLD_N HB_MS=$HOLD_HB_MS WINDOW=$HOLD_WINDOW" "$held" >>"$raw"
+fi
+
 elapsed=$(($(date +%s) - started))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- report ---------------------------------------------------------------------
 cmd=""
 for v in ROUNDS DURATION WARMUP CONNS SIZES PIPELINES SERVERS CHURN_CONNS IDLE_COUNTS \
-    STRACE_MSGS SECTIONS BENCH; do
+    STRACE_MSGS SECTIONS HOLD_N HOLD_HB_MS HOLD_WINDOW BENCH; do
     if env | grep -q "^$v="; then
         cmd+="$v=\"${!v}\" "
     fi
@@ -274,7 +299,7 @@ python3 "$here/report.py" "$raw" \
     --cpu "$cpu ($(nproc) cores)" --servers "$SERVERS" --rounds "$ROUNDS" \
     --duration "$DURATION" --warmup "$WARMUP" --elapsed "$elapsed" \
     --load "before: $load_before; after: $load_after" \
-    --versions "libuv $(pkg-config --modversion libuv), libevent $(pkg-config --modversion libevent), libev $(awk '/define EV_VERSION_MAJOR/ {a=$3} /define EV_VERSION_MINOR/ {b=$3} END {print a"."b}' /usr/include/ev.h), $(${CC:-cc} --version | head -1)" \
+    --versions "liburing $(pkg-config --modversion liburing), libuv $(pkg-config --modversion libuv), libevent $(pkg-config --modversion libevent), libev $(awk '/define EV_VERSION_MAJOR/ {a=$3} /define EV_VERSION_MINOR/ {b=$3} END {print a"."b}' /usr/include/ev.h), $(${CC:-cc} --version | head -1)" \
     >"$here/$OUT"
 cp "$raw" "$here/${OUT%.md}.jsonl"
 log "wrote $here/$OUT (raw runs: ${OUT%.md}.jsonl) in ${elapsed}s"

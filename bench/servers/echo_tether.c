@@ -2,11 +2,15 @@
  * straight to tt_send(), which writes them at once when nothing is queued and
  * copies only what the socket did not take. TCP_NODELAY is tether's default.
  *
- * usage: echo_tether PORT [HEARTBEAT_MS]
+ * usage: echo_tether PORT [HEARTBEAT_MS [DEAD_AFTER_MS [reuseport]]]
  *   listens on 127.0.0.1:PORT; SIGINT/SIGTERM end it. With HEARTBEAT_MS every
- *   connection sends a 1-byte heartbeat after that long without writing (no
- *   dead-after: the benchmark's idle clients never answer), which is how
- *   bench/heartbeat_cpu.sh measures the CPU cost of heartbeating idle connections. */
+ *   connection sends a 1-byte heartbeat after that long without writing, which is
+ *   how bench/heartbeat_cpu.sh measures the CPU cost of heartbeating idle
+ *   connections. DEAD_AFTER_MS (default 0: never) closes a connection whose peer
+ *   showed no sign of life for that long; the heartbeat is then the byte 'P' and
+ *   the peer must answer 'Q' (bench/idleconns -a does).
+ *   "reuseport" listens with SO_REUSEPORT, so several processes share the port
+ *   (bench/hold.sh: more connections than one process may hold descriptors). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,12 +19,16 @@
 #include "tether.h"
 
 static tt_loop_t *loop;
-static uint64_t heartbeat_ms;
+static uint64_t heartbeat_ms, dead_after_ms;
 
 static void on_open(tt_conn_t *conn)
 {
-    if (heartbeat_ms > 0 && (tt_conn_set_heartbeat_bytes(conn, "\n", 1, NULL, 0) < 0 ||
-                             tt_conn_set_heartbeat(conn, heartbeat_ms, 0) < 0))
+    /* With a dead-after time the peer must answer: ping 'P', pong 'Q' (bench/idleconns
+     * -a answers). Without one, the heartbeat is a bare newline nobody answers. */
+    int err = dead_after_ms > 0 ? tt_conn_set_heartbeat_bytes(conn, "P", 1, "Q", 1)
+                                : tt_conn_set_heartbeat_bytes(conn, "\n", 1, NULL, 0);
+
+    if (heartbeat_ms > 0 && (err < 0 || tt_conn_set_heartbeat(conn, heartbeat_ms, dead_after_ms) < 0))
         tt_destroy(conn, 0);
 }
 
@@ -64,23 +72,29 @@ int main(int argc, char **argv)
 {
     tt_conn_handlers_t h = {.on_open = on_open, .on_data = on_data};
     struct conn_list conns = {0};
+    tt_server_opts_t opts;
     struct sigaction sa;
     tt_server_t *srv;
     tt_addr_t addr;
     int port, err;
 
-    if (argc < 2 || argc > 3 || (port = atoi(argv[1])) <= 0 || port > 65535) {
-        fprintf(stderr, "usage: %s PORT [HEARTBEAT_MS]\n", argv[0]);
+    if (argc < 2 || argc > 5 || (port = atoi(argv[1])) <= 0 || port > 65535 ||
+        (argc == 5 && strcmp(argv[4], "reuseport") != 0)) {
+        fprintf(stderr, "usage: %s PORT [HEARTBEAT_MS [DEAD_AFTER_MS [reuseport]]]\n", argv[0]);
         return 2;
     }
-    if (argc == 3)
+    if (argc >= 3)
         heartbeat_ms = strtoull(argv[2], NULL, 10);
+    if (argc >= 4)
+        dead_after_ms = strtoull(argv[3], NULL, 10);
+    memset(&opts, 0, sizeof(opts));
+    opts.reuseport = argc == 5;
     signal(SIGPIPE, SIG_IGN);
     err = tt_loop_init(&loop);
     if (err == 0)
         err = tt_addr_parse(&addr, "127.0.0.1", (uint16_t)port);
     if (err == 0)
-        err = tt_server_listen(loop, &addr, NULL, &h, NULL, &srv);
+        err = tt_server_listen(loop, &addr, &opts, &h, NULL, &srv);
     if (err < 0) {
         fprintf(stderr, "echo_tether: %s\n", tt_strerror(err));
         return 1;
