@@ -49,7 +49,8 @@ def main():
         ap.add_argument("--" + k, default="")
     a = ap.parse_args()
     servers = a.servers.split()
-    others = [s for s in servers if s != "tether"]
+    ours = [s for s in servers if s.startswith("tether")]
+    others = [s for s in servers if not s.startswith("tether")]
     runs = [json.loads(l) for l in open(a.raw) if l.strip()]
 
     out = []
@@ -73,7 +74,9 @@ def main():
       "provided buffers, sends from the received buffer, one io_uring_enter per round); "
       "**libuv** uses "
       "uv_try_write then uv_write; **libevent** is a bufferevent moving input to "
-      "output; **libev** one ev_io per connection; **tether** is on_data → tt_send.\n")
+      "output; **libev** one ev_io per connection; **tether** is on_data → tt_send "
+      "on the default epoll backend, **tether_uring** the same program with "
+      "TETHER_BACKEND=io_uring.\n")
 
     # ---- throughput and latency -------------------------------------------------
     tp = defaultdict(lambda: defaultdict(list))
@@ -109,30 +112,31 @@ def main():
         w("## Echo throughput: messages/s (median; in brackets: ÷ epoll)\n")
         w("Closed loop: each connection keeps `pipeline` messages in flight. "
           "A message is `size` bytes, complete when all its bytes are back.\n")
+        pairs = [(t, o) for t in ours for o in others]
         hdr = "| conns | size | pipeline | " + " | ".join(servers)
-        if "tether" in servers:
-            hdr += " | " + " | ".join("tether ÷ %s" % o for o in others)
+        if pairs:
+            hdr += " | " + " | ".join("%s ÷ %s" % p for p in pairs)
         w(hdr + " |")
-        w("|" + "---|" * (3 + len(servers) + (len(others) if "tether" in servers else 0)))
+        w("|" + "---|" * (3 + len(servers) + len(pairs)))
         for k in keys:
             med = {s: median(tp[k].get(s, [])) for s in servers}
             cells = ["%s (%s)" % (fmt_rate(med[s]), ratio(med[s], med.get("epoll")))
                      if s != "epoll" else fmt_rate(med[s]) for s in servers]
             row = "| %s | %s | %s | " % k + " | ".join(cells)
-            if "tether" in servers:
-                row += " | " + " | ".join(ratio(med["tether"], med[o]) for o in others)
+            if pairs:
+                row += " | " + " | ".join(ratio(med[t], med[o]) for t, o in pairs)
             w(row + " |")
         w("")
         w("## Latency p99 (median over rounds; in brackets: ÷ epoll, lower is better)\n")
         w(hdr + " |")
-        w("|" + "---|" * (3 + len(servers) + (len(others) if "tether" in servers else 0)))
+        w("|" + "---|" * (3 + len(servers) + len(pairs)))
         for k in keys:
             med = {s: median(lat[k].get(s, [])) for s in servers}
             cells = ["%s (%s)" % (fmt_us(med[s]), ratio(med[s], med.get("epoll")))
                      if s != "epoll" else fmt_us(med[s]) for s in servers]
             row = "| %s | %s | %s | " % k + " | ".join(cells)
-            if "tether" in servers:
-                row += " | " + " | ".join(ratio(med["tether"], med[o]) for o in others)
+            if pairs:
+                row += " | " + " | ".join(ratio(med[t], med[o]) for t, o in pairs)
             w(row + " |")
         w("")
         w("## Round-to-round spread of messages/s (max ÷ min over rounds)\n")

@@ -12,7 +12,8 @@
 #   DURATION=3          seconds measured per run
 #   WARMUP=0.5          seconds run before measuring
 #   CONNS="1 100 1000"  SIZES="64 4096"  PIPELINES="1 16"
-#   SERVERS="epoll uring libuv libevent libev tether"
+#   SERVERS="epoll uring libuv libevent libev tether tether_uring"
+#                       (tether_uring: echo_tether with TETHER_BACKEND=io_uring)
 #   CHURN_CONNS=50      concurrent connect/exchange/close loops for the accept rate
 #   IDLE_COUNTS="10000 100000"   idle connections for memory per connection
 #   STRACE_MSGS=20000   echoed messages counted under strace -c
@@ -32,7 +33,7 @@ WARMUP=${WARMUP:-0.5}
 CONNS=${CONNS:-"1 100 1000"}
 SIZES=${SIZES:-"64 4096"}
 PIPELINES=${PIPELINES:-"1 16"}
-SERVERS=${SERVERS:-"epoll uring libuv libevent libev tether"}
+SERVERS=${SERVERS:-"epoll uring libuv libevent libev tether tether_uring"}
 CHURN_CONNS=${CHURN_CONNS:-50}
 IDLE_COUNTS=${IDLE_COUNTS:-"10000 100000"}
 STRACE_MSGS=${STRACE_MSGS:-20000}
@@ -69,7 +70,7 @@ has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 # ---- build ---------------------------------------------------------------------
 if [[ -z ${SKIP_BUILD:-} ]]; then
     make -s all >&2
-    if [[ " $SERVERS " == *" tether "* ]]; then
+    if [[ " $SERVERS " == *" tether"* ]]; then
         make -s bin/echo_tether >&2
     fi
     if [[ -z $bench_override ]]; then
@@ -86,11 +87,19 @@ hard=$(ulimit -Hn)
 ulimit -n "$hard"
 
 # ---- servers --------------------------------------------------------------------
+launch() { # name port: start the server on SERVER_CPU, in the background
+    if [[ $1 == tether_uring ]]; then
+        TETHER_BACKEND=io_uring taskset -c "$SERVER_CPU" "$here/bin/echo_tether" "$2" >/dev/null &
+    else
+        taskset -c "$SERVER_CPU" "$here/bin/echo_$1" "$2" >/dev/null &
+    fi
+}
+
 start_server() { # name
     local s=$1 p
     p=$((BASE_PORT + nports))
     nports=$((nports + 1))
-    taskset -c "$SERVER_CPU" "$here/bin/echo_$s" "$p" >/dev/null &
+    launch "$s" "$p"
     pid[$s]=$!
     port[$s]=$p
     for _ in $(seq 50); do
@@ -113,7 +122,12 @@ stop_server() { # name
 restart_server() { # name: a fresh process, for the memory and syscall tests
     local s=$1 p=${port[$1]}
     stop_server "$s"
-    taskset -c "$SERVER_CPU" "$here/bin/echo_$s" "$p" >/dev/null &
+    # The old listener must be gone first, or the check below would reach it.
+    for _ in $(seq 50); do
+        [[ -z $(ss -ltnH "( sport = :$p )") ]] && break
+        sleep 0.1
+    done
+    launch "$s" "$p"
     pid[$s]=$!
     for _ in $(seq 50); do
         (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && return 0

@@ -114,8 +114,13 @@ typedef enum tt_run_mode {
 typedef void (*tt_post_cb)(tt_loop_t *loop, void *arg);
 
 /* Create a loop. Returns 0 and *out, -EINVAL, -ENOMEM, or the errno of
- * epoll_create1/eventfd (-EMFILE, ...). */
+ * epoll_create1/eventfd (-EMFILE, ...). The loop waits with epoll, or with io_uring
+ * when the environment variable TETHER_BACKEND is "io_uring" and the kernel allows
+ * it (else epoll, silently: tt_loop_backend tells). Behaviour is the same with
+ * both; io_uring makes one system call per round instead of one per read. */
 TT_EXTERN int tt_loop_init(tt_loop_t **out);
+/* "epoll" or "io_uring": what the loop waits with. NULL for NULL. */
+TT_EXTERN const char *tt_loop_backend(const tt_loop_t *loop);
 /* Free the loop. Returns 0, or -EBUSY while any handle (timer, connection, server)
  * is still open; then nothing was freed. Not from inside tt_loop_run(). */
 TT_EXTERN int tt_loop_close(tt_loop_t *loop);
@@ -216,9 +221,10 @@ typedef struct tt_close_info {
 typedef struct tt_conn_handlers {
     /* The connection is established (accepted, or connect succeeded). */
     void (*on_open)(tt_conn_t *conn);
-    /* `len` bytes arrived; `pending` is how many more the kernel holds for this
-     * socket at this moment. `data` is lent until the callback returns. Not called
-     * for a framed connection (see on_message). */
+    /* `len` bytes arrived (one read: at most 64 KiB with epoll, 16 KiB with
+     * io_uring); `pending` is how many more the kernel holds for this socket at
+     * this moment. `data` is lent until the callback returns. Not called for a
+     * framed connection (see on_message). */
     void (*on_data)(tt_conn_t *conn, const void *data, size_t len, size_t pending);
     /* The send queue dropped to zero after it had reached the high-water mark. */
     void (*on_drain)(tt_conn_t *conn);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# make test: the whole suite, again under ASan+UBSan, the cross-thread tests under
-# TSan, and a short fuzz run of every framing decoder. Every stage runs even when
-# an earlier one failed, so one run shows everything; the last line adds them up.
+# make test: the whole suite, again on the io_uring backend, again under ASan+UBSan,
+# the cross-thread tests under TSan, and a short fuzz run of every framing decoder.
+# Every stage runs even when an earlier one failed, so one run shows everything;
+# the last line adds them up.
 set -uo pipefail
 build=${1:-build}
 asan=${2:-build-asan}
@@ -38,6 +39,9 @@ run_ctest() {
 
 echo "== plain build"
 run_ctest "$build" "plain"
+
+echo "== the same suite on the io_uring backend (TETHER_BACKEND=io_uring)"
+TETHER_BACKEND=io_uring run_ctest "$build" "io_uring" -E 'install/consumers|docs/api_reference'
 
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer"
 if cmake -S . -B "$asan" -DCMAKE_BUILD_TYPE=Debug -DTT_SANITIZE=ON >/dev/null &&

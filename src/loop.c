@@ -214,6 +214,11 @@ static void run_posts(tt_loop_t *loop)
 
 uint64_t tt_loop_now(const tt_loop_t *loop) { return loop != NULL ? loop->now : 0; }
 
+const char *tt_loop_backend(const tt_loop_t *loop)
+{
+    return loop != NULL ? tt__poller_name(&loop->poller) : NULL;
+}
+
 void tt_loop_update_time(tt_loop_t *loop)
 {
     if (loop != NULL)

@@ -3,9 +3,11 @@
  * Above this interface nothing assumes readiness semantics: reading is "the poller
  * hands the owner a filled buffer" (TT__EV_DATA), writing is "the owner hands the
  * poller an iovec list and learns how much went" (tt__io_writev), with
- * TT__EV_WRITABLE when more can go. A completion backend (io_uring: multishot recv
- * with provided buffers) implements the same calls. Only raw watches
- * (TT__EV_READABLE: listeners, eventfds, UDP, stream sources) see readiness. */
+ * TT__EV_WRITABLE when more can go. Two backends implement it: epoll
+ * (poller_epoll.c, the default) and io_uring (poller_uring.c: recv into provided
+ * buffers, one system call per round), chosen per loop at init (TETHER_BACKEND).
+ * Only raw watches (TT__EV_READABLE: listeners, eventfds, UDP, stream sources) see
+ * readiness. Writes are direct system calls in both (poller.c). */
 #ifndef TT_POLLER_H
 #define TT_POLLER_H
 
@@ -40,18 +42,28 @@ struct tt__io {
     tt__io_cb cb;
 };
 
+#define TT__BACKEND_EPOLL 0
+#define TT__BACKEND_URING 1
+
 typedef struct tt__poller {
-    int epfd;
-    char *rbuf; /* the loop's one read buffer (DESIGN.md: no per-connection buffer) */
+    int backend; /* TT__BACKEND_* */
+    char *rbuf;  /* the loop's one read buffer (DESIGN.md: no per-connection buffer) */
     size_t rbuf_size;
+    /* epoll */
+    int epfd;
     int nevents;
     void *events; /* struct epoll_event[nevents] */
+    /* io_uring */
+    struct tt__uring *uring;
 } tt__poller_t;
 
 #define TT__READ_BUF_SIZE (64 * 1024)
 
+/* Pick the backend: io_uring when the environment says TETHER_BACKEND=io_uring and
+ * the kernel allows it, else epoll. 0 or -errno. */
 int tt__poller_init(tt__poller_t *p);
 void tt__poller_close(tt__poller_t *p);
+const char *tt__poller_name(const tt__poller_t *p);
 static inline void tt__io_init(tt__io_t *io, int fd, int kind, tt__io_cb cb)
 {
     io->fd = fd;
@@ -61,15 +73,43 @@ static inline void tt__io_init(tt__io_t *io, int fd, int kind, tt__io_cb cb)
     io->pad_ = 0;
     io->cb = cb;
 }
-/* Set the interest of `io` (0 removes it from the backend). 0 or -errno. */
-int tt__poller_set(tt__poller_t *p, tt__io_t *io, unsigned events);
-/* Forget `io` before its fd is closed. */
-void tt__poller_remove(tt__poller_t *p, tt__io_t *io);
+/* The backends; tt__poller_set/remove/wait below pick one. */
+int tt__epoll_init(tt__poller_t *p);
+void tt__epoll_close(tt__poller_t *p);
+int tt__epoll_set(tt__poller_t *p, tt__io_t *io, unsigned events);
+void tt__epoll_remove(tt__poller_t *p, tt__io_t *io);
+int tt__epoll_wait(tt__poller_t *p, int timeout_ms);
+int tt__uring_init(tt__poller_t *p);
+void tt__uring_close(tt__poller_t *p);
+int tt__uring_set(tt__poller_t *p, tt__io_t *io, unsigned events);
+void tt__uring_remove(tt__poller_t *p, tt__io_t *io);
+int tt__uring_wait(tt__poller_t *p, int timeout_ms);
+
+/* Set the interest of `io` (0: no events; bytes a completion backend had already
+ * taken are kept for when reading resumes). 0 or -errno. */
+static inline int tt__poller_set(tt__poller_t *p, tt__io_t *io, unsigned events)
+{
+    return p->backend == TT__BACKEND_URING ? tt__uring_set(p, io, events)
+                                           : tt__epoll_set(p, io, events);
+}
+/* Forget `io` before its fd is closed: no event reaches it afterwards, and the
+ * backend holds no reference to the socket once this returns. */
+static inline void tt__poller_remove(tt__poller_t *p, tt__io_t *io)
+{
+    if (p->backend == TT__BACKEND_URING)
+        tt__uring_remove(p, io);
+    else
+        tt__epoll_remove(p, io);
+}
 /* Wait up to timeout_ms (-1 forever) and dispatch events. A callback may close any
  * watch: a watch whose fd is -1 gets no further events in this round, and its
  * memory must stay valid until the round ends (the loop defers frees).
  * Returns the number of events or -errno (-EINTR is not an error: 0). */
-int tt__poller_wait(tt__poller_t *p, int timeout_ms);
+static inline int tt__poller_wait(tt__poller_t *p, int timeout_ms)
+{
+    return p->backend == TT__BACKEND_URING ? tt__uring_wait(p, timeout_ms)
+                                           : tt__epoll_wait(p, timeout_ms);
+}
 /* Write as much of iov as the socket takes now: bytes written, or -EAGAIN (the
  * owner will get TT__EV_WRITABLE once it arms TT__POLL_OUT), or -errno. Never
  * raises SIGPIPE. */

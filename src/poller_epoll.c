@@ -6,50 +6,35 @@
 #include "poller.h"
 
 #include <errno.h>
-#include <pthread.h>
-#include <signal.h>
-#include <time.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
-#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define MAX_EVENTS 256
 
-int tt__poller_init(tt__poller_t *p)
+int tt__epoll_init(tt__poller_t *p)
 {
-    int err;
-
     p->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (p->epfd < 0)
         return -errno;
-    p->rbuf_size = TT__READ_BUF_SIZE;
-    p->rbuf = malloc(p->rbuf_size);
     p->nevents = MAX_EVENTS;
     p->events = calloc(MAX_EVENTS, sizeof(struct epoll_event));
-    if (p->rbuf == NULL || p->events == NULL) {
-        err = -ENOMEM;
-        goto fail;
+    if (p->events == NULL) {
+        close(p->epfd);
+        return -ENOMEM;
     }
     return 0;
-
-fail:
-    free(p->rbuf);
-    free(p->events);
-    close(p->epfd);
-    return err;
 }
 
-void tt__poller_close(tt__poller_t *p)
+void tt__epoll_close(tt__poller_t *p)
 {
-    free(p->rbuf);
     free(p->events);
     close(p->epfd);
 }
 
-int tt__poller_set(tt__poller_t *p, tt__io_t *io, unsigned events)
+int tt__epoll_set(tt__poller_t *p, tt__io_t *io, unsigned events)
 {
     struct epoll_event ev = {0};
     int op;
@@ -75,7 +60,7 @@ int tt__poller_set(tt__poller_t *p, tt__io_t *io, unsigned events)
     return 0;
 }
 
-void tt__poller_remove(tt__poller_t *p, tt__io_t *io)
+void tt__epoll_remove(tt__poller_t *p, tt__io_t *io)
 {
     if (io->registered && io->fd >= 0)
         epoll_ctl(p->epfd, EPOLL_CTL_DEL, io->fd, NULL);
@@ -101,7 +86,7 @@ static void deliver_read(tt__poller_t *p, tt__io_t *io)
     io->cb(io, TT__EV_DATA, p->rbuf, n, pending);
 }
 
-int tt__poller_wait(tt__poller_t *p, int timeout_ms)
+int tt__epoll_wait(tt__poller_t *p, int timeout_ms)
 {
     struct epoll_event *evs = p->events;
     int n = epoll_wait(p->epfd, evs, p->nevents, timeout_ms);
@@ -130,55 +115,5 @@ int tt__poller_wait(tt__poller_t *p, int timeout_ms)
         if (io->fd >= 0 && (io->events & TT__POLL_IN) && ((e & EPOLLIN) || err_or_hup))
             deliver_read(p, io);
     }
-    return n;
-}
-
-ssize_t tt__io_writev(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt)
-{
-    struct msghdr msg = {0};
-    ssize_t n;
-
-    (void)p;
-    msg.msg_iov = (struct iovec *)iov;
-    msg.msg_iovlen = (size_t)iovcnt;
-    /* sendmsg rather than writev: MSG_NOSIGNAL, so a closed peer gives EPIPE and
-     * never SIGPIPE (socket(7), send(2)). */
-    do
-        n = sendmsg(io->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    return n;
-}
-
-ssize_t tt__io_sendfile(tt__poller_t *p, tt__io_t *io, int in_fd, uint64_t *offset, size_t len)
-{
-    off_t off = (off_t)*offset;
-    sigset_t pipe_set, old_set, pending;
-    ssize_t n;
-    int err = 0, was_pending;
-
-    (void)p;
-    /* sendfile(2) has no MSG_NOSIGNAL: a reset peer raises SIGPIPE. Block it on this
-     * thread for the call and swallow the one we caused, leaving one that was
-     * already pending alone. The library never changes process-wide dispositions. */
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
-    sigpending(&pending);
-    was_pending = sigismember(&pending, SIGPIPE);
-    do
-        n = sendfile(io->fd, in_fd, &off, len);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        err = errno;
-    if (err == EPIPE && !was_pending) {
-        struct timespec zero = {0, 0};
-        sigtimedwait(&pipe_set, NULL, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &old_set, NULL);
-    if (n < 0)
-        return err == EWOULDBLOCK ? -EAGAIN : -err;
-    *offset = (uint64_t)off;
     return n;
 }

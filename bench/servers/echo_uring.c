@@ -299,6 +299,9 @@ int main(int argc, char **argv)
         }
         io_uring_cq_advance(&ring, seen);
     }
+    /* The multishot accept holds the listener until the ring is torn down, which
+     * the kernel finishes after we exit; shut it now so the port is free at once. */
+    shutdown(listen_fd, SHUT_RDWR);
     io_uring_queue_exit(&ring);
     close(listen_fd);
     return 0;

@@ -345,7 +345,9 @@ Test(read, pending_is_positive_when_more_than_a_buffer_is_waiting)
 
     cr_assert_gt(avail_at_resume, 64 * 1024,
                  "only %d bytes waited at resume: the scenario did not happen", avail_at_resume);
-    cr_expect_eq(srv.first_len, 64 * 1024, "first read %zu", srv.first_len);
+    /* A full read buffer: 64 KiB with epoll, 16 KiB with io_uring. */
+    size_t read_size = strcmp(tt_loop_backend(loop), "io_uring") == 0 ? 16 * 1024 : 64 * 1024;
+    cr_expect_eq(srv.first_len, read_size, "first read %zu", srv.first_len);
     cr_expect_gt(srv.first_pending, 0, "pending 0 with %d bytes waiting", avail_at_resume);
     cr_expect_leq(srv.first_pending, 2 * MEG);
     cr_expect_eq(srv.last_pending, 0, "last read still reported %zu pending", srv.last_pending);

@@ -1,0 +1,104 @@
+/* What both backends share: choosing one, the loop's read buffer, and writing.
+ *
+ * Writes are direct system calls whichever backend waits: the connection learns at
+ * once how much the kernel took, which its send queue, backpressure and close
+ * figures are built on. */
+#include "poller.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <time.h>
+
+int tt__poller_init(tt__poller_t *p)
+{
+    const char *want = getenv("TETHER_BACKEND");
+    int err;
+
+    memset(p, 0, sizeof(*p));
+    p->epfd = -1;
+    p->rbuf_size = TT__READ_BUF_SIZE;
+    p->rbuf = malloc(p->rbuf_size);
+    if (p->rbuf == NULL)
+        return -ENOMEM;
+    /* io_uring only when asked: a kernel or sandbox without it (or with it
+     * disabled, kernel.io_uring_disabled) falls back to epoll;
+     * tt_loop_backend() tells which one a loop got. */
+    if (want != NULL && strcmp(want, "io_uring") == 0 && tt__uring_init(p) == 0) {
+        p->backend = TT__BACKEND_URING;
+        return 0;
+    }
+    p->backend = TT__BACKEND_EPOLL;
+    err = tt__epoll_init(p);
+    if (err < 0)
+        free(p->rbuf);
+    return err;
+}
+
+void tt__poller_close(tt__poller_t *p)
+{
+    if (p->backend == TT__BACKEND_URING)
+        tt__uring_close(p);
+    else
+        tt__epoll_close(p);
+    free(p->rbuf);
+}
+
+const char *tt__poller_name(const tt__poller_t *p)
+{
+    return p->backend == TT__BACKEND_URING ? "io_uring" : "epoll";
+}
+
+ssize_t tt__io_writev(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt)
+{
+    struct msghdr msg = {0};
+    ssize_t n;
+
+    (void)p;
+    msg.msg_iov = (struct iovec *)iov;
+    msg.msg_iovlen = (size_t)iovcnt;
+    /* sendmsg rather than writev: MSG_NOSIGNAL, so a closed peer gives EPIPE and
+     * never SIGPIPE (socket(7), send(2)). */
+    do
+        n = sendmsg(io->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return n;
+}
+
+ssize_t tt__io_sendfile(tt__poller_t *p, tt__io_t *io, int in_fd, uint64_t *offset, size_t len)
+{
+    off_t off = (off_t)*offset;
+    sigset_t pipe_set, old_set, pending;
+    ssize_t n;
+    int err = 0, was_pending;
+
+    (void)p;
+    /* sendfile(2) has no MSG_NOSIGNAL: a reset peer raises SIGPIPE. Block it on this
+     * thread for the call and swallow the one we caused, leaving one that was
+     * already pending alone. The library never changes process-wide dispositions. */
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
+    sigpending(&pending);
+    was_pending = sigismember(&pending, SIGPIPE);
+    do
+        n = sendfile(io->fd, in_fd, &off, len);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        err = errno;
+    if (err == EPIPE && !was_pending) {
+        struct timespec zero = {0, 0};
+        sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_set, NULL);
+    if (n < 0)
+        return err == EWOULDBLOCK ? -EAGAIN : -err;
+    *offset = (uint64_t)off;
+    return n;
+}
