@@ -221,9 +221,9 @@ typedef struct tt_close_info {
 typedef struct tt_conn_handlers {
     /* The connection is established (accepted, or connect succeeded). */
     void (*on_open)(tt_conn_t *conn);
-    /* `len` bytes arrived (one read: at most 64 KiB with epoll, 16 KiB with
-     * io_uring); `pending` is how many more the kernel holds for this socket at
-     * this moment. `data` is lent until the callback returns. Not called for a
+    /* `len` bytes arrived (one read: at most 64 KiB; 16 KiB with io_uring while
+     * its buffer pool lasts); `pending` is how many more the kernel holds for this
+     * socket at this moment. `data` is lent until the callback returns. Not called for a
      * framed connection (see on_message). */
     void (*on_data)(tt_conn_t *conn, const void *data, size_t len, size_t pending);
     /* The send queue dropped to zero after it had reached the high-water mark. */

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #define URING_ENTRIES 1024
 #define BUF_COUNT 256 /* power of two */
@@ -49,6 +50,7 @@ typedef struct uslot {
     uint8_t poll_first;  /* the socket was drained: next recv waits before trying */
     uint8_t held;        /* a recv result kept while reading is stopped */
     uint8_t on_ready;    /* on the ready list */
+    uint8_t poll_read;   /* no buffer was free: read once on readiness, directly */
     uint16_t held_bid;
     int32_t held_res;
     uint32_t held_flags;
@@ -58,6 +60,8 @@ struct tt__uring {
     struct io_uring ring;
     struct io_uring_buf_ring *br;
     char *bufs;
+    char *rbuf; /* the loop's read buffer, for direct reads when the ring ran dry */
+    size_t rbuf_size;
     uslot_t *slots; /* indexed by fd */
     size_t nslots;
     int *ready; /* fds with work outside a completion: held data, a recv to retry */
@@ -212,6 +216,8 @@ static void arm(struct tt__uring *u, int fd, uslot_t *s)
         if (ev & TT__POLL_IN) {
             if (s->held)
                 ready_add(u, fd, s); /* deliver what was held, from the loop */
+            else if (s->poll_read)
+                poll_want |= TT__POLL_IN;
             else if (!s->recv_out)
                 submit_recv(u, fd, s);
         } else if (s->recv_out && !s->recv_cancel) {
@@ -273,6 +279,8 @@ int tt__uring_init(tt__poller_t *p)
         goto fail_ring;
     for (unsigned i = 0; i < BUF_COUNT; i++)
         buf_return(u, i);
+    u->rbuf = p->rbuf;
+    u->rbuf_size = p->rbuf_size;
     p->uring = u;
     return 0;
 
@@ -384,8 +392,13 @@ static void on_recv(struct tt__uring *u, int fd, uslot_t *s, struct io_uring_cqe
         arm(u, fd, s); /* reading may have resumed since */
         return;
     }
-    if (res == -ENOBUFS) { /* every buffer in use: try again once they are back */
-        ready_add(u, fd, s);
+    if (res == -ENOBUFS) {
+        /* Every buffer is in use (more sockets read at once than the ring has
+         * buffers). Retrying the recv could lose the race for buffers again and
+         * again; instead wait for readiness, which needs no buffer, and read once
+         * into the loop's read buffer, as the epoll backend does. */
+        s->poll_read = 1;
+        arm(u, fd, s);
         return;
     }
     s->poll_first = res > 0 && res < BUF_SIZE && !(cqe->flags & IORING_CQE_F_SOCK_NONEMPTY);
@@ -398,6 +411,27 @@ static void on_recv(struct tt__uring *u, int fd, uslot_t *s, struct io_uring_cqe
         return;
     }
     deliver(u, fd, s, res, bid, cqe->flags);
+}
+
+/* One read into the loop's buffer after readiness (the ring had no buffer free);
+ * the next read goes through the ring again. */
+static void read_direct(struct tt__uring *u, int fd, uslot_t *s)
+{
+    tt__io_t *io = s->io;
+    ssize_t n = recv(fd, u->rbuf, u->rbuf_size, 0);
+    size_t pending = 0;
+
+    s->poll_read = 0;
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        n = -errno;
+    } else if ((size_t)n == u->rbuf_size) {
+        int avail = 0;
+        if (ioctl(fd, FIONREAD, &avail) == 0 && avail > 0)
+            pending = (size_t)avail;
+    }
+    io->cb(io, TT__EV_DATA, u->rbuf, n, pending);
 }
 
 static void on_poll(struct tt__uring *u, int fd, uslot_t *s, int res)
@@ -423,8 +457,16 @@ static void on_poll(struct tt__uring *u, int fd, uslot_t *s, int res)
     if ((io->events & TT__POLL_OUT) && ((revents & POLLOUT) || err_or_hup))
         io->cb(io, TT__EV_WRITABLE, NULL, 0, 0);
     s = &u->slots[fd];
-    if (s->io == io && s->gen == gen)
-        arm(u, fd, s); /* again, if still wanted: level-triggered */
+    if (s->io != io || s->gen != gen)
+        return;
+    if (io->kind == TT__IO_STREAM && s->poll_read && (io->events & TT__POLL_IN) &&
+        ((revents & POLLIN) || err_or_hup)) {
+        read_direct(u, fd, s);
+        s = &u->slots[fd];
+        if (s->io != io || s->gen != gen)
+            return;
+    }
+    arm(u, fd, s); /* again, if still wanted: level-triggered */
 }
 
 static void on_cqe(struct tt__uring *u, struct io_uring_cqe *cqe)
