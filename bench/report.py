@@ -209,7 +209,7 @@ def main():
           "/proc/PID/smaps_rollup) before and after N connections, opened by "
           "`bin/idleconns -e` from 127.0.0.2–254 and echoed once each, divided by "
           "N. Kernel socket memory is the same for all servers and not included. "
-          "Each server is a fresh process, warmed with 200 connections first.\n")
+          "Each server is a fresh process, warmed with 500 connections first.\n")
         counts = sorted({int(r["args"]) for r in idle})
         w("| server | " + " | ".join("bytes/conn @ %d" % n for n in counts) + " |")
         w("|---|" + "---|" * len(counts))
@@ -275,6 +275,27 @@ def main():
         for d in detail:
             w("- " + d)
         w("\n</details>\n")
+
+    # ---- instructions -----------------------------------------------------------
+    ins = [r for r in runs if r["section"] == "instructions"]
+    if ins:
+        w("## User-space instructions per echoed message\n")
+        w("`valgrind --tool=callgrind` on the server (counters zeroed after a 2000-message "
+          "warmup) while `tether bench --connections 100 --size 64 --messages N` runs: every "
+          "instruction the server executed in user space (library, echo code, libc), "
+          "divided by the messages. Exact and repeatable whatever else the machine does; "
+          "the kernel's work, most of each message's cost (see where the time goes), is "
+          "not counted.\n")
+        w("| " + " | ".join(servers) + " |")
+        w("|" + "---|" * len(servers))
+        cells = []
+        for s_ in servers:
+            rs = [r["result"] for r in ins if r["server"] == s_]
+            if not rs or not rs[0].get("messages") or not rs[0].get("ir"):
+                cells.append("–")
+            else:
+                cells.append("%.0f" % (rs[0]["ir"] / rs[0]["messages"]))
+        w("| " + " | ".join(cells) + " |\n")
 
     # ---- hold -------------------------------------------------------------------
     hold = [r for r in runs if r["section"] == "hold"]

@@ -17,7 +17,8 @@
 #   CHURN_CONNS=50      concurrent connect/exchange/close loops for the accept rate
 #   IDLE_COUNTS="10000 100000"   idle connections for memory per connection
 #   STRACE_MSGS=20000   echoed messages counted under strace -c
-#   SECTIONS="throughput churn idle syscalls hold"
+#   SECTIONS="throughput churn idle syscalls instructions hold"
+#   CG_MSGS=20000       echoed messages counted under callgrind (instructions)
 #   HOLD_N=100000 HOLD_HB_MS=5000 HOLD_WINDOW=60   the hold section (bench/hold.sh)
 #   SERVER_CPU=0 CLIENT_CPU=1  BASE_PORT=19100  SKIP_BUILD=1 (use bin/ as it is)
 #   OUT=RESULTS.md
@@ -37,7 +38,8 @@ SERVERS=${SERVERS:-"epoll uring libuv libevent libev tether tether_uring"}
 CHURN_CONNS=${CHURN_CONNS:-50}
 IDLE_COUNTS=${IDLE_COUNTS:-"10000 100000"}
 STRACE_MSGS=${STRACE_MSGS:-20000}
-SECTIONS=${SECTIONS:-"throughput churn idle syscalls hold"}
+SECTIONS=${SECTIONS:-"throughput churn idle syscalls instructions hold"}
+CG_MSGS=${CG_MSGS:-20000}
 HOLD_N=${HOLD_N:-100000}
 HOLD_HB_MS=${HOLD_HB_MS:-5000}
 HOLD_WINDOW=${HOLD_WINDOW:-60}
@@ -212,8 +214,9 @@ if has_section idle; then
             log "idle $n: $s"
             restart_server "$s"
             # Warm the code paths first, so page faults of first use are not
-            # charged to the connections.
-            taskset -c "$CLIENT_CPU" "$here/bin/idleconns" -e -H 1 127.0.0.1 "${port[$s]}" 200 \
+            # charged to the connections (500: more than tether_uring's 256 read
+            # buffers, which are handed out in turn).
+            taskset -c "$CLIENT_CPU" "$here/bin/idleconns" -e -H 1 127.0.0.1 "${port[$s]}" 500 \
                 >/dev/null || true
             sleep 0.3
             before=$(private_kb "${pid[$s]}")
@@ -281,6 +284,57 @@ PY
     fi
 fi
 
+# ---- user-space instructions per echoed message -----------------------------------
+# callgrind counts the instructions a server executes in user space (its library,
+# the echo code, libc) exactly, whatever else the machine is doing: the library's
+# own cost per message, with the kernel's left out. Counters are zeroed after a
+# warmup, so start-up and accepting do not count.
+if has_section instructions; then
+    if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+        for s in $SERVERS; do
+            log "instructions c=100 pipeline=1: $s"
+            stop_server "$s"
+            p=${port[$s]}
+            for _ in $(seq 50); do
+                [[ -z $(ss -ltnH "( sport = :$p )") ]] && break
+                sleep 0.1
+            done
+            exe="$here/bin/echo_$s"
+            [[ $s == tether_uring ]] && exe="$here/bin/echo_tether"
+            TETHER_BACKEND=$([[ $s == tether_uring ]] && echo io_uring || echo epoll) \
+                taskset -c "$SERVER_CPU" valgrind --tool=callgrind \
+                --callgrind-out-file="$work/cg.$s.%p" "$exe" "$p" >/dev/null 2>&1 &
+            vpid=$!
+            for _ in $(seq 100); do
+                (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break
+                sleep 0.1
+            done
+            taskset -c "$CLIENT_CPU" "$BENCH" bench --connections 100 --size 64 \
+                --messages 2000 --duration 60 "127.0.0.1:$p" >/dev/null 2>&1 || true
+            callgrind_control -z "$vpid" >/dev/null 2>&1
+            out=$(taskset -c "$CLIENT_CPU" "$BENCH" bench --json --connections 100 --size 64 \
+                --messages "$CG_MSGS" --duration 120 "127.0.0.1:$p" 2>/dev/null) || out='{}'
+            callgrind_control -d "$vpid" >/dev/null 2>&1
+            kill -TERM "$vpid" 2>/dev/null || true
+            for _ in $(seq 50); do # the dump is written; do not wait forever for an exit
+                kill -0 "$vpid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -KILL "$vpid" 2>/dev/null || true
+            wait "$vpid" 2>/dev/null || true
+            # The dump taken after zeroing holds the measured part only.
+            dump=$(ls "$work"/cg."$s".*.1 2>/dev/null | head -1)
+            ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump" 2>/dev/null)
+            msgs=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("messages", 0))' "$out" 2>/dev/null || echo 0)
+            printf '{"section":"instructions","server":"%s","round":1,"args":"c=100 p=1","result":{"ir":%s,"messages":%s}}\n' \
+                "$s" "${ir:-0}" "${msgs:-0}" >>"$raw"
+            unset "pid[$s]"
+        done
+    else
+        log "instructions: skipped, no valgrind"
+    fi
+fi
+
 # ---- 100 000 connections held with heartbeats -------------------------------------
 # Servers of the comparison are stopped first: hold.sh wants both cores.
 if has_section hold; then
@@ -301,7 +355,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---- report ---------------------------------------------------------------------
 cmd=""
 for v in ROUNDS DURATION WARMUP CONNS SIZES PIPELINES SERVERS CHURN_CONNS IDLE_COUNTS \
-    STRACE_MSGS SECTIONS HOLD_N HOLD_HB_MS HOLD_WINDOW BENCH; do
+    STRACE_MSGS CG_MSGS SECTIONS HOLD_N HOLD_HB_MS HOLD_WINDOW BENCH; do
     if env | grep -q "^$v="; then
         cmd+="$v=\"${!v}\" "
     fi

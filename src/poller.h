@@ -38,7 +38,7 @@ struct tt__io {
     uint8_t events;     /* interest currently registered */
     uint8_t kind;       /* TT__IO_STREAM or TT__IO_RAW */
     uint8_t registered; /* known to the backend */
-    uint8_t pad_;
+    uint8_t inq;        /* TCP_INQ is on: a read learns from the kernel what is left */
     tt__io_cb cb;
 };
 
@@ -70,7 +70,7 @@ static inline void tt__io_init(tt__io_t *io, int fd, int kind, tt__io_cb cb)
     io->events = 0;
     io->kind = (uint8_t)kind;
     io->registered = 0;
-    io->pad_ = 0;
+    io->inq = 0;
     io->cb = cb;
 }
 /* The backends; tt__poller_set/remove/wait below pick one. */

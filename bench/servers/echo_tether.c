@@ -25,10 +25,13 @@ static void on_open(tt_conn_t *conn)
 {
     /* With a dead-after time the peer must answer: ping 'P', pong 'Q' (bench/idleconns
      * -a answers). Without one, the heartbeat is a bare newline nobody answers. */
-    int err = dead_after_ms > 0 ? tt_conn_set_heartbeat_bytes(conn, "P", 1, "Q", 1)
-                                : tt_conn_set_heartbeat_bytes(conn, "\n", 1, NULL, 0);
+    int err;
 
-    if (heartbeat_ms > 0 && (err < 0 || tt_conn_set_heartbeat(conn, heartbeat_ms, dead_after_ms) < 0))
+    if (heartbeat_ms == 0)
+        return; /* no liveness state at all: the idle-memory figure is a plain connection */
+    err = dead_after_ms > 0 ? tt_conn_set_heartbeat_bytes(conn, "P", 1, "Q", 1)
+                            : tt_conn_set_heartbeat_bytes(conn, "\n", 1, NULL, 0);
+    if (err < 0 || tt_conn_set_heartbeat(conn, heartbeat_ms, dead_after_ms) < 0)
         tt_destroy(conn, 0);
 }
 

@@ -255,6 +255,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "echo_uring: out of memory\n");
         return 1;
     }
+    /* Touch the whole pool now: the ring hands buffers out in turn, so otherwise
+     * the memory-per-idle-connection test would charge its pages to connections. */
+    memset(buf_mem, 0, (size_t)BUF_COUNT * BUF_SIZE);
     io_uring_buf_ring_init(bufs);
     struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)bufs,
                                    .ring_entries = BUF_COUNT, .bgid = BUF_GROUP};
