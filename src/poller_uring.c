@@ -510,8 +510,10 @@ static int run_ready(struct tt__uring *u)
         }
     }
     /* Entries added while running stay for the next round. */
-    memmove(u->ready, u->ready + n, (u->nready - n) * sizeof(*u->ready));
-    u->nready -= n;
+    if (n > 0) {
+        memmove(u->ready, u->ready + n, (u->nready - n) * sizeof(*u->ready));
+        u->nready -= n;
+    }
     return done;
 }
 
