@@ -117,7 +117,8 @@ typedef void (*tt_post_cb)(tt_loop_t *loop, void *arg);
  * epoll_create1/eventfd (-EMFILE, ...). The loop waits with epoll, or with io_uring
  * when the environment variable TETHER_BACKEND is "io_uring" and the kernel allows
  * it (else epoll, silently: tt_loop_backend tells). Behaviour is the same with
- * both; io_uring makes one system call per round instead of one per read. */
+ * both; with io_uring, reads need no system call of their own (the round's one
+ * io_uring_enter covers them), while writes are direct system calls on both. */
 TT_EXTERN int tt_loop_init(tt_loop_t **out);
 /* "epoll" or "io_uring": what the loop waits with. NULL for NULL. */
 TT_EXTERN const char *tt_loop_backend(const tt_loop_t *loop);
@@ -223,8 +224,8 @@ typedef struct tt_conn_handlers {
     void (*on_open)(tt_conn_t *conn);
     /* `len` bytes arrived (one read: at most 64 KiB; 16 KiB with io_uring while
      * its buffer pool lasts); `pending` is how many more the kernel holds for this
-     * socket at this moment. `data` is lent until the callback returns. Not called for a
-     * framed connection (see on_message). */
+     * socket at this moment. `data` is lent until the callback returns. Not called
+     * for a framed connection (see on_message). */
     void (*on_data)(tt_conn_t *conn, const void *data, size_t len, size_t pending);
     /* The send queue dropped to zero after it had reached the high-water mark. */
     void (*on_drain)(tt_conn_t *conn);
