@@ -89,12 +89,30 @@ hard=$(ulimit -Hn)
 ulimit -n "$hard"
 
 # ---- servers --------------------------------------------------------------------
-launch() { # name port: start the server on SERVER_CPU, in the background
-    if [[ $1 == tether_uring ]]; then
-        TETHER_BACKEND=io_uring taskset -c "$SERVER_CPU" "$here/bin/echo_tether" "$2" >/dev/null &
-    else
-        taskset -c "$SERVER_CPU" "$here/bin/echo_$1" "$2" >/dev/null &
+launch() { # name port [wrapper...]: start the server on SERVER_CPU, in the background
+    local s=$1 p=$2 backend=epoll exe="$here/bin/echo_$1"
+    shift 2
+    if [[ $s == tether_uring ]]; then
+        backend=io_uring
+        exe="$here/bin/echo_tether"
     fi
+    TETHER_BACKEND=$backend taskset -c "$SERVER_CPU" "$@" "$exe" "$p" >/dev/null &
+}
+
+port_up() { # port tries: true once something accepts on 127.0.0.1:port
+    for _ in $(seq "$2"); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+port_free() { # port: wait (up to 5 s) until nothing listens on it, so that
+    # port_up cannot reach an old listener that is still closing
+    for _ in $(seq 50); do
+        [[ -z $(ss -ltnH "( sport = :$1 )") ]] && return 0
+        sleep 0.1
+    done
 }
 
 start_server() { # name
@@ -104,12 +122,7 @@ start_server() { # name
     launch "$s" "$p"
     pid[$s]=$!
     port[$s]=$p
-    for _ in $(seq 50); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
+    port_up "$p" 50 && return 0
     log "echo_$s did not come up on port $p"
     exit 1
 }
@@ -124,17 +137,10 @@ stop_server() { # name
 restart_server() { # name: a fresh process, for the memory and syscall tests
     local s=$1 p=${port[$1]}
     stop_server "$s"
-    # The old listener must be gone first, or the check below would reach it.
-    for _ in $(seq 50); do
-        [[ -z $(ss -ltnH "( sport = :$p )") ]] && break
-        sleep 0.1
-    done
+    port_free "$p"
     launch "$s" "$p"
     pid[$s]=$!
-    for _ in $(seq 50); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && return 0
-        sleep 0.1
-    done
+    port_up "$p" 50 && return 0
     log "echo_$s did not come back on port $p"
     exit 1
 }
@@ -295,20 +301,10 @@ if has_section instructions; then
             log "instructions c=100 pipeline=1: $s"
             stop_server "$s"
             p=${port[$s]}
-            for _ in $(seq 50); do
-                [[ -z $(ss -ltnH "( sport = :$p )") ]] && break
-                sleep 0.1
-            done
-            exe="$here/bin/echo_$s"
-            [[ $s == tether_uring ]] && exe="$here/bin/echo_tether"
-            TETHER_BACKEND=$([[ $s == tether_uring ]] && echo io_uring || echo epoll) \
-                taskset -c "$SERVER_CPU" valgrind --tool=callgrind \
-                --callgrind-out-file="$work/cg.$s.%p" "$exe" "$p" >/dev/null 2>&1 &
+            port_free "$p"
+            launch "$s" "$p" valgrind -q --tool=callgrind --callgrind-out-file="$work/cg.$s.%p"
             vpid=$!
-            for _ in $(seq 100); do
-                (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break
-                sleep 0.1
-            done
+            port_up "$p" 100 || log "echo_$s under valgrind did not come up on port $p"
             taskset -c "$CLIENT_CPU" "$BENCH" bench --connections 100 --size 64 \
                 --messages 2000 --duration 60 "127.0.0.1:$p" >/dev/null 2>&1 || true
             callgrind_control -z "$vpid" >/dev/null 2>&1

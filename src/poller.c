@@ -1,4 +1,5 @@
-/* What both backends share: choosing one, the loop's read buffer, and writing.
+/* What both backends share: choosing one, the loop's read buffer, reading into it,
+ * and writing.
  *
  * Writes are direct system calls whichever backend waits: the connection learns at
  * once how much the kernel took, which its send queue, backpressure and close
@@ -6,10 +7,13 @@
 #include "poller.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -51,6 +55,57 @@ void tt__poller_close(tt__poller_t *p)
 const char *tt__poller_name(const tt__poller_t *p)
 {
     return p->backend == TT__BACKEND_URING ? "io_uring" : "epoll";
+}
+
+size_t tt__io_unread(int fd)
+{
+    int avail = 0;
+
+    return ioctl(fd, FIONREAD, &avail) == 0 && avail > 0 ? (size_t)avail : 0;
+}
+
+/* `pending` costs nothing while reads come back short (the socket was drained).
+ * The first read that fills the buffer asks FIONREAD and turns on TCP_INQ, after
+ * which every read returns the count itself: a bulk stream that fills the buffer
+ * on every read pays no extra system call for it. */
+void tt__io_read(tt__poller_t *p, tt__io_t *io)
+{
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {p->rbuf, p->rbuf_size};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    size_t pending = 0;
+    ssize_t n;
+
+    if (io->inq) {
+        msg.msg_control = cbuf;
+        msg.msg_controllen = sizeof(cbuf);
+        n = recvmsg(io->fd, &msg, 0);
+    } else {
+        n = recv(io->fd, p->rbuf, p->rbuf_size, 0);
+    }
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        n = -errno;
+    } else if (io->inq) {
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c))
+            if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ) {
+                int left;
+                memcpy(&left, CMSG_DATA(c), sizeof(left));
+                pending = left > 0 ? (size_t)left : 0;
+            }
+        /* After the peer's FIN the kernel reports 1 so that the reader goes on
+         * to see the end of stream; FIONREAD tells that apart from one real byte. */
+        if (pending == 1)
+            pending = tt__io_unread(io->fd);
+    } else if ((size_t)n == p->rbuf_size) {
+        /* Only a full buffer can leave bytes behind; ask the kernel how many. */
+        int one = 1;
+        pending = tt__io_unread(io->fd);
+        if (setsockopt(io->fd, SOL_TCP, TCP_INQ, &one, sizeof(one)) == 0)
+            io->inq = 1; /* not TCP (a Unix socket): FIONREAD stays */
+    }
+    io->cb(io, TT__EV_DATA, p->rbuf, n, pending);
 }
 
 ssize_t tt__io_writev(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt)

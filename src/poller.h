@@ -110,6 +110,12 @@ static inline int tt__poller_wait(tt__poller_t *p, int timeout_ms)
     return p->backend == TT__BACKEND_URING ? tt__uring_wait(p, timeout_ms)
                                            : tt__epoll_wait(p, timeout_ms);
 }
+/* Read once into the loop's buffer and hand the bytes to io's callback
+ * (TT__EV_DATA; nothing on EAGAIN): every epoll read, and io_uring's reads while its
+ * buffer pool is dry. */
+void tt__io_read(tt__poller_t *p, tt__io_t *io);
+/* Bytes the kernel holds unread for fd (FIONREAD), 0 if it cannot tell. */
+size_t tt__io_unread(int fd);
 /* Write as much of iov as the socket takes now: bytes written, or -EAGAIN (the
  * owner will get TT__EV_WRITABLE once it arms TT__POLL_OUT), or -errno. Never
  * raises SIGPIPE. */

@@ -6,12 +6,8 @@
 #include "poller.h"
 
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <string.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -71,53 +67,6 @@ void tt__epoll_remove(tt__poller_t *p, tt__io_t *io)
     io->events = 0;
 }
 
-/* `pending` costs nothing while reads come back short (the socket was drained).
- * The first read that fills the buffer asks FIONREAD and turns on TCP_INQ, after
- * which every read returns the count itself: a bulk stream that fills the buffer
- * on every read pays no extra system call for it. */
-static void deliver_read(tt__poller_t *p, tt__io_t *io)
-{
-    char cbuf[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = {p->rbuf, p->rbuf_size};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    size_t pending = 0;
-    ssize_t n;
-
-    if (io->inq) {
-        msg.msg_control = cbuf;
-        msg.msg_controllen = sizeof(cbuf);
-        n = recvmsg(io->fd, &msg, 0);
-    } else {
-        n = recv(io->fd, p->rbuf, p->rbuf_size, 0);
-    }
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            return;
-        n = -errno;
-    } else if (io->inq) {
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c))
-            if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ) {
-                int left;
-                memcpy(&left, CMSG_DATA(c), sizeof(left));
-                pending = left > 0 ? (size_t)left : 0;
-            }
-        /* After the peer's FIN the kernel reports 1 so that the reader goes on
-         * to see the end of stream; FIONREAD tells that apart from one real byte. */
-        if (pending == 1) {
-            int avail = 0;
-            pending = ioctl(io->fd, FIONREAD, &avail) == 0 && avail > 0 ? (size_t)avail : 0;
-        }
-    } else if ((size_t)n == p->rbuf_size) {
-        /* Only a full buffer can leave bytes behind; ask the kernel how many. */
-        int avail = 0, one = 1;
-        if (ioctl(io->fd, FIONREAD, &avail) == 0 && avail > 0)
-            pending = (size_t)avail;
-        if (setsockopt(io->fd, SOL_TCP, TCP_INQ, &one, sizeof(one)) == 0)
-            io->inq = 1; /* not TCP (a Unix socket): FIONREAD stays */
-    }
-    io->cb(io, TT__EV_DATA, p->rbuf, n, pending);
-}
-
 int tt__epoll_wait(tt__poller_t *p, int timeout_ms)
 {
     struct epoll_event *evs = p->events;
@@ -145,7 +94,7 @@ int tt__epoll_wait(tt__poller_t *p, int timeout_ms)
         if ((e & EPOLLOUT) || (err_or_hup && (io->events & TT__POLL_OUT)))
             io->cb(io, TT__EV_WRITABLE, NULL, 0, 0);
         if (io->fd >= 0 && (io->events & TT__POLL_IN) && ((e & EPOLLIN) || err_or_hup))
-            deliver_read(p, io);
+            tt__io_read(p, io);
     }
     return n;
 }

@@ -26,8 +26,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
 
 #define URING_ENTRIES 1024
 #define BUF_COUNT 256 /* power of two */
@@ -60,8 +58,7 @@ struct tt__uring {
     struct io_uring ring;
     struct io_uring_buf_ring *br;
     char *bufs;
-    char *rbuf; /* the loop's read buffer, for direct reads when the ring ran dry */
-    size_t rbuf_size;
+    tt__poller_t *poller; /* its read buffer serves direct reads when the ring ran dry */
     uslot_t *slots; /* indexed by fd */
     size_t nslots;
     int *ready; /* fds with work outside a completion: held data, a recv to retry */
@@ -279,8 +276,7 @@ int tt__uring_init(tt__poller_t *p)
         goto fail_ring;
     for (unsigned i = 0; i < BUF_COUNT; i++)
         buf_return(u, i);
-    u->rbuf = p->rbuf;
-    u->rbuf_size = p->rbuf_size;
+    u->poller = p;
     p->uring = u;
     return 0;
 
@@ -367,11 +363,8 @@ static void deliver(struct tt__uring *u, int fd, uslot_t *s, int res, unsigned b
     uint32_t gen = s->gen;
     size_t pending = 0;
 
-    if (res == BUF_SIZE || (res > 0 && (flags & IORING_CQE_F_SOCK_NONEMPTY))) {
-        int avail = 0; /* only then can bytes be left behind; ask how many */
-        if (ioctl(fd, FIONREAD, &avail) == 0 && avail > 0)
-            pending = (size_t)avail;
-    }
+    if (res == BUF_SIZE || (res > 0 && (flags & IORING_CQE_F_SOCK_NONEMPTY)))
+        pending = tt__io_unread(fd); /* only then can bytes be left behind */
     io->cb(io, TT__EV_DATA, res > 0 ? buf_addr(u, bid) : NULL, res, pending);
     if (bid != NO_BUF)
         buf_return(u, bid);
@@ -413,27 +406,6 @@ static void on_recv(struct tt__uring *u, int fd, uslot_t *s, struct io_uring_cqe
     deliver(u, fd, s, res, bid, cqe->flags);
 }
 
-/* One read into the loop's buffer after readiness (the ring had no buffer free);
- * the next read goes through the ring again. */
-static void read_direct(struct tt__uring *u, int fd, uslot_t *s)
-{
-    tt__io_t *io = s->io;
-    ssize_t n = recv(fd, u->rbuf, u->rbuf_size, 0);
-    size_t pending = 0;
-
-    s->poll_read = 0;
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            return;
-        n = -errno;
-    } else if ((size_t)n == u->rbuf_size) {
-        int avail = 0;
-        if (ioctl(fd, FIONREAD, &avail) == 0 && avail > 0)
-            pending = (size_t)avail;
-    }
-    io->cb(io, TT__EV_DATA, u->rbuf, n, pending);
-}
-
 static void on_poll(struct tt__uring *u, int fd, uslot_t *s, int res)
 {
     tt__io_t *io = s->io;
@@ -461,7 +433,8 @@ static void on_poll(struct tt__uring *u, int fd, uslot_t *s, int res)
         return;
     if (io->kind == TT__IO_STREAM && s->poll_read && (io->events & TT__POLL_IN) &&
         ((revents & POLLIN) || err_or_hup)) {
-        read_direct(u, fd, s);
+        s->poll_read = 0; /* once: the next read goes through the ring again */
+        tt__io_read(u->poller, io);
         s = &u->slots[fd];
         if (s->io != io || s->gen != gen)
             return;
