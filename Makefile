@@ -45,7 +45,7 @@ install: build
 	cmake --install $(BUILD)
 
 format:
-	clang-format -i include/*.h src/*.c src/*.h tools/tether/*.c tools/tether/*.h examples/*.c tests/*/*.c
+	clang-format -i include/*.h src/*/*.c src/*/*.h tools/tether/*.c tools/tether/*.h examples/*.c tests/*/*.c
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)

@@ -1,5 +1,5 @@
 /* Invariants every framing fuzz target checks (included by fuzz_*.c, which compile
- * src/frame_codec.c directly: no loop, no sockets).
+ * src/proto/frame_codec.c directly: no loop, no sockets).
  *
  * Input layout: byte 0 picks the codec variant (each target decides), byte 1 the
  * size limit, bytes 2..9 the sizes of the pieces the stream is fed in, the rest is
@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "frame_codec.h"
+#include "proto/frame_codec.h"
 
 #define FZ_CHECK(cond)                                                                         \
     do {                                                                                       \

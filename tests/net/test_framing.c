@@ -10,7 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "frame.h"
+#include "proto/frame.h"
 #include "harness.h"
 
 /* ---- a python3 peer ------------------------------------------------------------- */

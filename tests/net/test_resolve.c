@@ -12,7 +12,7 @@
 
 #include "dnsmasq.h"
 #include "harness.h"
-#include "loop.h"
+#include "core/loop.h"
 
 static th_dns_t dns;
 static int silent_fd = -1;

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "frame_codec.h"
+#include "proto/frame_codec.h"
 
 #define MAX_MSGS 64
 #define MAX_MSG 1024

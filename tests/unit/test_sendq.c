@@ -1,4 +1,4 @@
-/* The send queue (src/sendq.h) on its own: packing of copies, exact byte/memory
+/* The send queue (src/stream/sendq.h) on its own: packing of copies, exact byte/memory
  * accounting, ownership of handed-over buffers and fds, ordering, iovec export. */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -9,7 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "sendq.h"
+#include "stream/sendq.h"
 
 #define U(x) ((unsigned long long)(x))
 

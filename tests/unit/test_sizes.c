@@ -11,8 +11,8 @@
  *   tt__sqe_t         56 bytes of header before a copy chunk's data. */
 #include <criterion/criterion.h>
 
-#include "conn.h"
-#include "timer_wheel.h"
+#include "stream/conn.h"
+#include "core/timer_wheel.h"
 
 Test(sizes, connection_fits_in_four_cache_lines)
 {

@@ -1,4 +1,4 @@
-/* The hierarchical timing wheel (src/timer_wheel.h), driven directly with
+/* The hierarchical timing wheel (src/core/timer_wheel.h), driven directly with
  * synthetic ticks: exact firing tick at every level and block boundary, the
  * next_expiry lower bound, re-entrant callbacks, large jumps and the full span.
  * A randomized run checks it against a brute-force model. */
@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loop.h" /* tt__container_of */
-#include "timer_wheel.h"
+#include "core/loop.h" /* tt__container_of */
+#include "core/timer_wheel.h"
 
 typedef struct tnode {
     tt__wnode_t node;

@@ -27,8 +27,8 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "conn.h"
-#include "connector.h"
+#include "stream/conn.h"
+#include "endpoint/connector.h"
 
 #define DEFAULT_MIN_DELAY 100
 #define DEFAULT_MAX_DELAY 30000

@@ -10,12 +10,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "admission.h"
-#include "server.h"
-#include "conn.h"
-#include "frame.h"
-#include "liveness.h"
-#include "sock.h"
+#include "endpoint/admission.h"
+#include "endpoint/server.h"
+#include "stream/conn.h"
+#include "proto/frame.h"
+#include "stream/liveness.h"
+#include "sys/sock.h"
 
 /* Accepts per wake-up: enough to drain a burst, few enough that one busy listener
  * cannot starve the connections already open. */
@@ -665,13 +665,4 @@ int tt_server_deny(tt_server_t *s, const char *cidr)
     if (s == NULL || cidr == NULL)
         return -EINVAL;
     return tt__acl_add(&s->acl, false, cidr);
-}
-
-int tt_loop_set_audit(tt_loop_t *loop, tt_audit_cb cb, void *arg)
-{
-    if (loop == NULL)
-        return -EINVAL;
-    loop->audit = cb;
-    loop->audit_arg = arg;
-    return 0;
 }

@@ -18,7 +18,7 @@
  * Deviation from RFC 8305 section 3: c-ares' getaddrinfo answers once both the A
  * and the AAAA query are done, so attempts start after the slower of the two,
  * not 50 ms after the first answer. */
-#include "connector.h"
+#include "endpoint/connector.h"
 
 #include <errno.h>
 #include <net/if.h>
@@ -29,9 +29,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "admission.h"
-#include "conn.h"
-#include "sock.h"
+#include "endpoint/admission.h"
+#include "stream/conn.h"
+#include "sys/sock.h"
 
 typedef struct connector connector_t;
 

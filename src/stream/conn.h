@@ -3,8 +3,8 @@
 #ifndef TT_CONN_H
 #define TT_CONN_H
 
-#include "loop.h"
-#include "sendq.h"
+#include "core/loop.h"
+#include "stream/sendq.h"
 
 /* Handlers shared by every connection of a server, reference-counted so a server
  * may close while its connections live on. */

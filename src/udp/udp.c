@@ -30,9 +30,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "admission.h"
-#include "loop.h"
-#include "sock.h"
+#include "core/loop.h"
+#include "sys/sock.h"
 
 #define F_CLOSED 0x0001      /* tt_udp_close called: on_close pending */
 #define F_CONNECTED 0x0002   /* a default peer is set */

@@ -5,8 +5,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "conn.h"
-#include "connector.h"
+#include "stream/conn.h"
+#include "endpoint/connector.h"
 
 int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *opts,
                const tt_conn_handlers_t *h, void *data, tt_conn_t **out)

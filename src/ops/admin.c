@@ -18,8 +18,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "conn.h"
-#include "sock.h"
+#include "stream/conn.h"
+#include "sys/sock.h"
 
 /* ---- a growable text buffer ----------------------------------------------------- */
 

@@ -5,9 +5,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "poller.h"
+#include "core/poller.h"
 #include "tether.h"
-#include "timer_wheel.h"
+#include "core/timer_wheel.h"
 
 #define tt__container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -58,6 +58,10 @@ struct tt_loop {
 
     void *conn_free;  /* pool: free connection objects */
     void *conn_slabs; /* pool: slabs to release at close */
+    /* Set by the stream layer with its first connection: the loop calls down to
+     * nothing above it, it runs what was registered. */
+    void (*conns_run_pending)(tt_loop_t *loop); /* the pending phase of connections */
+    void (*conns_release)(tt_loop_t *loop);     /* frees the connection pool at close */
 
     tt__wheel_t wheel; /* last: it is large (16 KiB of list heads) */
 };
@@ -71,6 +75,8 @@ static inline uint64_t tt__loop_deadline(const tt_loop_t *loop, uint64_t ms)
     (void)loop;
     return tt__clock_ms() + ms + 1;
 }
+/* Run the loop's audit hook, if any: 0 to go on, or the hook's negative errno. */
+int tt__audit(tt_loop_t *loop, int event, const tt_addr_t *addr);
 void tt__loop_defer_free(tt_loop_t *loop, tt__zombie_t *z);
 /* Queue `t` for the next pending phase (once, however often it is queued). */
 void tt__loop_defer(tt_loop_t *loop, tt__task_t *t);

@@ -1,6 +1,6 @@
 /* Socket options and small helpers. Every function returns 0 or -errno captured
  * right where the call failed. */
-#include "sock.h"
+#include "sys/sock.h"
 
 #include <errno.h>
 #include <string.h>

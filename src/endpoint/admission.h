@@ -55,7 +55,4 @@ void tt__ipcount_dec(tt__ipcount_t *t, const tt_addr_t *a);
 size_t tt__ipcount_get(const tt__ipcount_t *t, const tt_addr_t *a);
 void tt__ipcount_free(tt__ipcount_t *t);
 
-/* Run the loop's audit hook, if any: 0 to go on, or the hook's negative errno. */
-int tt__audit(tt_loop_t *loop, int event, const tt_addr_t *addr);
-
 #endif

@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "broadcast.h"
-#include "server.h"
+#include "ops/broadcast.h"
+#include "endpoint/server.h"
 #include "tether.h"
 
 typedef struct worker {

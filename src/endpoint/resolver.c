@@ -15,7 +15,7 @@
  * on the loop's next round (tt__wheel_start: "a tick not after the current one
  * fires on the next advance"). So no user callback ever runs inside tt_resolve()
  * nor inside ares_process_fd(), where re-entering c-ares would not be safe. */
-#include "resolver.h"
+#include "endpoint/resolver.h"
 
 #include <ares.h>
 #include <errno.h>
@@ -25,7 +25,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "loop.h"
+#include "core/loop.h"
 
 /* RFC 1035 2.3.4: 255 octets on the wire, so at most 253 characters of text (254
  * with the root's trailing dot). */

@@ -9,15 +9,15 @@
  * on_message as a pointer into that buffer. Only the tail of a read that holds
  * part of a frame is copied, into a buffer owned by the framer, freed as soon as
  * the frame completes (DESIGN.md: no per-connection buffer while idle). */
-#include "frame.h"
+#include "proto/frame.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "conn.h"
-#include "frame_codec.h"
+#include "stream/conn.h"
+#include "proto/frame_codec.h"
 
 typedef struct framer {
     tt__fstream_t s;

@@ -4,7 +4,7 @@
  * connection work (coalesced writes, close delivery), then wait for I/O with a
  * timeout that ends at the next timer, dispatch, and do the same again. Frees are
  * deferred to the end of the round so a callback may destroy anything. */
-#include "loop.h"
+#include "core/loop.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -12,8 +12,6 @@
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
-
-#include "conn.h"
 
 struct tt__post {
     tt__post_t *next;
@@ -108,7 +106,8 @@ int tt_loop_close(tt_loop_t *loop)
         loop->post_head = p->next;
         free(p);
     }
-    tt__conn_pool_release(loop);
+    if (loop->conns_release != NULL)
+        loop->conns_release(loop);
     pthread_mutex_destroy(&loop->post_mu);
     close(loop->wake_fd);
     tt__poller_close(&loop->poller);
@@ -225,6 +224,23 @@ void tt_loop_update_time(tt_loop_t *loop)
         loop->now = tt__clock_ms();
 }
 
+int tt_loop_set_audit(tt_loop_t *loop, tt_audit_cb cb, void *arg)
+{
+    if (loop == NULL)
+        return -EINVAL;
+    loop->audit = cb;
+    loop->audit_arg = arg;
+    return 0;
+}
+
+int tt__audit(tt_loop_t *loop, int event, const tt_addr_t *addr)
+{
+    if (loop->audit == NULL)
+        return 0;
+    int r = loop->audit(loop, (tt_audit_event_t)event, addr, loop->audit_arg);
+    return r < 0 ? r : 0;
+}
+
 size_t tt_loop_handle_count(const tt_loop_t *loop) { return loop != NULL ? loop->handles : 0; }
 
 static bool alive(const tt_loop_t *loop)
@@ -252,7 +268,8 @@ static void round_work(tt_loop_t *loop)
     loop->now = tt__clock_ms();
     tt__wheel_advance(&loop->wheel, loop->now);
     run_posts(loop);
-    tt__conn_run_pending(loop);
+    if (loop->conns_run_pending != NULL)
+        loop->conns_run_pending(loop);
     run_tasks(loop);
     run_zombies(loop);
 }

@@ -5,7 +5,7 @@
  * checked against the limit before anything is allocated for it, arithmetic on it
  * is done in a width that cannot overflow, and the partial-frame buffer grows with
  * the bytes actually received (never with the length a header claims). */
-#include "frame_codec.h"
+#include "proto/frame_codec.h"
 
 #include <errno.h>
 #include <stdlib.h>

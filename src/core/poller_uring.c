@@ -18,7 +18,7 @@
  * once, so the socket is no longer referenced by the ring when its owner closes
  * it. Stopping reads cancels the recv in flight; if it had already taken bytes,
  * they are held and delivered when reading resumes: nothing is lost. */
-#include "poller.h"
+#include "core/poller.h"
 
 #include <errno.h>
 #include <liburing.h>

@@ -5,7 +5,7 @@
  * bytes are read in place and released through their free callback; file segments
  * hold only (fd, offset, length). `bytes` and `mem` are always exact, so
  * backpressure, the hard cap, statistics and close reports never walk the list. */
-#include "sendq.h"
+#include "stream/sendq.h"
 
 #include <errno.h>
 #include <stdlib.h>

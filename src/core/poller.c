@@ -4,7 +4,7 @@
  * Writes are direct system calls whichever backend waits: the connection learns at
  * once how much the kernel took, which its send queue, backpressure and close
  * figures are built on. */
-#include "poller.h"
+#include "core/poller.h"
 
 #include <errno.h>
 #include <netinet/in.h>

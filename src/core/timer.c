@@ -2,7 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "loop.h"
+#include "core/loop.h"
 
 struct tt_timer {
     tt__wnode_t node;

@@ -3,7 +3,7 @@
  * Level-triggered keeps fairness simple (a busy socket cannot starve the others)
  * and costs no extra syscall: a read that fills less than the buffer has drained
  * the socket, so we stop there instead of reading again to see EAGAIN. */
-#include "poller.h"
+#include "core/poller.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -4,13 +4,13 @@
  * drops one reference; the last one frees the payload. Sends are queued, never
  * written inside the call, so one broadcast to N connections costs one copy and,
  * in the loop's pending phase, one write per connection. */
-#include "broadcast.h"
+#include "ops/broadcast.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "conn.h"
+#include "stream/conn.h"
 
 tt__payload_t *tt__payload_new(const void *buf, size_t len)
 {

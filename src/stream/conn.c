@@ -8,7 +8,7 @@
  * closes the fd, releases the queue and delivers on_error/on_close exactly once.
  * That keeps every user callback out of API calls and lets any callback destroy
  * the connection it is called about. */
-#include "conn.h"
+#include "stream/conn.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -22,7 +22,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 
-#include "sock.h"
+#include "sys/sock.h"
 
 #define F_READING 0x0001      /* the app wants data (read_start) */
 #define F_HWM 0x0002          /* queue reached the high-water mark: drain owed */
@@ -91,6 +91,8 @@ static tt_conn_t *pool_get(tt_loop_t *loop)
             return NULL;
         s->next = loop->conn_slabs;
         loop->conn_slabs = s;
+        loop->conns_run_pending = tt__conn_run_pending;
+        loop->conns_release = tt__conn_pool_release;
         for (int i = SLAB_CONNS - 1; i >= 0; i--) {
             s->items[i].next_free = loop->conn_free;
             loop->conn_free = &s->items[i];

@@ -1,14 +1,14 @@
 /* Admission control. Everything here is small and synchronous: it runs on the
  * accept path, so no allocation happens per accepted client except when the
  * per-address table grows. */
-#include "admission.h"
+#include "endpoint/admission.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "loop.h"
+#include "core/loop.h"
 
 /* ---- CIDR ------------------------------------------------------------------- */
 
@@ -277,11 +277,3 @@ void tt__ipcount_free(tt__ipcount_t *t)
 }
 
 /* ---- audit hook ----------------------------------------------------------------- */
-
-int tt__audit(tt_loop_t *loop, int event, const tt_addr_t *addr)
-{
-    if (loop->audit == NULL)
-        return 0;
-    int r = loop->audit(loop, (tt_audit_event_t)event, addr, loop->audit_arg);
-    return r < 0 ? r : 0;
-}

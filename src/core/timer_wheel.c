@@ -6,7 +6,7 @@
  * re-inserted, falling to lower levels; level 0 slots fire. Start and stop are O(1)
  * list operations: what makes per-connection idle timers restarted on every read
  * affordable. */
-#include "timer_wheel.h"
+#include "core/timer_wheel.h"
 
 #include <stddef.h>
 

@@ -15,7 +15,7 @@
  * app's own data being acknowledged (a bulk sender whose peer never talks back).
  * The peer's kernel acknowledging our heartbeats proves nothing (a SIGSTOPped
  * process still has a kernel), so heartbeat bytes are excluded. */
-#include "liveness.h"
+#include "stream/liveness.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -25,8 +25,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "conn.h"
-#include "sock.h"
+#include "stream/conn.h"
+#include "sys/sock.h"
 
 #define MAX_HB_BYTES 4096
 /* tcp(7): TCP_KEEPIDLE and TCP_KEEPINTVL 1..MAX_TCP_KEEPIDLE(32767), TCP_KEEPCNT
