@@ -127,7 +127,13 @@ TT_EXTERN const char *tt_loop_backend(const tt_loop_t *loop);
 TT_EXTERN int tt_loop_close(tt_loop_t *loop);
 /* Run the loop in the given mode. Returns 0 when no work is left (no open server,
  * connection, active timer or pending post), 1 when work remains (after a stop, or
- * in ONCE/NOWAIT mode), -EINVAL, or -EBUSY when called re-entrantly. */
+ * in ONCE/NOWAIT mode), -EINVAL, -EBUSY when called re-entrantly, or the -errno of
+ * the backend's wait when it fails (say its descriptor was closed under it): the
+ * loop stops instead of spinning, and every handle is still open.
+ * One iteration: refresh the time; run due timers; run posts; run the pending
+ * phase (coalesced writes, close delivery); free what was closed; wait for I/O
+ * (no longer than the next timer); refresh the time as the wait returns; run the
+ * I/O callbacks. docs/loop.md describes it. */
 TT_EXTERN int tt_loop_run(tt_loop_t *loop, tt_run_mode_t mode);
 /* Make tt_loop_run() return after the current iteration. Thread-safe and
  * async-signal-safe (it only stores a flag and writes to an eventfd).
@@ -138,8 +144,9 @@ TT_EXTERN int tt_loop_stop(tt_loop_t *loop);
  * Returns 0, -EINVAL, or -ENOMEM. A post keeps the loop alive until it has run;
  * posts still queued at tt_loop_close() are dropped without being called. */
 TT_EXTERN int tt_loop_post(tt_loop_t *loop, tt_post_cb fn, void *arg);
-/* The loop's cached time in milliseconds (CLOCK_MONOTONIC), refreshed once per
- * iteration. */
+/* The loop's cached time in milliseconds (CLOCK_MONOTONIC): refreshed when the
+ * wait for I/O returns, before any I/O callback (so in a callback it is the time of
+ * the event), and again before the timers run. */
 TT_EXTERN uint64_t tt_loop_now(const tt_loop_t *loop);
 /* Refresh the cached time now. */
 TT_EXTERN void tt_loop_update_time(tt_loop_t *loop);
@@ -156,8 +163,8 @@ typedef void (*tt_timer_cb)(tt_timer_t *timer, void *data);
 TT_EXTERN int tt_timer_init(tt_loop_t *loop, tt_timer_t **out, tt_timer_cb cb, void *data);
 /* (Re)start: fire after timeout_ms, then every repeat_ms if repeat_ms > 0.
  * A running timer is restarted. O(1). The timeout counts from the loop's cached
- * time (tt_loop_now, refreshed once per round, as in libuv): after a long
- * computation in a callback, call tt_loop_update_time() first. Returns 0 or -EINVAL (closed timer, or a
+ * time (tt_loop_now: the time the current event arrived, as in libuv): after a
+ * long computation in a callback, call tt_loop_update_time() first. Returns 0 or -EINVAL (closed timer, or a
  * timeout above TT_TIMEOUT_MAX). */
 TT_EXTERN int tt_timer_start(tt_timer_t *timer, uint64_t timeout_ms, uint64_t repeat_ms);
 /* Stop; a stopped timer does not keep the loop alive. O(1). Returns 0 or -EINVAL. */

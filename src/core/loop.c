@@ -19,13 +19,6 @@ struct tt__post {
     void *arg;
 };
 
-uint64_t tt__clock_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void wake_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
 {
     tt_loop_t *loop = tt__container_of(io, tt_loop_t, wake_io);
@@ -55,6 +48,7 @@ int tt_loop_init(tt_loop_t **out)
     err = tt__poller_init(&loop->poller);
     if (err < 0)
         goto fail_poller;
+    loop->poller.clock = &loop->now;
     loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (loop->wake_fd < 0) {
         err = -errno;
@@ -263,6 +257,9 @@ static int poll_timeout(tt_loop_t *loop, tt_run_mode_t mode)
     return next - loop->now > INT_MAX ? INT_MAX : (int)(next - loop->now);
 }
 
+/* The phases after the wait. The time was refreshed when the wait returned (the
+ * poller does it before the I/O callbacks); refreshed again here, it is the time
+ * the timers of this round are due against, after however long the I/O took. */
 static void round_work(tt_loop_t *loop)
 {
     loop->now = tt__clock_ms();
@@ -276,6 +273,8 @@ static void round_work(tt_loop_t *loop)
 
 int tt_loop_run(tt_loop_t *loop, tt_run_mode_t mode)
 {
+    int err = 0;
+
     if (loop == NULL || mode > TT_RUN_NOWAIT)
         return -EINVAL;
     if (loop->running)
@@ -284,12 +283,21 @@ int tt_loop_run(tt_loop_t *loop, tt_run_mode_t mode)
     round_work(loop);
     /* As in every mode of libuv's uv_run: with no work left, never block. */
     while (!atomic_load(&loop->stop) && alive(loop)) {
-        tt__poller_wait(&loop->poller, poll_timeout(loop, mode));
+        int n = tt__poller_wait(&loop->poller, poll_timeout(loop, mode));
+        if (n < 0) {
+            /* The backend itself failed (its descriptor closed under it, out of
+             * memory): waiting again would fail again at once and spin. Stop and
+             * say why; the handles are intact and the caller may run again. */
+            err = n;
+            break;
+        }
         round_work(loop);
         if (mode != TT_RUN_DEFAULT)
             break;
     }
     atomic_store(&loop->stop, 0);
     loop->running = 0;
+    if (err < 0)
+        return err;
     return alive(loop) ? 1 : 0;
 }

@@ -66,7 +66,6 @@ struct tt_loop {
     tt__wheel_t wheel; /* last: it is large (16 KiB of list heads) */
 };
 
-uint64_t tt__clock_ms(void);
 /* Deadline for a library timeout (connect, linger, shutdown, ...): from a fresh
  * clock rather than the round's cached time, plus one tick for the truncation to
  * whole milliseconds, so such a timeout never fires early. */

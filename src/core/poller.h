@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 
 /* Interest bits. */
 #define TT__POLL_IN 0x1  /* data: deliver reads (or READABLE for raw watches) */
@@ -55,7 +56,24 @@ typedef struct tt__poller {
     void *events; /* struct epoll_event[nevents] */
     /* io_uring */
     struct tt__uring *uring;
+    /* The loop's cached time (ms), refreshed by the backend the moment the wait
+     * returns and before any callback, so a callback sees the time of its event. */
+    uint64_t *clock;
 } tt__poller_t;
+
+/* CLOCK_MONOTONIC in milliseconds. */
+static inline uint64_t tt__clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+/* Called by each backend right after its wait returns, before dispatching. */
+static inline void tt__poller_woke(tt__poller_t *p)
+{
+    if (p->clock != NULL)
+        *p->clock = tt__clock_ms();
+}
 
 #define TT__READ_BUF_SIZE (64 * 1024)
 
@@ -101,7 +119,8 @@ static inline void tt__poller_remove(tt__poller_t *p, tt__io_t *io)
     else
         tt__epoll_remove(p, io);
 }
-/* Wait up to timeout_ms (-1 forever) and dispatch events. A callback may close any
+/* Wait up to timeout_ms (-1 forever), refresh *p->clock, and dispatch events. A
+ * callback may close any
  * watch: a watch whose fd is -1 gets no further events in this round, and its
  * memory must stay valid until the round ends (the loop defers frees).
  * Returns the number of events or -errno (-EINTR is not an error: 0). */

@@ -72,6 +72,7 @@ int tt__epoll_wait(tt__poller_t *p, int timeout_ms)
     struct epoll_event *evs = p->events;
     int n = epoll_wait(p->epfd, evs, p->nevents, timeout_ms);
 
+    tt__poller_woke(p);
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
     for (int i = 0; i < n; i++) {

@@ -508,6 +508,7 @@ int tt__uring_wait(tt__poller_t *p, int timeout_ms)
                                        .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
         err = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
     }
+    tt__poller_woke(p);
     if (err < 0 && err != -ETIME && err != -EINTR && err != -EBUSY)
         return err;
     io_uring_for_each_cqe(&u->ring, head, cqe) {
