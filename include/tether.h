@@ -64,6 +64,8 @@ TT_EXTERN const char *tt_err_name(int err);
 
 typedef struct tt_loop tt_loop_t;
 typedef struct tt_timer tt_timer_t;
+typedef struct tt_watch tt_watch_t;
+typedef struct tt_signal tt_signal_t;
 typedef struct tt_conn tt_conn_t;
 typedef struct tt_server tt_server_t;
 typedef struct tt_udp tt_udp_t;
@@ -150,6 +152,18 @@ TT_EXTERN int tt_loop_post(tt_loop_t *loop, tt_post_cb fn, void *arg);
 TT_EXTERN uint64_t tt_loop_now(const tt_loop_t *loop);
 /* Refresh the cached time now. */
 TT_EXTERN void tt_loop_update_time(tt_loop_t *loop);
+/* Driving this loop from another one (GLib, Qt, a hand-written poll loop), as
+ * libuv's uv_backend_fd/uv_backend_timeout: the other loop waits until this
+ * descriptor is readable, or for tt_loop_backend_timeout() ms, then calls
+ * tt_loop_run(loop, TT_RUN_NOWAIT). The descriptor is the loop's own: do not read,
+ * write or close it. Returns the descriptor, or -EINVAL. */
+TT_EXTERN int tt_loop_backend_fd(const tt_loop_t *loop);
+/* How long the other loop may sleep before calling tt_loop_run(TT_RUN_NOWAIT): ms
+ * until the next timer, 0 when work is already waiting (posts, deferred writes,
+ * closes; on io_uring also data it holds and requests not yet handed to the
+ * kernel, as after calls made outside tt_loop_run), -1 when only I/O can make work.
+ * -EINVAL for NULL is not distinguishable from "forever": pass a loop. */
+TT_EXTERN int tt_loop_backend_timeout(const tt_loop_t *loop);
 /* Number of open handles (timers, connections, servers) on the loop. */
 TT_EXTERN size_t tt_loop_handle_count(const tt_loop_t *loop);
 
@@ -176,6 +190,75 @@ TT_EXTERN void *tt_timer_get_data(const tt_timer_t *timer);
 
 /* Longest timeout any call accepts: about 49 days, the span of the timing wheel. */
 #define TT_TIMEOUT_MAX ((uint64_t)1 << 32)
+
+/* ---- descriptor watch ---------------------------------------------------------
+ * A watch lives from tt_watch_init() until tt_watch_close(); the memory is released
+ * by the loop after the current round. It reports readiness of a descriptor the
+ * caller owns (a hiredis or libpq socket, a pipe, a serial port, inotify, stdin):
+ * the loop never reads, writes or closes it. Level-triggered, as poll(2): while
+ * the descriptor stays readable the callback comes every round. */
+
+#define TT_WATCH_READ 0x1  /* readable (or at end of file, or in error: read tells) */
+#define TT_WATCH_WRITE 0x2 /* writable */
+#define TT_WATCH_ERROR 0x4 /* error or hang-up (POLLERR, POLLHUP): always reported
+                              with the others; on its own when it is the only interest */
+
+/* `events`: what is ready, TT_WATCH_* bits. An error or hang-up sets
+ * TT_WATCH_ERROR and also the READ/WRITE bits asked for, so the caller's read or
+ * write returns the error or the end of file. */
+typedef void (*tt_watch_cb)(tt_watch_t *w, int fd, unsigned events, void *data);
+
+/* Make a stopped watch of `fd` (which stays the caller's). Returns 0 and *out,
+ * -EINVAL, -EBADF (fd not open), -EPERM (a regular file or a directory: always
+ * ready, nothing to wait for; epoll refuses them), or -ENOMEM. */
+TT_EXTERN int tt_watch_init(tt_loop_t *loop, tt_watch_t **out, int fd, tt_watch_cb cb,
+                            void *data);
+/* Watch for `events` (TT_WATCH_* bits), replacing the interest set before; 0 is
+ * tt_watch_stop. May be called at any time, from any callback, the watch's own
+ * included. An active watch keeps tt_loop_run running (see tt_watch_set_ref).
+ * Returns 0, -EINVAL (closed, or unknown bits), -EEXIST (the loop already watches
+ * this fd: one watch per descriptor, and not one tether itself uses), or the
+ * backend's errno. */
+TT_EXTERN int tt_watch_start(tt_watch_t *w, unsigned events);
+/* No more callbacks until the next start. Returns 0 or -EINVAL. */
+TT_EXTERN int tt_watch_stop(tt_watch_t *w);
+/* Stop and free the watch (after this round; safe inside its own callback). Close
+ * the descriptor only after this: a descriptor closed while watched may stay in the
+ * kernel's interest list. Returns 0 or -EINVAL. */
+TT_EXTERN int tt_watch_close(tt_watch_t *w);
+/* Whether an active watch keeps tt_loop_run running (the default, true), as
+ * uv_ref/uv_unref. Returns 0 or -EINVAL. */
+TT_EXTERN int tt_watch_set_ref(tt_watch_t *w, bool ref);
+TT_EXTERN int tt_watch_fd(const tt_watch_t *w);
+TT_EXTERN void *tt_watch_get_data(const tt_watch_t *w);
+
+/* ---- signal watch -------------------------------------------------------------
+ * A signal watch lives from tt_signal_init() until tt_signal_close(). It delivers
+ * one or more signals on its loop's thread, as an ordinary callback (any call may
+ * be made from it), whichever thread the kernel interrupted. Several watches, on
+ * several loops of one process, may watch the same signal: each gets it. The first
+ * watch of a signal in the process installs tether's handler; when the last stops,
+ * the disposition that was there before is restored. Signals that arrive close
+ * together may be delivered once (as the kernel itself merges them). */
+
+typedef void (*tt_signal_cb)(tt_signal_t *sig, int signum, void *data);
+
+/* Make a signal watch watching nothing yet. Returns 0 and *out, -EINVAL or -ENOMEM. */
+TT_EXTERN int tt_signal_init(tt_loop_t *loop, tt_signal_t **out, tt_signal_cb cb, void *data);
+/* Add `signum` to what the watch delivers (call again for more signals). Returns
+ * 0, -EINVAL (closed; or SIGKILL, SIGSTOP, or a fault signal, SIGSEGV, SIGBUS,
+ * SIGFPE, SIGILL, that no handler can return from), -ENOSPC (more than 64 loops of
+ * the process watch signals), -ENOMEM, or the errno of pipe/sigaction. */
+TT_EXTERN int tt_signal_start(tt_signal_t *sig, int signum);
+/* Stop delivering `signum`, or every signal with 0. Returns 0 or -EINVAL. */
+TT_EXTERN int tt_signal_stop(tt_signal_t *sig, int signum);
+/* Stop everything and free the watch (after this round; safe inside its own
+ * callback). Returns 0 or -EINVAL. */
+TT_EXTERN int tt_signal_close(tt_signal_t *sig);
+/* Whether a watch that watches some signal keeps tt_loop_run running (default
+ * true: a server that waits for SIGTERM keeps running). Returns 0 or -EINVAL. */
+TT_EXTERN int tt_signal_set_ref(tt_signal_t *sig, bool ref);
+TT_EXTERN void *tt_signal_get_data(const tt_signal_t *sig);
 
 /* ---- connection ---------------------------------------------------------------
  * A connection lives from tt_connect() (or its acceptance by a server) until its

@@ -94,6 +94,8 @@ int tt_loop_close(tt_loop_t *loop)
         return -EBUSY;
     if (loop->resolver_free != NULL)
         loop->resolver_free(loop); /* its watches go to the zombie list just below */
+    if (loop->signals_free != NULL)
+        loop->signals_free(loop);
     run_zombies(loop);
     while (loop->post_head != NULL) { /* dropped, as documented */
         tt__post_t *p = loop->post_head;
@@ -243,7 +245,8 @@ static bool alive(const tt_loop_t *loop)
            loop->pend_head != NULL || loop->task_head != NULL;
 }
 
-static int poll_timeout(tt_loop_t *loop, tt_run_mode_t mode)
+/* How long the wait may last, counted from `now`. */
+static int poll_timeout(tt_loop_t *loop, tt_run_mode_t mode, uint64_t now)
 {
     if (mode == TT_RUN_NOWAIT || loop->pend_head != NULL || loop->task_head != NULL ||
         atomic_load(&loop->posts) > 0 ||
@@ -252,14 +255,30 @@ static int poll_timeout(tt_loop_t *loop, tt_run_mode_t mode)
     uint64_t next = tt__wheel_next_expiry(&loop->wheel);
     if (next == UINT64_MAX)
         return -1;
-    if (next <= loop->now)
+    if (next <= now)
         return 0;
-    return next - loop->now > INT_MAX ? INT_MAX : (int)(next - loop->now);
+    return next - now > INT_MAX ? INT_MAX : (int)(next - now);
 }
 
 /* The phases after the wait. The time was refreshed when the wait returned (the
  * poller does it before the I/O callbacks); refreshed again here, it is the time
  * the timers of this round are due against, after however long the I/O took. */
+int tt_loop_backend_fd(const tt_loop_t *loop)
+{
+    return loop != NULL ? tt__poller_fd(&loop->poller) : -EINVAL;
+}
+
+int tt_loop_backend_timeout(const tt_loop_t *loop)
+{
+    if (loop == NULL)
+        return -1;
+    if (tt__poller_has_ready(&loop->poller))
+        return 0;
+    /* Asked between runs, maybe long after the last one: count from the clock. The
+     * wheel's scan only clears hint bits, so the loop is not changed in substance. */
+    return poll_timeout((tt_loop_t *)loop, TT_RUN_DEFAULT, tt__clock_ms());
+}
+
 static void round_work(tt_loop_t *loop)
 {
     loop->now = tt__clock_ms();
@@ -283,7 +302,7 @@ int tt_loop_run(tt_loop_t *loop, tt_run_mode_t mode)
     round_work(loop);
     /* As in every mode of libuv's uv_run: with no work left, never block. */
     while (!atomic_load(&loop->stop) && alive(loop)) {
-        int n = tt__poller_wait(&loop->poller, poll_timeout(loop, mode));
+        int n = tt__poller_wait(&loop->poller, poll_timeout(loop, mode, loop->now));
         if (n < 0) {
             /* The backend itself failed (its descriptor closed under it, out of
              * memory): waiting again would fail again at once and spin. Stop and
@@ -295,6 +314,9 @@ int tt_loop_run(tt_loop_t *loop, tt_run_mode_t mode)
         if (mode != TT_RUN_DEFAULT)
             break;
     }
+    /* Requests queued by this round's callbacks go to the kernel now: whoever waits
+     * next (this loop, or another loop on tt_loop_backend_fd) must be woken by them. */
+    tt__poller_flush(&loop->poller);
     atomic_store(&loop->stop, 0);
     loop->running = 0;
     if (err < 0)

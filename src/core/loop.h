@@ -53,6 +53,9 @@ struct tt_loop {
     tt_audit_cb audit; /* admission hook: called before connect/bind/accept/send-to */
     void *audit_arg;
 
+    void *signals;                         /* signal.c: created by the first signal watch */
+    void (*signals_free)(tt_loop_t *loop); /* set with it; called by tt_loop_close */
+
     void *resolver;                         /* resolver.c: created by the first lookup */
     void (*resolver_free)(tt_loop_t *loop); /* set with it; called by tt_loop_close */
 

@@ -57,6 +57,22 @@ const char *tt__poller_name(const tt__poller_t *p)
     return p->backend == TT__BACKEND_URING ? "io_uring" : "epoll";
 }
 
+int tt__poller_fd(const tt__poller_t *p)
+{
+    return p->backend == TT__BACKEND_URING ? tt__uring_fd(p) : p->epfd;
+}
+
+bool tt__poller_has_ready(const tt__poller_t *p)
+{
+    return p->backend == TT__BACKEND_URING && tt__uring_has_ready(p);
+}
+
+void tt__poller_flush(tt__poller_t *p)
+{
+    if (p->backend == TT__BACKEND_URING)
+        tt__uring_flush(p);
+}
+
 size_t tt__io_unread(int fd)
 {
     int avail = 0;

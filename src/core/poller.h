@@ -11,6 +11,7 @@
 #ifndef TT_POLLER_H
 #define TT_POLLER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -20,15 +21,20 @@
 /* Interest bits. */
 #define TT__POLL_IN 0x1  /* data: deliver reads (or READABLE for raw watches) */
 #define TT__POLL_OUT 0x2 /* deliver WRITABLE */
+#define TT__POLL_ERR 0x4 /* watch kind only: report an error or hang-up on its own */
 
 /* Events delivered to a watch's callback. */
 #define TT__EV_DATA 1     /* buf/n: n > 0 bytes read, 0 end of stream, < 0 -errno */
 #define TT__EV_WRITABLE 2 /* the socket can take more (or connect finished) */
 #define TT__EV_READABLE 3 /* raw watch: the fd is readable (or has an error) */
+#define TT__EV_POLL 4     /* watch kind: `n` holds what is ready, TT__POLL_* bits */
 
 /* Watch kinds. */
 #define TT__IO_STREAM 0 /* the poller reads into the shared buffer */
 #define TT__IO_RAW 1    /* the owner does its own syscalls */
+#define TT__IO_WATCH 2  /* a foreign descriptor: one TT__EV_POLL per readiness, with the
+                           ready bits (an error or hang-up adds TT__POLL_ERR and the
+                           asked-for IN/OUT, so the owner's read or write sees it) */
 
 typedef struct tt__io tt__io_t;
 /* `pending`: bytes the kernel still holds for this socket after the read. */
@@ -104,7 +110,8 @@ void tt__uring_remove(tt__poller_t *p, tt__io_t *io);
 int tt__uring_wait(tt__poller_t *p, int timeout_ms);
 
 /* Set the interest of `io` (0: no events; bytes a completion backend had already
- * taken are kept for when reading resumes). 0 or -errno. */
+ * taken are kept for when reading resumes). 0 or -errno (-EEXIST: a watch-kind io
+ * on an fd the loop already watches). */
 static inline int tt__poller_set(tt__poller_t *p, tt__io_t *io, unsigned events)
 {
     return p->backend == TT__BACKEND_URING ? tt__uring_set(p, io, events)
@@ -129,6 +136,16 @@ static inline int tt__poller_wait(tt__poller_t *p, int timeout_ms)
     return p->backend == TT__BACKEND_URING ? tt__uring_wait(p, timeout_ms)
                                            : tt__epoll_wait(p, timeout_ms);
 }
+/* For a loop driven from another loop: the descriptor that becomes readable when
+ * the backend has events (the epoll instance, the ring), whether work is waiting
+ * in user space (held data: do not sleep), and handing queued requests to the
+ * kernel now, so the other loop's sleep on the descriptor can be woken by them. */
+int tt__poller_fd(const tt__poller_t *p);
+bool tt__poller_has_ready(const tt__poller_t *p);
+void tt__poller_flush(tt__poller_t *p);
+int tt__uring_fd(const tt__poller_t *p);
+bool tt__uring_has_ready(const tt__poller_t *p);
+void tt__uring_flush(tt__poller_t *p);
 /* Read once into the loop's buffer and hand the bytes to io's callback
  * (TT__EV_DATA; nothing on EAGAIN): every epoll read, and io_uring's reads while its
  * buffer pool is dry. */

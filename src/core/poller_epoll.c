@@ -82,6 +82,15 @@ int tt__epoll_wait(tt__poller_t *p, int timeout_ms)
 
         if (io->fd < 0)
             continue; /* closed by an earlier callback in this round */
+        if (io->kind == TT__IO_WATCH) {
+            unsigned ready = ((e & EPOLLIN) ? TT__POLL_IN : 0) | ((e & EPOLLOUT) ? TT__POLL_OUT : 0);
+            if (err_or_hup)
+                ready |= TT__POLL_ERR | (io->events & (TT__POLL_IN | TT__POLL_OUT));
+            ready &= io->events | TT__POLL_ERR;
+            if (ready != 0)
+                io->cb(io, TT__EV_POLL, NULL, (ssize_t)ready, 0);
+            continue;
+        }
         if (io->kind == TT__IO_RAW) {
             if ((e & EPOLLIN) || (err_or_hup && (io->events & TT__POLL_IN)))
                 io->cb(io, TT__EV_READABLE, NULL, 0, 0);

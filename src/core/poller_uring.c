@@ -312,6 +312,8 @@ int tt__uring_set(tt__poller_t *p, tt__io_t *io, unsigned events)
     s = slot_at(u, io->fd);
     if (s == NULL)
         return io->fd < 0 ? -EBADF : -ENOMEM;
+    if (!io->registered && io->kind == TT__IO_WATCH && s->io != NULL)
+        return -EEXIST; /* as epoll_ctl(EPOLL_CTL_ADD) says for an fd already watched */
     if (!io->registered) {
         /* A new watch on this fd: anything still in flight for an earlier one (its
          * fd closed without a remove) is stale from here on. */
@@ -420,6 +422,19 @@ static void on_poll(struct tt__uring *u, int fd, uslot_t *s, int res)
      * than a write from the WRITABLE callback; the poll is re-armed after it. */
     if (io->kind == TT__IO_STREAM && (revents & POLLERR) && s->recv_out && !s->recv_cancel)
         return;
+    if (io->kind == TT__IO_WATCH) {
+        unsigned ready = ((revents & POLLIN) ? TT__POLL_IN : 0) | ((revents & POLLOUT) ? TT__POLL_OUT : 0);
+        if (err_or_hup)
+            ready |= TT__POLL_ERR | (io->events & (TT__POLL_IN | TT__POLL_OUT));
+        ready &= io->events | TT__POLL_ERR;
+        if (ready != 0)
+            io->cb(io, TT__EV_POLL, NULL, (ssize_t)ready, 0);
+        s = &u->slots[fd];
+        if (s->io != io || s->gen != gen)
+            return; /* removed by the callback */
+        arm(u, fd, s);
+        return;
+    }
     if (io->kind == TT__IO_RAW && (io->events & TT__POLL_IN) &&
         ((revents & POLLIN) || err_or_hup))
         io->cb(io, TT__EV_READABLE, NULL, 0, 0);
@@ -488,6 +503,22 @@ static int run_ready(struct tt__uring *u)
         u->nready -= n;
     }
     return done;
+}
+
+int tt__uring_fd(const tt__poller_t *p) { return p->uring->ring.ring_fd; }
+
+/* Held data, or requests not yet handed to the kernel (queued by a call made
+ * outside the loop's run, say before its first one): the kernel cannot report on
+ * what it has not been given, so the next wait must not sleep. */
+bool tt__uring_has_ready(const tt__poller_t *p)
+{
+    return p->uring->nready > 0 || io_uring_sq_ready(&p->uring->ring) > 0;
+}
+
+void tt__uring_flush(tt__poller_t *p)
+{
+    if (io_uring_sq_ready(&p->uring->ring) > 0)
+        io_uring_submit(&p->uring->ring);
 }
 
 int tt__uring_wait(tt__poller_t *p, int timeout_ms)
