@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -100,6 +101,24 @@ Test(watch, readable_is_level_triggered_until_read)
     cr_assert_eq(tt_watch_close(w), 0);
     close(p[0]);
     close(p[1]);
+}
+
+Test(watch, an_eventfd_wakes_a_blocking_run)
+{
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    tt_watch_t *w;
+    rec_t r = {.drain = true, .close_self = true};
+    uint64_t one = 1;
+
+    cr_assert_geq(efd, 0);
+    cr_assert_eq(tt_watch_init(loop, &w, efd, rec_cb, &r), 0);
+    cr_assert_eq(tt_watch_start(w, TT_WATCH_READ), 0);
+    cr_assert_eq(write(efd, &one, sizeof(one)), (ssize_t)sizeof(one));
+    /* A blocking run returns once the watch closed itself: nothing else is open. */
+    cr_assert_eq(tt_loop_run(loop, TT_RUN_DEFAULT), 0);
+    cr_assert_eq(r.calls, 1);
+    cr_assert_eq(r.last, TT_WATCH_READ);
+    close(efd);
 }
 
 Test(watch, interest_changes_inside_the_callback)
