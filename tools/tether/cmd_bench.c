@@ -219,6 +219,9 @@ static int send_messages(struct client *c, unsigned n, uint64_t t, uint64_t step
     size_t len = (size_t)n * w->o->size;
     int err;
 
+    /* Destroyed already (its on_close is on the way, and counts it): not again. */
+    if (tt_conn_state(c->conn) >= TT_STATE_CLOSING)
+        return -EPIPE;
     for (unsigned i = 0; i < n; i++) {
         err = ring_push(c, t + i * step);
         if (err < 0)
@@ -297,7 +300,7 @@ static void record_connect_failure(struct worker *w, int err, bool abort)
 static bool nothing_left(const struct worker *w)
 {
     for (unsigned i = 0; i < w->nclients; i++)
-        if (w->clients[i].conn != NULL)
+        if (w->clients[i].conn != NULL && tt_conn_state(w->clients[i].conn) < TT_STATE_CLOSING)
             return false;
     return true;
 }
@@ -509,6 +512,10 @@ static void go(tt_loop_t *loop, void *arg)
     w->running = true;
     if (w->stopping)
         return;
+    if (o->mode != MODE_CHURN && nothing_left(w)) {
+        finish(w); /* the server closed them all before the clock started */
+        return;
+    }
     tt_timer_start(w->end_timer, ms_until(w->sh->win_end), 0);
     switch (o->mode) {
     case MODE_CLOSED:
