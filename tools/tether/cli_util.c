@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,19 +16,19 @@
 /* ---- messages ----------------------------------------------------------------- */
 
 static const char *cur_cmd; /* NULL before main.c has found the command */
-static unsigned n_errors;
+static atomic_uint n_errors; /* bench's worker threads report too */
 
 void cli_set_command(const char *cmd) { cur_cmd = cmd; }
 
 const char *cli_command(void) { return cur_cmd; }
 
-unsigned cli_errors_reported(void) { return n_errors; }
+unsigned cli_errors_reported(void) { return atomic_load(&n_errors); }
 
 void cli_error(const char *fmt, ...)
 {
     va_list ap;
 
-    n_errors++;
+    atomic_fetch_add(&n_errors, 1);
     if (cur_cmd != NULL) {
         size_t n = strlen(cur_cmd);
         /* cli_error("echo: signals: ...") from inside echo says the name once. */
