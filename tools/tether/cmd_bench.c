@@ -1115,25 +1115,32 @@ int cmd_bench(int argc, char **argv)
         if (ws[i].init_err == 0 && ws[i].loop)
             tt_loop_post(ws[i].loop, aborted ? quit : go, &ws[i]);
 
-    /* Until every worker is done: a progress line a second if asked, and a stop for
-     * all when one of them finds the target refusing. */
+    /* Until every worker is done: a progress line a second if asked (on a fixed
+     * cadence, whatever wakes this thread meanwhile), and a stop for all when one
+     * of them finds the target refusing. */
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 1;
     pthread_mutex_lock(&sh.mu);
     while (sh.done < started) {
-        bool stop_all = sh.abort && !aborted;
+        struct timespec now;
 
-        if (stop_all) {
+        if (sh.abort && !aborted) {
             aborted = true;
             for (unsigned i = 0; i < started; i++)
                 if (!ws[i].loop_done)
                     tt_loop_post(ws[i].loop, quit, &ws[i]);
         }
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += 1;
-        if (pthread_cond_timedwait(&sh.cv, &sh.mu, &deadline) == ETIMEDOUT && o.progress &&
-            !aborted) {
-            pthread_mutex_unlock(&sh.mu);
-            print_progress(&sh, ws, started, &last_count, &last_t);
-            pthread_mutex_lock(&sh.mu);
+        pthread_cond_timedwait(&sh.cv, &sh.mu, &deadline);
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (now.tv_sec > deadline.tv_sec ||
+            (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec)) {
+            while (deadline.tv_sec <= now.tv_sec) /* a late wake-up skips, not bunches */
+                deadline.tv_sec += 1;
+            if (o.progress && !aborted && sh.done < started) {
+                pthread_mutex_unlock(&sh.mu);
+                print_progress(&sh, ws, started, &last_count, &last_t);
+                pthread_mutex_lock(&sh.mu);
+            }
         }
     }
     pthread_mutex_unlock(&sh.mu);
