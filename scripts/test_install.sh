@@ -73,7 +73,8 @@ else
 fi
 
 # /usr/local, as `sudo make install` does it, without touching the real one.
-if [ "$(id -u)" -eq 0 ] && unshare --mount true 2>/dev/null; then
+if [ "$(id -u)" -eq 0 ] &&
+    unshare --mount sh -c 'mount -t tmpfs tmpfs /usr/local' >/dev/null 2>&1; then
     cat >"$tmp/system.sh" <<'SYS'
 set -euo pipefail
 build=$1 tmp=$2
@@ -90,7 +91,8 @@ SYS
     grep -q "Running ldconfig" "$tmp/system-install.log" 2>/dev/null ||
         echo "     (the install did not say it ran ldconfig: $(tail -1 "$tmp/system-install.log" 2>/dev/null))"
 else
-    echo "skip app_system: installing to /usr/local in a mount namespace needs root and unshare"
+    echo "skip app_system: installing to /usr/local in a mount namespace needs root, unshare"
+    echo "     and the right to mount"
 fi
 echo "$((runs - fails)) passed, $fails failed"
 [ "$fails" -eq 0 ]
