@@ -1451,3 +1451,21 @@ Test(cli, two_udp_echo_servers_set_against_each_other_stop_within_a_budget)
     cr_expect_lt(out, 4000, "%lu datagrams went back and forth in 1.5 s", out);
     cr_expect_lt(cpu_a + cpu_b, 0.2, "still spending CPU: %.2f + %.2f s in 0.5 s", cpu_a, cpu_b);
 }
+
+Test(cli, stat_watch_ends_when_its_reader_has_gone)
+{
+    const char *sock = tmp_path("stat-watch.sock");
+    const char *eargv[] = {TETHER, "echo", "--listen", "127.0.0.1:0", "--admin", sock, NULL};
+    char line[256];
+    child_t echo = start_server(eargv, false, line, sizeof(line));
+    const char *argv[] = {TETHER, "stat", sock, "--watch", "0.1", NULL};
+    int p[2];
+
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    close(p[0]); /* like `| head` once head is done */
+    child_t c = spawn(argv, DEVNULL_FD, p[1], DEVNULL_FD);
+    close(p[1]);
+    int st = wait_exit(&c, 5000); /* fails the test if it refreshes for ever */
+    cr_expect_neq(st, 0, "stat --watch into a closed pipe: exit %d", st);
+    stop_child(&echo, SIGTERM);
+}

@@ -1,6 +1,7 @@
 /* tether: the command-line tool. One file per subcommand; this one dispatches. */
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -10,14 +11,18 @@ static const struct {
     const char *name;
     int (*fn)(int argc, char **argv);
     const char *summary;
+    /* The command checks its writes to stdout, so SIGPIPE is ignored for it. stat
+     * does not: `tether stat S --watch 1 | head` ends when head does, by SIGPIPE,
+     * as a filter's loop would, instead of writing into a closed pipe for ever. */
+    bool checks_stdout;
 } commands[] = {
-    {"echo", cmd_echo, "echo server"},
-    {"cat", cmd_cat, "stdin to a socket, the socket to stdout"},
-    {"send", cmd_send, "send a file with sendfile, then close"},
-    {"bench", cmd_bench, "load generator: throughput and latency"},
-    {"chat", cmd_chat, "line-based chat server: every line to every other client"},
-    {"stat", cmd_stat, "print a server's live connection table (its --admin socket)"},
-    {"udp-echo", cmd_udp_echo, "UDP echo server (multicast with --join)"},
+    {"echo", cmd_echo, "echo server", true},
+    {"cat", cmd_cat, "stdin to a socket, the socket to stdout", true},
+    {"send", cmd_send, "send a file with sendfile, then close", true},
+    {"bench", cmd_bench, "load generator: throughput and latency", true},
+    {"chat", cmd_chat, "line-based chat server: every line to every other client", true},
+    {"stat", cmd_stat, "print a server's live connection table (its --admin socket)", false},
+    {"udp-echo", cmd_udp_echo, "UDP echo server (multicast with --join)", true},
 };
 
 static void usage(FILE *f)
@@ -61,6 +66,8 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (strcmp(argv[1], commands[i].name) == 0) {
+            if (!commands[i].checks_stdout)
+                signal(SIGPIPE, SIG_DFL);
             cli_set_command(commands[i].name);
             int rc = finish_stdout(commands[i].fn(argc - 1, argv + 1));
             /* A command that reported an error does not exit 0. */
