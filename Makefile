@@ -4,12 +4,13 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
+MATRIX_BUILD ?= build-matrix
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 # Seconds per fuzz target: a short run in `make test`, a longer one in `make fuzz`.
 FUZZ_SHORT ?= 10
 FUZZ_LONG  ?= 600
 
-.PHONY: all deps build demo test test-fast test-asan test-tsan bench fuzz install clean format
+.PHONY: all deps build demo test test-fast test-asan test-tsan matrix bench fuzz install clean format
 
 all: build
 
@@ -26,10 +27,15 @@ demo: build
 	@bash scripts/demo.sh $(BUILD)
 
 # The whole suite, then again under AddressSanitizer + UndefinedBehaviorSanitizer,
-# the cross-thread tests under ThreadSanitizer, and a short fuzz run of each
-# decoder (scripts/test.sh); the last line sums up every stage.
+# the cross-thread tests under ThreadSanitizer, a short fuzz run of each decoder,
+# and the build matrix (gcc and clang × Release, RelWithDebInfo, Debug, warnings
+# as errors) (scripts/test.sh); the last line sums up every stage.
 test: build
-	FUZZ_SHORT=$(FUZZ_SHORT) bash scripts/test.sh $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
+	FUZZ_SHORT=$(FUZZ_SHORT) bash scripts/test.sh $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(MATRIX_BUILD)
+
+# Only the build matrix: every compiler and build type a packager or CI uses.
+matrix: deps
+	bash scripts/build_matrix.sh $(MATRIX_BUILD)
 
 test-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j 1
@@ -48,4 +54,4 @@ format:
 	clang-format -i include/*.h src/*/*.c src/*/*.h tools/tether/*.c tools/tether/*.h examples/*.c tests/*/*.c
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(MATRIX_BUILD)

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # make test: the whole suite, again on the io_uring backend, again under ASan+UBSan,
-# the cross-thread tests under TSan, and a short fuzz run of every framing decoder.
+# the cross-thread tests under TSan, a short fuzz run of every framing decoder, and
+# the build matrix (Release, RelWithDebInfo, Debug with gcc and clang, warnings as
+# errors, build only).
 # Every stage runs even when an earlier one failed, so one run shows everything;
 # the last line adds them up.
 set -uo pipefail
 build=${1:-build}
 asan=${2:-build-asan}
 tsan=${3:-build-tsan}
+matrix=${4:-build-matrix}
 jobs=$(nproc 2>/dev/null || echo 2)
 fuzz_secs=${FUZZ_SHORT:-10}
 passed=0
@@ -72,6 +75,26 @@ else
     status=1
 fi
 
-echo "(counted per test program, per sanitizer build, plus the fuzz stage)"
+echo "== build matrix: gcc and clang, Release, RelWithDebInfo, Debug (build only)"
+# The plain build above is gcc RelWithDebInfo with the tests: not built twice.
+# Each combination counts as one test, passed or failed.
+mlog=$(mktemp)
+bash scripts/build_matrix.sh "$matrix" gcc-RelWithDebInfo 2>&1 | tee "$mlog"
+mline=$(grep -E '^matrix: [0-9]+ passed, [0-9]+ failed' "$mlog" | tail -1)
+if [ -z "$mline" ]; then
+    echo "build matrix: no result"
+    failed=$((failed + 1))
+    status=1
+else
+    mpassed=$(sed -E 's/^matrix: ([0-9]+) passed.*/\1/' <<<"$mline")
+    mfailed=$(sed -E 's/^matrix: [0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$mline")
+    passed=$((passed + mpassed))
+    failed=$((failed + mfailed))
+    [ "$mfailed" -eq 0 ] || status=1
+fi
+rm -f "$mlog"
+
+echo "(counted per test program, per sanitizer build, plus the fuzz stage and one per"
+echo " build of the matrix)"
 echo "total: $passed passed, $failed failed"
 exit $status

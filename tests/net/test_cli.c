@@ -412,7 +412,6 @@ Test(cli, connect_refused_exits_1_with_one_line_naming_address_and_errno_text)
     const char *const *argvs[] = {cat_argv, send_argv};
 
     snprintf(target, sizeof(target), "127.0.0.1:%u", port);
-    snprintf(want, sizeof(want), "tether: connect 127.0.0.1:%u: Connection refused\n", port);
     for (int i = 0; i < 2; i++) {
         child_t c = spawn(argvs[i], DEVNULL_FD, PIPE_FD, PIPE_FD);
         size_t n, en;
@@ -420,6 +419,8 @@ Test(cli, connect_refused_exits_1_with_one_line_naming_address_and_errno_text)
         char *err = read_all(c.err, &en, WAIT_MS);
         int st = wait_exit(&c, WAIT_MS);
 
+        snprintf(want, sizeof(want), "tether %s: connect 127.0.0.1:%u: Connection refused\n",
+                 argvs[i][1], port);
         cr_expect_eq(st, 1, "tether %s: exit %d, expected 1", argvs[i][1], st);
         cr_expect_str_eq(err, want, "tether %s: stderr '%s', expected '%s'", argvs[i][1], err,
                          want);
@@ -884,11 +885,587 @@ Test(cli, send_of_a_missing_file_exits_1_before_connecting)
     char *out = read_all(c.out, &n, WAIT_MS);
     char *err = read_all(c.err, &en, WAIT_MS);
     cr_expect_eq(wait_exit(&c, WAIT_MS), 1);
-    cr_expect_str_eq(err, "tether: /nonexistent/file: No such file or directory\n", "stderr '%s'",
+    cr_expect_str_eq(err, "tether send: /nonexistent/file: No such file or directory\n", "stderr '%s'",
                      err);
     free(out);
     free(err);
     close_fd(&c.out);
     close_fd(&c.err);
     close(hold);
+}
+
+/* ---- one shape for every command's lines ---------------------------------------- */
+
+/* Start a server command; return the first line of the stream it announces on. */
+static child_t start_server(const char *const argv[], bool on_stderr, char *line, size_t cap)
+{
+    child_t c = spawn(argv, on_stderr ? PIPE_FD : DEVNULL_FD, on_stderr ? PIPE_FD : PIPE_FD,
+                      on_stderr ? PIPE_FD : DEVNULL_FD);
+    read_line(on_stderr ? c.err : c.out, line, cap, WAIT_MS);
+    return c;
+}
+
+static void stop_child(child_t *c, int sig)
+{
+    kill(c->pid, sig);
+    wait_exit(c, WAIT_MS);
+    close_fd(&c->in);
+    close_fd(&c->out);
+    close_fd(&c->err);
+}
+
+Test(cli, every_server_says_listening_on_in_one_shape)
+{
+    static const struct {
+        const char *argv[8];
+        const char *cmd;
+        bool on_stderr;
+    } servers[] = {
+        {{TETHER, "echo", "--listen", "127.0.0.1:0", NULL}, "echo", false},
+        {{TETHER, "echo", "--listen", "127.0.0.1:0", "--workers", "2", NULL}, "echo", false},
+        {{TETHER, "chat", "--listen", "127.0.0.1:0", "--quiet", NULL}, "chat", false},
+        {{TETHER, "chat", "--listen", "127.0.0.1:0", "--quiet", "--workers", "2", NULL}, "chat",
+         false},
+        {{TETHER, "udp-echo", "--listen", "127.0.0.1:0", NULL}, "udp-echo", false},
+        {{TETHER, "cat", "--listen", "127.0.0.1:0", NULL}, "cat", true},
+        {{TETHER, "cat", "--udp", "--listen", "127.0.0.1:0", NULL}, "cat", true},
+    };
+
+    for (size_t i = 0; i < sizeof(servers) / sizeof(servers[0]); i++) {
+        char line[256], want[64];
+        child_t c = start_server(servers[i].argv, servers[i].on_stderr, line, sizeof(line));
+
+        snprintf(want, sizeof(want), "tether %s: listening on 127.0.0.1:", servers[i].cmd);
+        cr_expect(strncmp(line, want, strlen(want)) == 0, "%s %s: '%s', expected '%s...'",
+                  servers[i].argv[1], servers[i].argv[4] ? servers[i].argv[4] : "", line, want);
+        stop_child(&c, SIGTERM);
+    }
+}
+
+Test(cli, a_server_that_cannot_listen_says_so_in_one_shape_and_exits_1)
+{
+    tt_addr_t a = th_loopback(0);
+    socklen_t len = sizeof(a.u.in4);
+    int tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    char where[64];
+
+    /* One port taken for TCP (listening) and UDP alike. */
+    cr_assert_eq(bind(tcp, &a.u.sa, a.len), 0);
+    cr_assert_eq(listen(tcp, 1), 0);
+    cr_assert_eq(getsockname(tcp, &a.u.sa, &len), 0);
+    cr_assert_eq(bind(udp, &a.u.sa, a.len), 0);
+    snprintf(where, sizeof(where), "127.0.0.1:%u", tt_addr_port(&a));
+    const char *const argvs[][6] = {
+        {TETHER, "echo", "--listen", where, NULL},
+        {TETHER, "chat", "--listen", where, NULL},
+        {TETHER, "cat", "--listen", where, NULL},
+        {TETHER, "udp-echo", "--listen", where, NULL},
+    };
+    const char *what[] = {"listen", "listen", "listen", "bind"};
+
+    for (size_t i = 0; i < sizeof(argvs) / sizeof(argvs[0]); i++) {
+        char want[160];
+        size_t n, en;
+        child_t c = spawn(argvs[i], DEVNULL_FD, PIPE_FD, PIPE_FD);
+        char *out = read_all(c.out, &n, WAIT_MS);
+        char *err = read_all(c.err, &en, WAIT_MS);
+        int st = wait_exit(&c, WAIT_MS);
+
+        snprintf(want, sizeof(want), "tether %s: %s %s: Address already in use\n", argvs[i][1],
+                 what[i], where);
+        cr_expect_eq(st, 1, "tether %s: exit %d", argvs[i][1], st);
+        cr_expect_str_eq(err, want, "tether %s: stderr '%s', expected '%s'", argvs[i][1], err,
+                         want);
+        free(out);
+        free(err);
+        close_fd(&c.out);
+        close_fd(&c.err);
+    }
+    close(tcp);
+    close(udp);
+}
+
+/* ---- SIGPIPE ------------------------------------------------------------------------ */
+
+Test(cli, no_server_dies_of_sigpipe_when_stdout_is_a_closed_pipe)
+{
+    static const char *const argvs[][8] = {
+        {TETHER, "echo", "--listen", "127.0.0.1:0", NULL},
+        {TETHER, "echo", "--listen", "127.0.0.1:0", "--workers", "2", NULL},
+        {TETHER, "chat", "--listen", "127.0.0.1:0", NULL},
+        {TETHER, "chat", "--listen", "127.0.0.1:0", "--workers", "2", NULL},
+        {TETHER, "udp-echo", "--listen", "127.0.0.1:0", NULL},
+    };
+
+    for (size_t i = 0; i < sizeof(argvs) / sizeof(argvs[0]); i++) {
+        int p[2];
+        size_t en;
+        char want[96];
+
+        cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+        close(p[0]); /* nobody will ever read: the first write is EPIPE (or SIGPIPE) */
+        child_t c = spawn(argvs[i], DEVNULL_FD, p[1], PIPE_FD);
+        close(p[1]);
+        char *err = read_all(c.err, &en, WAIT_MS);
+        int st = wait_exit(&c, WAIT_MS);
+
+        snprintf(want, sizeof(want), "tether %s: write stdout: Broken pipe\n", argvs[i][1]);
+        cr_expect_eq(st, 1, "tether %s %s: exit %d (141 is death by SIGPIPE)", argvs[i][1],
+                     argvs[i][4] ? argvs[i][4] : "", st);
+        cr_expect_str_eq(err, want, "tether %s: stderr '%s'", argvs[i][1], err);
+        free(err);
+        close_fd(&c.err);
+    }
+}
+
+/* ---- help ------------------------------------------------------------------------- */
+
+Test(cli, help_of_the_servers_and_bench_has_exit_statuses_and_chat_shows_its_defaults)
+{
+    static const char *const cmds[] = {"bench", "chat", "udp-echo"};
+
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        const char *argv[] = {TETHER, cmds[i], "--help", NULL};
+        child_t c = spawn(argv, DEVNULL_FD, PIPE_FD, DEVNULL_FD);
+        size_t n;
+        char *out = read_all(c.out, &n, WAIT_MS);
+        char want[64];
+
+        snprintf(want, sizeof(want), "usage: tether %s", cmds[i]);
+        cr_expect_eq(wait_exit(&c, WAIT_MS), 0);
+        cr_expect(strncmp(out, want, strlen(want)) == 0, "tether %s --help: '%s'", cmds[i], out);
+        cr_expect(strstr(out, "Exit status") != NULL, "tether %s --help: no exit statuses",
+                  cmds[i]);
+        if (strcmp(cmds[i], "chat") == 0) {
+            static const char *const defaults[] = {"(default 127.0.0.1:7001)", "(default 4096)",
+                                                   "(default 1)", "(default: no limit)"};
+            for (size_t k = 0; k < sizeof(defaults) / sizeof(defaults[0]); k++)
+                cr_expect(strstr(out, defaults[k]) != NULL, "chat --help does not say '%s'",
+                          defaults[k]);
+        }
+        free(out);
+        close_fd(&c.out);
+    }
+}
+
+/* ---- send - ----------------------------------------------------------------------- */
+
+Test(cli, send_dash_sends_stdin_from_a_pipe)
+{
+    const size_t len = 1u << 20;
+    const char *path = tmp_path("send-stdin.bin");
+    char line[256], target[300], sha[65], want[400];
+    size_t n, inlen;
+
+    make_random_file(path, len);
+    sha256_file(path, sha);
+    char *data = file_of(path, &inlen);
+    child_t py = start_python(py_sha_server, NULL, DEVNULL_FD, line, sizeof(line));
+    snprintf(target, sizeof(target), "127.0.0.1:%s", line);
+    const char *argv[] = {TETHER, "send", target, "-", NULL};
+    child_t snd = spawn(argv, PIPE_FD, PIPE_FD, DEVNULL_FD);
+    write_all(snd.in, data, len, WAIT_MS);
+    close_fd(&snd.in);
+    char *out = read_all(snd.out, &n, WAIT_MS);
+    int st = wait_exit(&snd, WAIT_MS);
+
+    cr_expect_eq(st, 0, "tether send - : exit %d", st);
+    snprintf(want, sizeof(want), "%zu bytes sent to %s in ", len, target);
+    cr_expect(strncmp(out, want, strlen(want)) == 0, "stdout '%s', expected '%s...'", out, want);
+    read_line(py.out, line, sizeof(line), WAIT_MS);
+    snprintf(want, sizeof(want), "%zu %s", len, sha);
+    cr_expect_str_eq(line, want, "receiver: '%s', expected '%s'", line, want);
+    cr_expect_eq(wait_exit(&py, WAIT_MS), 0);
+    free(out);
+    free(data);
+    close_fd(&snd.out);
+    close_fd(&py.out);
+}
+
+/* ---- udp-echo --join ---------------------------------------------------------------- */
+
+Test(cli, udp_echo_join_of_a_bad_group_is_a_usage_error)
+{
+    const char *a1[] = {TETHER, "udp-echo", "--join", "10.0.0.1", "--listen", ":0", NULL};
+    const char *a2[] = {TETHER, "udp-echo", "--join", "not-a-group", NULL};
+    const char *a3[] = {TETHER, "cat", "--udp", "--join", "10.0.0.1", "--listen", ":0", NULL};
+
+    expect_usage_error(a1, "'10.0.0.1'");
+    expect_usage_error(a2, "'not-a-group'");
+    expect_usage_error(a3, "'10.0.0.1'");
+}
+
+/* ---- cat --udp ---------------------------------------------------------------------- */
+
+/* UDP receiver on the family of argv[1] ("4" or "6"): prints its port, then the bytes
+ * and datagrams received until 1.5 s pass without one. */
+static const char py_udp_count[] =
+    "import socket, sys\n"
+    "fam = socket.AF_INET6 if sys.argv[1] == '6' else socket.AF_INET\n"
+    "s = socket.socket(fam, socket.SOCK_DGRAM)\n"
+    "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)\n"
+    "s.bind(('::1' if sys.argv[1] == '6' else '127.0.0.1', 0))\n"
+    "print(s.getsockname()[1], flush=True)\n"
+    "s.settimeout(1.5); n = d = 0\n"
+    "try:\n"
+    "    while True:\n"
+    "        n += len(s.recv(70000)); d += 1\n"
+    "except socket.timeout:\n"
+    "    pass\n"
+    "print(n, d, flush=True)\n";
+
+static void cat_udp_sends_whole_file(const char *family, const char *host)
+{
+    const size_t len = 70000; /* more than one datagram of either family */
+    const char *path = tmp_path("udp-in.bin");
+    char line[256], target[300];
+    size_t en;
+
+    make_random_file(path, len);
+    child_t py = start_python(py_udp_count, family, DEVNULL_FD, line, sizeof(line));
+    snprintf(target, sizeof(target), "%s:%s", host, line);
+    const char *argv[] = {TETHER, "cat", "--udp", "--timeout", "0.2", target, NULL};
+    int in = open(path, O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(in, 0);
+    child_t cat = spawn(argv, in, DEVNULL_FD, PIPE_FD);
+    close(in);
+    char *err = read_all(cat.err, &en, WAIT_MS);
+    int st = wait_exit(&cat, WAIT_MS);
+
+    cr_expect_eq(st, 0, "cat --udp to %s: exit %d, stderr '%s'", target, st, err);
+    cr_expect_eq(en, 0, "cat --udp to %s: stderr '%s'", target, err);
+    read_line(py.out, line, sizeof(line), WAIT_MS);
+    unsigned long got = strtoul(line, NULL, 10);
+    cr_expect_eq(got, len, "the receiver got %lu of %zu bytes ('%s')", got, len, line);
+    cr_expect_eq(wait_exit(&py, WAIT_MS), 0);
+    free(err);
+    close_fd(&cat.err);
+    close_fd(&py.out);
+}
+
+Test(cli, cat_udp_cuts_stdin_into_datagrams_ipv4_can_carry)
+{
+    cat_udp_sends_whole_file("4", "127.0.0.1");
+}
+
+Test(cli, cat_udp_cuts_stdin_into_datagrams_ipv6_can_carry)
+{
+    cat_udp_sends_whole_file("6", "[::1]");
+}
+
+/* ---- bench ------------------------------------------------------------------------ */
+
+Test(cli, bench_option_errors_name_the_option_with_a_usage_hint)
+{
+    const char *a1[] = {TETHER, "bench", "--connections", "lots", "127.0.0.1:1", NULL};
+    const char *a2[] = {TETHER, "bench", "--duration", "-1", "127.0.0.1:1", NULL};
+    const char *a3[] = {TETHER, "bench", "--no-such-option", "127.0.0.1:1", NULL};
+    const char *a4[] = {TETHER, "bench", "127.0.0.1:99999", NULL};
+    const char *a5[] = {TETHER, "bench", NULL, NULL};
+
+    expect_usage_error(a1, "--connections 'lots'");
+    expect_usage_error(a2, "--duration '-1'");
+    expect_usage_error(a3, "'--no-such-option'");
+    expect_usage_error(a4, "'99999'");
+    expect_usage_error(a5, "missing HOST:PORT");
+}
+
+Test(cli, bench_refused_target_is_reported_at_once_and_exits_1)
+{
+    unsigned port;
+    int hold = refusing_port(&port);
+    char target[64], want[128];
+    const char *argv[] = {TETHER, "bench", "--duration", "5", "--connections", "4", target, NULL};
+    size_t n, en;
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    uint64_t t0 = th_now_ms();
+    child_t c = spawn(argv, DEVNULL_FD, PIPE_FD, PIPE_FD);
+    char *out = read_all(c.out, &n, WAIT_MS);
+    char *err = read_all(c.err, &en, WAIT_MS);
+    int st = wait_exit(&c, WAIT_MS);
+    uint64_t took = th_now_ms() - t0;
+
+    snprintf(want, sizeof(want), "tether bench: connect %s: Connection refused\n", target);
+    cr_expect_eq(st, 1, "exit %d", st);
+    cr_expect_str_eq(err, want, "stderr '%s', expected '%s'", err, want);
+    cr_expect_eq(n, 0, "a report of nothing: '%s'", out);
+    cr_expect_lt(took, 2500, "took %llu ms: the refusal waited for the 5 s run",
+                 (unsigned long long)took);
+    free(out);
+    free(err);
+    close_fd(&c.out);
+    close_fd(&c.err);
+    close(hold);
+}
+
+Test(cli, bench_takes_a_host_name_for_its_target)
+{
+    child_t echo;
+    char target[64];
+    size_t n, en;
+
+    snprintf(target, sizeof(target), "localhost:%u", start_echo(&echo));
+    const char *argv[] = {TETHER, "bench", "--duration", "0.3", target, NULL};
+    child_t c = spawn(argv, DEVNULL_FD, PIPE_FD, PIPE_FD);
+    char *out = read_all(c.out, &n, WAIT_MS);
+    char *err = read_all(c.err, &en, WAIT_MS);
+    int st = wait_exit(&c, WAIT_MS);
+
+    cr_expect_eq(st, 0, "bench %s: exit %d, stderr '%s'", target, st, err);
+    cr_expect(strstr(out, "opened      1, connect errors 0, errors 0") != NULL, "report '%s'",
+              out);
+    free(out);
+    free(err);
+    close_fd(&c.out);
+    close_fd(&c.err);
+    stop_child(&echo, SIGTERM);
+}
+
+/* Echoes, but after 0.3 s adds 64 bytes nobody sent: not an echo server. */
+static const char py_bad_echo[] =
+    "import socket, time\n"
+    "l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(8)\n"
+    "print(l.getsockname()[1], flush=True)\n"
+    "l.settimeout(10)\n"
+    "c, _ = l.accept()\n"          /* the probe: closes at once */
+    "c.close()\n"
+    "c, _ = l.accept(); c.settimeout(10)\n"
+    "t0 = time.time(); extra = False\n"
+    "while True:\n"
+    "    b = c.recv(65536)\n"
+    "    if not b: break\n"
+    "    c.sendall(b)\n"
+    "    if not extra and time.time() - t0 > 0.3:\n"
+    "        c.sendall(b'y' * 64); extra = True\n";
+
+Test(cli, bench_errors_against_a_server_that_is_not_an_echo_exit_1)
+{
+    char line[64], target[128];
+    size_t n, en;
+    child_t py = start_python(py_bad_echo, NULL, DEVNULL_FD, line, sizeof(line));
+
+    snprintf(target, sizeof(target), "127.0.0.1:%s", line);
+    const char *argv[] = {TETHER, "bench", "--duration", "1", target, NULL};
+    child_t c = spawn(argv, DEVNULL_FD, PIPE_FD, PIPE_FD);
+    char *out = read_all(c.out, &n, WAIT_MS);
+    char *err = read_all(c.err, &en, WAIT_MS);
+    int st = wait_exit(&c, WAIT_MS);
+
+    cr_expect_eq(st, 1, "exit %d (stdout '%s')", st, out);
+    cr_expect(strstr(out, "first: TT_EPROTOCOL") != NULL, "report '%s'", out);
+    cr_expect(strncmp(err, "tether bench: ", 14) == 0 && strstr(err, target) != NULL &&
+                  strstr(err, "not an echo server") != NULL,
+              "stderr '%s'", err);
+    free(out);
+    free(err);
+    close_fd(&c.out);
+    close_fd(&c.err);
+    wait_exit(&py, WAIT_MS);
+    close_fd(&py.out);
+}
+
+/* Lines "tether bench: N s: ..." in text. */
+static int progress_lines(const char *text)
+{
+    int count = 0;
+    for (const char *p = text; (p = strstr(p, "tether bench: ")) != NULL; p++) {
+        unsigned s;
+        char rest[8];
+        if (sscanf(p, "tether bench: %u s: %7s", &s, rest) == 2)
+            count++;
+    }
+    return count;
+}
+
+Test(cli, bench_progress_prints_a_line_a_second_on_stderr_when_asked)
+{
+    child_t echo;
+    char target[64];
+    size_t n, en;
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", start_echo(&echo));
+    for (int asked = 0; asked < 2; asked++) {
+        const char *argv[] = {TETHER, "bench", "--duration", "2.5", target,
+                              asked ? "--progress" : NULL, NULL};
+        child_t c = spawn(argv, DEVNULL_FD, PIPE_FD, PIPE_FD); /* stderr: a pipe, no tty */
+        char *out = read_all(c.out, &n, WAIT_MS);
+        char *err = read_all(c.err, &en, WAIT_MS);
+        int st = wait_exit(&c, WAIT_MS);
+        int lines = progress_lines(err);
+
+        cr_expect_eq(st, 0, "exit %d, stderr '%s'", st, err);
+        if (asked)
+            cr_expect(lines >= 2 && lines <= 3, "%d progress lines in 2.5 s: '%s'", lines, err);
+        else
+            cr_expect_eq(lines, 0, "progress without --progress on a pipe: '%s'", err);
+        free(out);
+        free(err);
+        close_fd(&c.out);
+        close_fd(&c.err);
+    }
+    stop_child(&echo, SIGTERM);
+}
+
+/* ---- udp-echo is never a reflector nor one end of a loop ----------------------------- */
+
+/* One IPv4 UDP datagram with any source address and port, by a raw socket (root).
+ * Returns 0, or -errno (-EPERM without CAP_NET_RAW). */
+static int send_forged_udp(const tt_addr_t *from, const tt_addr_t *to, const char *payload)
+{
+    size_t len = strlen(payload);
+    unsigned char pkt[20 + 8 + 256];
+    struct sockaddr_in dst = to->u.in4;
+    int fd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW); /* IP_HDRINCL implied */
+
+    if (fd < 0)
+        return -errno;
+    cr_assert_lt(len, 256u);
+    memset(pkt, 0, 28);
+    pkt[0] = 0x45; /* IPv4, 5 words of header */
+    pkt[2] = (unsigned char)((28 + len) >> 8);
+    pkt[3] = (unsigned char)(28 + len);
+    pkt[8] = 64;          /* TTL */
+    pkt[9] = IPPROTO_UDP; /* the header checksum is the kernel's to fill in */
+    memcpy(pkt + 12, &from->u.in4.sin_addr, 4);
+    memcpy(pkt + 16, &to->u.in4.sin_addr, 4);
+    memcpy(pkt + 20, &from->u.in4.sin_port, 2);
+    memcpy(pkt + 22, &to->u.in4.sin_port, 2);
+    pkt[24] = (unsigned char)((8 + len) >> 8);
+    pkt[25] = (unsigned char)(8 + len); /* UDP checksum 0: none (IPv4 allows it) */
+    memcpy(pkt + 28, payload, len);
+    dst.sin_port = 0;
+    ssize_t r = sendto(fd, pkt, 28 + len, 0, (struct sockaddr *)&dst, sizeof(dst));
+    int err = r < 0 ? -errno : 0;
+    close(fd);
+    return err;
+}
+
+typedef struct uecho_child {
+    child_t c;
+    tt_addr_t addr;
+    const char *log;
+} uecho_child_t;
+
+/* `tether udp-echo --verbose` on 127.0.0.1:0, its stderr to a file (so that its
+ * lines never block it, however many there are). */
+static void start_uecho(uecho_child_t *u, const char *log)
+{
+    const char *argv[] = {TETHER, "udp-echo", "--listen", "127.0.0.1:0", "--verbose", NULL};
+    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    char line[256];
+
+    cr_assert_geq(fd, 0);
+    u->log = log;
+    u->c = spawn(argv, DEVNULL_FD, PIPE_FD, fd);
+    close(fd);
+    read_line(u->c.out, line, sizeof(line), WAIT_MS);
+    u->addr = th_loopback((uint16_t)port_of(line));
+}
+
+/* CPU seconds (user + system) the process has used so far. */
+static double cpu_seconds(pid_t pid)
+{
+    char path[64], buf[1024];
+    unsigned long ut, stime;
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    cr_assert_gt(n, 0);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after the command name */
+    cr_assert_not_null(p);
+    cr_assert_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                        &stime),
+                 2);
+    return (double)(ut + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Stop it with SIGINT; the datagrams it answered, from its totals line. */
+static unsigned long stop_uecho(uecho_child_t *u)
+{
+    size_t n;
+    unsigned long in = 0, out = 0;
+
+    kill(u->c.pid, SIGINT);
+    cr_expect_eq(wait_exit(&u->c, WAIT_MS), 0);
+    close_fd(&u->c.out);
+    char *log = file_of(u->log, &n);
+    const char *t = strstr(log, " datagrams in (");
+    cr_assert_not_null(t, "no totals in the log (%zu bytes)", n);
+    while (t > log && t[-1] != '\n')
+        t--;
+    cr_assert_eq(sscanf(t, "tether udp-echo: %lu datagrams in (%*u bytes, %*u truncated, %*u "
+                           "dropped by the kernel), %lu out",
+                        &in, &out),
+                 2, "totals '%.200s'", t);
+    free(log);
+    return out;
+}
+
+Test(cli, udp_echo_does_not_answer_a_datagram_forged_from_its_own_address_or_port_0)
+{
+    uecho_child_t a;
+    start_uecho(&a, tmp_path("uecho-self.log"));
+    tt_addr_t zero = th_loopback(0);
+
+    int err = send_forged_udp(&a.addr, &a.addr, "from myself");
+    if (err == -EPERM)
+        cr_skip_test("raw sockets need CAP_NET_RAW");
+    cr_assert_eq(err, 0, "raw send: %s", strerror(-err));
+    cr_assert_eq(send_forged_udp(&zero, &a.addr, "from port 0"), 0);
+    double cpu0 = cpu_seconds(a.c.pid);
+    usleep(1000 * 1000);
+    double cpu = cpu_seconds(a.c.pid) - cpu0;
+    unsigned long out = stop_uecho(&a);
+
+    /* Answered, the first datagram comes back to the server itself, forever. */
+    cr_expect_eq(out, 0, "%lu datagrams sent to itself or to port 0", out);
+    cr_expect_lt(cpu, 0.3, "%.2f s of CPU in 1 s", cpu);
+}
+
+Test(cli, two_udp_echo_servers_set_against_each_other_stop_within_a_budget)
+{
+    uecho_child_t a, b;
+    start_uecho(&a, tmp_path("uecho-a.log"));
+    start_uecho(&b, tmp_path("uecho-b.log"));
+
+    /* "From" b to a: a answers b, b answers a, ... */
+    int err = send_forged_udp(&b.addr, &a.addr, "ping-pong");
+    if (err == -EPERM)
+        cr_skip_test("raw sockets need CAP_NET_RAW");
+    cr_assert_eq(err, 0, "raw send: %s", strerror(-err));
+    usleep(1500 * 1000);
+    double cpu_a = cpu_seconds(a.c.pid), cpu_b = cpu_seconds(b.c.pid);
+    usleep(500 * 1000); /* by now the loop is over: neither spends CPU */
+    cpu_a = cpu_seconds(a.c.pid) - cpu_a;
+    cpu_b = cpu_seconds(b.c.pid) - cpu_b;
+    unsigned long out = stop_uecho(&a) + stop_uecho(&b);
+
+    /* Each answers the other at most its budget (1000 a second by default, a
+     * second's worth at once): unchecked, loopback carries ~50 000 round trips a
+     * second. */
+    cr_expect_lt(out, 4000, "%lu datagrams went back and forth in 1.5 s", out);
+    cr_expect_lt(cpu_a + cpu_b, 0.2, "still spending CPU: %.2f + %.2f s in 0.5 s", cpu_a, cpu_b);
+}
+
+Test(cli, stat_watch_ends_when_its_reader_has_gone)
+{
+    const char *sock = tmp_path("stat-watch.sock");
+    const char *eargv[] = {TETHER, "echo", "--listen", "127.0.0.1:0", "--admin", sock, NULL};
+    char line[256];
+    child_t echo = start_server(eargv, false, line, sizeof(line));
+    const char *argv[] = {TETHER, "stat", sock, "--watch", "0.1", NULL};
+    int p[2];
+
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    close(p[0]); /* like `| head` once head is done */
+    child_t c = spawn(argv, DEVNULL_FD, p[1], DEVNULL_FD);
+    close(p[1]);
+    int st = wait_exit(&c, 5000); /* fails the test if it refreshes for ever */
+    cr_expect_neq(st, 0, "stat --watch into a closed pipe: exit %d", st);
+    stop_child(&echo, SIGTERM);
 }

@@ -30,7 +30,9 @@ static int run(const char *cmd)
     char full[1024];
     int st;
 
-    snprintf(full, sizeof(full), "%s%s", cmd, verbose() ? "" : " >/dev/null 2>&1");
+    if (snprintf(full, sizeof(full), "%s%s", cmd, verbose() ? "" : " >/dev/null 2>&1") >=
+        (int)sizeof(full))
+        return -1; /* cut short, it would run something else */
     st = system(full);
     if (st == -1 || !WIFEXITED(st))
         return -1;

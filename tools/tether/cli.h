@@ -2,6 +2,8 @@
 #ifndef TT_CLI_H
 #define TT_CLI_H
 
+#include <stdio.h>
+
 #include "tether.h"
 
 int cmd_echo(int argc, char **argv);
@@ -13,8 +15,12 @@ int cmd_stat(int argc, char **argv);
 int cmd_udp_echo(int argc, char **argv);
 /* `tether cat --udp ...` (udp_cat.c); cmd_cat hands the whole command line over. */
 int cli_udp_cat(int argc, char **argv);
+/* Check the text of a --join, "GROUP" or "GROUP,SOURCE": numeric, and a multicast
+ * group. Returns 0, or -EINVAL after a usage message: call it before binding. */
+int cli_udp_check_join(const char *cmd, const char *spec);
 /* Join "GROUP" or "GROUP,SOURCE" on `iface` (NULL: by route), saying why on failure.
- * Returns 0, -EINVAL (bad text or not a group: a usage error) or the join's error. */
+ * Returns 0, -EINVAL (bad text or not a group: a usage error) or the join's error
+ * (never -EINVAL: the system's refusal is a failure, exit 1). */
 int cli_udp_join_spec(const char *cmd, tt_udp_t *u, const char *spec, const char *iface);
 
 /* ---- helpers shared by the subcommands (cli_util.c) ---------------------------- */
@@ -28,8 +34,22 @@ int cli_udp_join_spec(const char *cmd, tt_udp_t *u, const char *spec, const char
 #define CLI_EXIT_FAIL 1
 #define CLI_EXIT_USAGE 2
 
-/* "tether: " + message + "\n" on stderr. */
+/* Every line a command prints about itself starts "tether CMD: " (main.c names the
+ * command before running it; "tether: " before that). */
+void cli_set_command(const char *cmd);
+const char *cli_command(void);
+
+/* "tether CMD: " + message + "\n" on stderr, the one shape of an error line:
+ * "tether CMD: WHAT ADDR: ERROR". A message that starts with "CMD: " itself is not
+ * prefixed twice. Every call is counted: main.c turns a status of 0 into 1 when an
+ * error was reported, so a reported error always means exit 1. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* How many errors cli_error reported so far. */
+unsigned cli_errors_reported(void);
+/* "tether CMD: listening on ADDR" + suffix + "\n" on `f`, flushed at once (a script
+ * waits for it). Returns 0, or -errno after reporting "write stdout: ..." (a
+ * closed pipe: the server then exits 1 rather than run unseen). */
+int cli_print_listening(FILE *f, const tt_addr_t *addr, const char *suffix);
 /* "tether CMD: " + message, then "Try 'tether CMD --help'." on stderr. Returns
  * CLI_EXIT_USAGE so a command can `return cli_usage_error(...)`. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -71,12 +91,11 @@ int cli_parse_count(const char *cmd, const char *opt, const char *text, unsigned
                     unsigned long *out);
 
 /* --workers N for a server command: start the set (SO_REUSEPORT), the admin
- * endpoint if asked, print "BANNER listening on ADDR (N workers)", wait for
+ * endpoint if asked, print "tether CMD: listening on ADDR (N workers)", wait for
  * SIGINT/SIGTERM on this thread (the workers never see them), run before_stop,
  * then stop gracefully within shutdown_ms. */
 typedef struct cli_workers {
     const char *cmd;              /* for messages: "echo", "chat" */
-    const char *banner;           /* start of the listening line */
     unsigned count;
     uint64_t shutdown_ms;
     const tt_admin_opts_t *admin; /* NULL: no endpoint */

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +15,50 @@
 
 /* ---- messages ----------------------------------------------------------------- */
 
+static const char *cur_cmd; /* NULL before main.c has found the command */
+static atomic_uint n_errors; /* bench's worker threads report too */
+
+void cli_set_command(const char *cmd) { cur_cmd = cmd; }
+
+const char *cli_command(void) { return cur_cmd; }
+
+unsigned cli_errors_reported(void) { return atomic_load(&n_errors); }
+
 void cli_error(const char *fmt, ...)
 {
     va_list ap;
 
-    fputs("tether: ", stderr);
+    atomic_fetch_add(&n_errors, 1);
+    if (cur_cmd != NULL) {
+        size_t n = strlen(cur_cmd);
+        /* cli_error("echo: signals: ...") from inside echo says the name once. */
+        if (strncmp(fmt, cur_cmd, n) == 0 && fmt[n] == ':' && fmt[n + 1] == ' ')
+            fmt += n + 2;
+        fprintf(stderr, "tether %s: ", cur_cmd);
+    } else {
+        fputs("tether: ", stderr);
+    }
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+}
+
+int cli_print_listening(FILE *f, const tt_addr_t *addr, const char *suffix)
+{
+    char buf[TT_ADDR_STRLEN];
+    int err = 0;
+
+    errno = 0;
+    if (fprintf(f, "tether %s: listening on %s%s\n", cur_cmd != NULL ? cur_cmd : "?",
+                cli_addr_str(addr, buf), suffix != NULL ? suffix : "") < 0 ||
+        fflush(f) != 0 || ferror(f))
+        err = errno != 0 ? -errno : -EIO;
+    if (err < 0) {
+        clearerr(f); /* said once here, not again when main.c flushes at exit */
+        cli_error("write %s: %s", f == stderr ? "stderr" : "stdout", tt_strerror(err));
+    }
+    return err;
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)
@@ -62,7 +98,7 @@ static void explain_bad_addr(const char *cmd, const char *text)
         return;
     }
     cli_usage_error(cmd, "bad host in '%s': expected a numeric IPv4 address, [IPv6] in "
-                         "brackets, or localhost (host names are not supported yet)", text);
+                         "brackets, or localhost", text);
 }
 
 int cli_parse_addr(const char *cmd, const char *text, bool connect, tt_addr_t *out)
@@ -279,13 +315,18 @@ int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_se
         return CLI_EXIT_FAIL;
     }
     if (w->admin != NULL && (err = tt_admin_start_workers(set, w->admin, &admin)) < 0) {
-        cli_error("%s: admin endpoint: %s", w->cmd, tt_strerror(err));
+        cli_error("admin endpoint: %s", tt_strerror(err));
         tt_workers_stop(set, 0);
         return CLI_EXIT_FAIL;
     }
     tt_workers_addr(set, &bound);
-    printf("%s listening on %s (%u workers)\n", w->banner, cli_addr_str(&bound, buf), w->count);
-    fflush(stdout); /* a script waiting for this line must see it now */
+    snprintf(buf, sizeof(buf), " (%u workers)", w->count);
+    if (cli_print_listening(stdout, &bound, buf) < 0) {
+        if (admin != NULL)
+            tt_admin_close(admin);
+        tt_workers_stop(set, 0);
+        return CLI_EXIT_FAIL;
+    }
     *sig = 0;
     sigwait(&sigs, sig);
     if (w->before_stop != NULL)

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "hdr.h"
@@ -58,8 +59,11 @@
 enum mode { MODE_CLOSED, MODE_RATE, MODE_CHURN };
 
 struct opts {
-    tt_addr_t addr;
-    const char *target;
+    tt_addr_t addr;     /* where the probe connection went (the name resolved once) */
+    const char *target; /* as typed: HOST:PORT, HOST may be a name */
+    char host[256];
+    uint16_t port;
+    bool progress;
     unsigned connections;
     size_t size;
     double duration;
@@ -85,6 +89,11 @@ struct shared {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned ready; /* workers whose connections have all opened or failed */
+    /* Under mu: */
+    unsigned connect_failed; /* connections that did not open in the connect phase */
+    int connect_error;       /* the first such failure */
+    bool abort;              /* a worker found the target refusing: stop everyone */
+    unsigned done;           /* workers whose loop has returned */
 };
 
 struct worker;
@@ -129,6 +138,8 @@ struct worker {
     int first_error;
     uint64_t t_finish;
     int init_err;
+    bool loop_done;                /* under sh->mu: the loop returned; post nothing more */
+    atomic_uint_fast64_t progress; /* `counted`, published for the progress line */
 };
 
 static uint64_t now_ns(void)
@@ -192,6 +203,7 @@ static void complete(struct worker *w, uint64_t start, uint64_t now)
     if (now < sh->win_start || now >= sh->win_end)
         return;
     w->counted++;
+    atomic_store_explicit(&w->progress, w->counted, memory_order_relaxed);
     hdr_record(&w->hist, now - start);
     if (w->o->messages && atomic_fetch_add(&sh->counted, 1) + 1 >= w->o->messages)
         finish(w);
@@ -207,6 +219,9 @@ static int send_messages(struct client *c, unsigned n, uint64_t t, uint64_t step
     size_t len = (size_t)n * w->o->size;
     int err;
 
+    /* Destroyed already (its on_close is on the way, and counts it): not again. */
+    if (tt_conn_state(c->conn) >= TT_STATE_CLOSING)
+        return -EPIPE;
     for (unsigned i = 0; i < n; i++) {
         err = ring_push(c, t + i * step);
         if (err < 0)
@@ -266,6 +281,29 @@ static void pump(struct worker *w)
 /* ---- connection callbacks ---------------------------------------------------- */
 
 static void start_cycle(struct client *c);
+
+/* For the coordinator: a connection that never opened. With `abort`, every worker
+ * is to stop (the coordinator posts it). */
+static void record_connect_failure(struct worker *w, int err, bool abort)
+{
+    pthread_mutex_lock(&w->sh->mu);
+    if (w->sh->connect_failed++ == 0)
+        w->sh->connect_error = err;
+    if (abort) {
+        w->sh->abort = true;
+        pthread_cond_signal(&w->sh->cv);
+    }
+    pthread_mutex_unlock(&w->sh->mu);
+}
+
+/* No connection of this worker is open or still connecting. */
+static bool nothing_left(const struct worker *w)
+{
+    for (unsigned i = 0; i < w->nclients; i++)
+        if (w->clients[i].conn != NULL && tt_conn_state(w->clients[i].conn) < TT_STATE_CLOSING)
+            return false;
+    return true;
+}
 
 static void connect_settled(struct worker *w)
 {
@@ -360,16 +398,27 @@ static void on_close(tt_conn_t *conn, const tt_close_info_t *info)
     if (was_open)
         w->open_now--;
     if (!was_open) {
+        int err = info->error ? info->error : -ECONNABORTED;
+
         w->connect_errors++;
-        note_error(w, info->error ? info->error : -ECONNABORTED);
-        if (w->o->mode != MODE_CHURN && !w->running)
+        note_error(w, err);
+        if (w->o->mode != MODE_CHURN && !w->running) {
+            record_connect_failure(w, err, false);
             connect_settled(w);
+        } else if (w->o->mode == MODE_CHURN && w->opened == 0 && !w->stopping) {
+            /* Not one churn connect has worked: the target refuses, stop now
+             * rather than retry for the whole duration. */
+            record_connect_failure(w, err, true);
+            finish(w);
+        }
     } else if (info->kind != TT_CLOSE_LOCAL_DESTROY && !w->stopping) {
         w->errors++; /* the server dropped a connection in the middle of the run */
         note_error(w, info->error ? info->error : TT_EOF);
     }
     if (w->o->mode == MODE_CHURN && w->running && !w->stopping && was_open)
         start_cycle(c);
+    else if (w->o->mode != MODE_CHURN && w->running && !w->stopping && nothing_left(w))
+        finish(w); /* every connection is gone: nothing more to measure here */
     /* A failed churn connect is retried by the tick timer, not here, so a refusing
      * server is not hammered in a tight loop. */
 }
@@ -463,6 +512,10 @@ static void go(tt_loop_t *loop, void *arg)
     w->running = true;
     if (w->stopping)
         return;
+    if (o->mode != MODE_CHURN && nothing_left(w)) {
+        finish(w); /* the server closed them all before the clock started */
+        return;
+    }
     tt_timer_start(w->end_timer, ms_until(w->sh->win_end), 0);
     switch (o->mode) {
     case MODE_CLOSED:
@@ -485,6 +538,15 @@ static void go(tt_loop_t *loop, void *arg)
             start_cycle(&w->clients[i]);
         break;
     }
+}
+
+/* Posted by the coordinator instead of (or after) "go": stop now. */
+static void quit(tt_loop_t *loop, void *arg)
+{
+    struct worker *w = arg;
+
+    (void)loop;
+    finish(w);
 }
 
 static void run_loop(struct worker *w)
@@ -558,9 +620,14 @@ static void *worker_main(void *arg)
                 connect_settled(w);
     }
     run_loop(w);
+    pthread_mutex_lock(&w->sh->mu);
+    w->loop_done = true; /* the coordinator posts nothing to this loop from now on */
+    w->sh->done++;
+    pthread_cond_signal(&w->sh->cv);
+    pthread_mutex_unlock(&w->sh->mu);
     err = tt_loop_close(w->loop);
     if (err < 0)
-        fprintf(stderr, "tether bench: loop close: %s\n", tt_strerror(err));
+        cli_error("closing a worker's loop: %s", tt_strerror(err));
     w->loop = NULL;
     free(w->txbuf);
     w->txbuf = NULL;
@@ -579,9 +646,11 @@ fail_buf:
     w->txbuf = NULL;
 fail:
     w->init_err = err;
-    /* Count as ready, so the coordinator does not wait for this worker. */
+    /* Count as ready and done, so the coordinator does not wait for this worker. */
     pthread_mutex_lock(&w->sh->mu);
     w->sh->ready++;
+    w->sh->done++;
+    w->loop_done = true;
     pthread_cond_signal(&w->sh->cv);
     pthread_mutex_unlock(&w->sh->mu);
     return NULL;
@@ -591,10 +660,12 @@ fail:
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: tether bench [options] ADDR:PORT\n"
+    fprintf(f, "usage: tether bench [options] HOST:PORT\n"
                "\n"
                "Load an echo server and report messages/s, MiB/s and latency percentiles.\n"
                "A message is SIZE bytes; it completes when SIZE bytes have come back.\n"
+               "HOST is IPv4, [IPv6] or a name: it is resolved once, by a first probe\n"
+               "connection (Happy Eyeballs), and every connection goes where that one went.\n"
                "\n"
                "  -c, --connections N  connections (default 1)\n"
                "  -s, --size BYTES     message size (default 64, max 16 MiB)\n"
@@ -611,10 +682,18 @@ static void usage(FILE *f)
                "      --bind-range A-B bind each connection to the next IPv4 source\n"
                "                       address in A..B (e.g. 127.0.0.2-127.0.0.254)\n"
                "      --json           one line of JSON instead of text\n"
+               "      --progress       one line a second on stderr while it runs (the\n"
+               "                       default when stderr is a terminal)\n"
                "  -h, --help           this text\n"
                "\n"
                "MiB/s counts payload one way. This is a load generator: point it only at\n"
-               "servers you run.\n");
+               "servers you run.\n"
+               "\n"
+               "Exit status: 0 the run completed without an error; 1 the target could not\n"
+               "be reached (reported at once, before any load), a connection failed or\n"
+               "was dropped, the server is not an echo server, or nothing completed (the\n"
+               "report is still printed, and one line on stderr says what went wrong);\n"
+               "2 bad usage.\n");
 }
 
 static int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -623,7 +702,7 @@ static int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
     unsigned long long v;
 
     errno = 0;
-    if (s[0] == '-' || s[0] == '\0')
+    if (s[0] < '0' || s[0] > '9')
         return -EINVAL;
     v = strtoull(s, &end, 10);
     if (errno || *end != '\0' || v < min || v > max)
@@ -665,7 +744,26 @@ static int parse_bind_range(const char *s, struct opts *o)
     return 0;
 }
 
-enum { OPT_CHURN = 256, OPT_BIND_RANGE, OPT_JSON };
+enum { OPT_CHURN = 256, OPT_BIND_RANGE, OPT_JSON, OPT_PROGRESS };
+
+/* A whole number min..max for option `name`; says which option and why on failure. */
+static int opt_uint(const char *name, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (parse_uint(optarg, min, max, out) == 0)
+        return 0;
+    cli_usage_error("bench", "bad %s '%s': expected a whole number from %" PRIu64 " to %" PRIu64,
+                    name, optarg, min, max);
+    return -EINVAL;
+}
+
+static int opt_seconds(const char *name, double min, double max, double *out)
+{
+    if (parse_double(optarg, min, max, out) == 0)
+        return 0;
+    cli_usage_error("bench", "bad %s '%s': expected seconds from %g to %g", name, optarg, min,
+                    max);
+    return -EINVAL;
+}
 
 /* Returns 0, 1 for --help (done), or -EINVAL after printing why. */
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -682,11 +780,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"churn", no_argument, NULL, OPT_CHURN},
         {"bind-range", required_argument, NULL, OPT_BIND_RANGE},
         {"json", no_argument, NULL, OPT_JSON},
+        {"progress", no_argument, NULL, OPT_PROGRESS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    bool pipeline_set = false;
-    uint64_t v;
+    bool pipeline_set = false, first = true;
+    uint64_t v = 0;
     int ch, err = 0;
 
     *o = (struct opts){.connections = 1,
@@ -694,95 +793,178 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                        .duration = 5,
                        .pipeline = 1,
                        .threads = 1,
-                       .mode = MODE_CLOSED};
-    optind = 0; /* glibc: full re-initialisation, whatever parsed argv before us */
-    while ((ch = getopt_long(argc, argv, "c:s:d:p:r:w:t:n:h", longopts, NULL)) != -1) {
+                       .mode = MODE_CLOSED,
+                       .progress = isatty(STDERR_FILENO) == 1};
+    while ((ch = cli_getopt("bench", argc, argv, ":c:s:d:p:r:w:t:n:h", longopts, &first)) != -1) {
         switch (ch) {
         case 'c':
-            err = parse_uint(optarg, 1, MAX_CONNECTIONS, &v);
+            err = opt_uint("--connections", 1, MAX_CONNECTIONS, &v);
             o->connections = (unsigned)v;
             break;
         case 's':
-            err = parse_uint(optarg, 1, MAX_SIZE, &v);
+            err = opt_uint("--size", 1, MAX_SIZE, &v);
             o->size = (size_t)v;
             break;
         case 'd':
-            err = parse_double(optarg, 0.001, MAX_DURATION_S, &o->duration);
+            err = opt_seconds("--duration", 0.001, MAX_DURATION_S, &o->duration);
             break;
         case 'p':
-            err = parse_uint(optarg, 1, MAX_PIPELINE, &v);
+            err = opt_uint("--pipeline", 1, MAX_PIPELINE, &v);
             o->pipeline = (unsigned)v;
             pipeline_set = true;
             break;
         case 'r':
-            err = parse_double(optarg, 0.001, 1e9, &o->rate);
+            if (parse_double(optarg, 0.001, 1e9, &o->rate) < 0) {
+                cli_usage_error("bench", "bad --rate '%s': expected messages/s from 0.001 to 1e9",
+                                optarg);
+                err = -EINVAL;
+            }
             break;
         case 'w':
-            err = parse_double(optarg, 0, MAX_DURATION_S, &o->warmup);
+            err = opt_seconds("--warmup", 0, MAX_DURATION_S, &o->warmup);
             break;
         case 't':
-            err = parse_uint(optarg, 1, MAX_THREADS, &v);
+            err = opt_uint("--threads", 1, MAX_THREADS, &v);
             o->threads = (unsigned)v;
             break;
         case 'n':
-            err = parse_uint(optarg, 1, UINT64_C(1) << 50, &o->messages);
+            err = opt_uint("--messages", 1, UINT64_C(1) << 50, &o->messages);
             break;
         case OPT_CHURN:
             o->mode = MODE_CHURN;
             break;
         case OPT_BIND_RANGE:
-            err = parse_bind_range(optarg, o);
+            if (parse_bind_range(optarg, o) < 0) {
+                cli_usage_error("bench", "bad --bind-range '%s': expected A-B, two IPv4 "
+                                         "addresses, A <= B", optarg);
+                err = -EINVAL;
+            }
             break;
         case OPT_JSON:
             o->json = true;
+            break;
+        case OPT_PROGRESS:
+            o->progress = true;
             break;
         case 'h':
             usage(stdout);
             return 1;
         default:
-            usage(stderr);
-            return -EINVAL;
+            return -EINVAL; /* cli_getopt said why */
         }
-        if (err < 0) {
-            fprintf(stderr, "tether bench: bad value for option: %s\n", optarg);
+        if (err < 0)
             return -EINVAL;
-        }
     }
     if (o->rate > 0) {
         if (o->mode == MODE_CHURN) {
-            fprintf(stderr, "tether bench: --churn and --rate do not mix\n");
+            cli_usage_error("bench", "--churn and --rate do not mix");
             return -EINVAL;
         }
         o->mode = MODE_RATE;
     }
-    if (optind != argc - 1) {
-        usage(stderr);
+    if (optind >= argc) {
+        cli_usage_error("bench", "missing HOST:PORT");
+        return -EINVAL;
+    }
+    if (optind < argc - 1) {
+        cli_usage_error("bench", "unexpected argument '%s'", argv[optind + 1]);
         return -EINVAL;
     }
     o->target = argv[optind];
-    if (tt_addr_parse_hostport(&o->addr, o->target) < 0) {
-        fprintf(stderr, "tether bench: not a numeric ADDR:PORT: %s\n", o->target);
+    if (cli_parse_host("bench", o->target, o->host, sizeof(o->host), &o->port) < 0)
         return -EINVAL;
-    }
-    if (tt_addr_port(&o->addr) == 0) {
-        fprintf(stderr, "tether bench: port 0 is not a target\n");
-        return -EINVAL;
-    }
     if (o->mode != MODE_CLOSED && pipeline_set) {
-        fprintf(stderr, "tether bench: --pipeline is for the closed loop only\n");
+        cli_usage_error("bench", "--pipeline is for the closed loop only (not with --rate or "
+                                 "--churn)");
         return -EINVAL;
     }
     if (o->mode == MODE_CLOSED && (size_t)o->pipeline * o->size > MAX_BATCH_BYTES) {
-        fprintf(stderr, "tether bench: --size times --pipeline over 64 MiB\n");
-        return -EINVAL;
-    }
-    if (o->bind_count && o->addr.u.sa.sa_family != AF_INET) {
-        fprintf(stderr, "tether bench: --bind-range needs an IPv4 target\n");
+        cli_usage_error("bench", "--size times --pipeline over 64 MiB");
         return -EINVAL;
     }
     if (o->threads > o->connections)
         o->threads = o->connections;
     return 0;
+}
+
+/* ---- the probe: resolve the target once ---------------------------------------- */
+
+struct probe {
+    tt_addr_t addr;
+    int err; /* 1 while pending */
+};
+
+static void probe_open(tt_conn_t *conn)
+{
+    struct probe *p = tt_conn_get_data(conn);
+
+    if (tt_conn_peer_addr(conn, &p->addr) == 0)
+        p->err = 0;
+    else
+        p->err = -ENOTCONN;
+    tt_destroy(conn, 0);
+}
+
+static void probe_close(tt_conn_t *conn, const tt_close_info_t *info)
+{
+    struct probe *p = tt_conn_get_data(conn);
+
+    if (p->err == 1)
+        p->err = info->kind == TT_CLOSE_CONNECT_TIMEOUT ? -ETIMEDOUT
+                 : info->error != 0                     ? info->error
+                                                        : -ECONNABORTED;
+}
+
+/* Connect once to HOST:PORT by the library's name lookup (tt_connect_host: every
+ * address the name has, IPv6 and IPv4 raced), keep the address that answered and
+ * close. A refused or unreachable target is reported here, before any thread or
+ * load. Returns 0 or the error, said on stderr. */
+static int probe_target(struct opts *o)
+{
+    const tt_conn_handlers_t h = {.on_open = probe_open, .on_close = probe_close};
+    tt_connect_opts_t co = {.timeout_ms = CONNECT_TIMEOUT_MS};
+    struct probe p = {.err = 1};
+    tt_loop_t *loop;
+    tt_conn_t *conn;
+    int err;
+
+    err = tt_loop_init(&loop);
+    if (err < 0) {
+        cli_error("%s", tt_strerror(err));
+        return err;
+    }
+    err = tt_connect_host(loop, o->host, o->port, &co, &h, &p, &conn);
+    if (err == 0)
+        tt_loop_run(loop, TT_RUN_DEFAULT); /* until the probe has closed */
+    else
+        p.err = err;
+    tt_loop_close(loop);
+    if (p.err != 0) {
+        cli_error("connect %s: %s", o->target, tt_strerror(p.err));
+        return p.err;
+    }
+    o->addr = p.addr;
+    return 0;
+}
+
+/* ---- progress ------------------------------------------------------------------ */
+
+static void print_progress(const struct shared *sh, const struct worker *ws, unsigned n,
+                           uint64_t *last_count, uint64_t *last_t)
+{
+    uint64_t now = now_ns(), count = 0;
+    double since = (double)(now - sh->t0) / 1e9, dt = (double)(now - *last_t) / 1e9;
+
+    for (unsigned i = 0; i < n; i++)
+        count += atomic_load_explicit(&ws[i].progress, memory_order_relaxed);
+    if (now < sh->win_start)
+        fprintf(stderr, "tether bench: %.0f s: warming up\n", since);
+    else
+        fprintf(stderr, "tether bench: %.0f s: %.0f %s/s, %" PRIu64 " in all\n", since,
+                dt > 0 ? (double)(count - *last_count) / dt : 0.0,
+                sh->o->mode == MODE_CHURN ? "connections" : "messages", count);
+    *last_count = count;
+    *last_t = now;
 }
 
 /* Each connection needs a descriptor; take the soft limit up to the hard one. */
@@ -864,7 +1046,8 @@ int cmd_bench(int argc, char **argv)
     struct opts o;
     struct timespec deadline;
     unsigned started = 0, next = 0;
-    uint64_t last_finish = 0;
+    uint64_t last_finish = 0, last_count = 0, last_t;
+    bool aborted = false;
     int err, rc = 1;
 
     err = parse_opts(argc, argv, &o);
@@ -872,19 +1055,22 @@ int cmd_bench(int argc, char **argv)
         return err > 0 ? 0 : 2;
     err = raise_nofile(o.connections);
     if (err < 0) {
-        fprintf(stderr,
-                "tether bench: %u connections need more descriptors than "
-                "RLIMIT_NOFILE allows (ulimit -n)\n",
-                o.connections);
+        cli_error("%u connections need more descriptors than RLIMIT_NOFILE allows (ulimit -n)",
+                  o.connections);
         return 1;
     }
-    signal(SIGPIPE, SIG_IGN);
+    if (probe_target(&o) < 0)
+        return 1;
+    if (o.bind_count && o.addr.u.sa.sa_family != AF_INET) {
+        cli_error("--bind-range: %s is not an IPv4 target", o.target);
+        return 1;
+    }
     sh.o = &o;
     atomic_init(&sh.counted, 0);
     ws = calloc(o.threads, sizeof(*ws));
     clients = calloc(o.connections, sizeof(*clients));
     if (ws == NULL || clients == NULL || hdr_init(&t.hist, HDR_BITS) < 0) {
-        fprintf(stderr, "tether bench: out of memory\n");
+        cli_error("%s", tt_strerror(-ENOMEM));
         goto out;
     }
 
@@ -897,12 +1083,13 @@ int cmd_bench(int argc, char **argv)
         w->o = &o;
         w->clients = &clients[next];
         w->nclients = n;
+        atomic_init(&w->progress, 0);
         for (unsigned k = 0; k < n; k++)
             clients[next + k].w = w;
         next += n;
         err = pthread_create(&w->tid, NULL, worker_main, w);
         if (err != 0) {
-            fprintf(stderr, "tether bench: pthread_create: %s\n", strerror(err));
+            cli_error("pthread_create: %s", strerror(err));
             break;
         }
         started++;
@@ -915,21 +1102,55 @@ int cmd_bench(int argc, char **argv)
     while (sh.ready < started)
         if (pthread_cond_timedwait(&sh.cv, &sh.mu, &deadline) == ETIMEDOUT)
             break;
+    /* A connection that did not open means the run would not be the one asked for
+     * (fewer connections): stop now and say why, rather than measure it. */
+    aborted = sh.connect_failed > 0 || started < o.threads;
     pthread_mutex_unlock(&sh.mu);
 
     sh.t0 = now_ns();
+    last_t = sh.t0;
     sh.win_start = sh.t0 + (uint64_t)(o.warmup * (double)NS_PER_S);
     sh.win_end = sh.win_start + (uint64_t)(o.duration * (double)NS_PER_S);
     for (unsigned i = 0; i < started; i++)
         if (ws[i].init_err == 0 && ws[i].loop)
-            tt_loop_post(ws[i].loop, go, &ws[i]);
+            tt_loop_post(ws[i].loop, aborted ? quit : go, &ws[i]);
+
+    /* Until every worker is done: a progress line a second if asked (on a fixed
+     * cadence, whatever wakes this thread meanwhile), and a stop for all when one
+     * of them finds the target refusing. */
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 1;
+    pthread_mutex_lock(&sh.mu);
+    while (sh.done < started) {
+        struct timespec now;
+
+        if (sh.abort && !aborted) {
+            aborted = true;
+            for (unsigned i = 0; i < started; i++)
+                if (!ws[i].loop_done)
+                    tt_loop_post(ws[i].loop, quit, &ws[i]);
+        }
+        pthread_cond_timedwait(&sh.cv, &sh.mu, &deadline);
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (now.tv_sec > deadline.tv_sec ||
+            (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec)) {
+            while (deadline.tv_sec <= now.tv_sec) /* a late wake-up skips, not bunches */
+                deadline.tv_sec += 1;
+            if (o.progress && !aborted && sh.done < started) {
+                pthread_mutex_unlock(&sh.mu);
+                print_progress(&sh, ws, started, &last_count, &last_t);
+                pthread_mutex_lock(&sh.mu);
+            }
+        }
+    }
+    pthread_mutex_unlock(&sh.mu);
 
     for (unsigned i = 0; i < started; i++) {
         struct worker *w = &ws[i];
 
         pthread_join(w->tid, NULL);
         if (w->init_err < 0) {
-            fprintf(stderr, "tether bench: worker: %s\n", tt_strerror(w->init_err));
+            cli_error("worker: %s", tt_strerror(w->init_err));
             continue;
         }
         hdr_merge(&t.hist, &w->hist);
@@ -943,12 +1164,32 @@ int cmd_bench(int argc, char **argv)
         if (w->t_finish > last_finish)
             last_finish = w->t_finish;
     }
+    if (aborted && sh.connect_failed > 0) {
+        /* Nothing was measured: no report of zeros, just why. */
+        cli_error("connect %s: %s (%u of %u connections failed)", o.target,
+                  tt_strerror(sh.connect_error), sh.connect_failed, o.connections);
+        goto out;
+    }
+    if (aborted)
+        goto out; /* a worker could not start: said above */
     /* The window ends at win_end, or earlier when --messages stopped the run. */
     if (last_finish > sh.win_end || last_finish == 0)
         last_finish = sh.win_end;
     t.elapsed = last_finish > sh.win_start ? (double)(last_finish - sh.win_start) / 1e9 : 0;
     report(&o, &t);
-    rc = t.counted > 0 ? 0 : 1;
+    rc = 0;
+    if (t.errors > 0 || t.connect_errors > 0) {
+        cli_error("%s: %" PRIu64 " error%s, the first: %s%s", o.target,
+                  t.errors + t.connect_errors, t.errors + t.connect_errors == 1 ? "" : "s",
+                  tt_strerror(t.first_error),
+                  t.first_error == TT_EPROTOCOL
+                      ? " (more bytes came back than were sent: not an echo server?)"
+                      : "");
+        rc = 1;
+    } else if (t.counted == 0) {
+        cli_error("%s: no message completed in the measured window", o.target);
+        rc = 1;
+    }
 
 out:
     for (unsigned i = 0; i < o.connections && clients; i++)

@@ -222,7 +222,6 @@ int cmd_cat(int argc, char **argv)
     const cli_writer_cbs_t wcbs = {.on_low = out_low, .on_error = out_error, .arg = &g_cat};
     cat_t *st = &g_cat;
     tt_connect_opts_t copts = {.timeout_ms = DEFAULT_TIMEOUT_MS};
-    char buf[TT_ADDR_STRLEN];
     tt_addr_t addr;
     char host[256];
     uint16_t port = 0;
@@ -282,12 +281,12 @@ int cmd_cat(int argc, char **argv)
 
     err = tt_loop_init(&st->loop);
     if (err < 0) {
-        cli_error("cat: %s", tt_strerror(err));
+        cli_error("%s", tt_strerror(err));
         return CLI_EXIT_FAIL;
     }
     err = cli_writer_start(&st->out, st->loop, STDOUT_FILENO, STDOUT_HIGH_WATER, &wcbs);
     if (err < 0) {
-        cli_error("cat: stdout writer: %s", tt_strerror(err));
+        cli_error("stdout writer: %s", tt_strerror(err));
         tt_loop_close(st->loop);
         return CLI_EXIT_FAIL;
     }
@@ -298,7 +297,10 @@ int cmd_cat(int argc, char **argv)
             st->status = CLI_EXIT_FAIL;
         } else {
             tt_server_addr(st->srv, &addr);
-            fprintf(stderr, "tether cat: listening on %s\n", cli_addr_str(&addr, buf));
+            if (cli_print_listening(stderr, &addr, NULL) < 0) {
+                st->status = CLI_EXIT_FAIL;
+                stop_all(st);
+            }
         }
     } else {
         tt_conn_t *c;
@@ -310,7 +312,7 @@ int cmd_cat(int argc, char **argv)
     }
     err = cli_signals_install(st->loop);
     if (err < 0) {
-        cli_error("cat: signals: %s", tt_strerror(err));
+        cli_error("signals: %s", tt_strerror(err));
         st->status = CLI_EXIT_FAIL;
         stop_all(st);
     }
@@ -332,7 +334,7 @@ int cmd_cat(int argc, char **argv)
         fcntl(STDIN_FILENO, F_SETFL, in_flags);
     err = tt_loop_close(st->loop);
     if (err < 0 && st->status == CLI_EXIT_OK) {
-        cli_error("cat: closing the loop: %s", tt_strerror(err));
+        cli_error("closing the loop: %s", tt_strerror(err));
         st->status = CLI_EXIT_FAIL;
     }
     if (cli_signal_caught())

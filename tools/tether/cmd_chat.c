@@ -16,6 +16,8 @@
 
 #define NAME_MAX_LEN (TT_ADDR_STRLEN + 2)
 #define SHUTDOWN_MS 2000 /* graceful end for every client, then destroy */
+#define CHAT_DEFAULT_LISTEN "127.0.0.1:7001"
+#define CHAT_DEFAULT_MAX_LINE 4096UL
 
 /* --workers > 1. Each worker thread learns the set from on_start, before it
  * accepts anyone: tt_workers_start() only hands it to the main thread once every
@@ -28,18 +30,28 @@ static bool quiet;
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: tether chat --listen ADDR:PORT [OPTIONS]\n\n"
+            "usage: tether chat [--listen ADDR:PORT] [OPTIONS]\n\n"
             "A line-based chat server: each line a client sends goes to every other\n"
             "client as \"[ADDR:PORT] line\"; joins and leaves are announced.\n\n"
-            "  -l, --listen ADDR:PORT  where to listen (default 127.0.0.1:7001)\n"
-            "      --max-line BYTES    longest line accepted (default 4096); a longer one\n"
+            "  -l, --listen ADDR:PORT  where to listen (default %s); port 0 picks\n"
+            "                          a free port\n"
+            "      --max-line BYTES    longest line accepted (default %lu); a longer one\n"
             "                          closes that client (protocol limit)\n"
-            "      --workers N         N loops on N threads (SO_REUSEPORT); default 1\n"
+            "      --workers N         N loops on N threads (SO_REUSEPORT) (default 1)\n"
             "      --max-conns N       accept at most N clients at once; more wait\n"
+            "                          (default: no limit)\n"
             "      --admin SOCKET      serve the connection table for `tether stat`\n"
-            "      --metrics ADDR:PORT serve Prometheus metrics over HTTP\n"
-            "  -q, --quiet             do not log joins and leaves on stderr\n"
-            "  -h, --help              this text\n");
+            "                          (default: none)\n"
+            "      --metrics ADDR:PORT serve Prometheus metrics over HTTP (default: none)\n"
+            "  -q, --quiet             do not log joins and leaves on stderr (default:\n"
+            "                          log them)\n"
+            "  -h, --help              this text\n\n"
+            "Prints 'tether chat: listening on ADDR:PORT' on stdout once listening.\n"
+            "SIGINT or SIGTERM tells every client, ends the connections (destroying\n"
+            "what is left after %d s) and exits 0.\n\n"
+            "Exit status: 0 stopped by a signal, 1 could not listen (or stdout is\n"
+            "closed), 2 bad usage.\n",
+            CHAT_DEFAULT_LISTEN, CHAT_DEFAULT_MAX_LINE, SHUTDOWN_MS / 1000);
 }
 
 /* Send to everyone but `except`, on this loop or across all workers. */
@@ -148,10 +160,20 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
             return CLI_EXIT_FAIL;
         }
     }
+    /* Signals first: SIGPIPE is ignored before the first line is printed. */
+    err = cli_signals_install(loop);
+    if (err < 0)
+        cli_error("signals: %s", tt_strerror(err));
     tt_server_addr(server, &bound);
-    printf("chat listening on %s\n", cli_addr_str(&bound, text));
-    fflush(stdout);
-    cli_signals_install(loop);
+    if (err < 0 || cli_print_listening(stdout, &bound, NULL) < 0) {
+        if (admin != NULL)
+            tt_admin_close(admin);
+        tt_server_close(server);
+        tt_loop_run(loop, TT_RUN_NOWAIT);
+        cli_signals_restore();
+        tt_loop_close(loop);
+        return CLI_EXIT_FAIL;
+    }
     tt_loop_run(loop, TT_RUN_DEFAULT); /* until SIGINT/SIGTERM */
 
     say(NULL, "* server shutting down\n", 23);
@@ -187,10 +209,10 @@ int cmd_chat(int argc, char **argv)
                                          {"quiet", no_argument, NULL, 'q'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *listen_text = "127.0.0.1:7001", *admin_path = NULL;
+    const char *listen_text = CHAT_DEFAULT_LISTEN, *admin_path = NULL;
     tt_server_opts_t so = {0};
     tt_frame_opts_t frame;
-    unsigned long max_line = 4096, nworkers = 1, max_conns = 0;
+    unsigned long max_line = CHAT_DEFAULT_MAX_LINE, nworkers = 1, max_conns = 0;
     tt_addr_t addr, maddr;
     bool first = true;
     int c;
@@ -240,7 +262,6 @@ int cmd_chat(int argc, char **argv)
     if (nworkers > 1) {
         tt_admin_opts_t ao = admin_opts(admin_path);
         cli_workers_t w = {.cmd = "chat",
-                           .banner = "chat",
                            .count = (unsigned)nworkers,
                            .shutdown_ms = SHUTDOWN_MS,
                            .admin = admin_path != NULL || metrics_addr != NULL ? &ao : NULL,

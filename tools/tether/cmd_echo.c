@@ -141,7 +141,6 @@ int cmd_echo(int argc, char **argv)
         .on_open = on_open, .on_data = on_data, .on_drain = on_drain, .on_close = on_close,
         .on_message = on_message};
     const char *listen = DEFAULT_LISTEN;
-    char buf[TT_ADDR_STRLEN];
     tt_loop_t *loop;
     tt_addr_t addr, maddr;
     tt_admin_opts_t ao = {0};
@@ -202,7 +201,7 @@ int cmd_echo(int argc, char **argv)
                            .max_conns = max_conns};
     bool serve_admin = ao.unix_path != NULL || ao.metrics_addr != NULL;
     if (workers > 1) {
-        cli_workers_t w = {.cmd = "echo", .banner = "tether echo:", .count = (unsigned)workers,
+        cli_workers_t w = {.cmd = "echo", .count = (unsigned)workers,
                            .shutdown_ms = SHUTDOWN_MS, .admin = serve_admin ? &ao : NULL};
         int sig;
         status = cli_serve_workers(&w, &addr, &so, &h, &sig);
@@ -237,8 +236,14 @@ int cmd_echo(int argc, char **argv)
         status = CLI_EXIT_FAIL;
     } else {
         tt_server_addr(g_echo.srv, &addr);
-        printf("tether echo: listening on %s\n", cli_addr_str(&addr, buf));
-        fflush(stdout); /* a script waiting for this line must see it now */
+        if (cli_print_listening(stdout, &addr, NULL) < 0) { /* stdout is gone: say so, exit 1 */
+            if (admin != NULL) {
+                tt_admin_close(admin);
+                admin = NULL;
+            }
+            shutdown_all();
+            status = CLI_EXIT_FAIL;
+        }
     }
 
     /* Runs until a signal stops it (the server keeps the loop alive); then shut

@@ -2,11 +2,14 @@
  * ("send then close": tt_send_file with TT_FILE_CLOSE_FD | TT_FILE_THEN_END).
  * Success means every byte of the file was handed to the kernel and the close was
  * graceful: our FIN went after the data and the peer answered with its own FIN
- * (so it read to the end). Anything the peer sends back is read and discarded. */
+ * (so it read to the end). Anything the peer sends back is read and discarded.
+ * FILE "-" is stdin: a regular file from its current position, or a pipe, terminal
+ * or socket read to its end as it becomes readable. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +24,7 @@ typedef struct send_state {
     tt_conn_t *conn;    /* until its on_close */
     int fd;             /* the file, until the connection owns it */
     bool regular;
+    uint64_t offset;    /* where sending starts: 0, or stdin's file position */
     uint64_t size;      /* regular files: bytes to send */
     uint64_t linger_ms;
     double t_open;
@@ -32,13 +36,14 @@ static send_t g_send;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: tether send [options] ADDR:PORT FILE\n"
+    fprintf(f, "usage: tether send [options] ADDR:PORT FILE|-\n"
                "\n"
                "Send FILE over a new TCP connection with sendfile(2), then close: FIN after\n"
                "the last byte, and wait for the peer's FIN. Prints on stdout:\n"
                "  N bytes sent to ADDR:PORT in T s (R MiB/s)\n"
                "where N is the bytes handed to the kernel. Bytes the peer sends are\n"
-               "discarded. ADDR is IPv4, [IPv6] or a host name.\n"
+               "discarded. ADDR is IPv4, [IPv6] or a host name. FILE '-' is stdin (a\n"
+               "regular file from its current position, or a pipe read to its end).\n"
                "\n"
                "  -w, --timeout SECONDS   connect timeout (default %d; 0: the kernel's)\n"
                "      --linger SECONDS    how long to wait for the peer's FIN after ours\n"
@@ -60,7 +65,7 @@ static void on_open(tt_conn_t *c)
     st->t_open = cli_now_s();
     st->fd = -1; /* the connection owns it from the call on, even on failure */
     tt_conn_set_linger(c, st->linger_ms);
-    err = tt_send_file(c, fd, 0, TT_FILE_TO_EOF, TT_FILE_CLOSE_FD | TT_FILE_THEN_END);
+    err = tt_send_file(c, fd, st->offset, TT_FILE_TO_EOF, TT_FILE_CLOSE_FD | TT_FILE_THEN_END);
     if (err < 0) {
         cli_error("send %s: %s", st->path, tt_strerror(err));
         st->status = CLI_EXIT_FAIL;
@@ -121,8 +126,8 @@ int cmd_send(int argc, char **argv)
     char host[256];
     uint16_t port;
     tt_conn_t *c;
-    bool first = true;
-    int ch, err;
+    bool first = true, from_stdin;
+    int ch, err, in_flags = -1;
 
     st->linger_ms = DEFAULT_LINGER_MS;
     st->fd = -1;
@@ -154,8 +159,18 @@ int cmd_send(int argc, char **argv)
     if (cli_parse_host("send", st->where, host, sizeof(host), &port) < 0)
         return CLI_EXIT_USAGE;
 
-    /* Open the file first: a missing file is reported before touching the network. */
-    st->fd = open(st->path, O_RDONLY | O_CLOEXEC);
+    /* Open the file first: a missing file is reported before touching the network.
+     * Stdin is a copy of descriptor 0, which the connection closes when done. */
+    from_stdin = strcmp(st->path, "-") == 0;
+    if (from_stdin) {
+        st->path = "stdin";
+        /* tt_send_file makes a stream non-blocking, a flag of the open file
+         * description that the shell may share: put it back before exit. */
+        in_flags = fcntl(STDIN_FILENO, F_GETFL);
+        st->fd = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+    } else {
+        st->fd = open(st->path, O_RDONLY | O_CLOEXEC);
+    }
     if (st->fd < 0 || fstat(st->fd, &sb) < 0) {
         cli_error("%s: %s", st->path, tt_strerror(-errno));
         if (st->fd >= 0)
@@ -168,11 +183,18 @@ int cmd_send(int argc, char **argv)
         return CLI_EXIT_FAIL;
     }
     st->regular = S_ISREG(sb.st_mode);
-    st->size = st->regular ? (uint64_t)sb.st_size : 0;
+    if (from_stdin && st->regular) {
+        /* As cat(1) does for `(head -1; tether send ADDR -) <f`. */
+        off_t pos = lseek(st->fd, 0, SEEK_CUR);
+        st->offset = pos > 0 ? (uint64_t)pos : 0;
+    }
+    st->size = st->regular && (uint64_t)sb.st_size > st->offset
+                   ? (uint64_t)sb.st_size - st->offset
+                   : 0;
 
     err = tt_loop_init(&loop);
     if (err < 0) {
-        cli_error("send: %s", tt_strerror(err));
+        cli_error("%s", tt_strerror(err));
         close(st->fd);
         return CLI_EXIT_FAIL;
     }
@@ -181,7 +203,7 @@ int cmd_send(int argc, char **argv)
         cli_error("connect %s: %s", st->where, tt_strerror(err));
         st->status = CLI_EXIT_FAIL;
     } else if ((err = cli_signals_install(loop)) < 0) {
-        cli_error("send: signals: %s", tt_strerror(err));
+        cli_error("signals: %s", tt_strerror(err));
         st->status = CLI_EXIT_FAIL;
         tt_destroy(c, 0);
     } else {
@@ -197,10 +219,12 @@ int cmd_send(int argc, char **argv)
     cli_signals_restore();
     if (st->fd >= 0) /* never handed over: the connect failed */
         close(st->fd);
+    if (in_flags >= 0)
+        fcntl(STDIN_FILENO, F_SETFL, in_flags);
     fflush(stdout);
     err = tt_loop_close(loop);
     if (err < 0 && st->status == CLI_EXIT_OK) {
-        cli_error("send: closing the loop: %s", tt_strerror(err));
+        cli_error("closing the loop: %s", tt_strerror(err));
         st->status = CLI_EXIT_FAIL;
     }
     return st->status;

@@ -1,7 +1,8 @@
 /* `tether cat --udp`: stdin to UDP datagrams, datagrams to stdout, like nc -u.
  *
- * Each read(2) of stdin becomes one datagram (at most TT_UDP_MAX_DATAGRAM bytes),
- * as nc does. Stdin is read by its own thread, which hands each chunk to the loop
+ * Each read(2) of stdin becomes one datagram, as nc does: at most 65507 bytes to
+ * an IPv4 peer (65535 less the IPv4 and UDP headers) and 65527 to an IPv6 one
+ * (TT_UDP_MAX_DATAGRAM; the IPv6 header is not counted in its length field). Stdin is read by its own thread, which hands each chunk to the loop
  * with tt_loop_post (the only thread-safe call), so the tool uses nothing but the
  * public API. Datagrams received go to stdout through the writer thread.
  *
@@ -28,6 +29,10 @@
 #define STDOUT_HIGH_WATER ((size_t)1 << 20)
 #define STDOUT_GIVE_UP_MS 2000
 #define MAX_JOINS 16
+/* The largest UDP payload by family: 65535 - 20 (IPv4 header) - 8 (UDP header);
+ * IPv6's 16-bit payload length leaves 65535 - 8. */
+#define MAX_DATAGRAM_IPV4 65507
+#define MAX_DATAGRAM_IPV6 TT_UDP_MAX_DATAGRAM
 
 typedef struct chunk {
     size_t len; /* (size_t)-1: end of stdin; (size_t)-2: read error (errno in err) */
@@ -44,6 +49,7 @@ typedef struct ucat {
     tt_addr_t last_from; /* listener: who to answer */
     bool listening, verbose, connected, stdin_done;
     uint64_t wait_ms;
+    size_t chunk_max; /* bytes per read of stdin: the largest datagram to the peer */
     int status;
     pthread_mutex_t mu; /* orders the reader's posts before tt_loop_close */
     bool closing;
@@ -91,10 +97,10 @@ static void *stdin_reader(void *arg)
 {
     ucat_t *st = arg;
     for (;;) {
-        chunk_t *c = malloc(sizeof(*c) + TT_UDP_MAX_DATAGRAM);
+        chunk_t *c = malloc(sizeof(*c) + st->chunk_max);
         if (c == NULL)
             return NULL;
-        ssize_t n = read(STDIN_FILENO, c->data, TT_UDP_MAX_DATAGRAM);
+        ssize_t n = read(STDIN_FILENO, c->data, st->chunk_max);
         if (n < 0 && errno == EINTR) {
             free(c);
             continue;
@@ -152,9 +158,11 @@ static void on_chunk(tt_loop_t *loop, void *arg)
     }
     int r = tt_udp_send(st->u, c->data, c->len, to);
     if (r < 0) {
-        cli_error("send: %s", tt_strerror(r));
-        if (r != -ENOBUFS && r != -EMSGSIZE)
-            st->status = CLI_EXIT_FAIL;
+        /* Lost bytes are an error: said, and the exit status is 1. */
+        char buf[TT_ADDR_STRLEN];
+        cli_error("send %s: %s (%zu bytes)", cli_addr_str(to != NULL ? to : &st->target, buf),
+                  tt_strerror(r), c->len);
+        st->status = CLI_EXIT_FAIL;
     }
     free(c);
 }
@@ -191,13 +199,16 @@ static void on_error(tt_udp_t *u, int err, const tt_udp_error_info_t *info)
     }
 }
 
+static void stop_all(ucat_t *st);
+
 static void on_listening(tt_udp_t *u)
 {
     ucat_t *st = &g_ucat;
-    char buf[TT_ADDR_STRLEN];
     tt_addr_t a;
-    if (st->listening && tt_udp_addr(u, &a) == 0)
-        fprintf(stderr, "tether cat: listening on %s (udp)\n", cli_addr_str(&a, buf));
+    if (st->listening && tt_udp_addr(u, &a) == 0 && cli_print_listening(stderr, &a, " (udp)") < 0) {
+        st->status = CLI_EXIT_FAIL;
+        stop_all(st);
+    }
 }
 
 static void out_error(void *arg, int err)
@@ -276,6 +287,9 @@ int cli_udp_cat(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
+    for (int i = 0; i < njoins; i++)
+        if (cli_udp_check_join("cat", joins[i]) < 0)
+            return CLI_EXIT_USAGE;
     if (!st->listening) {
         if (optind >= argc)
             return cli_usage_error("cat", "missing ADDR:PORT");
@@ -292,24 +306,36 @@ int cli_udp_cat(int argc, char **argv)
                           0) < 0)
             return CLI_EXIT_USAGE;
     }
+    /* A listener answers whoever wrote last: an IPv4 peer, unless it is bound to an
+     * IPv6 address other than the wildcard (which takes IPv4 peers too, mapped). */
+    if (st->listening)
+        st->chunk_max = bind_addr.u.sa.sa_family == AF_INET6 &&
+                                !IN6_IS_ADDR_UNSPECIFIED(&bind_addr.u.in6.sin6_addr)
+                            ? MAX_DATAGRAM_IPV6
+                            : MAX_DATAGRAM_IPV4;
+    else
+        st->chunk_max = st->target.u.sa.sa_family == AF_INET6 &&
+                                !IN6_IS_ADDR_V4MAPPED(&st->target.u.in6.sin6_addr)
+                            ? MAX_DATAGRAM_IPV6
+                            : MAX_DATAGRAM_IPV4;
     o.broadcast = broadcast;
     o.reuseaddr = njoins > 0; /* several listeners on one group port */
     o.recv_size = TT_UDP_MAX_RECV_SIZE; /* a tool shows whole datagrams */
 
     err = tt_loop_init(&st->loop);
     if (err < 0) {
-        cli_error("cat: %s", tt_strerror(err));
+        cli_error("%s", tt_strerror(err));
         return CLI_EXIT_FAIL;
     }
     err = cli_writer_start(&st->out, st->loop, STDOUT_FILENO, STDOUT_HIGH_WATER, &wcbs);
     if (err < 0) {
-        cli_error("cat: stdout writer: %s", tt_strerror(err));
+        cli_error("stdout writer: %s", tt_strerror(err));
         tt_loop_close(st->loop);
         return CLI_EXIT_FAIL;
     }
     err = tt_udp_open(st->loop, &bind_addr, &o, &h, st, &st->u);
     if (err < 0) {
-        cli_error("udp %s: %s", where, tt_strerror(err));
+        cli_error("bind %s: %s", where, tt_strerror(err));
         st->status = CLI_EXIT_FAIL;
     }
     for (int i = 0; st->u != NULL && i < njoins; i++) {
@@ -342,7 +368,7 @@ int cli_udp_cat(int argc, char **argv)
     }
     err = cli_signals_install(st->loop);
     if (err < 0) {
-        cli_error("cat: signals: %s", tt_strerror(err));
+        cli_error("signals: %s", tt_strerror(err));
         st->status = CLI_EXIT_FAIL;
         stop_all(st);
     }
@@ -355,7 +381,7 @@ int cli_udp_cat(int argc, char **argv)
     if (err == 0)
         pthread_detach(reader); /* may stay blocked in read(2) until exit */
     else if (st->u != NULL) {
-        cli_error("cat: stdin thread: %s", tt_strerror(-err));
+        cli_error("stdin thread: %s", tt_strerror(-err));
         st->status = CLI_EXIT_FAIL;
         stop_all(st);
     }
@@ -385,26 +411,62 @@ int cli_udp_cat(int argc, char **argv)
 
 /* ---- shared with udp-echo ---------------------------------------------------------- */
 
-int cli_udp_join_spec(const char *cmd, tt_udp_t *u, const char *spec, const char *iface)
+/* Split "GROUP" or "GROUP,SOURCE" and check it names a multicast group. Returns 0
+ * or -EINVAL after a usage message (with the Try line). */
+static int parse_join(const char *cmd, const char *spec, tt_addr_t *g, tt_addr_t *s,
+                      bool *has_source)
 {
     char group[128], *source;
-    tt_addr_t g, s;
-    int err;
 
     if (strlen(spec) >= sizeof(group)) {
-        cli_usage_error(cmd, "bad --join '%s'", spec);
+        cli_usage_error(cmd, "bad --join '%s': too long", spec);
         return -EINVAL;
     }
     strcpy(group, spec);
     source = strchr(group, ',');
     if (source != NULL)
         *source++ = '\0';
-    if (tt_addr_parse(&g, group, 0) < 0 || (source != NULL && tt_addr_parse(&s, source, 0) < 0)) {
+    if (tt_addr_parse(g, group, 0) < 0 || (source != NULL && tt_addr_parse(s, source, 0) < 0)) {
         cli_usage_error(cmd, "bad --join '%s': expected GROUP or GROUP,SOURCE (numeric)", spec);
         return -EINVAL;
     }
-    err = source != NULL ? tt_udp_join_source(u, &g, &s, iface) : tt_udp_join(u, &g, iface);
-    if (err < 0)
+    bool mcast = g->u.sa.sa_family == AF_INET ? IN_MULTICAST(ntohl(g->u.in4.sin_addr.s_addr))
+                                              : IN6_IS_ADDR_MULTICAST(&g->u.in6.sin6_addr);
+    if (!mcast) {
+        cli_usage_error(cmd, "bad --join '%s': %s is not a multicast group (224.0.0.0/4, "
+                             "ff00::/8)", spec, group);
+        return -EINVAL;
+    }
+    if (source != NULL && s->u.sa.sa_family != g->u.sa.sa_family) {
+        cli_usage_error(cmd, "bad --join '%s': the group and the source are of different "
+                             "families", spec);
+        return -EINVAL;
+    }
+    *has_source = source != NULL;
+    return 0;
+}
+
+int cli_udp_check_join(const char *cmd, const char *spec)
+{
+    tt_addr_t g, s;
+    bool has_source;
+
+    return parse_join(cmd, spec, &g, &s, &has_source);
+}
+
+int cli_udp_join_spec(const char *cmd, tt_udp_t *u, const char *spec, const char *iface)
+{
+    tt_addr_t g, s;
+    bool has_source;
+    int err;
+
+    if (parse_join(cmd, spec, &g, &s, &has_source) < 0)
+        return -EINVAL;
+    err = has_source ? tt_udp_join_source(u, &g, &s, iface) : tt_udp_join(u, &g, iface);
+    if (err < 0) {
         cli_error("join %s: %s", spec, tt_strerror(err));
-    return err; /* -EINVAL: not a multicast group, a usage error */
+        if (err == -EINVAL)
+            err = -EIO; /* the text was good: the system said no (exit 1) */
+    }
+    return err;
 }
