@@ -4,11 +4,11 @@ set -euo pipefail
 # clang + libclang-rt-14-dev: the libFuzzer runtime for the fuzz stage of make test;
 # libuv/libevent/libev: the comparison servers of make bench, liburing its io_uring
 # floor; util-linux: taskset; libhiredis-dev + redis-server: the hiredis adapter's
-# example and test, against a real Redis; libssl-dev: OpenSSL 3 (WebSocket hashes).
+# example and test, against a real Redis; libssl-dev: OpenSSL 3 (WebSocket hashes); zlib1g-dev: permessage-deflate.
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libcriterion-dev
       libc-ares-dev iproute2 nftables netcat-openbsd socat python3 strace procps
       dnsmasq-base util-linux libuv1-dev libevent-dev libev-dev liburing-dev
-      libhiredis-dev redis-server libssl-dev)
+      libhiredis-dev redis-server libssl-dev zlib1g-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -157,7 +157,9 @@ int tt__http_parse(const char *buf, size_t len, const tt__http_limits_t *lim, tt
                 size_t i = pos;
                 while (i < len && is_tchar((unsigned char)buf[i]))
                     i++;
-                if (i < len && (buf[i] != ' ' || i == pos))
+                /* (A CR last is the start of a line end: an empty line before the
+                 * request, or one that ends here; the next byte tells.) */
+                if (i < len && buf[i] != '\r' && (buf[i] != ' ' || i == pos))
                     return 400;
             }
             return len >= max_head ? 431 : TT__HTTP_MORE;

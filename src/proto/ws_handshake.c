@@ -261,7 +261,12 @@ void tt__ws_pmd_accept(const tt__http_req_t *req, tt__ws_pmd_t *out)
             /* The client's compressor is not limited: inflating with a 15-bit
              * window reads whatever window it chose. */
             p.client_bits = 15;
+            /* No context takeover either way: nothing of a message outlives it,
+             * so an idle connection holds no zlib window (32 KiB and more), and
+             * one compressed broadcast is right for every recipient. The server
+             * may ask for both even when they were not offered (RFC 7692 7.1.1). */
             p.server_no_takeover = true;
+            p.client_no_takeover = true;
             p.on = true;
             *out = p;
             return;

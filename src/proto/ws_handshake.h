@@ -48,8 +48,8 @@ void tt__ws_pick_protocol(const tt__http_req_t *req, const char *server_list, ch
  * it can honour (zlib cannot compress with an 8-bit window, so an offer that asks
  * server_max_window_bits=8 is passed over; an offer with a parameter it does not
  * know, or one given twice, is not valid and is passed over too). The server
- * always asks for server_no_context_takeover, so one compressed broadcast serves
- * every recipient. out->on is false when no offer fits. */
+ * always asks for no context takeover both ways, so one compressed broadcast
+ * serves every recipient and an idle connection holds no zlib state. out->on is false when no offer fits. */
 void tt__ws_pmd_accept(const tt__http_req_t *req, tt__ws_pmd_t *out);
 /* The Sec-WebSocket-Extensions value for `p` ("permessage-deflate; ..."),
  * NUL-terminated; its length, or 0 if it does not fit in cap. */

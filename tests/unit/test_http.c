@@ -128,6 +128,8 @@ Test(http, a_bad_line_is_refused_before_the_head_is_complete)
     cr_assert_eq(tt__http_parse(hello, sizeof(hello) - 1, NULL, &r), 400,
                  "a TLS hello on a plaintext port, refused at its first byte");
     cr_assert_eq(parse("GE", &r), TT__HTTP_MORE, "a method still arriving waits");
+    cr_assert_eq(parse("\r", &r), TT__HTTP_MORE, "the start of an empty line before the request");
+    cr_assert_eq(parse("\r\n\r", &r), TT__HTTP_MORE);
     cr_assert_eq(parse("GET / HTTP/1.1\r\nHost: a", &r), TT__HTTP_MORE, "a good partial line waits");
 }
 

@@ -95,6 +95,7 @@ Test(ws_handshake, which_deflate_offer_is_taken)
     tt__ws_pmd_accept(&req, &p);
     cr_assert(p.on);
     cr_assert(p.server_no_takeover, "always asked, so one compressed broadcast serves all");
+    cr_assert(p.client_no_takeover, "always asked, so an idle connection holds no window");
     cr_assert_eq(p.server_bits, 15);
     parse(GOOD "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=8, "
                "permessage-deflate; server_max_window_bits=\"10\"\r\n");
