@@ -431,7 +431,8 @@ typedef struct tt_liveness_opts {
     uint64_t idle_write_ms;    /* TT_IDLE_WRITE timeout */
     uint64_t idle_all_ms;      /* TT_IDLE_ALL timeout */
     uint64_t heartbeat_ms;     /* (derived) write-idle time after which a ping is sent */
-    uint64_t dead_after_ms;    /* (derived) silence after which the peer is dead */
+    uint64_t dead_after_ms;    /* (derived) silence after which the peer is dead; given
+                                * here, it says the peer talks (docs/liveness.md) */
     const void *ping;          /* heartbeat bytes (copied); NULL: the framing ping */
     size_t ping_len;
     const void *pong;          /* answer to a received ping (copied); NULL: no answering */

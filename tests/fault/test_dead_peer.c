@@ -70,6 +70,7 @@ typedef struct state {
     /* Group cases: several peers at once, each its own process. */
     pid_t pids[8];
     int npids;
+    tt_server_t *server2;
 } state_t;
 
 static state_t st = {.saved_ns = -1, .peer = -1};
@@ -125,6 +126,8 @@ static void cleanup(void)
     if (st.loop != NULL) {
         if (st.server != NULL)
             tt_server_close(st.server);
+        if (st.server2 != NULL)
+            tt_server_close(st.server2);
         if (st.conn != NULL)
             tt_destroy(st.conn, TT_DESTROY_RESET);
         for (int i = 0; i < 20 && tt_loop_handle_count(st.loop) > 0; i++)
@@ -371,13 +374,15 @@ Test(dead_peer, killed_peer_process_is_detected_at_once_with_3s_knob) { killed_p
  * nothing; proof of life comes from its kernel (keepalive answers, acknowledgements,
  * TCP_USER_TIMEOUT). Four peers at once on one server: idle (connects, then only
  * sleeps: never reads or sends), one we send to (it reads, never talks), one that
- * sends to us, and an idle one SIGSTOPped as soon as it is connected. Each is held
- * for three windows and must survive; then B vanishes and each must be detected
- * within the window + 10%. */
+ * sends to us, and an idle one SIGSTOPped as soon as it is connected. A fifth, idle,
+ * is on a second server set up as `tether echo --detect-within` is (ping and pong
+ * lines: tether's answering), which it never answers. Each is held for three
+ * windows and must survive; then B vanishes and each must be detected within the
+ * window + 10%. */
 
-enum { G_IDLE, G_SINK, G_SOURCE, G_STOPPED, G_N };
-static const char *const g_mode[G_N] = {"idle", "sink", "source", "idle"};
-static const char *const g_name[G_N] = {"idle", "we send", "it sends", "SIGSTOP"};
+enum { G_IDLE, G_SINK, G_SOURCE, G_STOPPED, G_PINGED, G_N };
+static const char *const g_mode[G_N] = {"idle", "sink", "source", "idle", "idle"};
+static const char *const g_name[G_N] = {"idle", "we send", "it sends", "SIGSTOP", "pinged"};
 
 typedef struct gpeer {
     tt_conn_t *conn;
@@ -436,9 +441,12 @@ static void g_tick(tt_timer_t *t, void *data)
 static void silent_alive_peers_then_vanish(uint64_t n)
 {
     tt_server_opts_t o = {.detect_within_ms = n}; /* the knob alone */
+    tt_liveness_opts_t lv = {.ping = "tether: ping\n", .ping_len = 13,
+                             .pong = "tether: pong\n", .pong_len = 13};
+    tt_server_opts_t o2 = {.detect_within_ms = n, .liveness = &lv};
     tt_conn_handlers_t h = {.on_open = g_open, .on_data = g_data, .on_close = g_close};
     tt_timer_t *tick;
-    tt_addr_t addr;
+    tt_addr_t addr, addr2;
     uint64_t t0, held, hold = 3 * n;
     int r;
 
@@ -453,8 +461,13 @@ static void silent_alive_peers_then_vanish(uint64_t n)
     r = tt_server_listen(st.loop, &addr, &o, &h, NULL, &st.server);
     cr_assert_eq(r, 0, "listen: %s", tt_strerror(r));
     cr_assert_eq(tt_server_addr(st.server, &addr), 0);
+    cr_assert_eq(tt_addr_parse(&addr2, st.ns.addr_a, 0), 0);
+    r = tt_server_listen(st.loop, &addr2, &o2, &h, NULL, &st.server2);
+    cr_assert_eq(r, 0, "listen: %s", tt_strerror(r));
+    cr_assert_eq(tt_server_addr(st.server2, &addr2), 0);
     for (int i = 0; i < G_N; i++) {
-        st.pids[st.npids++] = spawn_peer(g_mode[i], tt_addr_port(&addr));
+        st.pids[st.npids++] =
+            spawn_peer(g_mode[i], tt_addr_port(i == G_PINGED ? &addr2 : &addr));
         for (uint64_t end = th_now_ms() + 5000; g_opens == i && th_now_ms() < end;)
             tt_loop_run(st.loop, TT_RUN_ONCE);
         cr_assert_eq(g_opens, i + 1, "the %s peer never connected", g_name[i]);
@@ -475,7 +488,8 @@ static void silent_alive_peers_then_vanish(uint64_t n)
                  (unsigned long long)tt_conn_written_bytes(g[G_SINK].conn));
     cr_assert_gt(g[G_SOURCE].got, hold * 50, "only %llu bytes received",
                  (unsigned long long)g[G_SOURCE].got);
-    cr_assert_eq(g[G_IDLE].got + g[G_STOPPED].got, 0);
+    cr_assert_eq(g[G_IDLE].got + g[G_STOPPED].got + g[G_PINGED].got, 0);
+    cr_assert_geq(tt_conn_written_bytes(g[G_PINGED].conn), 13 * 4, "no pings were sent");
 
     t0 = th_now_ms(); /* before the fault is in place: the measure can only be longer */
     if (getenv("TT_FAULT_ABSENT") == NULL)
