@@ -514,7 +514,8 @@ typedef struct tt_liveness_opts {
     uint64_t idle_write_ms;    /* TT_IDLE_WRITE timeout */
     uint64_t idle_all_ms;      /* TT_IDLE_ALL timeout */
     uint64_t heartbeat_ms;     /* (derived) write-idle time after which a ping is sent */
-    uint64_t dead_after_ms;    /* (derived) silence after which the peer is dead */
+    uint64_t dead_after_ms;    /* (derived) silence after which the peer is dead; given
+                                * here, it says the peer talks (docs/liveness.md) */
     const void *ping;          /* heartbeat bytes (copied); NULL: the framing ping */
     size_t ping_len;
     const void *pong;          /* answer to a received ping (copied); NULL: no answering */
@@ -538,18 +539,25 @@ TT_EXTERN int tt_liveness_derive(uint64_t detect_within_ms, tt_liveness_opts_t *
  * (closing), or the setsockopt errno (timers are then set, options partly). */
 TT_EXTERN int tt_conn_set_liveness(tt_conn_t *conn, const tt_liveness_opts_t *o);
 
-/* The one knob: notice a vanished peer (no FIN, no RST), a stopped peer process,
- * or a peer not acknowledging data within `ms`, whether the connection is idle,
- * receiving, or blocked sending. Sets heartbeat, dead-after, keepalive and user
- * timeout as tt_liveness_derive() says; idle timeouts and heartbeat bytes are kept.
- * The peer must send something at least every dead-after time: it answers the
- * heartbeat (see tt_conn_set_heartbeat_bytes and framing pings) or runs its own.
- * 0 turns heartbeat and dead-after off. Returns as tt_conn_set_liveness. */
+/* The one knob: notice a vanished peer (no FIN, no RST) or a peer not
+ * acknowledging data within `ms`, whether the connection is idle, receiving, or
+ * blocked sending. Sets heartbeat, dead-after, keepalive and user timeout as
+ * tt_liveness_derive() says; idle timeouts and heartbeat bytes are kept. A peer
+ * whose TCP stack answers is alive: the dead-after time holds it to the
+ * application heartbeat (bytes from the peer, so a stopped process is noticed
+ * too) only when it is known to speak one (framing pings; ping bytes without a
+ * pong; ping and pong once the peer has sent either). Otherwise any segment from
+ * the peer's kernel proves it alive, keepalive answers included, and the deadline
+ * is at least the keepalive idle time + 500 ms (docs/liveness.md has the rule and
+ * the floor of each mechanism). 0 turns heartbeat and dead-after off. Returns as
+ * tt_conn_set_liveness. */
 TT_EXTERN int tt_conn_set_detect_within(tt_conn_t *conn, uint64_t ms);
 
-/* Idle timeout of `kind` (TT_IDLE_READ/WRITE/ALL); 0 turns it off. When it runs
- * out, on_idle decides; without on_idle the connection closes with
- * TT_CLOSE_IDLE_TIMEOUT, error TT_EIDLE, detail `kind`. Returns 0, -EINVAL (bad
+/* Idle timeout of `kind` (TT_IDLE_READ/WRITE/ALL); 0 turns it off. It counts the
+ * application's traffic: heartbeat bytes tether sends, and reads it consumes as
+ * heartbeat traffic, are not reads or writes. When it runs out, on_idle decides;
+ * without on_idle the connection closes with TT_CLOSE_IDLE_TIMEOUT, error
+ * TT_EIDLE, detail `kind`. Returns 0, -EINVAL (bad
  * kind, ms above TT_TIMEOUT_MAX), -ENOMEM or -ENOTCONN. */
 TT_EXTERN int tt_conn_set_idle_timeout(tt_conn_t *conn, int kind, uint64_t ms);
 
@@ -557,7 +565,8 @@ TT_EXTERN int tt_conn_set_idle_timeout(tt_conn_t *conn, int kind, uint64_t ms);
  * tt_conn_set_heartbeat_bytes; with framing on and no bytes set, the framing
  * layer's ping; with neither, nothing is sent). After `dead_after_ms` without
  * receiving a byte, close with TT_CLOSE_HEARTBEAT_TIMEOUT, error TT_EHEARTBEAT (the
- * socket is reset: the peer is presumed gone). While reading is paused, bytes the
+ * socket is reset: the peer is presumed gone). Setting it here says the peer
+ * talks: a silent peer is closed whatever its kernel answers. While reading is paused, bytes the
  * kernel received count; while the app's own data is being acknowledged, that
  * counts too (checked when the dead-after time runs out). 0 turns either off.
  * Returns 0, -EINVAL, -ENOMEM or -ENOTCONN. */

@@ -9,12 +9,24 @@
  * a store is one write, and the timer fires at most once per deadline period
  * instead of never being allowed to. docs/liveness.md has the measurement.
  *
- * Proof of life is a byte from the peer. Two kernel counters stand in for reads
- * when the application cannot see them, sampled with TCP_INFO only when needed:
- * bytes the kernel received that the app has not read (reading paused), and the
- * app's own data being acknowledged (a bulk sender whose peer never talks back).
- * The peer's kernel acknowledging our heartbeats proves nothing (a SIGSTOPped
- * process still has a kernel), so heartbeat bytes are excluded. */
+ * Which proof of life counts depends on what the peer is known to speak:
+ *
+ * - The application heartbeat (framing pings, ping bytes without a pong that the
+ *   app's own protocol answers, ping/pong once the peer has sent one of them, or a
+ *   dead-after time the app set itself): proof is a byte from the peer. Two kernel
+ *   counters stand in for reads when the application cannot see them, sampled with
+ *   TCP_INFO only when needed: bytes the kernel received that the app has not read
+ *   (reading paused), and the app's own data being acknowledged (a bulk sender
+ *   whose peer never talks back). The peer's kernel acknowledging our heartbeats
+ *   proves nothing here (a SIGSTOPped process still has a kernel), so heartbeat
+ *   bytes are excluded.
+ * - Nothing of that (a dead-after time derived by the knob, on a stream where the
+ *   peer never showed it answers pings): a peer whose TCP stack answers is alive.
+ *   Proof is any segment from the peer's kernel (TCP_INFO last_data_recv /
+ *   last_ack_recv: data, acknowledgements, answers to keepalive probes), sampled
+ *   only when the dead-after time would run out. Keepalive makes an idle peer
+ *   answer every TCP_KEEPIDLE, so the deadline is never shorter than that plus a
+ *   grace for the answer; TCP_USER_TIMEOUT fails data left unacknowledged. */
 #include "stream/liveness.h"
 
 #include <errno.h>
@@ -33,6 +45,10 @@
  * 1..MAX_TCP_KEEPCNT(127). */
 #define KA_MAX_S 32767
 #define KA_MAX_CNT 127
+/* Kernel proof: an idle peer answers a keepalive probe every TCP_KEEPIDLE; this is
+ * the time its answer may take (round trip, the kernel's timer slack) before the
+ * silence counts. */
+#define KA_GRACE_MS 500
 
 enum { K_READ = 0, K_WRITE = 1, K_ALL = 2 }; /* index of TT_IDLE_READ/WRITE/ALL - 1 */
 
@@ -49,12 +65,21 @@ typedef struct live {
     uint64_t sample_at;
     uint64_t k_rcvd, k_acked, app_written;
     uint64_t hb_bytes; /* heartbeat and pong bytes we queued: not the app's data */
-    char *bytes;       /* ping then pong, one allocation */
+    /* The app's own traffic, for the idle timeouts: heartbeat bytes are not it. */
+    uint64_t app_read_at, prev_read_at; /* the last read that was not heartbeat traffic */
+    uint64_t app_write_at;              /* the last write that carried app bytes */
+    uint64_t app_wmark;                 /* the most app bytes seen written */
+    uint64_t ka_idle_ms;                /* TCP_KEEPIDLE as last set or read; 0: unknown */
+    char *bytes;                        /* ping then pong, one allocation */
     uint16_t ping_len, pong_len;
+    bool dead_set;    /* dead-after given by the app itself: it vouches the peer talks */
+    bool peer_speaks; /* a ping or pong came from the peer */
+    bool in_ping;     /* a framing ping is being written: not app bytes */
 } live_t;
 
 struct tt__live_cfg {
     tt_liveness_opts_t o; /* derived; ping/pong point into bytes */
+    bool dead_set;        /* o.dead_after_ms was given, not derived */
     char bytes[];
 };
 
@@ -100,13 +125,15 @@ int tt_liveness_derive(uint64_t n, tt_liveness_opts_t *out)
 }
 
 /* Validate `o` and return its derived form in *d (pointers still borrowed). */
-static int resolve(const tt_liveness_opts_t *o, uint64_t detect_ms, tt_liveness_opts_t *d)
+static int resolve(const tt_liveness_opts_t *o, uint64_t detect_ms, tt_liveness_opts_t *d,
+                   bool *dead_set)
 {
     tt_liveness_opts_t dv;
 
     memset(d, 0, sizeof(*d));
     if (o != NULL)
         *d = *o;
+    *dead_set = d->dead_after_ms != 0;
     if (detect_ms != 0)
         d->detect_within_ms = detect_ms;
     if (d->idle_read_ms > TT_TIMEOUT_MAX || d->idle_write_ms > TT_TIMEOUT_MAX ||
@@ -151,10 +178,28 @@ static live_t *live_of(tt_conn_t *c)
     return c->ext != NULL ? c->ext->live : NULL;
 }
 
+/* App bytes written so far: what was written less the heartbeat bytes queued. It
+ * can run behind while a heartbeat is queued but not yet written, never ahead. */
+static uint64_t app_written(const live_t *l)
+{
+    uint64_t w = l->conn->written;
+    return w > l->hb_bytes ? w - l->hb_bytes : 0;
+}
+
+/* The whole cost of liveness on the I/O path: a few stores. */
 static void live_on_io(tt_conn_t *c, int dir)
 {
     live_t *l = c->ext->live;
-    l->last_io[dir] = c->loop->now; /* the whole cost of liveness on the I/O path */
+    uint64_t now = c->loop->now;
+
+    l->last_io[dir] = now;
+    if (dir == TT__IO_DIR_READ) {
+        l->prev_read_at = l->app_read_at; /* restored if it was only a heartbeat */
+        l->app_read_at = now;
+    } else if (!l->in_ping && app_written(l) > l->app_wmark) {
+        l->app_wmark = app_written(l);
+        l->app_write_at = now;
+    }
 }
 
 static void live_free(tt_conn_t *c)
@@ -188,6 +233,8 @@ static live_t *live_get(tt_conn_t *c)
     tt__wnode_init(&l->timer, timer_cb);
     l->conn = c;
     l->last_io[0] = l->last_io[1] = c->loop->now;
+    l->app_read_at = l->prev_read_at = l->app_write_at = c->loop->now;
+    l->app_wmark = c->written;
     l->sample_at = c->loop->now;
     l->k_rcvd = c->bytes_in;
     l->app_written = c->written;
@@ -213,17 +260,41 @@ static bool can_ping(const live_t *l)
     return l->ping_len > 0 || (ext->frame_input != NULL && ext->frame_ping != NULL);
 }
 
+/* Idle timeouts count the app's traffic: heartbeats we send and heartbeat reads
+ * we consume are not it, or a running heartbeat would keep write-idle (and
+ * all-idle) from ever firing. */
 static uint64_t idle_due(const live_t *l, int k)
 {
-    uint64_t ref = k == K_READ    ? l->last_io[TT__IO_DIR_READ]
-                   : k == K_WRITE ? l->last_io[TT__IO_DIR_WRITE]
-                                  : max64(l->last_io[0], l->last_io[1]);
+    uint64_t ref = k == K_READ    ? l->app_read_at
+                   : k == K_WRITE ? l->app_write_at
+                                  : max64(l->app_read_at, l->app_write_at);
     return max64(ref, l->idle_base[k]) + l->idle_ms[k];
+}
+
+/* The application heartbeat applies: the peer is known to answer pings (or to
+ * talk: the app set the dead-after time itself). Otherwise a live TCP stack is a
+ * live peer, and proof comes from the kernel. */
+static bool app_proof(const live_t *l)
+{
+    const tt__conn_ext_t *ext = l->conn->ext;
+
+    if (l->dead_set)
+        return true;
+    if (l->ping_len > 0)
+        return l->pong_len == 0 || l->peer_speaks; /* our answering: once it answered */
+    return ext->frame_input != NULL && ext->frame_ping != NULL;
 }
 
 static uint64_t dead_due(const live_t *l)
 {
     return max64(l->last_io[TT__IO_DIR_READ], l->alive_base) + l->dead_after_ms;
+}
+
+/* Kernel proof: an idle live peer is heard from only every keepalive idle time. */
+static uint64_t kernel_dead_due(const live_t *l)
+{
+    return max64(l->last_io[TT__IO_DIR_READ], l->alive_base) +
+           max64(l->dead_after_ms, l->ka_idle_ms + KA_GRACE_MS);
 }
 
 /* Sampling step while proof of life comes from kernel counters: a quarter of the
@@ -238,7 +309,7 @@ static uint64_t sample_step(const live_t *l)
 static bool kernel_mode(const live_t *l)
 {
     const tt_conn_t *c = l->conn;
-    return !tt_conn_is_reading(c) || c->written - l->hb_bytes > l->app_written ||
+    return !tt_conn_is_reading(c) || app_written(l) > l->app_written ||
            l->alive_base > l->last_io[TT__IO_DIR_READ];
 }
 
@@ -252,10 +323,12 @@ static void arm(live_t *l)
             due = min64(due, idle_due(l, k));
     if (l->heartbeat_ms > 0 && can_ping(l))
         due = min64(due, max64(l->last_io[TT__IO_DIR_WRITE], l->hb_base) + l->heartbeat_ms);
-    if (l->dead_after_ms > 0) {
+    if (l->dead_after_ms > 0 && app_proof(l)) {
         due = min64(due, dead_due(l));
         if (kernel_mode(l))
             due = min64(due, l->sample_at + sample_step(l));
+    } else if (l->dead_after_ms > 0) {
+        due = min64(due, kernel_dead_due(l));
     }
     if (due == UINT64_MAX)
         tt__wheel_stop(&c->loop->wheel, &l->timer);
@@ -270,11 +343,15 @@ static bool kernel_sample(live_t *l, uint64_t now)
 {
     tt_conn_t *c = l->conn;
     tt_tcp_info_t ti;
-    uint64_t app = c->written - l->hb_bytes;
+    uint64_t app = app_written(l);
     bool alive = false;
 
-    if (tt__sock_tcp_info(c->io.fd, &ti) < 0)
+    if (tt__sock_tcp_info(c->io.fd, &ti) < 0) {
+        /* No counters (not TCP): no proof from them, and no new sample due before
+         * another step, or the timer would be re-armed in the past. */
+        l->sample_at = now;
         return false;
+    }
     /* Bytes past both the last sample and what the app has read: new data sitting
      * unread in the kernel (the stream is in order, so they are the newest). */
     if (ti.bytes_received > max64(l->k_rcvd, c->bytes_in))
@@ -290,6 +367,32 @@ static bool kernel_sample(live_t *l, uint64_t now)
     l->app_written = app;
     l->sample_at = now;
     return alive;
+}
+
+/* Kernel proof, at the kernel deadline: true when the peer's kernel has been
+ * silent that long, with keepalive on to make an idle peer speak. */
+static bool kernel_silent(live_t *l, uint64_t now)
+{
+    int fd = l->conn->io.fd, on = 0, idle_s = 0;
+    uint32_t ago;
+
+    if (tt__sock_tcp_heard(fd, &ago) < 0) {
+        l->alive_base = now; /* not TCP: nothing to judge by; look again a period on */
+        return false;
+    }
+    l->alive_base = max64(l->alive_base, now > ago ? now - ago : 0);
+    if (now < kernel_dead_due(l))
+        return false;
+    /* Without keepalive an idle live peer sends nothing: its silence proves nothing
+     * (data we send is TCP_USER_TIMEOUT's business). The app may have changed the
+     * keepalive settings since we set them: read them back. */
+    if (tt__sock_get_int(fd, SOL_SOCKET, SO_KEEPALIVE, &on) < 0 || !on) {
+        l->alive_base = now;
+        return false;
+    }
+    if (tt__sock_get_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s) == 0 && idle_s > 0)
+        l->ka_idle_ms = (uint64_t)idle_s * 1000;
+    return now >= kernel_dead_due(l);
 }
 
 static tt_close_kind_t kind_of(int err)
@@ -310,12 +413,18 @@ static void send_ping(live_t *l)
     if (!tt__conn_control_idle(c))
         return;
     if (l->ping_len > 0) {
-        if (tt__conn_send_control(c, l->bytes, l->ping_len) >= 0)
-            l->hb_bytes += l->ping_len;
+        l->hb_bytes += l->ping_len; /* first: it may be written inside the call */
+        if (tt__conn_send_control(c, l->bytes, l->ping_len) < 0)
+            l->hb_bytes -= l->ping_len;
     } else if (c->ext->frame_input != NULL && c->ext->frame_ping != NULL) {
         uint64_t before = c->written;
+        l->in_ping = true; /* the queue was idle: what is written now is the ping */
         c->ext->frame_ping(c);
+        if (tt__conn_is_closing(c))
+            return; /* the write failed; l may be gone */
+        l->in_ping = false;
         l->hb_bytes += c->written - before; /* what went at once; the rest is rare */
+        l->app_wmark = max64(l->app_wmark, app_written(l));
     }
 }
 
@@ -354,7 +463,7 @@ static void timer_cb(tt__wnode_t *node)
             return;
         }
     }
-    if (l->dead_after_ms > 0) {
+    if (l->dead_after_ms > 0 && app_proof(l)) {
         bool due = now >= dead_due(l);
         if ((due || (kernel_mode(l) && now >= l->sample_at + sample_step(l))) &&
             kernel_sample(l, now))
@@ -363,6 +472,9 @@ static void timer_cb(tt__wnode_t *node)
             live_close(c, TT_CLOSE_HEARTBEAT_TIMEOUT, TT_EHEARTBEAT, 0, true);
             return;
         }
+    } else if (l->dead_after_ms > 0 && now >= kernel_dead_due(l) && kernel_silent(l, now)) {
+        live_close(c, TT_CLOSE_HEARTBEAT_TIMEOUT, TT_EHEARTBEAT, 0, true);
+        return;
     }
     for (int k = 0; k < 3; k++) {
         if (l->idle_ms[k] == 0 || now < idle_due(l, k))
@@ -397,6 +509,8 @@ static bool live_input(tt_conn_t *c, const char *buf, size_t n)
 
     if (l->pong_len == 0)
         return false;
+    if (n == 0)
+        return false;
     while (pos < n) {
         if (l->ping_len > 0 && n - pos >= l->ping_len &&
             memcmp(buf + pos, ping, l->ping_len) == 0) {
@@ -408,8 +522,17 @@ static bool live_input(tt_conn_t *c, const char *buf, size_t n)
             return false;
         }
     }
-    while (pings-- > 0 && tt__conn_send_control(c, pong, l->pong_len) >= 0)
-        l->hb_bytes += l->pong_len;
+    /* Heartbeat traffic: the peer answers pings (from now on the application
+     * heartbeat applies to it), and this read is not the app's. */
+    l->peer_speaks = true;
+    l->app_read_at = l->prev_read_at;
+    while (pings-- > 0) {
+        l->hb_bytes += l->pong_len; /* first: it may be written inside the call */
+        if (tt__conn_send_control(c, pong, l->pong_len) < 0) {
+            l->hb_bytes -= l->pong_len;
+            break;
+        }
+    }
     return true;
 }
 
@@ -461,8 +584,9 @@ static void set_bytes(live_t *l, char *bytes, size_t ping_len, size_t pong_len)
     l->pong_len = (uint16_t)pong_len;
 }
 
-/* Timers and bytes from an already resolved `d`; then the socket options. */
-static int apply(tt_conn_t *c, const tt_liveness_opts_t *d, bool with_bytes)
+/* Timers and bytes from an already resolved `d`; then the socket options.
+ * `dead_set`: d->dead_after_ms was given by the app, not derived. */
+static int apply(tt_conn_t *c, const tt_liveness_opts_t *d, bool with_bytes, bool dead_set)
 {
     char *bytes = NULL;
     live_t *l;
@@ -485,6 +609,9 @@ static int apply(tt_conn_t *c, const tt_liveness_opts_t *d, bool with_bytes)
     l->idle_ms[K_ALL] = d->idle_all_ms;
     l->heartbeat_ms = d->heartbeat_ms;
     l->dead_after_ms = d->dead_after_ms;
+    l->dead_set = dead_set && d->dead_after_ms > 0;
+    if (d->keepalive_idle_s > 0)
+        l->ka_idle_ms = (uint64_t)d->keepalive_idle_s * 1000;
     reset_bases(l, c->loop->now);
     arm(l);
     if (d->keepalive_idle_s > 0 &&
@@ -500,6 +627,7 @@ static int apply(tt_conn_t *c, const tt_liveness_opts_t *d, bool with_bytes)
 int tt_conn_set_liveness(tt_conn_t *c, const tt_liveness_opts_t *o)
 {
     tt_liveness_opts_t d;
+    bool dead_set;
     int err = check_conn(c);
 
     if (err < 0)
@@ -513,10 +641,10 @@ int tt_conn_set_liveness(tt_conn_t *c, const tt_liveness_opts_t *o)
         }
         return 0;
     }
-    err = resolve(o, 0, &d);
+    err = resolve(o, 0, &d, &dead_set);
     if (err < 0)
         return err;
-    return apply(c, &d, true);
+    return apply(c, &d, true, dead_set);
 }
 
 int tt_conn_set_detect_within(tt_conn_t *c, uint64_t ms)
@@ -540,7 +668,7 @@ int tt_conn_set_detect_within(tt_conn_t *c, uint64_t ms)
     d.idle_read_ms = l->idle_ms[K_READ]; /* idle timeouts are app policy: kept */
     d.idle_write_ms = l->idle_ms[K_WRITE];
     d.idle_all_ms = l->idle_ms[K_ALL];
-    return apply(c, &d, false);
+    return apply(c, &d, false, false);
 }
 
 int tt_conn_set_idle_timeout(tt_conn_t *c, int kind, uint64_t ms)
@@ -579,6 +707,7 @@ int tt_conn_set_heartbeat(tt_conn_t *c, uint64_t interval_ms, uint64_t dead_afte
         return -ENOMEM;
     l->heartbeat_ms = interval_ms;
     l->dead_after_ms = dead_after_ms;
+    l->dead_set = dead_after_ms > 0; /* the app says its peer talks this often */
     l->hb_base = l->alive_base = c->loop->now;
     arm(l);
     return 0;
@@ -590,13 +719,14 @@ int tt_conn_set_heartbeat_bytes(tt_conn_t *c, const void *ping, size_t ping_len,
     tt_liveness_opts_t o = {.ping = ping, .ping_len = ping_len, .pong = pong,
                             .pong_len = pong_len};
     tt_liveness_opts_t d;
+    bool dead_set;
     char *bytes;
     live_t *l;
     int err = check_conn(c);
 
     if (err < 0 && err != -ENOTCONN)
         return err;
-    if (resolve(&o, 0, &d) < 0)
+    if (resolve(&o, 0, &d, &dead_set) < 0)
         return -EINVAL;
     if (err < 0)
         return err;
@@ -624,7 +754,10 @@ int tt_conn_set_keepalive_params(tt_conn_t *c, int idle_s, int intvl_s, int cnt)
         return -EINVAL;
     if (err < 0)
         return err;
-    return set_keepalive(c, idle_s, intvl_s, cnt);
+    err = set_keepalive(c, idle_s, intvl_s, cnt);
+    if (err == 0 && live_of(c) != NULL)
+        live_of(c)->ka_idle_ms = (uint64_t)idle_s * 1000;
+    return err;
 }
 
 int tt_conn_set_user_timeout(tt_conn_t *c, uint64_t ms)
@@ -645,7 +778,8 @@ int tt_conn_set_user_timeout(tt_conn_t *c, uint64_t ms)
 int tt__live_check(const tt_liveness_opts_t *o, uint64_t detect_within_ms)
 {
     tt_liveness_opts_t d;
-    return resolve(o, detect_within_ms, &d);
+    bool dead_set;
+    return resolve(o, detect_within_ms, &d, &dead_set);
 }
 
 int tt__live_cfg_new(tt__live_cfg_t **out, const tt_liveness_opts_t *o,
@@ -653,10 +787,11 @@ int tt__live_cfg_new(tt__live_cfg_t **out, const tt_liveness_opts_t *o,
 {
     tt_liveness_opts_t d;
     tt__live_cfg_t *cfg;
+    bool dead_set;
     int err;
 
     *out = NULL;
-    err = resolve(o, detect_within_ms, &d);
+    err = resolve(o, detect_within_ms, &d, &dead_set);
     if (err < 0)
         return err;
     if (o == NULL && detect_within_ms == 0)
@@ -665,6 +800,7 @@ int tt__live_cfg_new(tt__live_cfg_t **out, const tt_liveness_opts_t *o,
     if (cfg == NULL)
         return -ENOMEM;
     cfg->o = d;
+    cfg->dead_set = dead_set;
     if (d.ping_len > 0)
         memcpy(cfg->bytes, d.ping, d.ping_len);
     if (d.pong_len > 0)
@@ -680,5 +816,5 @@ void tt__live_cfg_free(tt__live_cfg_t *cfg) { free(cfg); }
 int tt__live_apply(tt_conn_t *c, const tt__live_cfg_t *cfg)
 {
     int err = check_conn(c);
-    return err < 0 ? err : apply(c, &cfg->o, true);
+    return err < 0 ? err : apply(c, &cfg->o, true, cfg->dead_set);
 }

@@ -1,5 +1,7 @@
 /* Error codes to text. System errors use the C library's text; tether's own codes
- * (below -4000) have theirs here. */
+ * (below -4000) have theirs here. A close reports a kind and an error, and the tools
+ * print both ("heartbeat timeout: no sign of life ..."): a code that goes with a
+ * close kind says what happened in other words than the kind's name. */
 #include <errno.h>
 #include <string.h>
 
@@ -11,15 +13,15 @@ static const struct {
     const char *text;
 } own[] = {
     {TT_EOF, "TT_EOF", "end of stream"},
-    {TT_EFRAMESIZE, "TT_EFRAMESIZE", "frame too large"},
-    {TT_EPROTOCOL, "TT_EPROTOCOL", "protocol error"},
-    {TT_EOVERFLOW, "TT_EOVERFLOW", "send queue overflow"},
-    {TT_EIDLE, "TT_EIDLE", "idle timeout"},
-    {TT_EHEARTBEAT, "TT_EHEARTBEAT", "heartbeat timeout"},
+    {TT_EFRAMESIZE, "TT_EFRAMESIZE", "frame longer than the size limit"},
+    {TT_EPROTOCOL, "TT_EPROTOCOL", "malformed frame, or the stream ended inside one"},
+    {TT_EOVERFLOW, "TT_EOVERFLOW", "queued bytes past the queue's hard cap"},
+    {TT_EIDLE, "TT_EIDLE", "no traffic within the idle time"},
+    {TT_EHEARTBEAT, "TT_EHEARTBEAT", "no sign of life from the peer within the dead-after time"},
     {TT_ENOTFOUND, "TT_ENOTFOUND", "no such host"},
     {TT_ETEMPFAIL, "TT_ETEMPFAIL", "temporary failure in name resolution"},
     {TT_EDNSTIMEOUT, "TT_EDNSTIMEOUT", "name resolution timed out"},
-    {TT_ESHUTDOWN, "TT_ESHUTDOWN", "server shutting down"},
+    {TT_ESHUTDOWN, "TT_ESHUTDOWN", "not ended within the shutdown deadline"},
     {TT_EVETO, "TT_EVETO", "refused by admission hook"},
 };
 

@@ -28,6 +28,14 @@ int tt__sock_set_int(int fd, int level, int opt, int value)
     return 0;
 }
 
+int tt__sock_get_int(int fd, int level, int opt, int *out)
+{
+    socklen_t len = sizeof(*out);
+    if (getsockopt(fd, level, opt, out, &len) < 0)
+        return -errno;
+    return 0;
+}
+
 int tt__sock_set_reset_on_close(int fd)
 {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -66,6 +74,21 @@ int tt__sock_outq(int fd, uint32_t *out)
     if (ioctl(fd, SIOCOUTQ, &v) < 0)
         return -errno;
     *out = v > 0 ? (uint32_t)v : 0;
+    return 0;
+}
+
+int tt__sock_tcp_heard(int fd, uint32_t *ms_ago)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+        return -errno;
+    /* As the kernel's keepalive timer counts: from the newer of the last data
+     * segment and the last acknowledgement (a keepalive probe's answer is one). */
+    *ms_ago = ti.tcpi_last_data_recv < ti.tcpi_last_ack_recv ? ti.tcpi_last_data_recv
+                                                             : ti.tcpi_last_ack_recv;
     return 0;
 }
 

@@ -1469,3 +1469,81 @@ Test(cli, stat_watch_ends_when_its_reader_has_gone)
     cr_expect_neq(st, 0, "stat --watch into a closed pipe: exit %d", st);
     stop_child(&echo, SIGTERM);
 }
+
+/* ---- liveness ------------------------------------------------------------------ */
+
+/* Client: connects, prints "ready", then only sleeps (never reads, never sends) for
+ * argv[2] seconds; then reports whether the connection is still there: "alive"
+ * (bytes waiting, or none), "eof" or the error. */
+static const char py_sleeping_client[] =
+    "import socket, sys, time\n"
+    "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(float(sys.argv[2]))\n"
+    "try:\n"
+    "    b = s.recv(65536, socket.MSG_DONTWAIT | socket.MSG_PEEK)\n"
+    "    print('alive' if b else 'eof', flush=True)\n"
+    "except BlockingIOError:\n"
+    "    print('alive', flush=True)\n"
+    "except Exception as e:\n"
+    "    print(type(e).__name__, flush=True)\n";
+
+/* The next line of `tether echo --verbose` that reports a close. */
+static void read_close_line(int fd, char *buf, size_t cap)
+{
+    do
+        read_line(fd, buf, cap, WAIT_MS);
+    while (strstr(buf, " closed: ") == NULL);
+}
+
+/* The issue as reported: `tether echo --detect-within 2000` dropped a client that
+ * connects and then only sleeps. Its TCP stack answers, it never showed it answers
+ * heartbeats: it is alive. A tether peer that does answer them, then is stopped,
+ * is held to the heartbeat and is closed within the window. */
+Test(cli, echo_detect_within_keeps_a_silent_client_and_drops_a_stopped_tether_peer)
+{
+    const char *argv[] = {TETHER, "echo", "--detect-within", "2000", "--verbose",
+                          "--listen", "127.0.0.1:0", NULL};
+    char line[256], portstr[16];
+    child_t echo, py, cat;
+
+    echo = spawn(argv, DEVNULL_FD, PIPE_FD, PIPE_FD);
+    read_line(echo.out, line, sizeof(line), WAIT_MS);
+    cr_assert(strncmp(line, "tether echo: listening on 127.0.0.1:", 36) == 0, "got '%s'", line);
+    snprintf(portstr, sizeof(portstr), "%u", port_of(line));
+
+    const char *py_argv[] = {"python3", "-c", py_sleeping_client, portstr, "6", NULL};
+    py = spawn(py_argv, DEVNULL_FD, PIPE_FD, DEVNULL_FD);
+    read_line(py.out, line, sizeof(line), WAIT_MS);
+    cr_assert_str_eq(line, "ready");
+    read_line(py.out, line, sizeof(line), WAIT_MS); /* after 6 s: 3 windows */
+    cr_expect_str_eq(line, "alive", "a sleeping client after 3 windows: %s", line);
+    cr_expect_eq(wait_exit(&py, WAIT_MS), 0);
+    close_fd(&py.out);
+    /* Its close, when it exits (a reset: our pings were left unread). */
+    read_close_line(echo.err, line, sizeof(line));
+    cr_expect(strstr(line, "closed: peer reset") != NULL || strstr(line, "closed: peer closed"),
+              "echo: '%s'", line);
+
+    char where[32];
+    snprintf(where, sizeof(where), "127.0.0.1:%s", portstr);
+    const char *cat_argv[] = {TETHER, "cat", "--detect-within", "2000", where, NULL};
+    cat = spawn(cat_argv, PIPE_FD, DEVNULL_FD, DEVNULL_FD);
+    usleep(1500 * 1000); /* pings both ways at 500 ms: each end has seen the other answer */
+    cr_assert_eq(kill(cat.pid, SIGSTOP), 0);
+    uint64_t t0 = th_now_ms();
+    read_close_line(echo.err, line, sizeof(line));
+    uint64_t took = th_now_ms() - t0;
+    cr_expect(strstr(line, "closed: heartbeat timeout: no sign of life from the peer") != NULL,
+              "echo: '%s'", line);
+    cr_expect_leq(took, 2200, "stopped tether peer closed after %llu ms",
+                  (unsigned long long)took);
+    kill(cat.pid, SIGKILL);
+    kill(cat.pid, SIGCONT);
+    wait_exit(&cat, WAIT_MS);
+    close_fd(&cat.in);
+    kill(echo.pid, SIGINT);
+    cr_expect_eq(wait_exit(&echo, WAIT_MS), 0);
+    close_fd(&echo.out);
+    close_fd(&echo.err);
+}

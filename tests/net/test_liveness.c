@@ -469,6 +469,155 @@ Test(liveness, bulk_send_to_a_reader_that_never_talks_is_not_dead)
     teardown_loop();
 }
 
+/* ---- heartbeats are not the app's traffic ----------------------------------------------- */
+
+static void heartbeat_100_write_idle_350(tt_conn_t *c)
+{
+    cr_assert_eq(tt_conn_set_heartbeat_bytes(c, "HB", 2, NULL, 0), 0);
+    cr_assert_eq(tt_conn_set_heartbeat(c, 100, 0), 0);
+    cr_assert_eq(tt_conn_set_idle_timeout(c, TT_IDLE_WRITE, 350), 0);
+}
+
+/* The heartbeat writes every 100 ms, the app never: write-idle must still fire. */
+Test(liveness, heartbeats_do_not_count_as_the_apps_writes_for_write_idle)
+{
+    char buf[256];
+    on_open_hook = heartbeat_100_write_idle_350;
+    int fd = setup_plain_peer(NULL);
+
+    run_until_closed(&srv, 1500);
+    uint64_t took = srv.closed_at - srv.opened_at;
+    cr_assert(srv.closed, "write-idle never fired while heartbeats ran");
+    cr_expect_eq(srv.info.kind, TT_CLOSE_IDLE_TIMEOUT, "kind %s",
+                 tt_close_kind_name(srv.info.kind));
+    cr_expect_eq(srv.info.detail, TT_IDLE_WRITE, "detail %d", srv.info.detail);
+    cr_expect(took >= 345 && took < 600, "closed after %llu ms, want ~350",
+              (unsigned long long)took);
+    size_t got = drain_plain(fd, buf, sizeof(buf), 100);
+    cr_expect_geq(got, 4, "only %zu heartbeat bytes before the close", got);
+    for (size_t i = 0; i + 2 <= got; i += 2)
+        cr_expect_eq(memcmp(buf + i, "HB", 2), 0, "byte %zu is not a heartbeat", i);
+    close(fd);
+    teardown_loop();
+}
+
+static void pongs_only(tt_timer_t *t, void *data)
+{
+    int *fd = data;
+    (void)t;
+    cr_assert_eq(send(*fd, "PONG", 4, MSG_NOSIGNAL), 4);
+}
+
+/* The peer sends heartbeat answers every 50 ms and nothing else: they are hidden
+ * from on_data, and they do not keep read-idle (nor all-idle) from firing. */
+Test(liveness, heartbeat_answers_received_do_not_count_as_the_apps_reads_for_read_idle)
+{
+    tt_liveness_opts_t lv = {.ping = "PING", .ping_len = 4, .pong = "PONG", .pong_len = 4,
+                             .idle_read_ms = 350};
+    tt_server_opts_t o = {.liveness = &lv};
+    tt_timer_t *t;
+    int fd = setup_plain_peer(&o);
+
+    cr_assert_eq(tt_timer_init(loop, &t, pongs_only, &fd), 0);
+    cr_assert_eq(tt_timer_start(t, 50, 50), 0);
+    run_until_closed(&srv, 1500);
+    tt_timer_close(t);
+    uint64_t took = srv.closed_at - srv.opened_at;
+    cr_assert(srv.closed, "read-idle never fired while only heartbeat answers came");
+    cr_expect_eq(srv.info.detail, TT_IDLE_READ, "detail %d", srv.info.detail);
+    cr_expect(took >= 345 && took < 600, "closed after %llu ms, want ~350",
+              (unsigned long long)took);
+    cr_expect_eq(srv.got, 0, "heartbeats reached on_data: %llu bytes",
+                 (unsigned long long)srv.got);
+    close(fd);
+    teardown_loop();
+}
+
+/* ---- which proof of life counts ---------------------------------------------------------- */
+
+/* tether's answering (ping and pong set) with the knob: a peer that never answers
+ * is judged by its kernel, so a silent plain socket lives; once it has answered,
+ * the heartbeat applies, and silence past dead-after closes it. */
+Test(liveness, answering_applies_the_heartbeat_only_once_the_peer_has_answered)
+{
+    tt_liveness_opts_t lv = {.ping = "PING", .ping_len = 4, .pong = "PONG", .pong_len = 4};
+    tt_server_opts_t o = {.detect_within_ms = 400, .liveness = &lv};
+    int fd = setup_plain_peer(&o);
+
+    run_for(2000); /* five windows: dead-after (360 ms) would have closed it */
+    cr_assert_eq(srv.closes, 0, "a silent live peer was closed: %s",
+                 tt_close_kind_name(srv.info.kind));
+    cr_assert_eq(send(fd, "PONG", 4, 0), 4); /* it speaks the heartbeat now */
+    uint64_t t0 = th_now_ms();
+    run_until_closed(&srv, 3000);
+    uint64_t took = srv.closed_at - t0;
+    cr_assert(srv.closed, "a peer that answered once, then fell silent, was not closed");
+    cr_expect_eq(srv.info.kind, TT_CLOSE_HEARTBEAT_TIMEOUT, "kind %s",
+                 tt_close_kind_name(srv.info.kind));
+    cr_expect(took >= 340 && took < 700, "closed %llu ms after its answer, want ~360",
+              (unsigned long long)took);
+    close(fd);
+    teardown_loop();
+}
+
+/* A dead-after time the app set itself is a promise that the peer talks: a
+ * silent peer is closed, whatever its kernel says (see the reset test above);
+ * the knob alone makes no such promise. */
+Test(liveness, the_knob_alone_keeps_a_silent_peer_whose_kernel_answers)
+{
+    tt_server_opts_t o = {.detect_within_ms = 400};
+    int fd = setup_plain_peer(&o);
+
+    run_for(2500); /* keepalive answers every 1 s; the kernel deadline is 1.5 s */
+    cr_expect_eq(srv.closes, 0, "a silent live peer was closed: %s (%s)",
+                 tt_close_kind_name(srv.info.kind), tt_strerror(srv.info.error));
+    tt_tcp_info_t ti;
+    cr_assert_eq(tt_conn_get_tcp_info(srv.conn, &ti), 0);
+    cr_expect_eq(ti.bytes_received, 0, "the peer sent %llu bytes",
+                 (unsigned long long)ti.bytes_received);
+    close(fd);
+    teardown_loop();
+}
+
+/* ---- a failing TCP_INFO ------------------------------------------------------------------- */
+
+static void paused_dead_after_400(tt_conn_t *c)
+{
+    cr_assert_eq(tt_conn_read_stop(c), 0);
+    cr_assert_eq(tt_conn_set_heartbeat(c, 0, 400), 0);
+}
+
+/* With reading paused, liveness samples TCP_INFO every 100 ms. When that fails
+ * (here the descriptor is made to name a UDP socket: TCP_INFO is refused, SO_ERROR
+ * reads 0), the next sample must still be a step away, not in the past: the loop
+ * waits for it instead of spinning until the dead-after time. */
+Test(liveness, a_failing_tcp_info_does_not_spin_the_loop)
+{
+    on_open_hook = paused_dead_after_400;
+    int fd = setup_plain_peer(NULL);
+    int sfd = tt_conn_fd(srv.conn), u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    int rounds = 0;
+
+    cr_assert_geq(u, 0);
+    cr_assert_eq(dup2(u, sfd), sfd);
+    close(u);
+    cr_assert_neq(getsockopt(sfd, IPPROTO_TCP, TCP_INFO, &ti, &len), 0);
+    for (uint64_t end = th_now_ms() + 2000; !srv.closed && th_now_ms() < end; rounds++)
+        tt_loop_run(loop, TT_RUN_ONCE);
+    uint64_t took = srv.closed_at - srv.opened_at;
+    cr_assert(srv.closed, "not closed within 2 s");
+    cr_expect_eq(srv.info.kind, TT_CLOSE_HEARTBEAT_TIMEOUT, "kind %s",
+                 tt_close_kind_name(srv.info.kind));
+    cr_expect(took >= 395 && took < 700, "closed after %llu ms, want ~400",
+              (unsigned long long)took);
+    cr_expect_lt(rounds, 40, "%d loop rounds in %llu ms: the timer spun", rounds,
+                 (unsigned long long)took);
+    close(fd);
+    teardown_loop();
+}
+
 /* ---- the one knob ---------------------------------------------------------------------- */
 
 Test(liveness, derive_follows_the_documented_formula)

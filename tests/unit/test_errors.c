@@ -53,6 +53,28 @@ Test(errors, every_own_code_has_its_own_text)
     }
 }
 
+/* A close carries a kind and an error, printed together ("kind: error text"): the
+ * text of the error that goes with a kind must add to its name, not repeat it. */
+Test(errors, own_code_texts_complement_the_close_kind_they_come_with)
+{
+    static const struct {
+        tt_close_kind_t kind;
+        int code;
+    } pairs[] = {{TT_CLOSE_IDLE_TIMEOUT, TT_EIDLE},
+                 {TT_CLOSE_HEARTBEAT_TIMEOUT, TT_EHEARTBEAT},
+                 {TT_CLOSE_FRAME_TOO_LARGE, TT_EFRAMESIZE},
+                 {TT_CLOSE_PROTOCOL_ERROR, TT_EPROTOCOL},
+                 {TT_CLOSE_SEND_OVERFLOW, TT_EOVERFLOW},
+                 {TT_CLOSE_SHUTDOWN, TT_ESHUTDOWN}};
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        const char *k = tt_close_kind_name(pairs[i].kind), *t = tt_strerror(pairs[i].code);
+        cr_expect_null(strcasestr(t, k), "%s: \"%s: %s\" says it twice", tt_err_name(pairs[i].code),
+                       k, t);
+        cr_expect_null(strcasestr(k, t), "%s: \"%s: %s\" says it twice", tt_err_name(pairs[i].code),
+                       k, t);
+    }
+}
+
 Test(errors, system_errors_use_errno_names_and_c_library_text)
 {
     static const struct {

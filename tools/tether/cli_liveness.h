@@ -25,10 +25,12 @@
     "                          milliseconds ('idle timeout')\n"                                \
     "      --heartbeat MS      send a heartbeat after MS ms without sending; close when\n"    \
     "                          nothing came for 3.6 x MS ('heartbeat timeout')\n"              \
-    "      --detect-within MS  notice a vanished or stopped peer within MS ms: sets\n"         \
-    "                          heartbeat, keepalive and TCP user timeout (docs/liveness.md)\n" \
+    "      --detect-within MS  notice a vanished peer within MS ms: sets heartbeat,\n"        \
+    "                          keepalive and TCP user timeout (docs/liveness.md); a peer\n"   \
+    "                          that answers heartbeats must keep answering (so a stopped\n"   \
+    "                          tether peer is noticed too), others are judged by TCP.\n"      \
     "                          Heartbeats are the lines 'tether: ping' / 'tether: pong';\n"    \
-    "                          tether answers and hides them (a tether peer is needed)\n"
+    "                          tether answers and hides them\n"
 
 typedef struct cli_liveness {
     tt_liveness_opts_t o;
