@@ -289,8 +289,13 @@ TT_EXTERN int tt_send_owned(tt_conn_t *conn, void *buf, size_t len, tt_free_cb f
 
 /* Queue `len` bytes of `fd` from `offset`. Regular files go with sendfile(2) (no
  * copy through user space; the file is read when its turn comes, so it should not
- * shrink meanwhile); pipes, sockets and other pollable fds are read as they become
- * readable (offset must be 0) and the fd is switched to non-blocking mode.
+ * shrink meanwhile), or with pread(2) through the loop's buffer when sendfile
+ * refuses the file (EINVAL: procfs seq files); pipes, sockets and other pollable
+ * fds are read as they become readable (offset must be 0) and the fd is switched
+ * to non-blocking mode. With TT_FILE_TO_EOF a regular file is sent to the end of
+ * file its reads find: st_size only bounds it (procfs says 0, sysfs 4096), and an
+ * earlier end is the end, not an error; a given `len` past the end of file closes
+ * the connection with TT_CLOSE_IO_ERROR once the real bytes are sent.
  * With TT_FILE_CLOSE_FD the fd belongs to the connection from this call on, even on
  * failure (it is closed then). Returns as tt_send, plus -EBADF (fd not open) and
  * -ESPIPE (offset on a non-seekable fd). */

@@ -543,6 +543,38 @@ eof:
     return 0;
 }
 
+/* A file sendfile(2) cannot send: read its next piece into the queue's front.
+ * Returns > 0 when bytes were queued, 0 at end of file (entry released), -errno
+ * (-EIO: the file ended before the length it was given). */
+static int file_pull(tt_conn_t *c, tt__sqe_t *e)
+{
+    tt__poller_t *p = &c->loop->poller;
+    size_t want = p->rbuf_size;
+    ssize_t n;
+
+    if (e->u.file.remain < want)
+        want = (size_t)e->u.file.remain;
+    if (want == 0) {
+        tt__sendq_file_ended(&c->sq);
+        return 0;
+    }
+    do
+        n = pread(e->u.file.fd, p->rbuf, want, (off_t)e->u.file.off);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    if (n == 0) {
+        if (!(e->flags & TT__SQE_TO_EOF) && e->u.file.remain != TT_FILE_TO_EOF)
+            return -EIO;
+        tt__sendq_file_ended(&c->sq);
+        return 0;
+    }
+    tt__sendq_file_took(&c->sq, (uint64_t)n);
+    if (tt__sendq_push_front_copy(&c->sq, p->rbuf, (size_t)n) < 0)
+        return -ENOMEM;
+    return (int)n;
+}
+
 static void note_written(tt_conn_t *c, size_t n)
 {
     c->written += n;
@@ -613,10 +645,28 @@ static void flush(tt_conn_t *c, bool from_loop)
         }
         if (e->kind == TT__SQ_FILE) {
             want = e->u.file.remain < FILE_CHUNK ? (size_t)e->u.file.remain : FILE_CHUNK;
-            uint64_t off = e->u.file.off;
-            r = tt__io_sendfile(p, &c->io, e->u.file.fd, &off, want);
-            if (r == 0)
-                r = -EIO; /* the file ended before the length we were given */
+            if (!(e->flags & TT__SQE_NO_SENDFILE)) {
+                uint64_t off = e->u.file.off;
+                r = tt__io_sendfile(p, &c->io, e->u.file.fd, &off, want);
+                /* EINVAL: this file has no splice support (procfs seq files,
+                 * sendfile(2)); from now on it is read into copies. */
+                if (r == -EINVAL)
+                    e->flags |= TT__SQE_NO_SENDFILE;
+            }
+            if (e->flags & TT__SQE_NO_SENDFILE) {
+                r = file_pull(c, e);
+                if (r < 0)
+                    break;
+                continue; /* a copy is at the head now, or the entry is gone */
+            }
+            if (r == 0) {
+                if (!(e->flags & TT__SQE_TO_EOF) && e->u.file.remain != TT_FILE_TO_EOF) {
+                    r = -EIO; /* the file ended before the length we were given */
+                } else {
+                    tt__sendq_file_ended(&c->sq); /* sent to its end: done */
+                    continue;
+                }
+            }
         } else {
             int cnt = tt__sendq_fill_iov(&c->sq, iov, IOV_BATCH, &want);
             r = tt__io_writev(p, &c->io, iov, cnt);
@@ -631,12 +681,16 @@ static void flush(tt_conn_t *c, bool from_loop)
         /* Count first: consuming runs free callbacks, which may look at the count. */
         note_written(c, (size_t)r);
         tt__sendq_consume(&c->sq, (uint64_t)r);
+        if (tt__conn_is_closing(c))
+            break; /* a free callback destroyed the connection: nothing more goes */
         if ((size_t)r < want) { /* the socket is full: the next try would EAGAIN */
             c->flags |= F_WAIT_WRITE;
             break;
         }
     }
     c->flags &= ~F_FLUSHING;
+    if (tt__conn_is_closing(c))
+        return;
     if (r < 0) {
         tt__conn_close(c, r == -EIO ? TT_CLOSE_IO_ERROR : kind_of((int)r), (int)r);
         return;
@@ -815,6 +869,7 @@ int tt_send_file(tt_conn_t *c, int fd, uint64_t offset, uint64_t len, unsigned f
 {
     struct stat st;
     int err, kind;
+    uint8_t qflags = 0;
     bool own = (flags & TT_FILE_CLOSE_FD) != 0;
 
     if (c == NULL || fd < 0 || (flags & ~(unsigned)(TT_FILE_CLOSE_FD | TT_FILE_THEN_END))) {
@@ -830,13 +885,18 @@ int tt_send_file(tt_conn_t *c, int fd, uint64_t offset, uint64_t len, unsigned f
     }
     if (S_ISREG(st.st_mode)) {
         kind = TT__SQ_FILE;
-        if (offset > (uint64_t)st.st_size) {
+        if (len == TT_FILE_TO_EOF && st.st_size == 0) {
+            /* procfs and the like say 0 and still have contents: send until read
+             * says end of file, however long that is. */
+        } else if (offset > (uint64_t)st.st_size) {
             err = -EINVAL;
             goto fail;
-        }
-        uint64_t avail = (uint64_t)st.st_size - offset;
-        if (len == TT_FILE_TO_EOF || len > avail)
-            len = len == TT_FILE_TO_EOF ? avail : len; /* a longer len fails at EOF */
+        } else if (len == TT_FILE_TO_EOF) {
+            /* st_size is what the file holds now, or (sysfs: 4096) an upper bound:
+             * an earlier end of file ends the send, it is not an error. */
+            len = (uint64_t)st.st_size - offset;
+            qflags = TT__SQE_TO_EOF;
+        } /* a len past st_size fails at EOF */
     } else {
         kind = TT__SQ_STREAM;
         if (offset != 0) {
@@ -856,6 +916,7 @@ int tt_send_file(tt_conn_t *c, int fd, uint64_t offset, uint64_t len, unsigned f
         err = tt__sendq_push_file(&c->sq, kind, fd, offset, len, own);
         if (err < 0)
             goto fail;
+        c->sq.tail->flags = qflags;
         flush_soon(c);
     }
     if (flags & TT_FILE_THEN_END)

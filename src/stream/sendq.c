@@ -41,6 +41,7 @@ static tt__sqe_t *new_chunk(size_t need, size_t min_cap)
         return NULL;
     e->kind = TT__SQ_COPY;
     e->own_fd = 0;
+    e->flags = 0;
     e->u.copy.cap = (uint32_t)cap;
     e->u.copy.head = e->u.copy.tail = 0;
     return e;
@@ -114,6 +115,7 @@ int tt__sendq_push_owned(tt__sendq_t *q, void *buf, size_t len, tt_free_cb free_
         return -ENOMEM;
     e->kind = TT__SQ_OWNED;
     e->own_fd = 0;
+    e->flags = 0;
     e->u.owned.buf = buf;
     e->u.owned.off = 0;
     e->u.owned.len = len;
@@ -133,6 +135,7 @@ int tt__sendq_push_file(tt__sendq_t *q, int kind, int fd, uint64_t off, uint64_t
         return -ENOMEM;
     e->kind = (uint8_t)kind;
     e->own_fd = (uint8_t)(own_fd != 0);
+    e->flags = 0;
     e->u.file.fd = fd;
     e->u.file.off = off;
     e->u.file.remain = len;
@@ -208,18 +211,23 @@ void tt__sendq_consume(tt__sendq_t *q, uint64_t n)
         case TT__SQ_COPY:
             e->u.copy.head += (uint32_t)k;
             q->mem -= k;
+            q->bytes -= k;
             break;
         case TT__SQ_OWNED:
             e->u.owned.off += k;
             q->mem -= k;
+            q->bytes -= k;
             break;
         default:
             e->u.file.off += k;
-            if (e->u.file.remain != TT_FILE_TO_EOF)
+            if (e->u.file.remain != TT_FILE_TO_EOF) {
                 e->u.file.remain -= k;
+                q->bytes -= k;
+            } else {
+                q->total += k; /* an unbounded file counts as it is sent */
+            }
             break;
         }
-        q->bytes -= k;
         n -= k;
         if (k < left || e->kind == TT__SQ_STREAM)
             break; /* n is used up, or a stream waits for its owner's pop */
@@ -235,6 +243,32 @@ void tt__sendq_stream_took(tt__sendq_t *q, uint64_t n)
         return;
     e->u.file.remain -= n;
     q->bytes -= n;
+}
+
+void tt__sendq_file_took(tt__sendq_t *q, uint64_t n)
+{
+    tt__sqe_t *e = q->head;
+    if (e == NULL || e->kind != TT__SQ_FILE)
+        return;
+    e->u.file.off += n;
+    if (e->u.file.remain != TT_FILE_TO_EOF) {
+        e->u.file.remain -= n;
+        q->bytes -= n;
+        q->total -= n; /* counted again by the copy that carries them */
+    }
+}
+
+void tt__sendq_file_ended(tt__sendq_t *q)
+{
+    tt__sqe_t *e = q->head;
+    if (e == NULL || e->kind != TT__SQ_FILE)
+        return;
+    if (e->u.file.remain != TT_FILE_TO_EOF) {
+        q->bytes -= e->u.file.remain;
+        q->total -= e->u.file.remain;
+    }
+    unlink_head(q);
+    release(e);
 }
 
 void *tt__sendq_pop(tt__sendq_t *q)

@@ -16,11 +16,16 @@ enum {
     TT__SQ_STREAM  /* pipe/socket/other fd read as it becomes readable */
 };
 
+/* FILE entry flags. */
+#define TT__SQE_TO_EOF 0x1      /* the length is st_size at the call: an earlier EOF ends it */
+#define TT__SQE_NO_SENDFILE 0x2 /* sendfile(2) refused the file: read(2) it into copies */
+
 typedef struct tt__sqe tt__sqe_t;
 struct tt__sqe {
     tt__sqe_t *next;
     uint8_t kind;
     uint8_t own_fd; /* FILE/STREAM: close fd when the entry is released */
+    uint8_t flags;  /* FILE: TT__SQE_* */
     union {
         struct {
             uint32_t cap, head, tail; /* valid bytes are data[head, tail) */
@@ -68,6 +73,12 @@ void *tt__sendq_pop(tt__sendq_t *q);
 /* The head STREAM entry produced `n` bytes (about to be pushed to the front as a
  * copy): shrink its remaining length. */
 void tt__sendq_stream_took(tt__sendq_t *q, uint64_t n);
+/* The head FILE entry was read (pread) for `n` bytes that are about to be pushed to
+ * the front as a copy: advance its offset and shrink its remaining length. */
+void tt__sendq_file_took(tt__sendq_t *q, uint64_t n);
+/* The head FILE entry reached end of file before its length (a TT__SQE_TO_EOF or
+ * unbounded entry): release it; what it never had is no longer counted as queued. */
+void tt__sendq_file_ended(tt__sendq_t *q);
 /* Drop everything (free callbacks run, fds closed). Returns the known bytes dropped.
  * `on_watch` is called for each stream watch still set. */
 uint64_t tt__sendq_clear(tt__sendq_t *q, void (*on_watch)(void *watch, void *arg), void *arg);
