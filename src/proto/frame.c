@@ -32,6 +32,7 @@ typedef struct framer {
      * arrive meanwhile go behind it, so order is kept. */
     char *held;
     size_t held_len;
+    bool eof_held; /* the peer's FIN came behind `held`: report it once it is fed */
 } framer_t;
 
 static framer_t *framer_of(const tt_conn_t *c)
@@ -140,14 +141,13 @@ static void frame_input(tt_conn_t *c, const char *buf, size_t n)
         c->h->h.on_data(c, buf + r, n - (size_t)r, 0);
 }
 
-/* Reading restarted (from the loop's pending phase): feed what was held. */
-static void read_resumed(tt_conn_t *c)
+/* Feed what was held, if reading is on. */
+static void feed_held(tt_conn_t *c, framer_t *f)
 {
-    framer_t *f = framer_of(c);
     char *buf;
     size_t len;
 
-    if (f == NULL || f->held == NULL || !tt_conn_is_reading(c))
+    if (f->held == NULL || !tt_conn_is_reading(c))
         return;
     buf = f->held;
     len = f->held_len;
@@ -157,10 +157,43 @@ static void read_resumed(tt_conn_t *c)
     free(buf);
 }
 
+/* Reading restarted (from the loop's pending phase): feed what was held, then
+ * the end of stream that waited behind it. */
+static void read_resumed(tt_conn_t *c)
+{
+    framer_t *f = framer_of(c);
+
+    if (f == NULL)
+        return;
+    feed_held(c, f);
+    if (tt__conn_is_closing(c) || framer_of(c) != f || f->held != NULL || !f->eof_held)
+        return;
+    f->eof_held = false;
+    tt__conn_peer_ended(c);
+}
+
 static int frame_eof(tt_conn_t *c)
 {
     framer_t *f = framer_of(c);
-    return f != NULL && (f->s.len > 0 || f->held_len > 0) ? TT_EPROTOCOL : 0;
+
+    if (f == NULL)
+        return 0;
+    /* Reading may have restarted after this round's reads were polled (from
+     * another connection's callback): the held input precedes the FIN. */
+    f->delivering++; /* feeding may change the framing: keep f until we are done */
+    feed_held(c, f);
+    f->delivering--;
+    if (f->retired) {
+        framer_release(f);
+        return 0; /* framing changed or went: it is no longer this framer's end */
+    }
+    if (tt__conn_is_closing(c))
+        return 0;
+    if (f->held != NULL) {
+        f->eof_held = true; /* paused again: the end waits for tt_conn_read_start */
+        return 1;
+    }
+    return f->s.len > 0 ? TT_EPROTOCOL : 0;
 }
 
 static void frame_free(tt_conn_t *c)

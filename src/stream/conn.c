@@ -41,6 +41,7 @@
 #define F_STREAM_WAIT 0x4000  /* the head stream source has no data yet */
 #define F_FLUSHING 0x8000     /* inside flush(): no re-entry */
 #define F_PEND_READ 0x10000   /* pending: reading restarted, held input to deliver */
+#define F_EOF_HELD 0x20000    /* the peer's FIN came behind held input: not yet acted on */
 
 #define IOV_BATCH 64
 #define FILE_CHUNK ((size_t)1 << 30)
@@ -166,7 +167,7 @@ static void update_interest(tt_conn_t *c)
     if (c->state == TT_STATE_CONNECTING) {
         ev = TT__POLL_OUT;
     } else {
-        if ((c->flags & F_READING) && !(c->flags & F_RD_EOF))
+        if ((c->flags & F_READING) && !(c->flags & (F_RD_EOF | F_EOF_HELD)))
             ev |= TT__POLL_IN;
         if (c->flags & F_WAIT_WRITE)
             ev |= TT__POLL_OUT;
@@ -385,13 +386,22 @@ void tt__conn_run_pending(tt_loop_t *loop)
 
 /* ---- reading ------------------------------------------------------------------ */
 
-static void peer_ended(tt_conn_t *c)
+void tt__conn_peer_ended(tt_conn_t *c)
 {
+    /* A framed stream that ends inside a frame lost those bytes: say so rather
+     * than report a clean close. Input the framer still holds (reading was paused
+     * in on_message) comes first: the end waits until it has been delivered. */
+    int err = c->ext != NULL && c->ext->frame_eof != NULL ? c->ext->frame_eof(c) : 0;
+    if (tt__conn_is_closing(c))
+        return;
+    if (err > 0) {
+        c->flags |= F_EOF_HELD;
+        update_interest(c);
+        return;
+    }
+    c->flags &= ~F_EOF_HELD;
     c->flags |= F_RD_EOF;
     update_interest(c);
-    /* A framed stream that ends inside a frame lost those bytes: say so rather
-     * than report a clean close. */
-    int err = c->ext != NULL && c->ext->frame_eof != NULL ? c->ext->frame_eof(c) : 0;
     if (err < 0) {
         tt__conn_close(c, TT_CLOSE_PROTOCOL_ERROR, err);
         return;
@@ -424,7 +434,7 @@ static void on_read(tt_conn_t *c, const char *buf, ssize_t n, size_t pending)
         else if (c->h->h.on_data != NULL)
             c->h->h.on_data(c, buf, (size_t)n, pending);
     } else if (n == 0) {
-        peer_ended(c);
+        tt__conn_peer_ended(c);
     } else {
         tt__conn_close(c, kind_of((int)n), (int)n);
     }

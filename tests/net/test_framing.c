@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1000,6 +1002,84 @@ Test(framing, peer_ending_inside_a_frame_closes_with_protocol_error)
     cr_expect_eq(eof.closes, 1);
     cr_expect_eq(eof.kind, TT_CLOSE_PROTOCOL_ERROR, "kind %s", tt_close_kind_name(eof.kind));
     cr_expect_eq(eof.error, TT_EPROTOCOL, "error %s", tt_err_name(eof.error));
+    tt_server_close(s);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+/* ---- reading restarted late in a round: held messages go before the peer's FIN ---- */
+
+static struct {
+    tt_conn_t *conns[2]; /* in accept order: [0] the one that closes, [1] the sender */
+    int opens, msgs, order_bad;
+    tt_close_kind_t kind;
+    int error;
+    bool done;
+} late;
+
+static void late_open(tt_conn_t *c)
+{
+    cr_assert_lt(late.opens, 2);
+    late.conns[late.opens++] = c;
+}
+
+static void late_msg(tt_conn_t *c, const void *m, size_t n)
+{
+    const char *want = late.msgs == 0 ? "m1" : "m2";
+    if (n != 2 || memcmp(m, want, 2) != 0)
+        late.order_bad++;
+    if (++late.msgs == 1) {
+        /* Pause, and resume only from the other connection's on_close: that runs
+         * in the pending phase, after this round's reads, so the FIN that is already
+         * waiting is read before the held "m2\n" is fed again. */
+        cr_assert_eq(tt_conn_read_stop(c), 0);
+        cr_assert_eq(tt_destroy(late.conns[0], 0), 0);
+    }
+}
+
+static void late_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    if (c == late.conns[0]) {
+        cr_assert_eq(tt_conn_read_start(late.conns[1]), 0);
+        return;
+    }
+    late.kind = info->kind;
+    late.error = info->error;
+    late.done = true;
+}
+
+Test(framing, read_start_late_in_a_round_delivers_held_messages_before_the_fin)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr, any = th_loopback(0);
+    tt_server_t *s;
+    tt_frame_opts_t line = tt_frame_line(0);
+    tt_server_opts_t so = {.frame = &line};
+    tt_conn_handlers_t sh = {.on_open = late_open, .on_message = late_msg, .on_close = late_close};
+    char buf[64];
+
+    memset(&late, 0, sizeof(late));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &so, &sh, NULL, &s), 0);
+    cr_assert_eq(tt_server_addr(s, &addr), 0);
+    int b = th_tcp_connect_blocking(&addr);
+    int a = th_tcp_connect_blocking(&addr);
+    /* Both messages and the FIN are in the server's receive queue before it reads. */
+    cr_assert_eq(send(a, "m1\nm2\n", 6, 0), 6);
+    cr_assert_eq(shutdown(a, SHUT_WR), 0);
+    usleep(20 * 1000);
+    cr_assert(th_run_until(loop, &late.done, 3000));
+    cr_expect_eq(late.opens, 2);
+    cr_expect_eq(late.msgs, 2, "messages delivered: %d (m2 lost)", late.msgs);
+    cr_expect_eq(late.order_bad, 0);
+    cr_expect_eq(late.kind, TT_CLOSE_PEER_CLOSED, "kind %s (%s)", tt_close_kind_name(late.kind),
+                 tt_err_name(late.error));
+    cr_expect_eq(late.error, 0, "error %s", tt_err_name(late.error));
+    struct timeval tv = {.tv_sec = 3};
+    setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    cr_expect_eq(recv(a, buf, sizeof(buf), 0), 0, "the server ends its side cleanly");
+    close(a);
+    close(b);
     tt_server_close(s);
     th_run(loop, 3000);
     cr_assert_eq(tt_loop_close(loop), 0);
