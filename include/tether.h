@@ -304,9 +304,11 @@ TT_EXTERN int tt_send_file(tt_conn_t *conn, int fd, uint64_t offset, uint64_t le
 
 /* Graceful close: queue `len` last bytes (copied; buf may be NULL when len is 0),
  * flush the queue, then shutdown(SHUT_WR). Reading continues until the peer's FIN
- * closes the connection; if it has not come within the linger time (default 30 s,
- * see tt_conn_set_linger), the connection is destroyed with
- * TT_CLOSE_LINGER_TIMEOUT. Returns 0, -EINVAL, -EPIPE (already ended/closing), or
+ * closes the connection. The linger time (default 30 s, see tt_conn_set_linger)
+ * starts at this call: while the queue drains it is restarted by every write that
+ * makes progress, after our FIN it bounds the wait for the peer's; when it runs
+ * out (a peer that stops reading, or never closes) the connection is destroyed
+ * with TT_CLOSE_LINGER_TIMEOUT, the unwritten bytes counted in bytes_unsent. Returns 0, -EINVAL, -EPIPE (already ended/closing), or
  * the send errors. */
 TT_EXTERN int tt_end(tt_conn_t *conn, const void *buf, size_t len);
 
@@ -361,7 +363,9 @@ TT_EXTERN int tt_conn_set_queue_cap(tt_conn_t *conn, size_t bytes);
 /* Half-open: with it on, the peer's FIN only fires on_end and the app decides when
  * to end its side. Returns 0 or -EINVAL. */
 TT_EXTERN int tt_conn_set_half_open(tt_conn_t *conn, bool on);
-/* Linger deadline after tt_end (0: wait forever). Returns 0 or -EINVAL. */
+/* Linger deadline from tt_end (0: wait forever): how long the queue may go without
+ * progress while it drains, then how long the peer's FIN may take after ours. Set
+ * it before tt_end. Returns 0 or -EINVAL. */
 TT_EXTERN int tt_conn_set_linger(tt_conn_t *conn, uint64_t ms);
 /* Socket options. Return 0, -EINVAL, or the setsockopt errno. */
 TT_EXTERN int tt_conn_set_nodelay(tt_conn_t *conn, bool on);

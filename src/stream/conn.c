@@ -127,6 +127,7 @@ void tt__conn_pool_release(tt_loop_t *loop)
 static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending);
 static void deadline_cb(tt__wnode_t *node);
 static void flush(tt_conn_t *c, bool from_loop);
+static void linger_restart(tt_conn_t *c);
 
 tt__conn_ext_t *tt__conn_ext(tt_conn_t *c)
 {
@@ -227,6 +228,8 @@ void tt__conn_opened(tt_conn_t *c)
 {
     c->state = TT_STATE_OPEN;
     tt__wheel_stop(&c->loop->wheel, &c->deadline);
+    if (c->flags & F_WANT_END)
+        linger_restart(c); /* tt_end came while connecting */
     update_interest(c);
     if (tt__conn_is_closing(c))
         return;
@@ -414,6 +417,7 @@ void tt__conn_peer_ended(tt_conn_t *c)
         tt__conn_close(c, TT_CLOSE_LOCAL_END, 0); /* our FIN went first */
     } else if (!(c->flags & (F_HALF_OPEN | F_WANT_END))) {
         c->flags |= F_WANT_END; /* end our side once the queue is flushed */
+        linger_restart(c);
         schedule(c, F_PEND_FLUSH);
     }
 }
@@ -585,10 +589,24 @@ static int file_pull(tt_conn_t *c, tt__sqe_t *e)
     return (int)n;
 }
 
+/* The linger deadline runs from tt_end (or the automatic end after the peer's
+ * FIN): a peer that never reads must not keep the queue, and the connection, for
+ * ever. Each write that makes progress while the queue drains restarts it, so a
+ * slow reader that keeps reading is not cut off; after our FIN it bounds the wait
+ * for the peer's. Not while connecting: the deadline is the connect timeout then
+ * (tt__conn_opened starts the linger). */
+static void linger_restart(tt_conn_t *c)
+{
+    if (c->linger_ms > 0 && c->state == TT_STATE_OPEN)
+        tt__wheel_start(&c->loop->wheel, &c->deadline, tt__loop_deadline(c->loop, c->linger_ms));
+}
+
 static void note_written(tt_conn_t *c, size_t n)
 {
     c->written += n;
     c->packets_out++;
+    if (c->flags & F_WANT_END)
+        linger_restart(c);
     live_io(c, TT__IO_DIR_WRITE);
 }
 
@@ -621,9 +639,7 @@ static void queue_emptied(tt_conn_t *c, bool from_loop)
             return;
         }
         c->flags |= F_WR_SHUT;
-        if (c->linger_ms > 0)
-            tt__wheel_start(&c->loop->wheel, &c->deadline,
-                            tt__loop_deadline(c->loop, c->linger_ms));
+        linger_restart(c); /* now: the wait for the peer's FIN */
     }
 }
 
@@ -960,6 +976,7 @@ int tt_end(tt_conn_t *c, const void *buf, size_t len)
     c->flags |= F_WANT_END;
     if (!(c->flags & F_RD_EOF))
         c->flags |= F_ENDED_FIRST;
+    linger_restart(c);
     flush_soon(c); /* shutdown() once flushed, from the loop */
     return 0;
 }
