@@ -42,6 +42,11 @@
 #define F_FLUSHING 0x8000     /* inside flush(): no re-entry */
 #define F_PEND_READ 0x10000   /* pending: reading restarted, held input to deliver */
 #define F_EOF_HELD 0x20000    /* the peer's FIN came behind held input: not yet acted on */
+#define F_CORK 0x40000        /* delivering the messages of one read: sends queue, one write after */
+
+/* While corked, a send at least this large with nothing queued is still written at
+ * once: copying it would cost more than the system call it saves. */
+#define CORK_DIRECT_MIN 16384
 
 #define IOV_BATCH 64
 #define FILE_CHUNK ((size_t)1 << 30)
@@ -128,6 +133,8 @@ static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pendi
 static void deadline_cb(tt__wnode_t *node);
 static void flush(tt_conn_t *c, bool from_loop);
 static void linger_restart(tt_conn_t *c);
+static bool cork(tt_conn_t *c);
+static void uncork(tt_conn_t *c, bool corked);
 
 tt__conn_ext_t *tt__conn_ext(tt_conn_t *c)
 {
@@ -381,8 +388,11 @@ void tt__conn_run_pending(tt_loop_t *loop)
             flush(c, true);
         }
         if ((what & F_PEND_READ) && !tt__conn_is_closing(c) && c->ext != NULL &&
-            c->ext->read_resumed != NULL)
+            c->ext->read_resumed != NULL) {
+            bool corked = cork(c);
             c->ext->read_resumed(c);
+            uncork(c, corked);
+        }
         c = next;
     }
 }
@@ -394,7 +404,12 @@ void tt__conn_peer_ended(tt_conn_t *c)
     /* A framed stream that ends inside a frame lost those bytes: say so rather
      * than report a clean close. Input the framer still holds (reading was paused
      * in on_message) comes first: the end waits until it has been delivered. */
-    int err = c->ext != NULL && c->ext->frame_eof != NULL ? c->ext->frame_eof(c) : 0;
+    int err = 0;
+    if (c->ext != NULL && c->ext->frame_eof != NULL) {
+        bool corked = cork(c);
+        err = c->ext->frame_eof(c);
+        uncork(c, corked);
+    }
     if (tt__conn_is_closing(c))
         return;
     if (err > 0) {
@@ -422,6 +437,26 @@ void tt__conn_peer_ended(tt_conn_t *c)
     }
 }
 
+/* The messages of one read are delivered together: what on_message sends is
+ * queued (not written per message) and goes out in one write when delivery ends.
+ * An echo of many small frames then costs a system call per read, not per frame. */
+static bool cork(tt_conn_t *c)
+{
+    if (c->flags & F_CORK)
+        return false; /* nested: the outer one flushes */
+    c->flags |= F_CORK;
+    return true;
+}
+
+static void uncork(tt_conn_t *c, bool corked)
+{
+    if (!corked)
+        return;
+    c->flags &= ~F_CORK;
+    if (!tt__conn_is_closing(c) && !tt__sendq_empty(&c->sq) && !(c->flags & F_WAIT_WRITE))
+        flush(c, true);
+}
+
 static void on_read(tt_conn_t *c, const char *buf, ssize_t n, size_t pending)
 {
     if (n > 0) {
@@ -430,9 +465,11 @@ static void on_read(tt_conn_t *c, const char *buf, ssize_t n, size_t pending)
         live_io(c, TT__IO_DIR_READ);
         if (tt__conn_is_closing(c))
             return;
-        if (c->ext != NULL && c->ext->frame_input != NULL)
+        if (c->ext != NULL && c->ext->frame_input != NULL) {
+            bool corked = cork(c);
             c->ext->frame_input(c, buf, (size_t)n);
-        else if (c->ext != NULL && c->ext->live_input != NULL &&
+            uncork(c, corked);
+        } else if (c->ext != NULL && c->ext->live_input != NULL &&
                  c->ext->live_input(c, buf, (size_t)n))
             return; /* a heartbeat, answered or noted: not application data */
         else if (c->h->h.on_data != NULL)
@@ -821,7 +858,7 @@ int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
     if (err < 0)
         return err;
 
-    if (!can_write_now(c)) {
+    if (!can_write_now(c) || ((c->flags & F_CORK) && len < CORK_DIRECT_MIN)) {
         err = tt__sendq_push_copy(&c->sq, iov, iovcnt, len);
         if (err < 0)
             return err;

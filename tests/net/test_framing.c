@@ -1084,3 +1084,64 @@ Test(framing, read_start_late_in_a_round_delivers_held_messages_before_the_fin)
     th_run(loop, 3000);
     cr_assert_eq(tt_loop_close(loop), 0);
 }
+
+/* ---- the replies to the messages of one read leave in one write ------------------ */
+
+#define BATCH_MSGS 2000
+
+static struct {
+    int msgs;
+    tt_conn_stats_t st;
+    bool done;
+} batch;
+
+static void batch_msg(tt_conn_t *c, const void *m, size_t n)
+{
+    cr_assert_eq(n, 0u);
+    (void)m;
+    cr_assert_geq(tt_send_message(c, NULL, 0), 0); /* echo: a 4-byte empty frame */
+    if (++batch.msgs == BATCH_MSGS) {
+        cr_assert_eq(tt_conn_get_stats(c, &batch.st), 0);
+        batch.done = true;
+    }
+}
+
+Test(framing, echo_of_many_frames_in_one_read_costs_a_write_per_read_not_per_frame)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr, any = th_loopback(0);
+    tt_server_t *s;
+    tt_frame_opts_t u32 = tt_frame_u32be(0);
+    tt_server_opts_t so = {.frame = &u32};
+    tt_conn_handlers_t sh = {.on_message = batch_msg};
+    static char frames[4 * BATCH_MSGS]; /* BATCH_MSGS empty u32be frames: all zeros */
+    static char back[4 * BATCH_MSGS];
+
+    memset(&batch, 0, sizeof(batch));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &so, &sh, NULL, &s), 0);
+    cr_assert_eq(tt_server_addr(s, &addr), 0);
+    int fd = th_tcp_connect_blocking(&addr);
+    cr_assert_eq(send(fd, frames, sizeof(frames), 0), (ssize_t)sizeof(frames));
+    cr_assert(th_run_until(loop, &batch.done, 5000));
+    bool never = false;
+    th_run_until(loop, &never, 50); /* let the last write go */
+
+    /* 8000 bytes come in one read or a few; each read's replies are one sendmsg. */
+    cr_expect_leq(batch.st.packets_out, batch.st.packets_in + 1,
+                  "%llu writes for %d messages in %llu reads",
+                  (unsigned long long)batch.st.packets_out, BATCH_MSGS,
+                  (unsigned long long)batch.st.packets_in);
+    cr_expect_eq(batch.st.messages_out, BATCH_MSGS);
+    struct timeval tv = {.tv_sec = 3};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof(back) && (r = recv(fd, back + got, sizeof(back) - got, 0)) > 0)
+        got += (size_t)r;
+    cr_expect_eq(got, sizeof(back), "echoed %zu of %zu bytes", got, sizeof(back));
+    close(fd);
+    tt_server_close(s);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
