@@ -349,16 +349,21 @@ TT_EXTERN const char *tt_close_kind_name(tt_close_kind_t kind);
 TT_EXTERN size_t tt_conn_queued_bytes(const tt_conn_t *conn);
 TT_EXTERN uint64_t tt_conn_written_bytes(const tt_conn_t *conn);
 
-/* Defaults: high-water 64 KiB; hard cap 64 MiB of queued memory (file segments do
- * not count, they hold no memory); linger 30 s; TCP_NODELAY on; half-open off. */
+/* Defaults: high-water 64 KiB; hard cap 64 MiB of queued memory; linger 30 s;
+ * TCP_NODELAY on; half-open off. The high-water mark counts queued bytes; the hard
+ * cap counts the heap the queue really holds: copied bytes in their chunks as
+ * allocated, handed-over buffers until they are released, and about 64 bytes of
+ * bookkeeping per queued send that is not packed into a chunk (file segments hold
+ * only that: their bytes stay in the file). */
 #define TT_DEFAULT_HIGH_WATER ((size_t)64 * 1024)
 #define TT_DEFAULT_QUEUE_CAP ((size_t)64 * 1024 * 1024)
 #define TT_DEFAULT_LINGER_MS 30000
 
 /* High-water mark in bytes (> 0). Returns 0 or -EINVAL. */
 TT_EXTERN int tt_conn_set_high_water(tt_conn_t *conn, size_t bytes);
-/* Hard cap on queued memory; 0 means no cap. Returns 0 or -EINVAL (below the
- * high-water mark). */
+/* Hard cap on queued memory (see the defaults above for what counts); 0 means no
+ * cap. A send that would pass it is refused with -ENOBUFS and the connection closes
+ * with TT_CLOSE_SEND_OVERFLOW. Returns 0 or -EINVAL (below the high-water mark). */
 TT_EXTERN int tt_conn_set_queue_cap(tt_conn_t *conn, size_t bytes);
 /* Half-open: with it on, the peer's FIN only fires on_end and the app decides when
  * to end its side. Returns 0 or -EINVAL. */
@@ -588,7 +593,10 @@ TT_EXTERN tt_frame_opts_t tt_frame_u32le(size_t max_frame);
 /* A field of `size` bytes (1, 2, 4, 8) holding the body length, body follows. */
 TT_EXTERN tt_frame_opts_t tt_frame_length(uint8_t size, bool little_endian, size_t max_frame);
 TT_EXTERN tt_frame_opts_t tt_frame_varint(size_t max_frame);
-/* Lines ending in "\n". */
+/* Lines ending in "\n". Only the "\n" is taken off: a line that ended in "\r\n"
+ * (telnet, HTTP, most text protocols) keeps its "\r". For those use
+ * tt_frame_crlf(true, max), which ends lines at "\r\n" or a bare "\n" and drops
+ * the "\r". */
 TT_EXTERN tt_frame_opts_t tt_frame_line(size_t max_frame);
 /* Lines ending in "\r\n"; with accept_lf a bare "\n" ends a line too. Either way
  * the "\r\n" or "\n" is not part of the message. */
@@ -958,9 +966,14 @@ typedef struct tt_group tt_group_t;
 
 /* Send `len` bytes to every live connection of the server except `except` (NULL:
  * to all). The payload is copied once and shared, reference-counted, by all
- * recipients; each recipient's own high-water mark and hard cap apply, so a slow
- * reader overflows (and is closed) alone without stalling the others. Returns the
- * number of connections the bytes were queued for, -EINVAL, or -ENOMEM. */
+ * recipients; a small payload (256 bytes at most) going to a connection that
+ * already has bytes queued is copied into that queue instead, which costs less
+ * than a reference. Each recipient's own high-water mark and hard cap apply, so a
+ * slow reader overflows (and is closed) alone without stalling the others.
+ * The bytes go out as they are: a connection's framing is not applied (for a
+ * length-prefixed or delimited protocol, put the header or delimiter in `buf`
+ * yourself, or use tt_send_message per connection). Returns the number of
+ * connections the bytes were queued for, -EINVAL, or -ENOMEM. */
 TT_EXTERN int tt_server_broadcast(tt_server_t *srv, const void *buf, size_t len,
                                   const tt_conn_t *except);
 

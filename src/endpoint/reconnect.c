@@ -99,9 +99,10 @@ static void sq_append(tt__sendq_t *dst, tt__sendq_t *src)
     dst->tail = src->tail;
     dst->bytes += src->bytes;
     dst->mem += src->mem;
+    dst->alloc += src->alloc;
     dst->total += src->bytes;
     src->head = src->tail = NULL;
-    src->bytes = src->mem = 0;
+    src->bytes = src->mem = src->alloc = 0;
 }
 
 /* ext->take_unsent: the connection closes; its unsent bytes go first, then what

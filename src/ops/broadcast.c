@@ -1,7 +1,9 @@
 /* Broadcast to a server's connections or to a group, with the payload stored once.
  *
  * Each recipient gets a handed-over send of the shared bytes whose free callback
- * drops one reference; the last one frees the payload. Sends are queued, never
+ * drops one reference; the last one frees the payload. A small payload going to a
+ * recipient that already has a queue is copied into its tail chunk instead (see
+ * PAYLOAD_COPY_MAX). Sends are queued, never
  * written inside the call, so one broadcast to N connections costs one copy and,
  * in the loop's pending phase, one write per connection. */
 #include "ops/broadcast.h"
@@ -38,8 +40,18 @@ static void payload_free_cb(void *buf, void *arg)
     tt__payload_unref(arg);
 }
 
+/* A payload this small is copied into a recipient's queue when something is
+ * queued there already: the copy lands in the tail chunk and costs its bytes,
+ * where a reference costs a queue node (64 bytes) per recipient and keeps the
+ * shared payload alive. A slow reader flooded with short lines then holds about
+ * the lines' bytes, not a node per line. With nothing queued the reference is
+ * kept: the write comes this round and a chunk would be allocated for nothing. */
+#define PAYLOAD_COPY_MAX 256
+
 int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
 {
+    if (p->len <= PAYLOAD_COPY_MAX && !tt__sendq_empty(&c->sq))
+        return tt__conn_send_queued(c, p->data, p->len);
     tt__payload_ref(p);
     int r = tt_send_owned(c, p->data, p->len, payload_free_cb, p);
     if (r < 0)

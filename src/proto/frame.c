@@ -455,11 +455,9 @@ int tt_send_message_owned(tt_conn_t *c, void *buf, size_t len, tt_free_cb free_c
     /* The whole frame against the hard cap, before any of it is queued: a
      * header without its payload would corrupt the stream. Same rule and same
      * outcome as conn.c's cap check. */
-    uint64_t add = (uint64_t)hlen + len + tlen;
-    if (c->queue_cap_kib != 0 && c->sq.mem + add > (uint64_t)c->queue_cap_kib * 1024) {
-        tt__conn_close(c, TT_CLOSE_SEND_OVERFLOW, TT_EOVERFLOW);
-        return -ENOBUFS;
-    }
+    err = tt__conn_over_cap(c, (uint64_t)hlen + len + tlen);
+    if (err < 0)
+        return err;
     /* The header goes straight into the queue (tt_send would write it at once
      * and split the frame over two writes); tt_send_owned then queues the
      * payload and schedules one flush for both. */

@@ -817,10 +817,14 @@ static int check_sendable(const tt_conn_t *c)
     return 0;
 }
 
-/* The hard cap: a peer that will not read must not exhaust our memory. */
-static int over_cap(tt_conn_t *c, uint64_t add)
+/* The hard cap: a peer that will not read must not exhaust our memory. It limits
+ * what the queue really holds (sq.alloc: nodes and chunks, not just payload), so a
+ * flood of tiny sends is stopped as soon as one of large ones; `add` is the payload
+ * about to be queued, charged with one node. */
+int tt__conn_over_cap(tt_conn_t *c, uint64_t add)
 {
-    if (c->queue_cap_kib != 0 && c->sq.mem + add > (uint64_t)c->queue_cap_kib * 1024) {
+    if (c->queue_cap_kib != 0 &&
+        c->sq.alloc + add + TT__SQ_NODE_COST > (uint64_t)c->queue_cap_kib * 1024) {
         tt__conn_close(c, TT_CLOSE_SEND_OVERFLOW, TT_EOVERFLOW);
         return -ENOBUFS;
     }
@@ -854,7 +858,7 @@ int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
         return err;
     if (len == 0)
         return send_status(c);
-    err = over_cap(c, len);
+    err = tt__conn_over_cap(c, len);
     if (err < 0)
         return err;
 
@@ -892,6 +896,25 @@ int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
     return send_status(c);
 }
 
+int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    int err = check_sendable(c);
+
+    if (err < 0)
+        return err;
+    if (len == 0)
+        return send_status(c);
+    err = tt__conn_over_cap(c, len);
+    if (err < 0)
+        return err;
+    err = tt__sendq_push_copy(&c->sq, &iov, 1, len);
+    if (err < 0)
+        return err;
+    flush_soon(c);
+    return send_status(c);
+}
+
 int tt_send(tt_conn_t *c, const void *buf, size_t len)
 {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
@@ -916,7 +939,7 @@ int tt_send_owned(tt_conn_t *c, void *buf, size_t len, tt_free_cb free_cb, void 
     err = check_sendable(c);
     if (err < 0)
         return err;
-    err = over_cap(c, len);
+    err = tt__conn_over_cap(c, len);
     if (err < 0)
         return err;
     /* Always queued, never written inside the call: the free callback must not

@@ -111,6 +111,12 @@ static inline bool tt__conn_is_closing(const tt_conn_t *c)
  * queued (a heartbeat now would not wait behind application data). */
 int tt__conn_send_control(tt_conn_t *c, const void *buf, size_t len);
 bool tt__conn_control_idle(const tt_conn_t *c);
+/* The hard cap: would queueing `add` more payload bytes pass it? Then the
+ * connection is closed (TT_CLOSE_SEND_OVERFLOW) and -ENOBUFS returned, else 0. */
+int tt__conn_over_cap(tt_conn_t *c, uint64_t add);
+/* Copy `len` bytes into the queue (never written inside the call), as tt_send
+ * otherwise: small broadcasts are packed into the tail chunk this way. */
+int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len);
 /* Server bookkeeping (server.c). */
 void tt__server_unlink(tt_conn_t *c);
 

@@ -18,7 +18,7 @@
 void tt__sendq_init(tt__sendq_t *q)
 {
     q->head = q->tail = NULL;
-    q->bytes = q->mem = q->total = 0;
+    q->bytes = q->mem = q->total = q->alloc = 0;
 }
 
 static void link_tail(tt__sendq_t *q, tt__sqe_t *e)
@@ -29,6 +29,19 @@ static void link_tail(tt__sendq_t *q, tt__sqe_t *e)
     else
         q->head = e;
     q->tail = e;
+}
+
+/* What an entry costs in q->alloc, from its kind and size. */
+static uint64_t entry_cost(const tt__sqe_t *e)
+{
+    switch (e->kind) {
+    case TT__SQ_COPY:
+        return TT__SQ_CHUNK_COST(e->u.copy.cap);
+    case TT__SQ_OWNED:
+        return TT__SQ_NODE_COST + e->u.owned.len;
+    default:
+        return TT__SQ_NODE_COST;
+    }
 }
 
 static tt__sqe_t *new_chunk(size_t need, size_t min_cap)
@@ -81,8 +94,10 @@ int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, siz
             done += k;
         }
     }
-    if (fresh != NULL)
+    if (fresh != NULL) {
         link_tail(q, fresh);
+        q->alloc += entry_cost(fresh);
+    }
     q->bytes += len;
     q->mem += len;
     q->total += len;
@@ -102,6 +117,7 @@ int tt__sendq_push_front_copy(tt__sendq_t *q, const void *buf, size_t len)
     q->head = e;
     if (q->tail == NULL)
         q->tail = e;
+    q->alloc += entry_cost(e);
     q->bytes += len;
     q->mem += len;
     q->total += len;
@@ -122,6 +138,7 @@ int tt__sendq_push_owned(tt__sendq_t *q, void *buf, size_t len, tt_free_cb free_
     e->u.owned.free_cb = free_cb;
     e->u.owned.arg = arg;
     link_tail(q, e);
+    q->alloc += entry_cost(e);
     q->bytes += len;
     q->mem += len;
     q->total += len;
@@ -141,6 +158,7 @@ int tt__sendq_push_file(tt__sendq_t *q, int kind, int fd, uint64_t off, uint64_t
     e->u.file.remain = len;
     e->u.file.watch = NULL;
     link_tail(q, e);
+    q->alloc += entry_cost(e);
     if (len != TT_FILE_TO_EOF) {
         q->bytes += len;
         if (kind == TT__SQ_FILE)
@@ -170,8 +188,9 @@ int tt__sendq_fill_iov(const tt__sendq_t *q, struct iovec *iov, int max, size_t 
     return n;
 }
 
-static void release(tt__sqe_t *e)
+static void release(tt__sendq_t *q, tt__sqe_t *e)
 {
+    q->alloc -= entry_cost(e);
     if (e->kind == TT__SQ_OWNED && e->u.owned.free_cb != NULL)
         e->u.owned.free_cb(e->u.owned.buf, e->u.owned.arg);
     else if ((e->kind == TT__SQ_FILE || e->kind == TT__SQ_STREAM) && e->own_fd)
@@ -232,7 +251,7 @@ void tt__sendq_consume(tt__sendq_t *q, uint64_t n)
         if (k < left || e->kind == TT__SQ_STREAM)
             break; /* n is used up, or a stream waits for its owner's pop */
         unlink_head(q);
-        release(e);
+        release(q, e);
     }
 }
 
@@ -268,7 +287,7 @@ void tt__sendq_file_ended(tt__sendq_t *q)
         q->total -= e->u.file.remain;
     }
     unlink_head(q);
-    release(e);
+    release(q, e);
 }
 
 void *tt__sendq_pop(tt__sendq_t *q)
@@ -287,7 +306,7 @@ void *tt__sendq_pop(tt__sendq_t *q)
         watch = e->u.file.watch;
     }
     unlink_head(q);
-    release(e);
+    release(q, e);
     return watch;
 }
 

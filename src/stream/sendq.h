@@ -49,9 +49,17 @@ struct tt__sqe {
 typedef struct tt__sendq {
     tt__sqe_t *head, *tail;
     uint64_t bytes; /* known bytes waiting (memory + bounded file/stream lengths) */
-    uint64_t mem;   /* bytes held in memory (COPY + OWNED): what the hard cap limits */
+    uint64_t mem;   /* payload bytes held in memory (COPY + OWNED) */
+    uint64_t alloc; /* heap the queue holds: chunks as allocated, a node per other
+                       entry, owned buffers until released: what the hard cap limits */
     uint64_t total; /* bytes ever queued (streams counted as they are read) */
 } tt__sendq_t;
+
+/* What one entry other than a chunk costs in `alloc` (the node and malloc's own
+ * overhead); a chunk costs TT__SQ_CHUNK_COST(cap). */
+#define TT__SQ_MALLOC_SLOP 16
+#define TT__SQ_NODE_COST (sizeof(tt__sqe_t) + TT__SQ_MALLOC_SLOP)
+#define TT__SQ_CHUNK_COST(cap) (offsetof(tt__sqe_t, data) + (cap) + TT__SQ_MALLOC_SLOP)
 
 void tt__sendq_init(tt__sendq_t *q);
 static inline int tt__sendq_empty(const tt__sendq_t *q) { return q->head == 0; }

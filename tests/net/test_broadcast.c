@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "stream/conn.h"
 
 #define N_CLIENTS 1000
 #define SENDERS 4
@@ -289,6 +290,67 @@ Test(broadcast, group_members_receive_and_others_do_not_and_close_leaves_the_gro
     for (int i = 0; i < 3; i++)
         if (!k[i].closed)
             tt_destroy(c[i], 0); /* their server sides end by themselves */
+    tt_server_close(srv);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+/* ---- small broadcasts to a slow reader are packed, and cost real memory ---------- */
+
+#define SMALL_LINES 20000
+static tt_conn_t *slow_conn;
+
+static void slow_srv_open(tt_conn_t *c)
+{
+    cr_assert_eq(tt_conn_set_sndbuf(c, 4096), 0);
+    slow_conn = c;
+}
+
+static int queue_entries(const tt_conn_t *c)
+{
+    int n = 0;
+    for (const tt__sqe_t *e = c->sq.head; e != NULL; e = e->next)
+        n++;
+    return n;
+}
+
+Test(broadcast, small_lines_to_a_slow_reader_are_packed_not_a_node_each)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr;
+    tt_conn_handlers_t sh = {.on_open = slow_srv_open};
+    int small = 4096;
+    char line[16];
+
+    slow_conn = NULL;
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    srv = th_listen(loop, &sh, NULL, &addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    cr_assert_eq(connect(fd, &addr.u.sa, addr.len), 0);
+    bool never = false;
+    th_run_until(loop, &never, 50);
+    cr_assert_not_null(slow_conn);
+
+    /* The reader never reads: after the first few lines fill the kernel's buffers,
+     * everything waits in tether's queue. */
+    for (int i = 0; i < SMALL_LINES; i++) {
+        int n = snprintf(line, sizeof(line), "line %09d\n", i);
+        cr_assert_eq(tt_server_broadcast(srv, line, (size_t)n, NULL), 1);
+        if (i % 1000 == 0)
+            th_run_until(loop, &never, 1);
+    }
+    th_run_until(loop, &never, 20);
+    size_t queued = tt_conn_queued_bytes(slow_conn);
+    int entries = queue_entries(slow_conn);
+    uint64_t alloc = slow_conn->sq.alloc;
+    cr_assert_gt(queued, 100000u, "only %zu bytes queued: the reader was not slow", queued);
+    /* A node per line would be ~20000 entries and 64 bytes of overhead per 15-byte line. */
+    cr_expect_lt(entries, 100, "%d queue entries for %zu bytes", entries, queued);
+    cr_expect_lt(alloc, 2 * queued + 65536, "queue holds %llu bytes of heap for %zu queued",
+                 (unsigned long long)alloc, queued);
+    close(fd);
     tt_server_close(srv);
     th_run(loop, 3000);
     cr_assert_eq(tt_loop_close(loop), 0);

@@ -542,3 +542,30 @@ Test(sendq, push_front_copy_goes_before_everything_queued)
     cr_assert_str_eq(got, "two three");
     cr_assert_eq(tt__sendq_clear(&q, NULL, NULL), 9);
 }
+
+/* alloc: the heap the queue holds, what the hard cap limits. */
+Test(sendq, alloc_counts_chunks_as_allocated_and_a_node_per_other_entry)
+{
+    tt__sendq_t q;
+    static char one = 'x';
+    tt__sendq_init(&q);
+    cr_assert_eq(q.alloc, 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(tt__sendq_push_owned(&q, &one, 1, NULL, NULL), 0);
+    cr_expect_eq(q.alloc, 3 * (TT__SQ_NODE_COST + 1), "alloc %llu", U(q.alloc));
+    struct iovec iov = {.iov_base = "abc", .iov_len = 3};
+    cr_assert_eq(tt__sendq_push_copy(&q, &iov, 1, 3), 0); /* a later chunk: 16 KiB */
+    cr_expect_eq(q.alloc, 3 * (TT__SQ_NODE_COST + 1) + TT__SQ_CHUNK_COST(16384), "alloc %llu",
+                 U(q.alloc));
+    cr_assert_eq(tt__sendq_push_copy(&q, &iov, 1, 3), 0); /* packed: no more heap */
+    cr_expect_eq(q.alloc, 3 * (TT__SQ_NODE_COST + 1) + TT__SQ_CHUNK_COST(16384));
+    tt__sendq_consume(&q, 2);
+    cr_expect_eq(q.alloc, 1 * (TT__SQ_NODE_COST + 1) + TT__SQ_CHUNK_COST(16384));
+    tt__sendq_consume(&q, 4); /* the chunk is held until its last byte goes */
+    cr_expect_eq(q.alloc, TT__SQ_CHUNK_COST(16384), "alloc %llu", U(q.alloc));
+    tt__sendq_consume(&q, 3);
+    cr_expect_eq(q.alloc, 0, "alloc %llu after everything went", U(q.alloc));
+    cr_assert_eq(tt__sendq_push_owned(&q, &one, 1, NULL, NULL), 0);
+    tt__sendq_clear(&q, NULL, NULL);
+    cr_expect_eq(q.alloc, 0);
+}

@@ -16,6 +16,10 @@
 
 #define NAME_MAX_LEN (TT_ADDR_STRLEN + 2)
 #define SHUTDOWN_MS 2000 /* graceful end for every client, then destroy */
+/* Slow-reader policy: a client whose send queue would hold more than this is
+ * dropped (TT_CLOSE_SEND_OVERFLOW) instead of making the server hold every line
+ * for it. A few MiB is minutes of ordinary chat. */
+#define DEFAULT_MAX_QUEUE ((size_t)4 << 20)
 
 /* --workers > 1. Each worker thread learns the set from on_start, before it
  * accepts anyone: tt_workers_start() only hands it to the main thread once every
@@ -36,10 +40,33 @@ static void usage(FILE *f)
             "                          closes that client (protocol limit)\n"
             "      --workers N         N loops on N threads (SO_REUSEPORT); default 1\n"
             "      --max-conns N       accept at most N clients at once; more wait\n"
+            "      --max-queue BYTES   drop a client that stops reading once the lines\n"
+            "                          waiting for it hold this much memory (default 4M;\n"
+            "                          suffixes K, M, G; 0: the library's 64M)\n"
             "      --admin SOCKET      serve the connection table for `tether stat`\n"
             "      --metrics ADDR:PORT serve Prometheus metrics over HTTP\n"
             "  -q, --quiet             do not log joins and leaves on stderr\n"
             "  -h, --help              this text\n");
+}
+
+/* --max-queue: "4M", "512K", "0" (0: the library's default cap, 64 MiB). */
+static int parse_queue_cap(const char *text, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno != 0 || end == text || text[0] == '-')
+        return -EINVAL;
+    if (*end == 'K' || *end == 'k')
+        v <<= 10, end++;
+    else if (*end == 'M' || *end == 'm')
+        v <<= 20, end++;
+    else if (*end == 'G' || *end == 'g')
+        v <<= 30, end++;
+    if (*end != 0 || (v != 0 && (v < TT_DEFAULT_HIGH_WATER || v > (1ULL << 40))))
+        return -EINVAL;
+    *out = (size_t)v;
+    return 0;
 }
 
 /* Send to everyone but `except`, on this loop or across all workers. */
@@ -182,6 +209,7 @@ int cmd_chat(int argc, char **argv)
                                          {"max-line", required_argument, NULL, 'L'},
                                          {"workers", required_argument, NULL, 'W'},
                                          {"max-conns", required_argument, NULL, 'M'},
+                                         {"max-queue", required_argument, NULL, 'Q'},
                                          {"admin", required_argument, NULL, 'A'},
                                          {"metrics", required_argument, NULL, 'P'},
                                          {"quiet", no_argument, NULL, 'q'},
@@ -191,6 +219,7 @@ int cmd_chat(int argc, char **argv)
     tt_server_opts_t so = {0};
     tt_frame_opts_t frame;
     unsigned long max_line = 4096, nworkers = 1, max_conns = 0;
+    size_t max_queue = DEFAULT_MAX_QUEUE;
     tt_addr_t addr, maddr;
     bool first = true;
     int c;
@@ -211,6 +240,12 @@ int cmd_chat(int argc, char **argv)
         case 'M':
             if (cli_parse_count("chat", "--max-conns", optarg, 1UL << 30, &max_conns) != 0)
                 return CLI_EXIT_USAGE;
+            break;
+        case 'Q':
+            if (parse_queue_cap(optarg, &max_queue) < 0)
+                return cli_usage_error("chat", "bad --max-queue '%s': expected 0 or %zu..%zu "
+                                       "bytes (suffixes K, M, G)", optarg,
+                                       (size_t)TT_DEFAULT_HIGH_WATER, (size_t)1 << 40);
             break;
         case 'A':
             admin_path = optarg;
@@ -237,6 +272,7 @@ int cmd_chat(int argc, char **argv)
     frame = tt_frame_line(max_line);
     so.frame = &frame;
     so.max_conns = max_conns;
+    so.queue_cap = max_queue;
     if (nworkers > 1) {
         tt_admin_opts_t ao = admin_opts(admin_path);
         cli_workers_t w = {.cmd = "chat",
