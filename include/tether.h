@@ -216,7 +216,8 @@ typedef enum tt_close_kind {
 typedef struct tt_close_info {
     tt_close_kind_t kind;
     int error;              /* negative errno or TT_E* code; 0 for graceful ends */
-    int detail;             /* kind-specific (idle: TT_IDLE_READ/WRITE/ALL), else 0 */
+    int detail;             /* kind-specific (idle: TT_IDLE_READ/WRITE/ALL; framing:
+                               TT_FRAME_DETAIL_*), else 0 */
     uint64_t bytes_queued;  /* all bytes the app ever queued */
     uint64_t bytes_written; /* bytes handed to the kernel */
     uint64_t bytes_unsent;  /* queued but never handed to the kernel (dropped) */
@@ -583,7 +584,26 @@ typedef struct tt_frame_opts {
         tt_frame_decode_cb decode;
         void *arg;
     } custom;
+    /* Longest a partial frame may take to complete, from its first byte: a peer
+     * that starts a frame and stalls is closed with TT_CLOSE_PROTOCOL_ERROR,
+     * error -ETIMEDOUT, detail TT_FRAME_DETAIL_TIMEOUT. Bytes held back because
+     * the app paused reading do not count. 0: TT_FRAME_DEFAULT_ASSEMBLY_MS;
+     * UINT32_MAX: no limit. */
+    uint32_t assembly_timeout_ms;
+    /* Given in tt_server_opts_t.frame: memory that the partial-frame buffers of
+     * all the server's connections may hold together. A connection whose buffer
+     * growth would pass it is closed with TT_CLOSE_FRAME_TOO_LARGE, error
+     * -ENOBUFS, detail TT_FRAME_DETAIL_BUDGET. 0: TT_FRAME_DEFAULT_BUDGET, or
+     * twice the largest partial frame if that is more; SIZE_MAX: no limit.
+     * Not used by tt_conn_set_framing (one connection: max_frame bounds it). */
+    size_t budget;
 } tt_frame_opts_t;
+
+#define TT_FRAME_DEFAULT_ASSEMBLY_MS 30000u
+#define TT_FRAME_DEFAULT_BUDGET ((size_t)64 << 20)
+/* tt_close_info_t.detail for the framing limits above. */
+#define TT_FRAME_DETAIL_TIMEOUT 1 /* a partial frame outlived assembly_timeout_ms */
+#define TT_FRAME_DETAIL_BUDGET 2  /* the server's partial frames reached their budget */
 
 /* Presets (max_frame 0: the default limit). Length prefixes deliver only the
  * body; delimiters deliver the message without its delimiter. */

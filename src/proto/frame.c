@@ -19,9 +19,30 @@
 #include "stream/conn.h"
 #include "proto/frame_codec.h"
 
+/* Compiled options a server applies to every connection it accepts, with the
+ * partial-frame memory all those connections hold (the budget). Reference-counted:
+ * the server's reference, and one per framer, so a server may close while its
+ * connections live on. */
+typedef struct frame_cfg {
+    tt__codec_t codec; /* what tt__frame_cfg_new hands out */
+    size_t used;       /* partial-frame buffer bytes its framers hold */
+    unsigned refs;
+} frame_cfg_t;
+
+static void cfg_unref(frame_cfg_t *cfg)
+{
+    if (cfg != NULL && --cfg->refs == 0)
+        free(cfg);
+}
+
 typedef struct framer {
     tt__fstream_t s;
     tt_conn_t *conn;
+    frame_cfg_t *cfg;  /* framed by a server's options: the budget; else NULL */
+    size_t charged;    /* partial-buffer bytes counted in cfg->used */
+    tt__wnode_t asm_timer; /* the partial frame's deadline */
+    uint64_t frames;   /* frames decoded so far */
+    uint64_t frames_at_arm; /* ... when asm_timer was started */
     /* Nesting depth of frame_input on this framer. While it is non-zero the
      * framer must not be freed: on_message may turn framing off or change it,
      * and the decoder still runs on this object until the callback returns. */
@@ -42,13 +63,57 @@ static framer_t *framer_of(const tt_conn_t *c)
 
 static void framer_release(framer_t *f)
 {
+    tt__wheel_stop(&f->conn->loop->wheel, &f->asm_timer); /* replaced or gone: no deadline */
     if (f->delivering > 0) {
         f->retired = true;
         return;
     }
+    if (f->cfg != NULL)
+        f->cfg->used -= f->charged;
+    cfg_unref(f->cfg);
     tt__fstream_free(&f->s);
     free(f->held);
     free(f);
+}
+
+/* ---- limits on partial frames: time and the server-wide budget ------------------- */
+
+static void asm_timeout_cb(tt__wnode_t *node)
+{
+    framer_t *f = tt__container_of(node, framer_t, asm_timer);
+    tt_conn_t *c = f->conn;
+
+    /* A peer that starts a frame and stalls holds its buffer for as long as it
+     * likes otherwise. */
+    c->ext->close_detail = TT_FRAME_DETAIL_TIMEOUT;
+    tt__conn_close(c, TT_CLOSE_PROTOCOL_ERROR, -ETIMEDOUT);
+}
+
+/* After a feed: charge the partial buffer's growth to the budget (closing the
+ * connection that would pass it) and keep the deadline of the frame in progress:
+ * started when a partial frame appears, restarted when a new one does (frames
+ * completed in between), stopped when none is held. */
+static void partial_check(tt_conn_t *c, framer_t *f)
+{
+    const tt__codec_t *fc = &f->s.codec;
+
+    if (f->cfg != NULL) {
+        size_t before = f->charged;
+        f->cfg->used = f->cfg->used - before + f->s.cap;
+        f->charged = f->s.cap;
+        if (f->s.cap > before && fc->budget != SIZE_MAX && f->cfg->used > fc->budget) {
+            c->ext->close_detail = TT_FRAME_DETAIL_BUDGET;
+            tt__conn_close(c, TT_CLOSE_FRAME_TOO_LARGE, -ENOBUFS);
+            return;
+        }
+    }
+    if (f->s.len == 0) {
+        tt__wheel_stop(&c->loop->wheel, &f->asm_timer);
+    } else if (fc->asm_ms != UINT32_MAX &&
+               (!tt__wnode_active(&f->asm_timer) || f->frames != f->frames_at_arm)) {
+        f->frames_at_arm = f->frames;
+        tt__wheel_start(&c->loop->wheel, &f->asm_timer, tt__loop_deadline(c->loop, fc->asm_ms));
+    }
 }
 
 /* ---- receiving ---------------------------------------------------------------- */
@@ -71,6 +136,7 @@ static int emit(void *ctx, int type, const char *msg, size_t len, const tt__fram
     tt_conn_t *c = f->conn;
 
     (void)fr;
+    f->frames++;
     switch (type) {
     case TT__FR_PING:
         /* Answered from the read path (not an API call). A connection that has
@@ -125,6 +191,8 @@ static void frame_input(tt_conn_t *c, const char *buf, size_t n)
                                              : TT_CLOSE_PROTOCOL_ERROR,
                        (int)r);
         return;
+    } else if (r >= 0 && !tt__conn_is_closing(c)) {
+        partial_check(c, f);
     }
     if (r < 0 || (size_t)r >= n || tt__conn_is_closing(c))
         return;
@@ -221,7 +289,7 @@ static int frame_ping(tt_conn_t *c)
 
 /* Replace the connection's framer with one for `fc` (NULL: off). The caller has
  * checked that nothing is buffered. 0 or -ENOMEM (nothing changed). */
-static int install(tt_conn_t *c, const tt__codec_t *fc)
+static int install(tt_conn_t *c, const tt__codec_t *fc, frame_cfg_t *cfg)
 {
     framer_t *cur = framer_of(c), *nf = NULL;
 
@@ -233,6 +301,7 @@ static int install(tt_conn_t *c, const tt__codec_t *fc)
             return -ENOMEM;
         tt__fstream_init(&nf->s, fc);
         nf->conn = c;
+        tt__wnode_init(&nf->asm_timer, asm_timeout_cb);
     }
     if (tt__conn_ext(c) == NULL) {
         free(nf);
@@ -240,6 +309,10 @@ static int install(tt_conn_t *c, const tt__codec_t *fc)
     }
     if (cur != NULL)
         framer_release(cur);
+    if (nf != NULL && cfg != NULL) {
+        nf->cfg = cfg;
+        cfg->refs++;
+    }
     c->ext->framer = nf;
     c->ext->frame_input = nf != NULL ? frame_input : NULL;
     c->ext->frame_free = nf != NULL ? frame_free : NULL;
@@ -266,7 +339,7 @@ int tt_conn_set_framing(tt_conn_t *c, const tt_frame_opts_t *opts)
     cur = framer_of(c);
     if (cur != NULL && (cur->s.len > 0 || cur->held != NULL))
         return -EBUSY; /* switching now would misparse the buffered bytes */
-    return install(c, opts != NULL ? &fc : NULL);
+    return install(c, opts != NULL ? &fc : NULL, NULL);
 }
 
 int tt__frame_check(const tt_frame_opts_t *o)
@@ -277,6 +350,7 @@ int tt__frame_check(const tt_frame_opts_t *o)
 
 int tt__frame_cfg_new(struct tt__codec **out, const tt_frame_opts_t *o)
 {
+    frame_cfg_t *cfg;
     tt__codec_t fc;
     int err;
 
@@ -285,15 +359,25 @@ int tt__frame_cfg_new(struct tt__codec **out, const tt_frame_opts_t *o)
         return 0;
     if ((err = tt__codec_init(&fc, o)) < 0)
         return err;
-    if ((*out = malloc(sizeof(**out))) == NULL)
+    if ((cfg = calloc(1, sizeof(*cfg))) == NULL)
         return -ENOMEM;
-    **out = fc;
+    cfg->codec = fc;
+    cfg->refs = 1;
+    *out = &cfg->codec;
     return 0;
 }
 
-void tt__frame_cfg_free(struct tt__codec *fc) { free(fc); }
+void tt__frame_cfg_free(struct tt__codec *fc)
+{
+    if (fc != NULL)
+        cfg_unref(tt__container_of(fc, frame_cfg_t, codec));
+}
 
-int tt__frame_apply(tt_conn_t *c, const struct tt__codec *fc) { return install(c, fc); }
+int tt__frame_apply(tt_conn_t *c, const struct tt__codec *fc)
+{
+    frame_cfg_t *cfg = fc != NULL ? tt__container_of(fc, frame_cfg_t, codec) : NULL;
+    return install(c, fc, cfg);
+}
 
 bool tt_conn_is_framed(const tt_conn_t *c)
 {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -1143,5 +1144,137 @@ Test(framing, echo_of_many_frames_in_one_read_costs_a_write_per_read_not_per_fra
     close(fd);
     tt_server_close(s);
     th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+/* ---- limits on partial frames: assembly time, and a server-wide budget ------------ */
+
+/* Connects, sends a u32be header announcing `announce` bytes and `send` of them,
+ * then stalls until the server closes the connection (exit 0) or 10 s pass (2). */
+static const char *stall_py =
+    "import socket,struct,sys,time\n"
+    "port=int(sys.argv[1]); announce=int(sys.argv[2]); n=int(sys.argv[3])\n"
+    "s=socket.create_connection(('127.0.0.1',port),timeout=10)\n"
+    "s.sendall(struct.pack('>I',announce)+b'p'*n)\n"
+    "try:\n"
+    "    while s.recv(4096): pass\n"
+    "except socket.timeout: sys.exit(2)\n"
+    "except OSError: pass\n"
+    "sys.exit(0)\n";
+
+static pid_t spawn_stall(uint16_t port, size_t announce, size_t n)
+{
+    char ps[16], as[24], ns[24];
+    snprintf(ps, sizeof(ps), "%u", port);
+    snprintf(as, sizeof(as), "%zu", announce);
+    snprintf(ns, sizeof(ns), "%zu", n);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        execlp("python3", "python3", "-c", stall_py, ps, as, ns, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static struct {
+    int opens, closes, by_timeout, by_budget, other;
+    tt_conn_t *conns[8];
+    tt_close_info_t info;
+    uint64_t opened_ms, closed_ms;
+} lim;
+
+static void lim_open(tt_conn_t *c)
+{
+    cr_assert_lt(lim.opens, 8);
+    lim.conns[lim.opens++] = c;
+    lim.opened_ms = th_now_ms();
+}
+
+static void lim_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    for (int i = 0; i < lim.opens; i++)
+        if (lim.conns[i] == c)
+            lim.conns[i] = NULL;
+    lim.closes++;
+    lim.info = *info;
+    lim.closed_ms = th_now_ms();
+    if (info->kind == TT_CLOSE_PROTOCOL_ERROR && info->error == -ETIMEDOUT &&
+        info->detail == TT_FRAME_DETAIL_TIMEOUT)
+        lim.by_timeout++;
+    else if (info->kind == TT_CLOSE_FRAME_TOO_LARGE && info->error == -ENOBUFS &&
+             info->detail == TT_FRAME_DETAIL_BUDGET)
+        lim.by_budget++;
+    else
+        lim.other++;
+}
+
+Test(framing, a_partial_frame_that_stalls_is_closed_after_the_assembly_timeout)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr, any = th_loopback(0);
+    tt_server_t *s;
+    tt_frame_opts_t fo = tt_frame_u32be(0);
+    fo.assembly_timeout_ms = 300;
+    tt_server_opts_t so = {.frame = &fo};
+    tt_conn_handlers_t sh = {.on_open = lim_open, .on_close = lim_close};
+
+    memset(&lim, 0, sizeof(lim));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &so, &sh, NULL, &s), 0);
+    cr_assert_eq(tt_server_addr(s, &addr), 0);
+    pid_t pid = spawn_stall(ntohs(addr.u.in4.sin_port), 1000, 10);
+    volatile bool closed = false;
+    uint64_t end = th_now_ms() + 5000;
+    while (lim.closes == 0 && th_now_ms() < end)
+        th_run_until(loop, &closed, 20);
+    cr_expect_eq(lim.closes, 1, "no close 5 s after a 300 ms assembly timeout");
+    cr_expect_eq(lim.by_timeout, 1, "kind %s error %s detail %d",
+                 tt_close_kind_name(lim.info.kind), tt_err_name(lim.info.error), lim.info.detail);
+    if (lim.closes == 1)
+        cr_expect_lt(lim.closed_ms - lim.opened_ms, 3000, "closed after %llu ms",
+                     (unsigned long long)(lim.closed_ms - lim.opened_ms));
+    cr_expect_eq(reap(pid, 10000), 0, "the peer did not see the close");
+    tt_server_close(s);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+Test(framing, partial_frames_of_a_server_are_bounded_by_its_budget)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr, any = th_loopback(0);
+    tt_server_t *s;
+    tt_frame_opts_t fo = tt_frame_u32be(256 * 1024);
+    fo.budget = 256 * 1024;
+    tt_server_opts_t so = {.frame = &fo};
+    tt_conn_handlers_t sh = {.on_open = lim_open, .on_close = lim_close};
+    pid_t pid[3];
+
+    memset(&lim, 0, sizeof(lim));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &so, &sh, NULL, &s), 0);
+    cr_assert_eq(tt_server_addr(s, &addr), 0);
+    /* Each holds 100 KB of a 200 KB frame: a 128 KiB buffer each, 384 KiB for
+     * three, over the 256 KiB budget; no one of them can pass it alone. */
+    for (int i = 0; i < 3; i++)
+        pid[i] = spawn_stall(ntohs(addr.u.in4.sin_port), 200000, 100000);
+    volatile bool never = false;
+    uint64_t end = th_now_ms() + 3000;
+    while (lim.by_budget == 0 && th_now_ms() < end)
+        th_run_until(loop, &never, 20);
+    th_run_until(loop, &never, 200); /* the others have all their bytes by now */
+    cr_expect_geq(lim.by_budget, 1, "no connection closed for the budget (closes %d)",
+                  lim.closes);
+    cr_expect_lt(lim.closes, 3, "every connection was closed: one alone fits the budget");
+    cr_expect_eq(lim.other, 0, "other close: kind %s error %s", tt_close_kind_name(lim.info.kind),
+                 tt_err_name(lim.info.error));
+    for (int i = 0; i < lim.opens; i++)
+        if (lim.conns[i] != NULL)
+            tt_destroy(lim.conns[i], 0); /* the stalled survivors */
+    tt_server_close(s);
+    th_run(loop, 3000);
+    for (int i = 0; i < 3; i++)
+        cr_expect_eq(reap(pid[i], 10000), 0);
     cr_assert_eq(tt_loop_close(loop), 0);
 }
