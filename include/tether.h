@@ -805,8 +805,14 @@ typedef struct tt_client_opts {
                                   0: exact delays */
     unsigned max_attempts;     /* give up after this many consecutive failed attempts;
                                   0: never */
-    bool keep_unsent;          /* carry bytes not yet written to the kernel over to
-                                  the next connection (else they are dropped) */
+    bool keep_unsent;          /* carry sends not yet written to the kernel over to
+                                  the next connection (else they are dropped). Whole
+                                  sends only: a send the kernel had taken part of is
+                                  dropped (its remainder would be half a message on
+                                  the new stream), and with it the later sends packed
+                                  into the same queue chunk (up to 16 KiB, or that
+                                  send's size); all dropped bytes are counted in the
+                                  lost connection's bytes_unsent */
 } tt_client_opts_t;
 
 /* Start a client: the first attempt is made at once (from the loop). After a

@@ -552,8 +552,12 @@ int tt_send_message_owned(tt_conn_t *c, void *buf, size_t len, tt_free_cb free_c
             return err;
     }
     err = tt_send_owned(c, buf, len, free_cb, arg);
+    if (err >= 0 && hlen > 0)
+        c->sq.tail->flags |= TT__SQE_CONT; /* the payload continues the header */
     if (err >= 0 && tlen > 0) {
         int terr = tt_send(c, trailer, tlen); /* queued behind the payload */
+        if (terr >= 0 && c->sq.tail != NULL && c->sq.tail->kind == TT__SQ_COPY)
+            c->sq.tail->flags |= TT__SQE_CONT; /* a fresh chunk: the owned entry was the tail */
         if (terr < 0) {
             /* The payload is queued and now belongs to the connection (its
              * free_cb runs at close); the frame cannot be completed. */

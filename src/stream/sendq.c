@@ -95,6 +95,8 @@ int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, siz
         }
     }
     if (fresh != NULL) {
+        if (first > 0)
+            fresh->flags |= TT__SQE_CONT; /* the send began in the chunk before */
         link_tail(q, fresh);
         q->alloc += entry_cost(fresh);
     }
@@ -248,6 +250,8 @@ void tt__sendq_consume(tt__sendq_t *q, uint64_t n)
             break;
         }
         n -= k;
+        if (k > 0 && k < left)
+            e->flags |= TT__SQE_STARTED;
         if (k < left || e->kind == TT__SQ_STREAM)
             break; /* n is used up, or a stream waits for its owner's pop */
         unlink_head(q);

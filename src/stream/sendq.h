@@ -16,16 +16,20 @@ enum {
     TT__SQ_STREAM  /* pipe/socket/other fd read as it becomes readable */
 };
 
-/* FILE entry flags. */
-#define TT__SQE_TO_EOF 0x1      /* the length is st_size at the call: an earlier EOF ends it */
-#define TT__SQE_NO_SENDFILE 0x2 /* sendfile(2) refused the file: read(2) it into copies */
+/* Entry flags. */
+#define TT__SQE_TO_EOF 0x1      /* FILE: the length is st_size at the call: an earlier EOF ends it */
+#define TT__SQE_NO_SENDFILE 0x2 /* FILE: sendfile(2) refused the file: read(2) it into copies */
+#define TT__SQE_STARTED 0x4     /* the kernel took part of this entry (not all of it) */
+#define TT__SQE_CONT 0x8        /* begins inside a send whose start is in the entry before
+                                   (a copy split over two chunks, the payload and trailer
+                                   of a framed owned message): not a send boundary */
 
 typedef struct tt__sqe tt__sqe_t;
 struct tt__sqe {
     tt__sqe_t *next;
     uint8_t kind;
     uint8_t own_fd; /* FILE/STREAM: close fd when the entry is released */
-    uint8_t flags;  /* FILE: TT__SQE_* */
+    uint8_t flags;  /* TT__SQE_* */
     union {
         struct {
             uint32_t cap, head, tail; /* valid bytes are data[head, tail) */
