@@ -309,8 +309,8 @@ TT_EXTERN int tt_send_file(tt_conn_t *conn, int fd, uint64_t offset, uint64_t le
  * starts at this call: while the queue drains it is restarted by every write that
  * makes progress, after our FIN it bounds the wait for the peer's; when it runs
  * out (a peer that stops reading, or never closes) the connection is destroyed
- * with TT_CLOSE_LINGER_TIMEOUT, the unwritten bytes counted in bytes_unsent. Returns 0, -EINVAL, -EPIPE (already ended/closing), or
- * the send errors. */
+ * with TT_CLOSE_LINGER_TIMEOUT, the unwritten bytes counted in bytes_unsent.
+ * Returns 0, -EINVAL, -EPIPE (already ended/closing), or the send errors. */
 TT_EXTERN int tt_end(tt_conn_t *conn, const void *buf, size_t len);
 
 #define TT_DESTROY_RESET 0x1 /* abort with RST (SO_LINGER 0) instead of FIN */

@@ -42,7 +42,7 @@
 #define F_FLUSHING 0x8000     /* inside flush(): no re-entry */
 #define F_PEND_READ 0x10000   /* pending: reading restarted, held input to deliver */
 #define F_EOF_HELD 0x20000    /* the peer's FIN came behind held input: not yet acted on */
-#define F_CORK 0x40000        /* delivering the messages of one read: sends queue, one write after */
+#define F_CORK 0x40000        /* delivering one read's messages: sends queue, one write after */
 
 /* While corked, a send at least this large with nothing queued is still written at
  * once: copying it would cost more than the system call it saves. */

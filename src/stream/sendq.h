@@ -17,7 +17,7 @@ enum {
 };
 
 /* Entry flags. */
-#define TT__SQE_TO_EOF 0x1      /* FILE: the length is st_size at the call: an earlier EOF ends it */
+#define TT__SQE_TO_EOF 0x1      /* FILE: length is st_size at the call; an earlier EOF ends it */
 #define TT__SQE_NO_SENDFILE 0x2 /* FILE: sendfile(2) refused the file: read(2) it into copies */
 #define TT__SQE_STARTED 0x4     /* the kernel took part of this entry (not all of it) */
 #define TT__SQE_CONT 0x8        /* begins inside a send whose start is in the entry before

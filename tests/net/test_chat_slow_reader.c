@@ -72,7 +72,8 @@ static int run_py(const char *arg)
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
-        execlp("python3", "python3", "-c", slow_py, bin, RSS_MAX_KIB, arg, (char *)NULL); /* arg may end the list */
+        /* arg NULL (the default test) simply ends the list early */
+        execlp("python3", "python3", "-c", slow_py, bin, RSS_MAX_KIB, arg, (char *)NULL);
         _exit(127);
     }
     int st = 0;
