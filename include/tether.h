@@ -996,12 +996,21 @@ typedef struct tt_group tt_group_t;
  * already has bytes queued is copied into that queue instead, which costs less
  * than a reference. Each recipient's own high-water mark and hard cap apply, so a
  * slow reader overflows (and is closed) alone without stalling the others.
- * The bytes go out as they are: a connection's framing is not applied (for a
- * length-prefixed or delimited protocol, put the header or delimiter in `buf`
- * yourself, or use tt_send_message per connection). Returns the number of
+ * The bytes go out as they are: a connection's framing is not applied (for
+ * framed connections use tt_server_broadcast_message). Returns the number of
  * connections the bytes were queued for, -EINVAL, or -ENOMEM. */
 TT_EXTERN int tt_server_broadcast(tt_server_t *srv, const void *buf, size_t len,
                                   const tt_conn_t *except);
+/* Send one message to every live framed connection of the server except `except`,
+ * each framed as tt_send_message would frame it: the connections framed by the
+ * server's options (tt_server_opts_t.frame) share one framed copy, made once; a
+ * connection whose framing was set with tt_conn_set_framing gets its own copy;
+ * connections without framing are skipped. `msg` is copied. Returns the number
+ * of connections the message was queued for, -EINVAL (bad arguments, or the
+ * message holds the delimiter and so reached no one), -EMSGSIZE (over a limit,
+ * reached no one) or -ENOMEM. */
+TT_EXTERN int tt_server_broadcast_message(tt_server_t *srv, const void *msg, size_t len,
+                                          const tt_conn_t *except);
 
 /* Create an empty group; `name` (may be NULL) is copied. Returns 0, -EINVAL, or
  * -ENOMEM. */

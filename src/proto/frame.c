@@ -463,6 +463,25 @@ static int frame_parts(tt_conn_t *c, const struct iovec *iov, int iovcnt, size_t
     return 0;
 }
 
+const void *tt__frame_shared_key(const tt_conn_t *c)
+{
+    framer_t *f = framer_of(c);
+    return f != NULL ? (const void *)f->cfg : NULL;
+}
+
+int tt__frame_wrap(const tt_conn_t *c, const void *msg, size_t len, unsigned char *hdr,
+                   size_t *hlen, const void **trailer, size_t *tlen)
+{
+    struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
+    return frame_parts((tt_conn_t *)c, &iov, 1, len, hdr, hlen, trailer, tlen);
+}
+
+void tt__frame_count_out(tt_conn_t *c)
+{
+    if (c->ext != NULL)
+        c->ext->msgs_out++;
+}
+
 static int sum_iov(const struct iovec *iov, int iovcnt, size_t *len)
 {
     *len = 0;
