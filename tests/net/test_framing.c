@@ -1278,3 +1278,65 @@ Test(framing, partial_frames_of_a_server_are_bounded_by_its_budget)
         cr_expect_eq(reap(pid[i], 10000), 0);
     cr_assert_eq(tt_loop_close(loop), 0);
 }
+
+/* The same, measured from outside: strace counts the system calls `tether echo
+ * --framing u32be` makes to write, for 200 000 empty frames from one client. */
+static const char *strace_py =
+    "import socket,subprocess,sys,threading,time,re,os,signal\n"
+    "tether=sys.argv[1]; out=sys.argv[2]\n"
+    "def fail(m): sys.stderr.write(m+'\\n'); sys.exit(1)\n"
+    "p=subprocess.Popen(['strace','-f','-c','-o',out,'-e','trace=sendmsg,writev,write,sendto',\n"
+    "    tether,'echo','--listen','127.0.0.1:0','--framing','u32be'],\n"
+    "    stdout=subprocess.PIPE,stderr=subprocess.PIPE)\n"
+    "try:\n"
+    "    line=p.stdout.readline().decode()\n"
+    "    m=re.search(r':(\\d+)\\s*$',line)\n"
+    "    if not m: fail('no port in %r'%line)\n"
+    "    s=socket.create_connection(('127.0.0.1',int(m.group(1))),timeout=10)\n"
+    "    n=200000; data=b'\\0'*(4*n); got=[0]\n"
+    "    def rd():\n"
+    "        while got[0]<len(data):\n"
+    "            c=s.recv(1<<20)\n"
+    "            if not c: break\n"
+    "            got[0]+=len(c)\n"
+    "    t=threading.Thread(target=rd); t.start(); s.sendall(data); t.join(20)\n"
+    "    if got[0]!=len(data): fail('echoed %d of %d'%(got[0],len(data)))\n"
+    "    s.close(); time.sleep(0.1)\n"
+    "    kids=open('/proc/%d/task/%d/children'%(p.pid,p.pid)).read().split()\n"
+    "    for k in kids: os.kill(int(k),signal.SIGINT)  # the tool, traced by strace\n"
+    "    p.communicate(timeout=10)\n"
+    "    calls=0\n"
+    "    for l in open(out):\n"
+    "        f=l.split()\n"
+    "        if len(f)>=5 and f[-1] in ('sendmsg','writev','write','sendto'): calls+=int(f[3])\n"
+    "    if calls>20000: fail('%d write calls for %d frames'%(calls,n))\n"
+    "    if calls==0: fail('strace counted no writes: %r'%open(out).read())\n"
+    "finally:\n"
+    "    if p.poll() is None:\n"
+    "        try:\n"
+    "            for k in open('/proc/%d/task/%d/children'%(p.pid,p.pid)).read().split():\n"
+    "                os.kill(int(k),signal.SIGKILL)\n"
+    "        except OSError: pass\n"
+    "        p.kill()\n";
+
+Test(framing, tool_echo_of_many_frames_makes_few_write_calls_under_strace, .timeout = 60)
+{
+    const char *bin = th_build_path("tether");
+    char out[] = "/tmp/tt-strace-XXXXXX";
+    if (access(bin, X_OK) != 0)
+        cr_skip_test("no %s (the tool was not built)", bin);
+    if (system("strace -V >/dev/null 2>&1") != 0)
+        cr_skip_test("no strace");
+    int ofd = mkstemp(out);
+    cr_assert_geq(ofd, 0);
+    close(ofd);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        execlp("python3", "python3", "-c", strace_py, bin, out, (char *)NULL);
+        _exit(127);
+    }
+    int rc = reap(pid, 40000);
+    unlink(out);
+    cr_assert_eq(rc, 0, "strace scenario exit %d (stderr above)", rc);
+}
