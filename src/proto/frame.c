@@ -53,7 +53,6 @@ typedef struct framer {
      * arrive meanwhile go behind it, so order is kept. */
     char *held;
     size_t held_len;
-    bool eof_held; /* the peer's FIN came behind `held`: report it once it is fed */
 } framer_t;
 
 static framer_t *framer_of(const tt_conn_t *c)
@@ -234,9 +233,13 @@ static void read_resumed(tt_conn_t *c)
     if (f == NULL)
         return;
     feed_held(c, f);
-    if (tt__conn_is_closing(c) || framer_of(c) != f || f->held != NULL || !f->eof_held)
+    if (tt__conn_is_closing(c) || !tt__conn_eof_held(c))
         return;
-    f->eof_held = false;
+    /* on_message may have changed the framing (or turned it off) meanwhile: what
+     * counts is whether the framer now in place still holds input. */
+    framer_t *now = framer_of(c);
+    if (now != NULL && now->held != NULL)
+        return; /* paused again: the next tt_conn_read_start comes back here */
     tt__conn_peer_ended(c);
 }
 
@@ -257,10 +260,8 @@ static int frame_eof(tt_conn_t *c)
     }
     if (tt__conn_is_closing(c))
         return 0;
-    if (f->held != NULL) {
-        f->eof_held = true; /* paused again: the end waits for tt_conn_read_start */
-        return 1;
-    }
+    if (f->held != NULL)
+        return 1; /* paused again: the end waits for tt_conn_read_start */
     return f->s.len > 0 ? TT_EPROTOCOL : 0;
 }
 

@@ -399,6 +399,8 @@ void tt__conn_run_pending(tt_loop_t *loop)
 
 /* ---- reading ------------------------------------------------------------------ */
 
+bool tt__conn_eof_held(const tt_conn_t *c) { return (c->flags & F_EOF_HELD) != 0; }
+
 void tt__conn_peer_ended(tt_conn_t *c)
 {
     /* A framed stream that ends inside a frame lost those bytes: say so rather

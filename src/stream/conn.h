@@ -98,6 +98,8 @@ void tt__conn_connecting(tt_conn_t *c, bool done, uint64_t timeout_ms);
 /* The peer's FIN was read (or, when it came behind held framed input, that input
  * has now been delivered): end the read side, close or end ours as the options say. */
 void tt__conn_peer_ended(tt_conn_t *c);
+/* The peer's FIN was read but waits behind held framed input. */
+bool tt__conn_eof_held(const tt_conn_t *c);
 /* Deferred work for the loop: run every connection on the pending list. */
 void tt__conn_run_pending(tt_loop_t *loop);
 void tt__conn_pool_release(tt_loop_t *loop);

@@ -1340,3 +1340,91 @@ Test(framing, tool_echo_of_many_frames_makes_few_write_calls_under_strace, .time
     unlink(out);
     cr_assert_eq(rc, 0, "strace scenario exit %d (stderr above)", rc);
 }
+
+/* The same, and a held message pauses reading again: the FIN waits until the
+ * rest has been delivered after the next tt_conn_read_start. */
+static struct {
+    tt_conn_t *conns[2];
+    int opens, msgs, order_bad;
+    tt_close_kind_t kind;
+    int error, msgs_at_close;
+    bool done;
+} late2;
+
+static void late2_open(tt_conn_t *c)
+{
+    cr_assert_lt(late2.opens, 2);
+    late2.conns[late2.opens++] = c;
+}
+
+static void late2_resume(tt_timer_t *t, void *data)
+{
+    cr_assert_eq(tt_conn_read_start(data), 0);
+    tt_timer_close(t);
+}
+
+static void late2_msg(tt_conn_t *c, const void *m, size_t n)
+{
+    char want[16];
+    snprintf(want, sizeof(want), "m%d", late2.msgs + 1);
+    if (n != 2 || memcmp(m, want, 2) != 0)
+        late2.order_bad++;
+    late2.msgs++;
+    if (late2.msgs == 1) {
+        cr_assert_eq(tt_conn_read_stop(c), 0);
+        cr_assert_eq(tt_destroy(late2.conns[0], 0), 0);
+    } else if (late2.msgs == 2) {
+        tt_timer_t *t;
+        cr_assert_eq(tt_conn_read_stop(c), 0); /* again, with the FIN already read */
+        cr_assert_eq(tt_timer_init(tt_conn_loop(c), &t, late2_resume, c), 0);
+        cr_assert_eq(tt_timer_start(t, 50, 0), 0);
+    }
+}
+
+static void late2_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    if (c == late2.conns[0]) {
+        cr_assert_eq(tt_conn_read_start(late2.conns[1]), 0);
+        return;
+    }
+    late2.kind = info->kind;
+    late2.error = info->error;
+    late2.msgs_at_close = late2.msgs;
+    late2.done = true;
+}
+
+Test(framing, fin_behind_held_messages_waits_when_reading_pauses_again)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr, any = th_loopback(0);
+    tt_server_t *s;
+    tt_frame_opts_t line = tt_frame_line(0);
+    tt_server_opts_t so = {.frame = &line};
+    tt_conn_handlers_t sh = {
+        .on_open = late2_open, .on_message = late2_msg, .on_close = late2_close};
+    char buf[64];
+
+    memset(&late2, 0, sizeof(late2));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &so, &sh, NULL, &s), 0);
+    cr_assert_eq(tt_server_addr(s, &addr), 0);
+    int b = th_tcp_connect_blocking(&addr);
+    int a = th_tcp_connect_blocking(&addr);
+    cr_assert_eq(send(a, "m1\nm2\nm3\n", 9, 0), 9);
+    cr_assert_eq(shutdown(a, SHUT_WR), 0);
+    usleep(20 * 1000);
+    cr_assert(th_run_until(loop, &late2.done, 3000));
+    cr_expect_eq(late2.msgs, 3, "messages delivered: %d", late2.msgs);
+    cr_expect_eq(late2.msgs_at_close, 3, "closed after %d messages", late2.msgs_at_close);
+    cr_expect_eq(late2.order_bad, 0);
+    cr_expect_eq(late2.kind, TT_CLOSE_PEER_CLOSED, "kind %s (%s)", tt_close_kind_name(late2.kind),
+                 tt_err_name(late2.error));
+    struct timeval tv = {.tv_sec = 3};
+    setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    cr_expect_eq(recv(a, buf, sizeof(buf), 0), 0, "the server ends its side cleanly");
+    close(a);
+    close(b);
+    tt_server_close(s);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
