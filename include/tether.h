@@ -299,7 +299,8 @@ typedef enum tt_close_kind {
 typedef struct tt_close_info {
     tt_close_kind_t kind;
     int error;              /* negative errno or TT_E* code; 0 for graceful ends */
-    int detail;             /* kind-specific (idle: TT_IDLE_READ/WRITE/ALL), else 0 */
+    int detail;             /* kind-specific (idle: TT_IDLE_READ/WRITE/ALL; framing:
+                               TT_FRAME_DETAIL_*), else 0 */
     uint64_t bytes_queued;  /* all bytes the app ever queued */
     uint64_t bytes_written; /* bytes handed to the kernel */
     uint64_t bytes_unsent;  /* queued but never handed to the kernel (dropped) */
@@ -372,8 +373,13 @@ TT_EXTERN int tt_send_owned(tt_conn_t *conn, void *buf, size_t len, tt_free_cb f
 
 /* Queue `len` bytes of `fd` from `offset`. Regular files go with sendfile(2) (no
  * copy through user space; the file is read when its turn comes, so it should not
- * shrink meanwhile); pipes, sockets and other pollable fds are read as they become
- * readable (offset must be 0) and the fd is switched to non-blocking mode.
+ * shrink meanwhile), or with pread(2) through the loop's buffer when sendfile
+ * refuses the file (EINVAL: procfs seq files); pipes, sockets and other pollable
+ * fds are read as they become readable (offset must be 0) and the fd is switched
+ * to non-blocking mode. With TT_FILE_TO_EOF a regular file is sent to the end of
+ * file its reads find: st_size only bounds it (procfs says 0, sysfs 4096), and an
+ * earlier end is the end, not an error; a given `len` past the end of file closes
+ * the connection with TT_CLOSE_IO_ERROR once the real bytes are sent.
  * With TT_FILE_CLOSE_FD the fd belongs to the connection from this call on, even on
  * failure (it is closed then). Returns as tt_send, plus -EBADF (fd not open) and
  * -ESPIPE (offset on a non-seekable fd). */
@@ -382,10 +388,12 @@ TT_EXTERN int tt_send_file(tt_conn_t *conn, int fd, uint64_t offset, uint64_t le
 
 /* Graceful close: queue `len` last bytes (copied; buf may be NULL when len is 0),
  * flush the queue, then shutdown(SHUT_WR). Reading continues until the peer's FIN
- * closes the connection; if it has not come within the linger time (default 30 s,
- * see tt_conn_set_linger), the connection is destroyed with
- * TT_CLOSE_LINGER_TIMEOUT. Returns 0, -EINVAL, -EPIPE (already ended/closing), or
- * the send errors. */
+ * closes the connection. The linger time (default 30 s, see tt_conn_set_linger)
+ * starts at this call: while the queue drains it is restarted by every write that
+ * makes progress, after our FIN it bounds the wait for the peer's; when it runs
+ * out (a peer that stops reading, or never closes) the connection is destroyed
+ * with TT_CLOSE_LINGER_TIMEOUT, the unwritten bytes counted in bytes_unsent.
+ * Returns 0, -EINVAL, -EPIPE (already ended/closing), or the send errors. */
 TT_EXTERN int tt_end(tt_conn_t *conn, const void *buf, size_t len);
 
 #define TT_DESTROY_RESET 0x1 /* abort with RST (SO_LINGER 0) instead of FIN */
@@ -425,21 +433,28 @@ TT_EXTERN const char *tt_close_kind_name(tt_close_kind_t kind);
 TT_EXTERN size_t tt_conn_queued_bytes(const tt_conn_t *conn);
 TT_EXTERN uint64_t tt_conn_written_bytes(const tt_conn_t *conn);
 
-/* Defaults: high-water 64 KiB; hard cap 64 MiB of queued memory (file segments do
- * not count, they hold no memory); linger 30 s; TCP_NODELAY on; half-open off. */
+/* Defaults: high-water 64 KiB; hard cap 64 MiB of queued memory; linger 30 s;
+ * TCP_NODELAY on; half-open off. The high-water mark counts queued bytes; the hard
+ * cap counts the heap the queue really holds: copied bytes in their chunks as
+ * allocated, handed-over buffers until they are released, and about 64 bytes of
+ * bookkeeping per queued send that is not packed into a chunk (file segments hold
+ * only that: their bytes stay in the file). */
 #define TT_DEFAULT_HIGH_WATER ((size_t)64 * 1024)
 #define TT_DEFAULT_QUEUE_CAP ((size_t)64 * 1024 * 1024)
 #define TT_DEFAULT_LINGER_MS 30000
 
 /* High-water mark in bytes (> 0). Returns 0 or -EINVAL. */
 TT_EXTERN int tt_conn_set_high_water(tt_conn_t *conn, size_t bytes);
-/* Hard cap on queued memory; 0 means no cap. Returns 0 or -EINVAL (below the
- * high-water mark). */
+/* Hard cap on queued memory (see the defaults above for what counts); 0 means no
+ * cap. A send that would pass it is refused with -ENOBUFS and the connection closes
+ * with TT_CLOSE_SEND_OVERFLOW. Returns 0 or -EINVAL (below the high-water mark). */
 TT_EXTERN int tt_conn_set_queue_cap(tt_conn_t *conn, size_t bytes);
 /* Half-open: with it on, the peer's FIN only fires on_end and the app decides when
  * to end its side. Returns 0 or -EINVAL. */
 TT_EXTERN int tt_conn_set_half_open(tt_conn_t *conn, bool on);
-/* Linger deadline after tt_end (0: wait forever). Returns 0 or -EINVAL. */
+/* Linger deadline from tt_end (0: wait forever): how long the queue may go without
+ * progress while it drains, then how long the peer's FIN may take after ours. Set
+ * it before tt_end. Returns 0 or -EINVAL. */
 TT_EXTERN int tt_conn_set_linger(tt_conn_t *conn, uint64_t ms);
 /* Socket options. Return 0, -EINVAL, or the setsockopt errno. */
 TT_EXTERN int tt_conn_set_nodelay(tt_conn_t *conn, bool on);
@@ -661,7 +676,26 @@ typedef struct tt_frame_opts {
         tt_frame_decode_cb decode;
         void *arg;
     } custom;
+    /* Longest a partial frame may take to complete, from its first byte: a peer
+     * that starts a frame and stalls is closed with TT_CLOSE_PROTOCOL_ERROR,
+     * error -ETIMEDOUT, detail TT_FRAME_DETAIL_TIMEOUT. Bytes held back because
+     * the app paused reading do not count. 0: TT_FRAME_DEFAULT_ASSEMBLY_MS;
+     * UINT32_MAX: no limit. */
+    uint32_t assembly_timeout_ms;
+    /* Given in tt_server_opts_t.frame: memory that the partial-frame buffers of
+     * all the server's connections may hold together. A connection whose buffer
+     * growth would pass it is closed with TT_CLOSE_FRAME_TOO_LARGE, error
+     * -ENOBUFS, detail TT_FRAME_DETAIL_BUDGET. 0: TT_FRAME_DEFAULT_BUDGET, or
+     * twice the largest partial frame if that is more; SIZE_MAX: no limit.
+     * Not used by tt_conn_set_framing (one connection: max_frame bounds it). */
+    size_t budget;
 } tt_frame_opts_t;
+
+#define TT_FRAME_DEFAULT_ASSEMBLY_MS 30000u
+#define TT_FRAME_DEFAULT_BUDGET ((size_t)64 << 20)
+/* tt_close_info_t.detail for the framing limits above. */
+#define TT_FRAME_DETAIL_TIMEOUT 1 /* a partial frame outlived assembly_timeout_ms */
+#define TT_FRAME_DETAIL_BUDGET 2  /* the server's partial frames reached their budget */
 
 /* Presets (max_frame 0: the default limit). Length prefixes deliver only the
  * body; delimiters deliver the message without its delimiter. */
@@ -671,7 +705,10 @@ TT_EXTERN tt_frame_opts_t tt_frame_u32le(size_t max_frame);
 /* A field of `size` bytes (1, 2, 4, 8) holding the body length, body follows. */
 TT_EXTERN tt_frame_opts_t tt_frame_length(uint8_t size, bool little_endian, size_t max_frame);
 TT_EXTERN tt_frame_opts_t tt_frame_varint(size_t max_frame);
-/* Lines ending in "\n". */
+/* Lines ending in "\n". Only the "\n" is taken off: a line that ended in "\r\n"
+ * (telnet, HTTP, most text protocols) keeps its "\r". For those use
+ * tt_frame_crlf(true, max), which ends lines at "\r\n" or a bare "\n" and drops
+ * the "\r". */
 TT_EXTERN tt_frame_opts_t tt_frame_line(size_t max_frame);
 /* Lines ending in "\r\n"; with accept_lf a bare "\n" ends a line too. Either way
  * the "\r\n" or "\n" is not part of the message. */
@@ -860,8 +897,14 @@ typedef struct tt_client_opts {
                                   0: exact delays */
     unsigned max_attempts;     /* give up after this many consecutive failed attempts;
                                   0: never */
-    bool keep_unsent;          /* carry bytes not yet written to the kernel over to
-                                  the next connection (else they are dropped) */
+    bool keep_unsent;          /* carry sends not yet written to the kernel over to
+                                  the next connection (else they are dropped). Whole
+                                  sends only: a send the kernel had taken part of is
+                                  dropped (its remainder would be half a message on
+                                  the new stream), and with it the later sends packed
+                                  into the same queue chunk (up to 16 KiB, or that
+                                  send's size); all dropped bytes are counted in the
+                                  lost connection's bytes_unsent */
 } tt_client_opts_t;
 
 /* Start a client: the first attempt is made at once (from the loop). After a
@@ -1041,11 +1084,25 @@ typedef struct tt_group tt_group_t;
 
 /* Send `len` bytes to every live connection of the server except `except` (NULL:
  * to all). The payload is copied once and shared, reference-counted, by all
- * recipients; each recipient's own high-water mark and hard cap apply, so a slow
- * reader overflows (and is closed) alone without stalling the others. Returns the
- * number of connections the bytes were queued for, -EINVAL, or -ENOMEM. */
+ * recipients; a small payload (256 bytes at most) going to a connection that
+ * already has bytes queued is copied into that queue instead, which costs less
+ * than a reference. Each recipient's own high-water mark and hard cap apply, so a
+ * slow reader overflows (and is closed) alone without stalling the others.
+ * The bytes go out as they are: a connection's framing is not applied (for
+ * framed connections use tt_server_broadcast_message). Returns the number of
+ * connections the bytes were queued for, -EINVAL, or -ENOMEM. */
 TT_EXTERN int tt_server_broadcast(tt_server_t *srv, const void *buf, size_t len,
                                   const tt_conn_t *except);
+/* Send one message to every live framed connection of the server except `except`,
+ * each framed as tt_send_message would frame it: the connections framed by the
+ * server's options (tt_server_opts_t.frame) share one framed copy, made once; a
+ * connection whose framing was set with tt_conn_set_framing gets its own copy;
+ * connections without framing are skipped. `msg` is copied. Returns the number
+ * of connections the message was queued for, -EINVAL (bad arguments, or the
+ * message holds the delimiter and so reached no one), -EMSGSIZE (over a limit,
+ * reached no one) or -ENOMEM. */
+TT_EXTERN int tt_server_broadcast_message(tt_server_t *srv, const void *msg, size_t len,
+                                          const tt_conn_t *except);
 
 /* Create an empty group; `name` (may be NULL) is copied. Returns 0, -EINVAL, or
  * -ENOMEM. */

@@ -14,12 +14,14 @@
  * that many clients cut off together do not come back in step.
  *
  * Keeping unsent bytes: at close, conn.c offers the queue to ext->take_unsent
- * before dropping it; the client moves the entries, as they are (a half-written
- * chunk keeps its offset, borrowed buffers keep their free callbacks, file
- * segments their offsets), into its held queue, and hands the held queue to the
- * next connection as soon as it exists. Bytes the kernel had taken but the peer
- * never acknowledged are not recoverable here: they are reported in
- * bytes_unacked. */
+ * before dropping it; the client moves the entries, as they are (borrowed buffers
+ * keep their free callbacks, file segments their offsets), into its held queue,
+ * and hands the held queue to the next connection as soon as it exists. Only
+ * whole sends move: the send the kernel had taken part of is dropped, with the
+ * rest of its chunk (copies are packed, so later sends in that chunk go too) and
+ * any entry that continues it, because on the new stream its remainder would be
+ * half a message. Bytes the kernel had taken but the peer never acknowledged are
+ * not recoverable here: they are reported in bytes_unacked. */
 #include <errno.h>
 #include <net/if.h>
 #include <stdlib.h>
@@ -99,9 +101,10 @@ static void sq_append(tt__sendq_t *dst, tt__sendq_t *src)
     dst->tail = src->tail;
     dst->bytes += src->bytes;
     dst->mem += src->mem;
+    dst->alloc += src->alloc;
     dst->total += src->bytes;
     src->head = src->tail = NULL;
-    src->bytes = src->mem = 0;
+    src->bytes = src->mem = src->alloc = 0;
 }
 
 /* ext->take_unsent: the connection closes; its unsent bytes go first, then what
@@ -114,6 +117,12 @@ static uint64_t take_unsent(tt_conn_t *c)
 
     if (cl == NULL || cl->closed)
         return tt__sendq_clear(&c->sq, NULL, NULL);
+    /* Whole sends only: the kernel took part of the head send (or the head
+     * continues a send that went), and the next connection is a new stream, so
+     * its remainder would be half a message there. Drop up to the first entry
+     * that starts a send; the dropped bytes are reported as unsent like the rest. */
+    while (c->sq.head != NULL && (c->sq.head->flags & (TT__SQE_STARTED | TT__SQE_CONT)))
+        tt__sendq_pop(&c->sq);
     tt__sendq_init(&q);
     sq_append(&q, &c->sq);
     sq_append(&q, &cl->held);
@@ -352,7 +361,7 @@ int tt_client_send(tt_client_t *cl, const void *buf, size_t len)
     if (!cl->o.keep_unsent)
         return cl->conn != NULL ? -EPIPE : -ENOTCONN;
     /* Between connections: held, under the same cap a connection would apply. */
-    if (cl->held.mem + len > TT_DEFAULT_QUEUE_CAP)
+    if (cl->held.alloc + len + TT__SQ_NODE_COST > TT_DEFAULT_QUEUE_CAP)
         return -ENOBUFS;
     if (len == 0)
         return 0;

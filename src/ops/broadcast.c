@@ -1,7 +1,9 @@
 /* Broadcast to a server's connections or to a group, with the payload stored once.
  *
  * Each recipient gets a handed-over send of the shared bytes whose free callback
- * drops one reference; the last one frees the payload. Sends are queued, never
+ * drops one reference; the last one frees the payload. A small payload going to a
+ * recipient that already has a queue is copied into its tail chunk instead (see
+ * PAYLOAD_COPY_MAX). Sends are queued, never
  * written inside the call, so one broadcast to N connections costs one copy and,
  * in the loop's pending phase, one write per connection. */
 #include "ops/broadcast.h"
@@ -10,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/frame.h"
+#include "proto/frame_codec.h"
 #include "stream/conn.h"
 
 tt__payload_t *tt__payload_new(const void *buf, size_t len)
@@ -19,8 +23,8 @@ tt__payload_t *tt__payload_new(const void *buf, size_t len)
         return NULL;
     atomic_init(&p->refs, 1);
     p->len = len;
-    if (len > 0)
-        memcpy(p->data, buf, len);
+    if (buf != NULL && len > 0)
+        memcpy(p->data, buf, len); /* buf NULL: the caller fills it */
     return p;
 }
 
@@ -38,8 +42,18 @@ static void payload_free_cb(void *buf, void *arg)
     tt__payload_unref(arg);
 }
 
+/* A payload this small is copied into a recipient's queue when something is
+ * queued there already: the copy lands in the tail chunk and costs its bytes,
+ * where a reference costs a queue node (64 bytes) per recipient and keeps the
+ * shared payload alive. A slow reader flooded with short lines then holds about
+ * the lines' bytes, not a node per line. With nothing queued the reference is
+ * kept: the write comes this round and a chunk would be allocated for nothing. */
+#define PAYLOAD_COPY_MAX 256
+
 int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
 {
+    if (p->len <= PAYLOAD_COPY_MAX && !tt__sendq_empty(&c->sq))
+        return tt__conn_send_queued(c, p->data, p->len);
     tt__payload_ref(p);
     int r = tt_send_owned(c, p->data, p->len, payload_free_cb, p);
     if (r < 0)
@@ -83,6 +97,88 @@ int tt_server_broadcast(tt_server_t *srv, const void *buf, size_t len, const tt_
     sent = tt__payload_send_server(p, srv, except != NULL ? tt_conn_id(except) : 0);
     tt__payload_unref(p);
     return sent;
+}
+
+/* ---- server-wide, framed ------------------------------------------------------------ */
+
+typedef struct {
+    const void *msg;
+    size_t len;
+    uint64_t except_id;
+    const void *key;  /* the framing `p` was framed for */
+    tt__payload_t *p; /* header + message + trailer for that framing */
+    int sent;
+    int err; /* the first refusal, reported when nobody got the message */
+} bcast_msg_t;
+
+/* One framed copy for `c`'s framing: header, message, trailer. 0 or -errno. */
+static int frame_payload(bcast_msg_t *b, tt_conn_t *c, tt__payload_t **out)
+{
+    unsigned char hdr[TT__HDR_MAX];
+    const void *trailer;
+    size_t hlen, tlen;
+    int err = tt__frame_wrap(c, b->msg, b->len, hdr, &hlen, &trailer, &tlen);
+    if (err < 0)
+        return err;
+    tt__payload_t *p = tt__payload_new(NULL, hlen + b->len + tlen);
+    if (p == NULL)
+        return -ENOMEM;
+    memcpy(p->data, hdr, hlen);
+    if (b->len > 0)
+        memcpy(p->data + hlen, b->msg, b->len);
+    if (tlen > 0)
+        memcpy(p->data + hlen + b->len, trailer, tlen);
+    *out = p;
+    return 0;
+}
+
+static int bcast_msg_one(tt_conn_t *c, void *arg)
+{
+    bcast_msg_t *b = arg;
+    int r;
+
+    if (tt_conn_id(c) == b->except_id || tt__conn_is_closing(c) || !tt_conn_is_framed(c))
+        return 0;
+    const void *key = tt__frame_shared_key(c);
+    if (key == NULL) { /* framed on its own: frame it for this connection alone */
+        r = tt_send_message(c, b->msg, b->len);
+    } else {
+        if (key != b->key) { /* the server's options: framed once, shared */
+            if (b->p != NULL)
+                tt__payload_unref(b->p);
+            b->p = NULL;
+            b->key = key;
+            r = frame_payload(b, c, &b->p);
+            if (r < 0) {
+                b->key = NULL;
+                goto done;
+            }
+        }
+        r = tt__payload_send(b->p, c);
+        if (r >= 0)
+            tt__frame_count_out(c);
+    }
+done:
+    if (r >= 0)
+        b->sent++;
+    else if (b->err == 0)
+        b->err = r;
+    return 0;
+}
+
+int tt_server_broadcast_message(tt_server_t *srv, const void *msg, size_t len,
+                                const tt_conn_t *except)
+{
+    bcast_msg_t b = {msg, len, except != NULL ? tt_conn_id(except) : 0, NULL, NULL, 0, 0};
+
+    if (srv == NULL || (msg == NULL && len > 0))
+        return -EINVAL;
+    tt_server_foreach(srv, bcast_msg_one, &b);
+    if (b.p != NULL)
+        tt__payload_unref(b.p);
+    if (b.sent == 0 && (b.err == -EINVAL || b.err == -EMSGSIZE || b.err == -ENOMEM))
+        return b.err; /* the message cannot be framed (or stored) at all */
+    return b.sent;
 }
 
 /* ---- groups ------------------------------------------------------------------------ */

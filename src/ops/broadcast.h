@@ -13,7 +13,8 @@ typedef struct tt__payload {
     char data[];
 } tt__payload_t;
 
-/* A payload holding a copy of buf, with one reference. NULL on ENOMEM. */
+/* A payload holding a copy of buf (buf NULL: `len` bytes for the caller to fill),
+ * with one reference. NULL on ENOMEM. */
 tt__payload_t *tt__payload_new(const void *buf, size_t len);
 void tt__payload_ref(tt__payload_t *p);
 void tt__payload_unref(tt__payload_t *p);

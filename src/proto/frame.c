@@ -19,9 +19,30 @@
 #include "stream/conn.h"
 #include "proto/frame_codec.h"
 
+/* Compiled options a server applies to every connection it accepts, with the
+ * partial-frame memory all those connections hold (the budget). Reference-counted:
+ * the server's reference, and one per framer, so a server may close while its
+ * connections live on. */
+typedef struct frame_cfg {
+    tt__codec_t codec; /* what tt__frame_cfg_new hands out */
+    size_t used;       /* partial-frame buffer bytes its framers hold */
+    unsigned refs;
+} frame_cfg_t;
+
+static void cfg_unref(frame_cfg_t *cfg)
+{
+    if (cfg != NULL && --cfg->refs == 0)
+        free(cfg);
+}
+
 typedef struct framer {
     tt__fstream_t s;
     tt_conn_t *conn;
+    frame_cfg_t *cfg;  /* framed by a server's options: the budget; else NULL */
+    size_t charged;    /* partial-buffer bytes counted in cfg->used */
+    tt__wnode_t asm_timer; /* the partial frame's deadline */
+    uint64_t frames;   /* frames decoded so far */
+    uint64_t frames_at_arm; /* ... when asm_timer was started */
     /* Nesting depth of frame_input on this framer. While it is non-zero the
      * framer must not be freed: on_message may turn framing off or change it,
      * and the decoder still runs on this object until the callback returns. */
@@ -41,13 +62,57 @@ static framer_t *framer_of(const tt_conn_t *c)
 
 static void framer_release(framer_t *f)
 {
+    tt__wheel_stop(&f->conn->loop->wheel, &f->asm_timer); /* replaced or gone: no deadline */
     if (f->delivering > 0) {
         f->retired = true;
         return;
     }
+    if (f->cfg != NULL)
+        f->cfg->used -= f->charged;
+    cfg_unref(f->cfg);
     tt__fstream_free(&f->s);
     free(f->held);
     free(f);
+}
+
+/* ---- limits on partial frames: time and the server-wide budget ------------------- */
+
+static void asm_timeout_cb(tt__wnode_t *node)
+{
+    framer_t *f = tt__container_of(node, framer_t, asm_timer);
+    tt_conn_t *c = f->conn;
+
+    /* A peer that starts a frame and stalls holds its buffer for as long as it
+     * likes otherwise. */
+    c->ext->close_detail = TT_FRAME_DETAIL_TIMEOUT;
+    tt__conn_close(c, TT_CLOSE_PROTOCOL_ERROR, -ETIMEDOUT);
+}
+
+/* After a feed: charge the partial buffer's growth to the budget (closing the
+ * connection that would pass it) and keep the deadline of the frame in progress:
+ * started when a partial frame appears, restarted when a new one does (frames
+ * completed in between), stopped when none is held. */
+static void partial_check(tt_conn_t *c, framer_t *f)
+{
+    const tt__codec_t *fc = &f->s.codec;
+
+    if (f->cfg != NULL) {
+        size_t before = f->charged;
+        f->cfg->used = f->cfg->used - before + f->s.cap;
+        f->charged = f->s.cap;
+        if (f->s.cap > before && fc->budget != SIZE_MAX && f->cfg->used > fc->budget) {
+            c->ext->close_detail = TT_FRAME_DETAIL_BUDGET;
+            tt__conn_close(c, TT_CLOSE_FRAME_TOO_LARGE, -ENOBUFS);
+            return;
+        }
+    }
+    if (f->s.len == 0) {
+        tt__wheel_stop(&c->loop->wheel, &f->asm_timer);
+    } else if (fc->asm_ms != UINT32_MAX &&
+               (!tt__wnode_active(&f->asm_timer) || f->frames != f->frames_at_arm)) {
+        f->frames_at_arm = f->frames;
+        tt__wheel_start(&c->loop->wheel, &f->asm_timer, tt__loop_deadline(c->loop, fc->asm_ms));
+    }
 }
 
 /* ---- receiving ---------------------------------------------------------------- */
@@ -70,6 +135,7 @@ static int emit(void *ctx, int type, const char *msg, size_t len, const tt__fram
     tt_conn_t *c = f->conn;
 
     (void)fr;
+    f->frames++;
     switch (type) {
     case TT__FR_PING:
         /* Answered from the read path (not an API call). A connection that has
@@ -124,6 +190,8 @@ static void frame_input(tt_conn_t *c, const char *buf, size_t n)
                                              : TT_CLOSE_PROTOCOL_ERROR,
                        (int)r);
         return;
+    } else if (r >= 0 && !tt__conn_is_closing(c)) {
+        partial_check(c, f);
     }
     if (r < 0 || (size_t)r >= n || tt__conn_is_closing(c))
         return;
@@ -140,14 +208,13 @@ static void frame_input(tt_conn_t *c, const char *buf, size_t n)
         c->h->h.on_data(c, buf + r, n - (size_t)r, 0);
 }
 
-/* Reading restarted (from the loop's pending phase): feed what was held. */
-static void read_resumed(tt_conn_t *c)
+/* Feed what was held, if reading is on. */
+static void feed_held(tt_conn_t *c, framer_t *f)
 {
-    framer_t *f = framer_of(c);
     char *buf;
     size_t len;
 
-    if (f == NULL || f->held == NULL || !tt_conn_is_reading(c))
+    if (f->held == NULL || !tt_conn_is_reading(c))
         return;
     buf = f->held;
     len = f->held_len;
@@ -157,10 +224,45 @@ static void read_resumed(tt_conn_t *c)
     free(buf);
 }
 
+/* Reading restarted (from the loop's pending phase): feed what was held, then
+ * the end of stream that waited behind it. */
+static void read_resumed(tt_conn_t *c)
+{
+    framer_t *f = framer_of(c);
+
+    if (f == NULL)
+        return;
+    feed_held(c, f);
+    if (tt__conn_is_closing(c) || !tt__conn_eof_held(c))
+        return;
+    /* on_message may have changed the framing (or turned it off) meanwhile: what
+     * counts is whether the framer now in place still holds input. */
+    framer_t *now = framer_of(c);
+    if (now != NULL && now->held != NULL)
+        return; /* paused again: the next tt_conn_read_start comes back here */
+    tt__conn_peer_ended(c);
+}
+
 static int frame_eof(tt_conn_t *c)
 {
     framer_t *f = framer_of(c);
-    return f != NULL && (f->s.len > 0 || f->held_len > 0) ? TT_EPROTOCOL : 0;
+
+    if (f == NULL)
+        return 0;
+    /* Reading may have restarted after this round's reads were polled (from
+     * another connection's callback): the held input precedes the FIN. */
+    f->delivering++; /* feeding may change the framing: keep f until we are done */
+    feed_held(c, f);
+    f->delivering--;
+    if (f->retired) {
+        framer_release(f);
+        return 0; /* framing changed or went: it is no longer this framer's end */
+    }
+    if (tt__conn_is_closing(c))
+        return 0;
+    if (f->held != NULL)
+        return 1; /* paused again: the end waits for tt_conn_read_start */
+    return f->s.len > 0 ? TT_EPROTOCOL : 0;
 }
 
 static void frame_free(tt_conn_t *c)
@@ -188,7 +290,7 @@ static int frame_ping(tt_conn_t *c)
 
 /* Replace the connection's framer with one for `fc` (NULL: off). The caller has
  * checked that nothing is buffered. 0 or -ENOMEM (nothing changed). */
-static int install(tt_conn_t *c, const tt__codec_t *fc)
+static int install(tt_conn_t *c, const tt__codec_t *fc, frame_cfg_t *cfg)
 {
     framer_t *cur = framer_of(c), *nf = NULL;
 
@@ -200,6 +302,7 @@ static int install(tt_conn_t *c, const tt__codec_t *fc)
             return -ENOMEM;
         tt__fstream_init(&nf->s, fc);
         nf->conn = c;
+        tt__wnode_init(&nf->asm_timer, asm_timeout_cb);
     }
     if (tt__conn_ext(c) == NULL) {
         free(nf);
@@ -207,6 +310,10 @@ static int install(tt_conn_t *c, const tt__codec_t *fc)
     }
     if (cur != NULL)
         framer_release(cur);
+    if (nf != NULL && cfg != NULL) {
+        nf->cfg = cfg;
+        cfg->refs++;
+    }
     c->ext->framer = nf;
     c->ext->frame_input = nf != NULL ? frame_input : NULL;
     c->ext->frame_free = nf != NULL ? frame_free : NULL;
@@ -233,7 +340,7 @@ int tt_conn_set_framing(tt_conn_t *c, const tt_frame_opts_t *opts)
     cur = framer_of(c);
     if (cur != NULL && (cur->s.len > 0 || cur->held != NULL))
         return -EBUSY; /* switching now would misparse the buffered bytes */
-    return install(c, opts != NULL ? &fc : NULL);
+    return install(c, opts != NULL ? &fc : NULL, NULL);
 }
 
 int tt__frame_check(const tt_frame_opts_t *o)
@@ -244,6 +351,7 @@ int tt__frame_check(const tt_frame_opts_t *o)
 
 int tt__frame_cfg_new(struct tt__codec **out, const tt_frame_opts_t *o)
 {
+    frame_cfg_t *cfg;
     tt__codec_t fc;
     int err;
 
@@ -252,15 +360,25 @@ int tt__frame_cfg_new(struct tt__codec **out, const tt_frame_opts_t *o)
         return 0;
     if ((err = tt__codec_init(&fc, o)) < 0)
         return err;
-    if ((*out = malloc(sizeof(**out))) == NULL)
+    if ((cfg = calloc(1, sizeof(*cfg))) == NULL)
         return -ENOMEM;
-    **out = fc;
+    cfg->codec = fc;
+    cfg->refs = 1;
+    *out = &cfg->codec;
     return 0;
 }
 
-void tt__frame_cfg_free(struct tt__codec *fc) { free(fc); }
+void tt__frame_cfg_free(struct tt__codec *fc)
+{
+    if (fc != NULL)
+        cfg_unref(tt__container_of(fc, frame_cfg_t, codec));
+}
 
-int tt__frame_apply(tt_conn_t *c, const struct tt__codec *fc) { return install(c, fc); }
+int tt__frame_apply(tt_conn_t *c, const struct tt__codec *fc)
+{
+    frame_cfg_t *cfg = fc != NULL ? tt__container_of(fc, frame_cfg_t, codec) : NULL;
+    return install(c, fc, cfg);
+}
 
 bool tt_conn_is_framed(const tt_conn_t *c)
 {
@@ -346,6 +464,25 @@ static int frame_parts(tt_conn_t *c, const struct iovec *iov, int iovcnt, size_t
     return 0;
 }
 
+const void *tt__frame_shared_key(const tt_conn_t *c)
+{
+    framer_t *f = framer_of(c);
+    return f != NULL ? (const void *)f->cfg : NULL;
+}
+
+int tt__frame_wrap(const tt_conn_t *c, const void *msg, size_t len, unsigned char *hdr,
+                   size_t *hlen, const void **trailer, size_t *tlen)
+{
+    struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
+    return frame_parts((tt_conn_t *)c, &iov, 1, len, hdr, hlen, trailer, tlen);
+}
+
+void tt__frame_count_out(tt_conn_t *c)
+{
+    if (c->ext != NULL)
+        c->ext->msgs_out++;
+}
+
 static int sum_iov(const struct iovec *iov, int iovcnt, size_t *len)
 {
     *len = 0;
@@ -422,11 +559,9 @@ int tt_send_message_owned(tt_conn_t *c, void *buf, size_t len, tt_free_cb free_c
     /* The whole frame against the hard cap, before any of it is queued: a
      * header without its payload would corrupt the stream. Same rule and same
      * outcome as conn.c's cap check. */
-    uint64_t add = (uint64_t)hlen + len + tlen;
-    if (c->queue_cap_kib != 0 && c->sq.mem + add > (uint64_t)c->queue_cap_kib * 1024) {
-        tt__conn_close(c, TT_CLOSE_SEND_OVERFLOW, TT_EOVERFLOW);
-        return -ENOBUFS;
-    }
+    err = tt__conn_over_cap(c, (uint64_t)hlen + len + tlen);
+    if (err < 0)
+        return err;
     /* The header goes straight into the queue (tt_send would write it at once
      * and split the frame over two writes); tt_send_owned then queues the
      * payload and schedules one flush for both. */
@@ -437,8 +572,12 @@ int tt_send_message_owned(tt_conn_t *c, void *buf, size_t len, tt_free_cb free_c
             return err;
     }
     err = tt_send_owned(c, buf, len, free_cb, arg);
+    if (err >= 0 && hlen > 0)
+        c->sq.tail->flags |= TT__SQE_CONT; /* the payload continues the header */
     if (err >= 0 && tlen > 0) {
         int terr = tt_send(c, trailer, tlen); /* queued behind the payload */
+        if (terr >= 0 && c->sq.tail != NULL && c->sq.tail->kind == TT__SQ_COPY)
+            c->sq.tail->flags |= TT__SQE_CONT; /* a fresh chunk: the owned entry was the tail */
         if (terr < 0) {
             /* The payload is queued and now belongs to the connection (its
              * free_cb runs at close); the frame cannot be completed. */

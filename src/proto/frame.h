@@ -18,6 +18,18 @@ void tt__frame_cfg_free(struct tt__codec *fc);
 /* Turn framing on for a connection with compiled options. 0 or -ENOMEM. */
 int tt__frame_apply(tt_conn_t *c, const struct tt__codec *fc);
 
+/* For sends framed once and shared (broadcast): what identifies the connection's
+ * framing. Connections framed by the same server options share it; NULL when the
+ * connection is not framed that way (tt_conn_set_framing, or no framing). */
+const void *tt__frame_shared_key(const tt_conn_t *c);
+/* The header and trailer one message of `len` bytes needs on `c` (its bytes
+ * `msg` checked against a delimiter). 0, -ENOTCONN (not framed), -EMSGSIZE or
+ * -EINVAL, as tt_send_message. */
+int tt__frame_wrap(const tt_conn_t *c, const void *msg, size_t len, unsigned char *hdr,
+                   size_t *hlen, const void **trailer, size_t *tlen);
+/* Count one message sent on `c` (a framed send made outside tt_send_message). */
+void tt__frame_count_out(tt_conn_t *c);
+
 /* Bytes allocated for the connection's partial frame (0 when none is held). */
 size_t tt__frame_buf_cap(const tt_conn_t *c);
 

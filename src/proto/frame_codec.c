@@ -99,6 +99,12 @@ int tt__codec_init(tt__codec_t *fc, const tt_frame_opts_t *o)
     default:
         return -EINVAL;
     }
+    /* Limits the connection layer (frame.c) enforces; the codec ignores them. */
+    c.asm_ms = o->assembly_timeout_ms != 0 ? o->assembly_timeout_ms : TT_FRAME_DEFAULT_ASSEMBLY_MS;
+    if (o->budget != 0)
+        c.budget = o->budget;
+    else
+        c.budget = c.cap <= TT_FRAME_DEFAULT_BUDGET / 2 ? TT_FRAME_DEFAULT_BUDGET : 2 * c.cap;
     *fc = c;
     return 0;
 }

@@ -34,6 +34,8 @@ typedef struct tt__codec {
     size_t cap;        /* most bytes one partial frame can need to hold */
     tt_frame_decode_cb fn; /* CUSTOM */
     void *arg;
+    uint32_t asm_ms;   /* partial-frame deadline (frame.c); UINT32_MAX: none */
+    size_t budget;     /* server-wide partial-frame memory (frame.c); SIZE_MAX: none */
     unsigned char delim[TT_FRAME_DELIM_MAX];
 } tt__codec_t;
 

@@ -41,6 +41,12 @@
 #define F_STREAM_WAIT 0x4000  /* the head stream source has no data yet */
 #define F_FLUSHING 0x8000     /* inside flush(): no re-entry */
 #define F_PEND_READ 0x10000   /* pending: reading restarted, held input to deliver */
+#define F_EOF_HELD 0x20000    /* the peer's FIN came behind held input: not yet acted on */
+#define F_CORK 0x40000        /* delivering one read's messages: sends queue, one write after */
+
+/* While corked, a send at least this large with nothing queued is still written at
+ * once: copying it would cost more than the system call it saves. */
+#define CORK_DIRECT_MIN 16384
 
 #define IOV_BATCH 64
 #define FILE_CHUNK ((size_t)1 << 30)
@@ -126,6 +132,9 @@ void tt__conn_pool_release(tt_loop_t *loop)
 static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending);
 static void deadline_cb(tt__wnode_t *node);
 static void flush(tt_conn_t *c, bool from_loop);
+static void linger_restart(tt_conn_t *c);
+static bool cork(tt_conn_t *c);
+static void uncork(tt_conn_t *c, bool corked);
 
 tt__conn_ext_t *tt__conn_ext(tt_conn_t *c)
 {
@@ -166,7 +175,7 @@ static void update_interest(tt_conn_t *c)
     if (c->state == TT_STATE_CONNECTING) {
         ev = TT__POLL_OUT;
     } else {
-        if ((c->flags & F_READING) && !(c->flags & F_RD_EOF))
+        if ((c->flags & F_READING) && !(c->flags & (F_RD_EOF | F_EOF_HELD)))
             ev |= TT__POLL_IN;
         if (c->flags & F_WAIT_WRITE)
             ev |= TT__POLL_OUT;
@@ -226,6 +235,8 @@ void tt__conn_opened(tt_conn_t *c)
 {
     c->state = TT_STATE_OPEN;
     tt__wheel_stop(&c->loop->wheel, &c->deadline);
+    if (c->flags & F_WANT_END)
+        linger_restart(c); /* tt_end came while connecting */
     update_interest(c);
     if (tt__conn_is_closing(c))
         return;
@@ -377,21 +388,40 @@ void tt__conn_run_pending(tt_loop_t *loop)
             flush(c, true);
         }
         if ((what & F_PEND_READ) && !tt__conn_is_closing(c) && c->ext != NULL &&
-            c->ext->read_resumed != NULL)
+            c->ext->read_resumed != NULL) {
+            bool corked = cork(c);
             c->ext->read_resumed(c);
+            uncork(c, corked);
+        }
         c = next;
     }
 }
 
 /* ---- reading ------------------------------------------------------------------ */
 
-static void peer_ended(tt_conn_t *c)
+bool tt__conn_eof_held(const tt_conn_t *c) { return (c->flags & F_EOF_HELD) != 0; }
+
+void tt__conn_peer_ended(tt_conn_t *c)
 {
+    /* A framed stream that ends inside a frame lost those bytes: say so rather
+     * than report a clean close. Input the framer still holds (reading was paused
+     * in on_message) comes first: the end waits until it has been delivered. */
+    int err = 0;
+    if (c->ext != NULL && c->ext->frame_eof != NULL) {
+        bool corked = cork(c);
+        err = c->ext->frame_eof(c);
+        uncork(c, corked);
+    }
+    if (tt__conn_is_closing(c))
+        return;
+    if (err > 0) {
+        c->flags |= F_EOF_HELD;
+        update_interest(c);
+        return;
+    }
+    c->flags &= ~F_EOF_HELD;
     c->flags |= F_RD_EOF;
     update_interest(c);
-    /* A framed stream that ends inside a frame lost those bytes: say so rather
-     * than report a clean close. */
-    int err = c->ext != NULL && c->ext->frame_eof != NULL ? c->ext->frame_eof(c) : 0;
     if (err < 0) {
         tt__conn_close(c, TT_CLOSE_PROTOCOL_ERROR, err);
         return;
@@ -404,8 +434,29 @@ static void peer_ended(tt_conn_t *c)
         tt__conn_close(c, TT_CLOSE_LOCAL_END, 0); /* our FIN went first */
     } else if (!(c->flags & (F_HALF_OPEN | F_WANT_END))) {
         c->flags |= F_WANT_END; /* end our side once the queue is flushed */
+        linger_restart(c);
         schedule(c, F_PEND_FLUSH);
     }
+}
+
+/* The messages of one read are delivered together: what on_message sends is
+ * queued (not written per message) and goes out in one write when delivery ends.
+ * An echo of many small frames then costs a system call per read, not per frame. */
+static bool cork(tt_conn_t *c)
+{
+    if (c->flags & F_CORK)
+        return false; /* nested: the outer one flushes */
+    c->flags |= F_CORK;
+    return true;
+}
+
+static void uncork(tt_conn_t *c, bool corked)
+{
+    if (!corked)
+        return;
+    c->flags &= ~F_CORK;
+    if (!tt__conn_is_closing(c) && !tt__sendq_empty(&c->sq) && !(c->flags & F_WAIT_WRITE))
+        flush(c, true);
 }
 
 static void on_read(tt_conn_t *c, const char *buf, ssize_t n, size_t pending)
@@ -416,15 +467,17 @@ static void on_read(tt_conn_t *c, const char *buf, ssize_t n, size_t pending)
         live_io(c, TT__IO_DIR_READ);
         if (tt__conn_is_closing(c))
             return;
-        if (c->ext != NULL && c->ext->frame_input != NULL)
+        if (c->ext != NULL && c->ext->frame_input != NULL) {
+            bool corked = cork(c);
             c->ext->frame_input(c, buf, (size_t)n);
-        else if (c->ext != NULL && c->ext->live_input != NULL &&
+            uncork(c, corked);
+        } else if (c->ext != NULL && c->ext->live_input != NULL &&
                  c->ext->live_input(c, buf, (size_t)n))
             return; /* a heartbeat, answered or noted: not application data */
         else if (c->h->h.on_data != NULL)
             c->h->h.on_data(c, buf, (size_t)n, pending);
     } else if (n == 0) {
-        peer_ended(c);
+        tt__conn_peer_ended(c);
     } else {
         tt__conn_close(c, kind_of((int)n), (int)n);
     }
@@ -543,10 +596,56 @@ eof:
     return 0;
 }
 
+/* A file sendfile(2) cannot send: read its next piece into the queue's front.
+ * Returns > 0 when bytes were queued, 0 at end of file (entry released), -errno
+ * (-EIO: the file ended before the length it was given). */
+static int file_pull(tt_conn_t *c, tt__sqe_t *e)
+{
+    tt__poller_t *p = &c->loop->poller;
+    size_t want = p->rbuf_size;
+    ssize_t n;
+
+    if (e->u.file.remain < want)
+        want = (size_t)e->u.file.remain;
+    if (want == 0) {
+        tt__sendq_file_ended(&c->sq);
+        return 0;
+    }
+    do
+        n = pread(e->u.file.fd, p->rbuf, want, (off_t)e->u.file.off);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    if (n == 0) {
+        if (!(e->flags & TT__SQE_TO_EOF) && e->u.file.remain != TT_FILE_TO_EOF)
+            return -EIO;
+        tt__sendq_file_ended(&c->sq);
+        return 0;
+    }
+    tt__sendq_file_took(&c->sq, (uint64_t)n);
+    if (tt__sendq_push_front_copy(&c->sq, p->rbuf, (size_t)n) < 0)
+        return -ENOMEM;
+    return (int)n;
+}
+
+/* The linger deadline runs from tt_end (or the automatic end after the peer's
+ * FIN): a peer that never reads must not keep the queue, and the connection, for
+ * ever. Each write that makes progress while the queue drains restarts it, so a
+ * slow reader that keeps reading is not cut off; after our FIN it bounds the wait
+ * for the peer's. Not while connecting: the deadline is the connect timeout then
+ * (tt__conn_opened starts the linger). */
+static void linger_restart(tt_conn_t *c)
+{
+    if (c->linger_ms > 0 && c->state == TT_STATE_OPEN)
+        tt__wheel_start(&c->loop->wheel, &c->deadline, tt__loop_deadline(c->loop, c->linger_ms));
+}
+
 static void note_written(tt_conn_t *c, size_t n)
 {
     c->written += n;
     c->packets_out++;
+    if (c->flags & F_WANT_END)
+        linger_restart(c);
     live_io(c, TT__IO_DIR_WRITE);
 }
 
@@ -579,9 +678,7 @@ static void queue_emptied(tt_conn_t *c, bool from_loop)
             return;
         }
         c->flags |= F_WR_SHUT;
-        if (c->linger_ms > 0)
-            tt__wheel_start(&c->loop->wheel, &c->deadline,
-                            tt__loop_deadline(c->loop, c->linger_ms));
+        linger_restart(c); /* now: the wait for the peer's FIN */
     }
 }
 
@@ -613,10 +710,28 @@ static void flush(tt_conn_t *c, bool from_loop)
         }
         if (e->kind == TT__SQ_FILE) {
             want = e->u.file.remain < FILE_CHUNK ? (size_t)e->u.file.remain : FILE_CHUNK;
-            uint64_t off = e->u.file.off;
-            r = tt__io_sendfile(p, &c->io, e->u.file.fd, &off, want);
-            if (r == 0)
-                r = -EIO; /* the file ended before the length we were given */
+            if (!(e->flags & TT__SQE_NO_SENDFILE)) {
+                uint64_t off = e->u.file.off;
+                r = tt__io_sendfile(p, &c->io, e->u.file.fd, &off, want);
+                /* EINVAL: this file has no splice support (procfs seq files,
+                 * sendfile(2)); from now on it is read into copies. */
+                if (r == -EINVAL)
+                    e->flags |= TT__SQE_NO_SENDFILE;
+            }
+            if (e->flags & TT__SQE_NO_SENDFILE) {
+                r = file_pull(c, e);
+                if (r < 0)
+                    break;
+                continue; /* a copy is at the head now, or the entry is gone */
+            }
+            if (r == 0) {
+                if (!(e->flags & TT__SQE_TO_EOF) && e->u.file.remain != TT_FILE_TO_EOF) {
+                    r = -EIO; /* the file ended before the length we were given */
+                } else {
+                    tt__sendq_file_ended(&c->sq); /* sent to its end: done */
+                    continue;
+                }
+            }
         } else {
             int cnt = tt__sendq_fill_iov(&c->sq, iov, IOV_BATCH, &want);
             r = tt__io_writev(p, &c->io, iov, cnt);
@@ -631,12 +746,16 @@ static void flush(tt_conn_t *c, bool from_loop)
         /* Count first: consuming runs free callbacks, which may look at the count. */
         note_written(c, (size_t)r);
         tt__sendq_consume(&c->sq, (uint64_t)r);
+        if (tt__conn_is_closing(c))
+            break; /* a free callback destroyed the connection: nothing more goes */
         if ((size_t)r < want) { /* the socket is full: the next try would EAGAIN */
             c->flags |= F_WAIT_WRITE;
             break;
         }
     }
     c->flags &= ~F_FLUSHING;
+    if (tt__conn_is_closing(c))
+        return;
     if (r < 0) {
         tt__conn_close(c, r == -EIO ? TT_CLOSE_IO_ERROR : kind_of((int)r), (int)r);
         return;
@@ -700,10 +819,14 @@ static int check_sendable(const tt_conn_t *c)
     return 0;
 }
 
-/* The hard cap: a peer that will not read must not exhaust our memory. */
-static int over_cap(tt_conn_t *c, uint64_t add)
+/* The hard cap: a peer that will not read must not exhaust our memory. It limits
+ * what the queue really holds (sq.alloc: nodes and chunks, not just payload), so a
+ * flood of tiny sends is stopped as soon as one of large ones; `add` is the payload
+ * about to be queued, charged with one node. */
+int tt__conn_over_cap(tt_conn_t *c, uint64_t add)
 {
-    if (c->queue_cap_kib != 0 && c->sq.mem + add > (uint64_t)c->queue_cap_kib * 1024) {
+    if (c->queue_cap_kib != 0 &&
+        c->sq.alloc + add + TT__SQ_NODE_COST > (uint64_t)c->queue_cap_kib * 1024) {
         tt__conn_close(c, TT_CLOSE_SEND_OVERFLOW, TT_EOVERFLOW);
         return -ENOBUFS;
     }
@@ -737,11 +860,11 @@ int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
         return err;
     if (len == 0)
         return send_status(c);
-    err = over_cap(c, len);
+    err = tt__conn_over_cap(c, len);
     if (err < 0)
         return err;
 
-    if (!can_write_now(c)) {
+    if (!can_write_now(c) || ((c->flags & F_CORK) && len < CORK_DIRECT_MIN)) {
         err = tt__sendq_push_copy(&c->sq, iov, iovcnt, len);
         if (err < 0)
             return err;
@@ -775,6 +898,25 @@ int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
     return send_status(c);
 }
 
+int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    int err = check_sendable(c);
+
+    if (err < 0)
+        return err;
+    if (len == 0)
+        return send_status(c);
+    err = tt__conn_over_cap(c, len);
+    if (err < 0)
+        return err;
+    err = tt__sendq_push_copy(&c->sq, &iov, 1, len);
+    if (err < 0)
+        return err;
+    flush_soon(c);
+    return send_status(c);
+}
+
 int tt_send(tt_conn_t *c, const void *buf, size_t len)
 {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
@@ -799,7 +941,7 @@ int tt_send_owned(tt_conn_t *c, void *buf, size_t len, tt_free_cb free_cb, void 
     err = check_sendable(c);
     if (err < 0)
         return err;
-    err = over_cap(c, len);
+    err = tt__conn_over_cap(c, len);
     if (err < 0)
         return err;
     /* Always queued, never written inside the call: the free callback must not
@@ -815,6 +957,7 @@ int tt_send_file(tt_conn_t *c, int fd, uint64_t offset, uint64_t len, unsigned f
 {
     struct stat st;
     int err, kind;
+    uint8_t qflags = 0;
     bool own = (flags & TT_FILE_CLOSE_FD) != 0;
 
     if (c == NULL || fd < 0 || (flags & ~(unsigned)(TT_FILE_CLOSE_FD | TT_FILE_THEN_END))) {
@@ -830,13 +973,18 @@ int tt_send_file(tt_conn_t *c, int fd, uint64_t offset, uint64_t len, unsigned f
     }
     if (S_ISREG(st.st_mode)) {
         kind = TT__SQ_FILE;
-        if (offset > (uint64_t)st.st_size) {
+        if (len == TT_FILE_TO_EOF && st.st_size == 0) {
+            /* procfs and the like say 0 and still have contents: send until read
+             * says end of file, however long that is. */
+        } else if (offset > (uint64_t)st.st_size) {
             err = -EINVAL;
             goto fail;
-        }
-        uint64_t avail = (uint64_t)st.st_size - offset;
-        if (len == TT_FILE_TO_EOF || len > avail)
-            len = len == TT_FILE_TO_EOF ? avail : len; /* a longer len fails at EOF */
+        } else if (len == TT_FILE_TO_EOF) {
+            /* st_size is what the file holds now, or (sysfs: 4096) an upper bound:
+             * an earlier end of file ends the send, it is not an error. */
+            len = (uint64_t)st.st_size - offset;
+            qflags = TT__SQE_TO_EOF;
+        } /* a len past st_size fails at EOF */
     } else {
         kind = TT__SQ_STREAM;
         if (offset != 0) {
@@ -856,6 +1004,7 @@ int tt_send_file(tt_conn_t *c, int fd, uint64_t offset, uint64_t len, unsigned f
         err = tt__sendq_push_file(&c->sq, kind, fd, offset, len, own);
         if (err < 0)
             goto fail;
+        c->sq.tail->flags = qflags;
         flush_soon(c);
     }
     if (flags & TT_FILE_THEN_END)
@@ -889,6 +1038,7 @@ int tt_end(tt_conn_t *c, const void *buf, size_t len)
     c->flags |= F_WANT_END;
     if (!(c->flags & F_RD_EOF))
         c->flags |= F_ENDED_FIRST;
+    linger_restart(c);
     flush_soon(c); /* shutdown() once flushed, from the loop */
     return 0;
 }

@@ -30,7 +30,10 @@ typedef struct tt__conn_ext {
      * back. Called from the loop's pending phase, never inside the API call. */
     void (*read_resumed)(tt_conn_t *c);
     /* Framing: the peer ended the stream; TT_EPROTOCOL if it did so inside a
-     * frame (bytes that can never become a message), else 0. */
+     * frame (bytes that can never become a message), 1 when input held back by
+     * tt_conn_read_stop() is still to be delivered (the framer calls
+     * tt__conn_peer_ended again once it has been), else 0. Held input is fed here
+     * first when reading is on. */
     int (*frame_eof)(tt_conn_t *c);
     /* Framing: queue a ping control frame (used by liveness); 0 or -errno. */
     int (*frame_ping)(tt_conn_t *c);
@@ -92,6 +95,11 @@ void tt__conn_opened(tt_conn_t *c);
 void tt__conn_close(tt_conn_t *c, tt_close_kind_t kind, int err);
 /* Client: the connect is in progress (EINPROGRESS) or done at once. */
 void tt__conn_connecting(tt_conn_t *c, bool done, uint64_t timeout_ms);
+/* The peer's FIN was read (or, when it came behind held framed input, that input
+ * has now been delivered): end the read side, close or end ours as the options say. */
+void tt__conn_peer_ended(tt_conn_t *c);
+/* The peer's FIN was read but waits behind held framed input. */
+bool tt__conn_eof_held(const tt_conn_t *c);
 /* Deferred work for the loop: run every connection on the pending list. */
 void tt__conn_run_pending(tt_loop_t *loop);
 void tt__conn_pool_release(tt_loop_t *loop);
@@ -105,6 +113,12 @@ static inline bool tt__conn_is_closing(const tt_conn_t *c)
  * queued (a heartbeat now would not wait behind application data). */
 int tt__conn_send_control(tt_conn_t *c, const void *buf, size_t len);
 bool tt__conn_control_idle(const tt_conn_t *c);
+/* The hard cap: would queueing `add` more payload bytes pass it? Then the
+ * connection is closed (TT_CLOSE_SEND_OVERFLOW) and -ENOBUFS returned, else 0. */
+int tt__conn_over_cap(tt_conn_t *c, uint64_t add);
+/* Copy `len` bytes into the queue (never written inside the call), as tt_send
+ * otherwise: small broadcasts are packed into the tail chunk this way. */
+int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len);
 /* Server bookkeeping (server.c). */
 void tt__server_unlink(tt_conn_t *c);
 

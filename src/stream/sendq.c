@@ -18,7 +18,7 @@
 void tt__sendq_init(tt__sendq_t *q)
 {
     q->head = q->tail = NULL;
-    q->bytes = q->mem = q->total = 0;
+    q->bytes = q->mem = q->total = q->alloc = 0;
 }
 
 static void link_tail(tt__sendq_t *q, tt__sqe_t *e)
@@ -31,6 +31,19 @@ static void link_tail(tt__sendq_t *q, tt__sqe_t *e)
     q->tail = e;
 }
 
+/* What an entry costs in q->alloc, from its kind and size. */
+static uint64_t entry_cost(const tt__sqe_t *e)
+{
+    switch (e->kind) {
+    case TT__SQ_COPY:
+        return TT__SQ_CHUNK_COST(e->u.copy.cap);
+    case TT__SQ_OWNED:
+        return TT__SQ_NODE_COST + e->u.owned.len;
+    default:
+        return TT__SQ_NODE_COST;
+    }
+}
+
 static tt__sqe_t *new_chunk(size_t need, size_t min_cap)
 {
     size_t cap = need > min_cap ? need : min_cap;
@@ -41,6 +54,7 @@ static tt__sqe_t *new_chunk(size_t need, size_t min_cap)
         return NULL;
     e->kind = TT__SQ_COPY;
     e->own_fd = 0;
+    e->flags = 0;
     e->u.copy.cap = (uint32_t)cap;
     e->u.copy.head = e->u.copy.tail = 0;
     return e;
@@ -80,8 +94,12 @@ int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, siz
             done += k;
         }
     }
-    if (fresh != NULL)
+    if (fresh != NULL) {
+        if (first > 0)
+            fresh->flags |= TT__SQE_CONT; /* the send began in the chunk before */
         link_tail(q, fresh);
+        q->alloc += entry_cost(fresh);
+    }
     q->bytes += len;
     q->mem += len;
     q->total += len;
@@ -101,6 +119,7 @@ int tt__sendq_push_front_copy(tt__sendq_t *q, const void *buf, size_t len)
     q->head = e;
     if (q->tail == NULL)
         q->tail = e;
+    q->alloc += entry_cost(e);
     q->bytes += len;
     q->mem += len;
     q->total += len;
@@ -114,12 +133,14 @@ int tt__sendq_push_owned(tt__sendq_t *q, void *buf, size_t len, tt_free_cb free_
         return -ENOMEM;
     e->kind = TT__SQ_OWNED;
     e->own_fd = 0;
+    e->flags = 0;
     e->u.owned.buf = buf;
     e->u.owned.off = 0;
     e->u.owned.len = len;
     e->u.owned.free_cb = free_cb;
     e->u.owned.arg = arg;
     link_tail(q, e);
+    q->alloc += entry_cost(e);
     q->bytes += len;
     q->mem += len;
     q->total += len;
@@ -133,11 +154,13 @@ int tt__sendq_push_file(tt__sendq_t *q, int kind, int fd, uint64_t off, uint64_t
         return -ENOMEM;
     e->kind = (uint8_t)kind;
     e->own_fd = (uint8_t)(own_fd != 0);
+    e->flags = 0;
     e->u.file.fd = fd;
     e->u.file.off = off;
     e->u.file.remain = len;
     e->u.file.watch = NULL;
     link_tail(q, e);
+    q->alloc += entry_cost(e);
     if (len != TT_FILE_TO_EOF) {
         q->bytes += len;
         if (kind == TT__SQ_FILE)
@@ -167,8 +190,9 @@ int tt__sendq_fill_iov(const tt__sendq_t *q, struct iovec *iov, int max, size_t 
     return n;
 }
 
-static void release(tt__sqe_t *e)
+static void release(tt__sendq_t *q, tt__sqe_t *e)
 {
+    q->alloc -= entry_cost(e);
     if (e->kind == TT__SQ_OWNED && e->u.owned.free_cb != NULL)
         e->u.owned.free_cb(e->u.owned.buf, e->u.owned.arg);
     else if ((e->kind == TT__SQ_FILE || e->kind == TT__SQ_STREAM) && e->own_fd)
@@ -208,23 +232,30 @@ void tt__sendq_consume(tt__sendq_t *q, uint64_t n)
         case TT__SQ_COPY:
             e->u.copy.head += (uint32_t)k;
             q->mem -= k;
+            q->bytes -= k;
             break;
         case TT__SQ_OWNED:
             e->u.owned.off += k;
             q->mem -= k;
+            q->bytes -= k;
             break;
         default:
             e->u.file.off += k;
-            if (e->u.file.remain != TT_FILE_TO_EOF)
+            if (e->u.file.remain != TT_FILE_TO_EOF) {
                 e->u.file.remain -= k;
+                q->bytes -= k;
+            } else {
+                q->total += k; /* an unbounded file counts as it is sent */
+            }
             break;
         }
-        q->bytes -= k;
         n -= k;
+        if (k > 0 && k < left)
+            e->flags |= TT__SQE_STARTED;
         if (k < left || e->kind == TT__SQ_STREAM)
             break; /* n is used up, or a stream waits for its owner's pop */
         unlink_head(q);
-        release(e);
+        release(q, e);
     }
 }
 
@@ -235,6 +266,32 @@ void tt__sendq_stream_took(tt__sendq_t *q, uint64_t n)
         return;
     e->u.file.remain -= n;
     q->bytes -= n;
+}
+
+void tt__sendq_file_took(tt__sendq_t *q, uint64_t n)
+{
+    tt__sqe_t *e = q->head;
+    if (e == NULL || e->kind != TT__SQ_FILE)
+        return;
+    e->u.file.off += n;
+    if (e->u.file.remain != TT_FILE_TO_EOF) {
+        e->u.file.remain -= n;
+        q->bytes -= n;
+        q->total -= n; /* counted again by the copy that carries them */
+    }
+}
+
+void tt__sendq_file_ended(tt__sendq_t *q)
+{
+    tt__sqe_t *e = q->head;
+    if (e == NULL || e->kind != TT__SQ_FILE)
+        return;
+    if (e->u.file.remain != TT_FILE_TO_EOF) {
+        q->bytes -= e->u.file.remain;
+        q->total -= e->u.file.remain;
+    }
+    unlink_head(q);
+    release(q, e);
 }
 
 void *tt__sendq_pop(tt__sendq_t *q)
@@ -253,7 +310,7 @@ void *tt__sendq_pop(tt__sendq_t *q)
         watch = e->u.file.watch;
     }
     unlink_head(q);
-    release(e);
+    release(q, e);
     return watch;
 }
 

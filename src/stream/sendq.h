@@ -16,11 +16,20 @@ enum {
     TT__SQ_STREAM  /* pipe/socket/other fd read as it becomes readable */
 };
 
+/* Entry flags. */
+#define TT__SQE_TO_EOF 0x1      /* FILE: length is st_size at the call; an earlier EOF ends it */
+#define TT__SQE_NO_SENDFILE 0x2 /* FILE: sendfile(2) refused the file: read(2) it into copies */
+#define TT__SQE_STARTED 0x4     /* the kernel took part of this entry (not all of it) */
+#define TT__SQE_CONT 0x8        /* begins inside a send whose start is in the entry before
+                                   (a copy split over two chunks, the payload and trailer
+                                   of a framed owned message): not a send boundary */
+
 typedef struct tt__sqe tt__sqe_t;
 struct tt__sqe {
     tt__sqe_t *next;
     uint8_t kind;
     uint8_t own_fd; /* FILE/STREAM: close fd when the entry is released */
+    uint8_t flags;  /* TT__SQE_* */
     union {
         struct {
             uint32_t cap, head, tail; /* valid bytes are data[head, tail) */
@@ -44,9 +53,17 @@ struct tt__sqe {
 typedef struct tt__sendq {
     tt__sqe_t *head, *tail;
     uint64_t bytes; /* known bytes waiting (memory + bounded file/stream lengths) */
-    uint64_t mem;   /* bytes held in memory (COPY + OWNED): what the hard cap limits */
+    uint64_t mem;   /* payload bytes held in memory (COPY + OWNED) */
+    uint64_t alloc; /* heap the queue holds: chunks as allocated, a node per other
+                       entry, owned buffers until released: what the hard cap limits */
     uint64_t total; /* bytes ever queued (streams counted as they are read) */
 } tt__sendq_t;
+
+/* What one entry other than a chunk costs in `alloc` (the node and malloc's own
+ * overhead); a chunk costs TT__SQ_CHUNK_COST(cap). */
+#define TT__SQ_MALLOC_SLOP 16
+#define TT__SQ_NODE_COST (sizeof(tt__sqe_t) + TT__SQ_MALLOC_SLOP)
+#define TT__SQ_CHUNK_COST(cap) (offsetof(tt__sqe_t, data) + (cap) + TT__SQ_MALLOC_SLOP)
 
 void tt__sendq_init(tt__sendq_t *q);
 static inline int tt__sendq_empty(const tt__sendq_t *q) { return q->head == 0; }
@@ -68,6 +85,12 @@ void *tt__sendq_pop(tt__sendq_t *q);
 /* The head STREAM entry produced `n` bytes (about to be pushed to the front as a
  * copy): shrink its remaining length. */
 void tt__sendq_stream_took(tt__sendq_t *q, uint64_t n);
+/* The head FILE entry was read (pread) for `n` bytes that are about to be pushed to
+ * the front as a copy: advance its offset and shrink its remaining length. */
+void tt__sendq_file_took(tt__sendq_t *q, uint64_t n);
+/* The head FILE entry reached end of file before its length (a TT__SQE_TO_EOF or
+ * unbounded entry): release it; what it never had is no longer counted as queued. */
+void tt__sendq_file_ended(tt__sendq_t *q);
 /* Drop everything (free callbacks run, fds closed). Returns the known bytes dropped.
  * `on_watch` is called for each stream watch still set. */
 uint64_t tt__sendq_clear(tt__sendq_t *q, void (*on_watch)(void *watch, void *arg), void *arg);

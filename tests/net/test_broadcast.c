@@ -7,9 +7,11 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "harness.h"
+#include "stream/conn.h"
 
 #define N_CLIENTS 1000
 #define SENDERS 4
@@ -290,6 +292,148 @@ Test(broadcast, group_members_receive_and_others_do_not_and_close_leaves_the_gro
         if (!k[i].closed)
             tt_destroy(c[i], 0); /* their server sides end by themselves */
     tt_server_close(srv);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+/* ---- small broadcasts to a slow reader are packed, and cost real memory ---------- */
+
+#define SMALL_LINES 20000
+static tt_conn_t *slow_conn;
+
+static void slow_srv_open(tt_conn_t *c)
+{
+    cr_assert_eq(tt_conn_set_sndbuf(c, 4096), 0);
+    slow_conn = c;
+}
+
+static int queue_entries(const tt_conn_t *c)
+{
+    int n = 0;
+    for (const tt__sqe_t *e = c->sq.head; e != NULL; e = e->next)
+        n++;
+    return n;
+}
+
+Test(broadcast, small_lines_to_a_slow_reader_are_packed_not_a_node_each)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr;
+    tt_conn_handlers_t sh = {.on_open = slow_srv_open};
+    int small = 4096;
+    char line[16];
+
+    slow_conn = NULL;
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    srv = th_listen(loop, &sh, NULL, &addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    cr_assert_eq(connect(fd, &addr.u.sa, addr.len), 0);
+    bool never = false;
+    th_run_until(loop, &never, 50);
+    cr_assert_not_null(slow_conn);
+
+    /* The reader never reads: after the first few lines fill the kernel's buffers,
+     * everything waits in tether's queue. */
+    for (int i = 0; i < SMALL_LINES; i++) {
+        int n = snprintf(line, sizeof(line), "line %09d\n", i);
+        cr_assert_eq(tt_server_broadcast(srv, line, (size_t)n, NULL), 1);
+        if (i % 1000 == 0)
+            th_run_until(loop, &never, 1);
+    }
+    th_run_until(loop, &never, 20);
+    size_t queued = tt_conn_queued_bytes(slow_conn);
+    int entries = queue_entries(slow_conn);
+    uint64_t alloc = slow_conn->sq.alloc;
+    cr_assert_gt(queued, 100000u, "only %zu bytes queued: the reader was not slow", queued);
+    /* A node per line would be ~20000 entries and 64 bytes of overhead per 15-byte line. */
+    cr_expect_lt(entries, 100, "%d queue entries for %zu bytes", entries, queued);
+    cr_expect_lt(alloc, 2 * queued + 65536, "queue holds %llu bytes of heap for %zu queued",
+                 (unsigned long long)alloc, queued);
+    close(fd);
+    tt_server_close(srv);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+/* ---- a framed broadcast frames the message for each connection's framing --------- */
+
+static tt_conn_t *fb_conns[4];
+static int fb_opens;
+
+static void fb_open(tt_conn_t *c)
+{
+    cr_assert_lt(fb_opens, 4);
+    if (fb_opens == 2) { /* the third switches to lines before anything is read */
+        tt_frame_opts_t line = tt_frame_line(0);
+        cr_assert_eq(tt_conn_set_framing(c, &line), 0);
+    }
+    if (fb_opens == 3)
+        cr_assert_eq(tt_conn_set_framing(c, NULL), 0); /* the fourth: no framing */
+    fb_conns[fb_opens++] = c;
+}
+
+static size_t read_for(int fd, char *buf, size_t want)
+{
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 200 * 1000};
+    size_t got = 0;
+    ssize_t r;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    while (got < want && (r = recv(fd, buf + got, want - got, 0)) > 0)
+        got += (size_t)r;
+    return got;
+}
+
+Test(broadcast, broadcast_message_frames_once_per_framing_and_skips_unframed)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr, any = th_loopback(0);
+    tt_frame_opts_t u32 = tt_frame_u32be(0);
+    tt_server_opts_t so = {.frame = &u32};
+    tt_conn_handlers_t sh = {.on_open = fb_open};
+    tt_server_t *s;
+    int fd[4];
+    char buf[64];
+
+    fb_opens = 0;
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &so, &sh, NULL, &s), 0);
+    cr_assert_eq(tt_server_addr(s, &addr), 0);
+    for (int i = 0; i < 4; i++) {
+        fd[i] = th_tcp_connect_blocking(&addr);
+        bool never = false;
+        th_run_until(loop, &never, 30); /* accepted in order */
+    }
+    cr_assert_eq(fb_opens, 4);
+
+    cr_expect_eq(tt_server_broadcast_message(NULL, "x", 1, NULL), -EINVAL);
+    /* [0] and [1] share the server's u32be copy; [1] is excepted; [2] gets a line;
+     * [3] is not framed and gets nothing. */
+    int r = tt_server_broadcast_message(s, "hello", 5, fb_conns[1]);
+    cr_expect_eq(r, 2, "queued for %d", r);
+    /* A line holding "\n" cannot be framed for [2]: the others still get it. */
+    r = tt_server_broadcast_message(s, "a\nb", 3, fb_conns[1]);
+    cr_expect_eq(r, 1, "queued for %d", r);
+    bool never = false;
+    th_run_until(loop, &never, 50);
+
+    size_t n = read_for(fd[0], buf, sizeof(buf));
+    cr_expect_eq(n, 9 + 7, "u32be client got %zu bytes", n);
+    cr_expect_eq(memcmp(buf, "\0\0\0\5hello\0\0\0\3a\nb", 16), 0);
+    cr_expect_eq(read_for(fd[1], buf, sizeof(buf)), 0, "the excepted one got bytes");
+    n = read_for(fd[2], buf, sizeof(buf));
+    cr_expect_eq(n, 6, "line client got %zu bytes", n);
+    cr_expect_eq(memcmp(buf, "hello\n", 6), 0);
+    cr_expect_eq(read_for(fd[3], buf, sizeof(buf)), 0, "the unframed one got bytes");
+    tt_conn_stats_t st;
+    cr_assert_eq(tt_conn_get_stats(fb_conns[0], &st), 0);
+    cr_expect_eq(st.messages_out, 2, "messages_out %llu", (unsigned long long)st.messages_out);
+
+    for (int i = 0; i < 4; i++) {
+        close(fd[i]);
+    }
+    tt_server_close(s);
     th_run(loop, 3000);
     cr_assert_eq(tt_loop_close(loop), 0);
 }

@@ -750,3 +750,52 @@ Test(close, completed_transfer_reports_bytes_acked)
     close_server();
     cr_assert_eq(tt_loop_close(loop), 0);
 }
+
+/* ---- the linger deadline starts at tt_end --------------------------------------- */
+
+static uint64_t linger_end_ms, linger_close_ms;
+static volatile bool linger_closed;
+
+static void srv_fills_then_ends_with_short_linger(tt_conn_t *c)
+{
+    cr_assert_eq(tt_conn_set_sndbuf(c, 4096), 0);
+    cr_assert_eq(tt_conn_set_linger(c, 300), 0);
+    send_pattern(c, 0, BIG); /* far more than the peer's buffers hold */
+    cr_assert_eq(tt_end(c, NULL, 0), 0);
+    linger_end_ms = th_now_ms();
+}
+
+static void note_linger_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    (void)c, (void)info;
+    linger_close_ms = th_now_ms();
+    linger_closed = true;
+}
+
+Test(close, end_to_a_peer_that_never_reads_times_out_after_the_linger)
+{
+    tt_addr_t addr = start_server(NULL);
+    srv_hook.open = srv_fills_then_ends_with_short_linger;
+    srv_hook.close = note_linger_close;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    cr_assert_eq(connect(fd, &addr.u.sa, addr.len), 0, "connect: %s", strerror(errno));
+
+    th_run_until(loop, &linger_closed, 5000); /* the peer reads nothing, ever */
+
+    cr_expect_eq(srv.closes, 1, "no close 5 s after tt_end with a 300 ms linger");
+    cr_expect_eq(srv.info.kind, TT_CLOSE_LINGER_TIMEOUT, "kind '%s'",
+                 tt_close_kind_name(srv.info.kind));
+    cr_expect_eq(srv.info.error, -ETIMEDOUT, "error %s", tt_err_name(srv.info.error));
+    cr_expect_gt(srv.info.bytes_unsent, 0);
+    cr_expect_eq(srv.info.bytes_written + srv.info.bytes_unsent, BIG);
+    if (srv.closes == 1)
+        cr_expect_lt(linger_close_ms - linger_end_ms, 3000, "closed %llu ms after tt_end",
+                     (unsigned long long)(linger_close_ms - linger_end_ms));
+    close(fd);
+    close_server();
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}

@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1000,6 +1003,427 @@ Test(framing, peer_ending_inside_a_frame_closes_with_protocol_error)
     cr_expect_eq(eof.closes, 1);
     cr_expect_eq(eof.kind, TT_CLOSE_PROTOCOL_ERROR, "kind %s", tt_close_kind_name(eof.kind));
     cr_expect_eq(eof.error, TT_EPROTOCOL, "error %s", tt_err_name(eof.error));
+    tt_server_close(s);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+/* ---- reading restarted late in a round: held messages go before the peer's FIN ---- */
+
+static struct {
+    tt_conn_t *conns[2]; /* in accept order: [0] the one that closes, [1] the sender */
+    int opens, msgs, order_bad;
+    tt_close_kind_t kind;
+    int error;
+    bool done;
+} late;
+
+static void late_open(tt_conn_t *c)
+{
+    cr_assert_lt(late.opens, 2);
+    late.conns[late.opens++] = c;
+}
+
+static void late_msg(tt_conn_t *c, const void *m, size_t n)
+{
+    const char *want = late.msgs == 0 ? "m1" : "m2";
+    if (n != 2 || memcmp(m, want, 2) != 0)
+        late.order_bad++;
+    if (++late.msgs == 1) {
+        /* Pause, and resume only from the other connection's on_close: that runs
+         * in the pending phase, after this round's reads, so the FIN that is already
+         * waiting is read before the held "m2\n" is fed again. */
+        cr_assert_eq(tt_conn_read_stop(c), 0);
+        cr_assert_eq(tt_destroy(late.conns[0], 0), 0);
+    }
+}
+
+static void late_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    if (c == late.conns[0]) {
+        cr_assert_eq(tt_conn_read_start(late.conns[1]), 0);
+        return;
+    }
+    late.kind = info->kind;
+    late.error = info->error;
+    late.done = true;
+}
+
+Test(framing, read_start_late_in_a_round_delivers_held_messages_before_the_fin)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr, any = th_loopback(0);
+    tt_server_t *s;
+    tt_frame_opts_t line = tt_frame_line(0);
+    tt_server_opts_t so = {.frame = &line};
+    tt_conn_handlers_t sh = {.on_open = late_open, .on_message = late_msg, .on_close = late_close};
+    char buf[64];
+
+    memset(&late, 0, sizeof(late));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &so, &sh, NULL, &s), 0);
+    cr_assert_eq(tt_server_addr(s, &addr), 0);
+    int b = th_tcp_connect_blocking(&addr);
+    int a = th_tcp_connect_blocking(&addr);
+    /* Both messages and the FIN are in the server's receive queue before it reads. */
+    cr_assert_eq(send(a, "m1\nm2\n", 6, 0), 6);
+    cr_assert_eq(shutdown(a, SHUT_WR), 0);
+    usleep(20 * 1000);
+    cr_assert(th_run_until(loop, &late.done, 3000));
+    cr_expect_eq(late.opens, 2);
+    cr_expect_eq(late.msgs, 2, "messages delivered: %d (m2 lost)", late.msgs);
+    cr_expect_eq(late.order_bad, 0);
+    cr_expect_eq(late.kind, TT_CLOSE_PEER_CLOSED, "kind %s (%s)", tt_close_kind_name(late.kind),
+                 tt_err_name(late.error));
+    cr_expect_eq(late.error, 0, "error %s", tt_err_name(late.error));
+    struct timeval tv = {.tv_sec = 3};
+    setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    cr_expect_eq(recv(a, buf, sizeof(buf), 0), 0, "the server ends its side cleanly");
+    close(a);
+    close(b);
+    tt_server_close(s);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+/* ---- the replies to the messages of one read leave in one write ------------------ */
+
+#define BATCH_MSGS 2000
+
+static struct {
+    int msgs;
+    tt_conn_stats_t st;
+    bool done;
+} batch;
+
+static void batch_msg(tt_conn_t *c, const void *m, size_t n)
+{
+    cr_assert_eq(n, 0u);
+    (void)m;
+    cr_assert_geq(tt_send_message(c, NULL, 0), 0); /* echo: a 4-byte empty frame */
+    if (++batch.msgs == BATCH_MSGS) {
+        cr_assert_eq(tt_conn_get_stats(c, &batch.st), 0);
+        batch.done = true;
+    }
+}
+
+Test(framing, echo_of_many_frames_in_one_read_costs_a_write_per_read_not_per_frame)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr, any = th_loopback(0);
+    tt_server_t *s;
+    tt_frame_opts_t u32 = tt_frame_u32be(0);
+    tt_server_opts_t so = {.frame = &u32};
+    tt_conn_handlers_t sh = {.on_message = batch_msg};
+    static char frames[4 * BATCH_MSGS]; /* BATCH_MSGS empty u32be frames: all zeros */
+    static char back[4 * BATCH_MSGS];
+
+    memset(&batch, 0, sizeof(batch));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &so, &sh, NULL, &s), 0);
+    cr_assert_eq(tt_server_addr(s, &addr), 0);
+    int fd = th_tcp_connect_blocking(&addr);
+    cr_assert_eq(send(fd, frames, sizeof(frames), 0), (ssize_t)sizeof(frames));
+    cr_assert(th_run_until(loop, &batch.done, 5000));
+    bool never = false;
+    th_run_until(loop, &never, 50); /* let the last write go */
+
+    /* 8000 bytes come in one read or a few; each read's replies are one sendmsg. */
+    cr_expect_leq(batch.st.packets_out, batch.st.packets_in + 1,
+                  "%llu writes for %d messages in %llu reads",
+                  (unsigned long long)batch.st.packets_out, BATCH_MSGS,
+                  (unsigned long long)batch.st.packets_in);
+    cr_expect_eq(batch.st.messages_out, BATCH_MSGS);
+    struct timeval tv = {.tv_sec = 3};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof(back) && (r = recv(fd, back + got, sizeof(back) - got, 0)) > 0)
+        got += (size_t)r;
+    cr_expect_eq(got, sizeof(back), "echoed %zu of %zu bytes", got, sizeof(back));
+    close(fd);
+    tt_server_close(s);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+/* ---- limits on partial frames: assembly time, and a server-wide budget ------------ */
+
+/* Connects, sends a u32be header announcing `announce` bytes and `send` of them,
+ * then stalls until the server closes the connection (exit 0) or 10 s pass (2). */
+static const char *stall_py =
+    "import socket,struct,sys,time\n"
+    "port=int(sys.argv[1]); announce=int(sys.argv[2]); n=int(sys.argv[3])\n"
+    "s=socket.create_connection(('127.0.0.1',port),timeout=10)\n"
+    "s.sendall(struct.pack('>I',announce)+b'p'*n)\n"
+    "try:\n"
+    "    while s.recv(4096): pass\n"
+    "except socket.timeout: sys.exit(2)\n"
+    "except OSError: pass\n"
+    "sys.exit(0)\n";
+
+static pid_t spawn_stall(uint16_t port, size_t announce, size_t n)
+{
+    char ps[16], as[24], ns[24];
+    snprintf(ps, sizeof(ps), "%u", port);
+    snprintf(as, sizeof(as), "%zu", announce);
+    snprintf(ns, sizeof(ns), "%zu", n);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        execlp("python3", "python3", "-c", stall_py, ps, as, ns, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static struct {
+    int opens, closes, by_timeout, by_budget, other;
+    tt_conn_t *conns[8];
+    tt_close_info_t info;
+    uint64_t opened_ms, closed_ms;
+} lim;
+
+static void lim_open(tt_conn_t *c)
+{
+    cr_assert_lt(lim.opens, 8);
+    lim.conns[lim.opens++] = c;
+    lim.opened_ms = th_now_ms();
+}
+
+static void lim_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    for (int i = 0; i < lim.opens; i++)
+        if (lim.conns[i] == c)
+            lim.conns[i] = NULL;
+    lim.closes++;
+    lim.info = *info;
+    lim.closed_ms = th_now_ms();
+    if (info->kind == TT_CLOSE_PROTOCOL_ERROR && info->error == -ETIMEDOUT &&
+        info->detail == TT_FRAME_DETAIL_TIMEOUT)
+        lim.by_timeout++;
+    else if (info->kind == TT_CLOSE_FRAME_TOO_LARGE && info->error == -ENOBUFS &&
+             info->detail == TT_FRAME_DETAIL_BUDGET)
+        lim.by_budget++;
+    else
+        lim.other++;
+}
+
+Test(framing, a_partial_frame_that_stalls_is_closed_after_the_assembly_timeout)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr, any = th_loopback(0);
+    tt_server_t *s;
+    tt_frame_opts_t fo = tt_frame_u32be(0);
+    fo.assembly_timeout_ms = 300;
+    tt_server_opts_t so = {.frame = &fo};
+    tt_conn_handlers_t sh = {.on_open = lim_open, .on_close = lim_close};
+
+    memset(&lim, 0, sizeof(lim));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &so, &sh, NULL, &s), 0);
+    cr_assert_eq(tt_server_addr(s, &addr), 0);
+    pid_t pid = spawn_stall(ntohs(addr.u.in4.sin_port), 1000, 10);
+    volatile bool closed = false;
+    uint64_t end = th_now_ms() + 5000;
+    while (lim.closes == 0 && th_now_ms() < end)
+        th_run_until(loop, &closed, 20);
+    cr_expect_eq(lim.closes, 1, "no close 5 s after a 300 ms assembly timeout");
+    cr_expect_eq(lim.by_timeout, 1, "kind %s error %s detail %d",
+                 tt_close_kind_name(lim.info.kind), tt_err_name(lim.info.error), lim.info.detail);
+    if (lim.closes == 1)
+        cr_expect_lt(lim.closed_ms - lim.opened_ms, 3000, "closed after %llu ms",
+                     (unsigned long long)(lim.closed_ms - lim.opened_ms));
+    cr_expect_eq(reap(pid, 10000), 0, "the peer did not see the close");
+    tt_server_close(s);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+Test(framing, partial_frames_of_a_server_are_bounded_by_its_budget)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr, any = th_loopback(0);
+    tt_server_t *s;
+    tt_frame_opts_t fo = tt_frame_u32be(256 * 1024);
+    fo.budget = 256 * 1024;
+    tt_server_opts_t so = {.frame = &fo};
+    tt_conn_handlers_t sh = {.on_open = lim_open, .on_close = lim_close};
+    pid_t pid[3];
+
+    memset(&lim, 0, sizeof(lim));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &so, &sh, NULL, &s), 0);
+    cr_assert_eq(tt_server_addr(s, &addr), 0);
+    /* Each holds 100 KB of a 200 KB frame: a 128 KiB buffer each, 384 KiB for
+     * three, over the 256 KiB budget; no one of them can pass it alone. */
+    for (int i = 0; i < 3; i++)
+        pid[i] = spawn_stall(ntohs(addr.u.in4.sin_port), 200000, 100000);
+    volatile bool never = false;
+    uint64_t end = th_now_ms() + 3000;
+    while (lim.by_budget == 0 && th_now_ms() < end)
+        th_run_until(loop, &never, 20);
+    th_run_until(loop, &never, 200); /* the others have all their bytes by now */
+    cr_expect_geq(lim.by_budget, 1, "no connection closed for the budget (closes %d)",
+                  lim.closes);
+    cr_expect_lt(lim.closes, 3, "every connection was closed: one alone fits the budget");
+    cr_expect_eq(lim.other, 0, "other close: kind %s error %s", tt_close_kind_name(lim.info.kind),
+                 tt_err_name(lim.info.error));
+    for (int i = 0; i < lim.opens; i++)
+        if (lim.conns[i] != NULL)
+            tt_destroy(lim.conns[i], 0); /* the stalled survivors */
+    tt_server_close(s);
+    th_run(loop, 3000);
+    for (int i = 0; i < 3; i++)
+        cr_expect_eq(reap(pid[i], 10000), 0);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+/* The same, measured from outside: strace counts the system calls `tether echo
+ * --framing u32be` makes to write, for 200 000 empty frames from one client. */
+static const char *strace_py =
+    "import socket,subprocess,sys,threading,time,re,os,signal\n"
+    "tether=sys.argv[1]; out=sys.argv[2]\n"
+    "def fail(m): sys.stderr.write(m+'\\n'); sys.exit(1)\n"
+    "p=subprocess.Popen(['strace','-f','-c','-o',out,'-e','trace=sendmsg,writev,write,sendto',\n"
+    "    tether,'echo','--listen','127.0.0.1:0','--framing','u32be'],\n"
+    "    stdout=subprocess.PIPE,stderr=subprocess.PIPE)\n"
+    "try:\n"
+    "    line=p.stdout.readline().decode()\n"
+    "    m=re.search(r':(\\d+)\\s*$',line)\n"
+    "    if not m: fail('no port in %r'%line)\n"
+    "    s=socket.create_connection(('127.0.0.1',int(m.group(1))),timeout=10)\n"
+    "    n=200000; data=b'\\0'*(4*n); got=[0]\n"
+    "    def rd():\n"
+    "        while got[0]<len(data):\n"
+    "            c=s.recv(1<<20)\n"
+    "            if not c: break\n"
+    "            got[0]+=len(c)\n"
+    "    t=threading.Thread(target=rd); t.start(); s.sendall(data); t.join(20)\n"
+    "    if got[0]!=len(data): fail('echoed %d of %d'%(got[0],len(data)))\n"
+    "    s.close(); time.sleep(0.1)\n"
+    "    kids=open('/proc/%d/task/%d/children'%(p.pid,p.pid)).read().split()\n"
+    "    for k in kids: os.kill(int(k),signal.SIGINT)  # the tool, traced by strace\n"
+    "    p.communicate(timeout=10)\n"
+    "    calls=0\n"
+    "    for l in open(out):\n"
+    "        f=l.split()\n"
+    "        if len(f)>=5 and f[-1] in ('sendmsg','writev','write','sendto'): calls+=int(f[3])\n"
+    "    if calls>20000: fail('%d write calls for %d frames'%(calls,n))\n"
+    "    if calls==0: fail('strace counted no writes: %r'%open(out).read())\n"
+    "finally:\n"
+    "    if p.poll() is None:\n"
+    "        try:\n"
+    "            for k in open('/proc/%d/task/%d/children'%(p.pid,p.pid)).read().split():\n"
+    "                os.kill(int(k),signal.SIGKILL)\n"
+    "        except OSError: pass\n"
+    "        p.kill()\n";
+
+Test(framing, tool_echo_of_many_frames_makes_few_write_calls_under_strace, .timeout = 60)
+{
+    const char *bin = th_build_path("tether");
+    char out[] = "/tmp/tt-strace-XXXXXX";
+    if (access(bin, X_OK) != 0)
+        cr_skip_test("no %s (the tool was not built)", bin);
+    if (system("strace -V >/dev/null 2>&1") != 0)
+        cr_skip_test("no strace");
+    int ofd = mkstemp(out);
+    cr_assert_geq(ofd, 0);
+    close(ofd);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        execlp("python3", "python3", "-c", strace_py, bin, out, (char *)NULL);
+        _exit(127);
+    }
+    int rc = reap(pid, 40000);
+    unlink(out);
+    cr_assert_eq(rc, 0, "strace scenario exit %d (stderr above)", rc);
+}
+
+/* The same, and a held message pauses reading again: the FIN waits until the
+ * rest has been delivered after the next tt_conn_read_start. */
+static struct {
+    tt_conn_t *conns[2];
+    int opens, msgs, order_bad;
+    tt_close_kind_t kind;
+    int error, msgs_at_close;
+    bool done;
+} late2;
+
+static void late2_open(tt_conn_t *c)
+{
+    cr_assert_lt(late2.opens, 2);
+    late2.conns[late2.opens++] = c;
+}
+
+static void late2_resume(tt_timer_t *t, void *data)
+{
+    cr_assert_eq(tt_conn_read_start(data), 0);
+    tt_timer_close(t);
+}
+
+static void late2_msg(tt_conn_t *c, const void *m, size_t n)
+{
+    char want[16];
+    snprintf(want, sizeof(want), "m%d", late2.msgs + 1);
+    if (n != 2 || memcmp(m, want, 2) != 0)
+        late2.order_bad++;
+    late2.msgs++;
+    if (late2.msgs == 1) {
+        cr_assert_eq(tt_conn_read_stop(c), 0);
+        cr_assert_eq(tt_destroy(late2.conns[0], 0), 0);
+    } else if (late2.msgs == 2) {
+        tt_timer_t *t;
+        cr_assert_eq(tt_conn_read_stop(c), 0); /* again, with the FIN already read */
+        cr_assert_eq(tt_timer_init(tt_conn_loop(c), &t, late2_resume, c), 0);
+        cr_assert_eq(tt_timer_start(t, 50, 0), 0);
+    }
+}
+
+static void late2_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    if (c == late2.conns[0]) {
+        cr_assert_eq(tt_conn_read_start(late2.conns[1]), 0);
+        return;
+    }
+    late2.kind = info->kind;
+    late2.error = info->error;
+    late2.msgs_at_close = late2.msgs;
+    late2.done = true;
+}
+
+Test(framing, fin_behind_held_messages_waits_when_reading_pauses_again)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr, any = th_loopback(0);
+    tt_server_t *s;
+    tt_frame_opts_t line = tt_frame_line(0);
+    tt_server_opts_t so = {.frame = &line};
+    tt_conn_handlers_t sh = {
+        .on_open = late2_open, .on_message = late2_msg, .on_close = late2_close};
+    char buf[64];
+
+    memset(&late2, 0, sizeof(late2));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &so, &sh, NULL, &s), 0);
+    cr_assert_eq(tt_server_addr(s, &addr), 0);
+    int b = th_tcp_connect_blocking(&addr);
+    int a = th_tcp_connect_blocking(&addr);
+    cr_assert_eq(send(a, "m1\nm2\nm3\n", 9, 0), 9);
+    cr_assert_eq(shutdown(a, SHUT_WR), 0);
+    usleep(20 * 1000);
+    cr_assert(th_run_until(loop, &late2.done, 3000));
+    cr_expect_eq(late2.msgs, 3, "messages delivered: %d", late2.msgs);
+    cr_expect_eq(late2.msgs_at_close, 3, "closed after %d messages", late2.msgs_at_close);
+    cr_expect_eq(late2.order_bad, 0);
+    cr_expect_eq(late2.kind, TT_CLOSE_PEER_CLOSED, "kind %s (%s)", tt_close_kind_name(late2.kind),
+                 tt_err_name(late2.error));
+    struct timeval tv = {.tv_sec = 3};
+    setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    cr_expect_eq(recv(a, buf, sizeof(buf), 0), 0, "the server ends its side cleanly");
+    close(a);
+    close(b);
     tt_server_close(s);
     th_run(loop, 3000);
     cr_assert_eq(tt_loop_close(loop), 0);

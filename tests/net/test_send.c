@@ -392,3 +392,44 @@ Test(send, send_to_a_peer_that_reset_fails_with_epipe_and_raises_no_sigpipe)
                   sp.results[i]);
     cr_assert_eq(tt_loop_close(loop), 0);
 }
+
+/* ---- the hard cap counts what the queue really holds ----------------------------- */
+
+static struct {
+    int accepted, last;
+} tiny;
+static char tiny_byte = 't';
+
+static void send_tiny_owned_until_refused(tt_conn_t *c)
+{
+    cr_assert_eq(tt_conn_set_queue_cap(c, 64 * 1024), 0);
+    for (tiny.accepted = 0; tiny.accepted < 100000; tiny.accepted++) {
+        tiny.last = tt_send_owned(c, &tiny_byte, 1, NULL, NULL);
+        if (tiny.last < 0)
+            break;
+    }
+}
+
+Test(send, hard_cap_charges_each_queued_buffer_its_node_not_just_its_bytes)
+{
+    tt_conn_handlers_t h = {.on_open = s_open, .on_close = s_close};
+    tt_addr_t any = th_loopback(0), addr;
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, NULL, &h, NULL, &server), 0);
+    cr_assert_eq(tt_server_addr(server, &addr), 0);
+    on_open_hook = send_tiny_owned_until_refused;
+
+    int fd = th_tcp_connect_blocking(&addr);
+    th_run(loop, 5000);
+    close(fd);
+
+    /* Counting payload only, 65536 one-byte buffers (4 MiB of nodes) fit a 64 KiB
+     * cap; counting the node each costs, about a thousand. */
+    cr_expect_eq(tiny.last, -ENOBUFS, "last %d after %d sends", tiny.last, tiny.accepted);
+    cr_expect_lt(tiny.accepted, 2048, "%d one-byte buffers accepted under a 64 KiB cap",
+                 tiny.accepted);
+    cr_expect_gt(tiny.accepted, 256, "only %d accepted", tiny.accepted);
+    cr_expect_eq(srv.info.kind, TT_CLOSE_SEND_OVERFLOW, "kind '%s'",
+                 tt_close_kind_name(srv.info.kind));
+    cr_assert_eq(tt_loop_close(loop), 0);
+}

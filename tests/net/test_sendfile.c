@@ -475,3 +475,125 @@ Test(sendfile, send_file_to_a_peer_that_reset_raises_no_sigpipe)
     close(file_fd);
     cr_assert_eq(tt_loop_close(loop), 0);
 }
+
+/* ---- files whose st_size is not their length (procfs, sysfs) -------------------- */
+
+/* What a plain read(2) of the file gives, for comparison. */
+static size_t read_whole(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    size_t got = 0;
+    ssize_t n;
+    cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+    while (got < cap && (n = read(fd, buf + got, cap - got)) > 0)
+        got += (size_t)n;
+    close(fd);
+    return got;
+}
+
+static const char *special_path;
+
+static void send_special_then_end(tt_conn_t *c)
+{
+    int fd = open(special_path, O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(fd, 0, "%s: %s", special_path, strerror(errno));
+    call.r = tt_send_file(c, fd, 0, TT_FILE_TO_EOF, TT_FILE_CLOSE_FD | TT_FILE_THEN_END);
+}
+
+static void check_special_file_arrives(const char *path, const char *first_bytes)
+{
+    char want[TH_SINK_HEAD];
+    tt_addr_t addr = start_server(false);
+    th_sink_t sink = {0};
+    special_path = path;
+    on_open_hook = send_special_then_end;
+
+    int fd = th_tcp_connect_blocking(&addr);
+    th_sink_start(&sink, fd, false, 5000);
+    th_run(loop, 5000);
+    th_sink_join(&sink);
+    close(fd);
+
+    size_t wn = read_whole(path, want, sizeof(want));
+    cr_expect_eq(call.r, 0, "tt_send_file: %s", tt_strerror(call.r));
+    cr_expect_gt(sink.got, 0, "%s: nothing arrived", path);
+    cr_expect_eq(strncmp(sink.head, first_bytes, strlen(first_bytes)), 0,
+                 "%s: got '%.40s'", path, sink.head);
+    /* /proc/self/status describes the reader: compare lengths only loosely there. */
+    if (strcmp(path, "/proc/self/status") != 0) {
+        cr_expect_eq(sink.got, wn, "%s: got %llu bytes, read(2) gives %zu", path,
+                     (unsigned long long)sink.got, wn);
+        cr_expect_eq(memcmp(sink.head, want, wn), 0, "%s: contents differ", path);
+    }
+    cr_expect(sink.eof, "no FIN after the file");
+    cr_expect_eq(srv.info.kind, TT_CLOSE_LOCAL_END, "kind '%s' (%s)",
+                 tt_close_kind_name(srv.info.kind), tt_strerror(srv.info.error));
+    cr_expect_eq(srv.info.bytes_written, sink.got);
+    cr_expect_eq(srv.info.bytes_queued, sink.got, "queued %llu, sent %llu",
+                 (unsigned long long)srv.info.bytes_queued, (unsigned long long)sink.got);
+    cr_expect_eq(srv.info.bytes_unsent, 0);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+/* st_size 0, and sendfile(2) works. */
+Test(sendfile, to_eof_of_a_proc_file_with_size_zero_sends_its_contents)
+{
+    check_special_file_arrives("/proc/version", "Linux");
+}
+
+/* st_size 0, and sendfile(2) says EINVAL (a seq file): read(2) takes over. */
+Test(sendfile, to_eof_of_a_proc_file_sendfile_refuses_falls_back_to_read)
+{
+    check_special_file_arrives("/proc/self/status", "Name:");
+}
+
+/* st_size 4096, contents a few bytes: the early end of file is the end. */
+Test(sendfile, to_eof_of_a_sysfs_file_ends_at_its_real_end)
+{
+    cr_assert_eq(access("/sys/devices/system/cpu/online", R_OK), 0);
+    check_special_file_arrives("/sys/devices/system/cpu/online", "0");
+}
+
+/* ---- destroy from a free callback stops the writer ------------------------------ */
+
+static char owned_buf[1000];
+static int owned_frees;
+
+static void owned_free_destroys(void *buf, void *arg)
+{
+    (void)buf;
+    owned_frees++;
+    cr_assert_eq(tt_destroy(arg, 0), 0);
+}
+
+static void send_owned_then_file(tt_conn_t *c)
+{
+    th_pattern(owned_buf, sizeof(owned_buf), 0);
+    cr_assert_geq(tt_send_owned(c, owned_buf, sizeof(owned_buf), owned_free_destroys, c), 0);
+    cr_assert_geq(tt_send_file(c, file_fd, 0, TT_FILE_TO_EOF, 0), 0);
+}
+
+Test(sendfile, destroy_in_a_free_callback_stops_the_file_behind_it)
+{
+    tt_addr_t addr = start_server(false);
+    th_sink_t sink = {.check_pattern = true};
+    file_fd = pattern_file(5000, NULL);
+    on_open_hook = send_owned_then_file;
+
+    int fd = th_tcp_connect_blocking(&addr);
+    th_sink_start(&sink, fd, false, 5000);
+    th_run(loop, 5000);
+    th_sink_join(&sink);
+    close(fd);
+    close(file_fd);
+
+    cr_expect_eq(owned_frees, 1);
+    cr_expect_eq(sink.got, sizeof(owned_buf), "peer got %llu bytes: the file went after destroy",
+                 (unsigned long long)sink.got);
+    cr_expect_eq(srv.info.kind, TT_CLOSE_LOCAL_DESTROY, "kind '%s'",
+                 tt_close_kind_name(srv.info.kind));
+    cr_expect_eq(srv.info.bytes_written, sizeof(owned_buf));
+    cr_expect_eq(srv.info.bytes_unsent, 5000, "unsent %llu",
+                 (unsigned long long)srv.info.bytes_unsent);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}

@@ -542,3 +542,53 @@ Test(sendq, push_front_copy_goes_before_everything_queued)
     cr_assert_str_eq(got, "two three");
     cr_assert_eq(tt__sendq_clear(&q, NULL, NULL), 9);
 }
+
+/* alloc: the heap the queue holds, what the hard cap limits. */
+Test(sendq, alloc_counts_chunks_as_allocated_and_a_node_per_other_entry)
+{
+    tt__sendq_t q;
+    static char one = 'x';
+    tt__sendq_init(&q);
+    cr_assert_eq(q.alloc, 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(tt__sendq_push_owned(&q, &one, 1, NULL, NULL), 0);
+    cr_expect_eq(q.alloc, 3 * (TT__SQ_NODE_COST + 1), "alloc %llu", U(q.alloc));
+    struct iovec iov = {.iov_base = "abc", .iov_len = 3};
+    cr_assert_eq(tt__sendq_push_copy(&q, &iov, 1, 3), 0); /* a later chunk: 16 KiB */
+    cr_expect_eq(q.alloc, 3 * (TT__SQ_NODE_COST + 1) + TT__SQ_CHUNK_COST(16384), "alloc %llu",
+                 U(q.alloc));
+    cr_assert_eq(tt__sendq_push_copy(&q, &iov, 1, 3), 0); /* packed: no more heap */
+    cr_expect_eq(q.alloc, 3 * (TT__SQ_NODE_COST + 1) + TT__SQ_CHUNK_COST(16384));
+    tt__sendq_consume(&q, 2);
+    cr_expect_eq(q.alloc, 1 * (TT__SQ_NODE_COST + 1) + TT__SQ_CHUNK_COST(16384));
+    tt__sendq_consume(&q, 4); /* the chunk is held until its last byte goes */
+    cr_expect_eq(q.alloc, TT__SQ_CHUNK_COST(16384), "alloc %llu", U(q.alloc));
+    tt__sendq_consume(&q, 3);
+    cr_expect_eq(q.alloc, 0, "alloc %llu after everything went", U(q.alloc));
+    cr_assert_eq(tt__sendq_push_owned(&q, &one, 1, NULL, NULL), 0);
+    tt__sendq_clear(&q, NULL, NULL);
+    cr_expect_eq(q.alloc, 0);
+}
+
+/* The marks keep_unsent relies on: which entries do not start at a send boundary. */
+Test(sendq, entries_mark_a_partly_taken_send_and_a_copy_split_over_chunks)
+{
+    tt__sendq_t q;
+    static char big[20000];
+    tt__sendq_init(&q);
+    struct iovec a = {.iov_base = big, .iov_len = 4000};
+    cr_assert_eq(tt__sendq_push_copy(&q, &a, 1, 4000), 0); /* first chunk: 4096 bytes */
+    struct iovec b = {.iov_base = big, .iov_len = 20000};
+    cr_assert_eq(tt__sendq_push_copy(&q, &b, 1, 20000), 0); /* 96 bytes fit, the rest splits */
+    cr_assert_neq(q.head, q.tail);
+    cr_expect_eq(q.head->flags & (TT__SQE_STARTED | TT__SQE_CONT), 0);
+    cr_expect(q.tail->flags & TT__SQE_CONT, "the chunk holding the rest of a split send");
+    tt__sendq_consume(&q, 10);
+    cr_expect(q.head->flags & TT__SQE_STARTED, "the head after a partial write");
+    tt__sendq_clear(&q, NULL, NULL);
+    static char one = '1';
+    cr_assert_eq(tt__sendq_push_owned(&q, &one, 1, NULL, NULL), 0);
+    cr_expect_eq(q.head->flags & (TT__SQE_STARTED | TT__SQE_CONT), 0);
+    tt__sendq_consume(&q, 1); /* whole: released, never marked */
+    cr_expect(tt__sendq_empty(&q));
+}

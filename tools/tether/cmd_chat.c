@@ -18,6 +18,10 @@
 #define SHUTDOWN_MS 2000 /* graceful end for every client, then destroy */
 #define CHAT_DEFAULT_LISTEN "127.0.0.1:7001"
 #define CHAT_DEFAULT_MAX_LINE 4096UL
+/* Slow-reader policy: a client whose send queue would hold more than this is
+ * dropped (TT_CLOSE_SEND_OVERFLOW) instead of making the server hold every line
+ * for it. A few MiB is minutes of ordinary chat. */
+#define DEFAULT_MAX_QUEUE ((size_t)4 << 20)
 
 /* --workers > 1. Each worker thread learns the set from on_start, before it
  * accepts anyone: tt_workers_start() only hands it to the main thread once every
@@ -40,6 +44,9 @@ static void usage(FILE *f)
             "      --workers N         N loops on N threads (SO_REUSEPORT) (default 1)\n"
             "      --max-conns N       accept at most N clients at once; more wait\n"
             "                          (default: no limit)\n"
+            "      --max-queue BYTES   drop a client that stops reading once the lines\n"
+            "                          waiting for it hold this much memory (default 4M;\n"
+            "                          suffixes K, M, G; 0: the library's 64M)\n"
             "      --admin SOCKET      serve the connection table for `tether stat`\n"
             "                          (default: none)\n"
             "      --metrics ADDR:PORT serve Prometheus metrics over HTTP (default: none)\n"
@@ -52,6 +59,26 @@ static void usage(FILE *f)
             "Exit status: 0 stopped by a signal, 1 could not listen (or stdout is\n"
             "closed), 2 bad usage.\n",
             CHAT_DEFAULT_LISTEN, CHAT_DEFAULT_MAX_LINE, SHUTDOWN_MS / 1000);
+}
+
+/* --max-queue: "4M", "512K", "0" (0: the library's default cap, 64 MiB). */
+static int parse_queue_cap(const char *text, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno != 0 || end == text || text[0] == '-')
+        return -EINVAL;
+    if (*end == 'K' || *end == 'k')
+        v <<= 10, end++;
+    else if (*end == 'M' || *end == 'm')
+        v <<= 20, end++;
+    else if (*end == 'G' || *end == 'g')
+        v <<= 30, end++;
+    if (*end != 0 || (v != 0 && (v < TT_DEFAULT_HIGH_WATER || v > (1ULL << 40))))
+        return -EINVAL;
+    *out = (size_t)v;
+    return 0;
 }
 
 /* Send to everyone but `except`, on this loop or across all workers. */
@@ -204,6 +231,7 @@ int cmd_chat(int argc, char **argv)
                                          {"max-line", required_argument, NULL, 'L'},
                                          {"workers", required_argument, NULL, 'W'},
                                          {"max-conns", required_argument, NULL, 'M'},
+                                         {"max-queue", required_argument, NULL, 'Q'},
                                          {"admin", required_argument, NULL, 'A'},
                                          {"metrics", required_argument, NULL, 'P'},
                                          {"quiet", no_argument, NULL, 'q'},
@@ -213,6 +241,7 @@ int cmd_chat(int argc, char **argv)
     tt_server_opts_t so = {0};
     tt_frame_opts_t frame;
     unsigned long max_line = CHAT_DEFAULT_MAX_LINE, nworkers = 1, max_conns = 0;
+    size_t max_queue = DEFAULT_MAX_QUEUE;
     tt_addr_t addr, maddr;
     bool first = true;
     int c;
@@ -233,6 +262,12 @@ int cmd_chat(int argc, char **argv)
         case 'M':
             if (cli_parse_count("chat", "--max-conns", optarg, 1UL << 30, &max_conns) != 0)
                 return CLI_EXIT_USAGE;
+            break;
+        case 'Q':
+            if (parse_queue_cap(optarg, &max_queue) < 0)
+                return cli_usage_error("chat", "bad --max-queue '%s': expected 0 or %zu..%zu "
+                                       "bytes (suffixes K, M, G)", optarg,
+                                       (size_t)TT_DEFAULT_HIGH_WATER, (size_t)1 << 40);
             break;
         case 'A':
             admin_path = optarg;
@@ -259,6 +294,7 @@ int cmd_chat(int argc, char **argv)
     frame = tt_frame_line(max_line);
     so.frame = &frame;
     so.max_conns = max_conns;
+    so.queue_cap = max_queue;
     if (nworkers > 1) {
         tt_admin_opts_t ao = admin_opts(admin_path);
         cli_workers_t w = {.cmd = "chat",
