@@ -64,6 +64,10 @@ int cli_parse_addr(const char *cmd, const char *text, bool connect, tt_addr_t *o
 int cli_parse_host(const char *cmd, const char *text, char *host, size_t size, uint16_t *port);
 /* The address as "1.2.3.4:80" / "[::1]:80" in buf (TT_ADDR_STRLEN bytes); returns buf. */
 const char *cli_addr_str(const tt_addr_t *addr, char *buf);
+/* Why a connection ended, for a message: "peer reset: Connection reset by peer",
+ * or the kind alone when there is no error ("peer closed"). Returns buf. */
+#define CLI_REASON_LEN 160
+const char *cli_close_reason(const tt_close_info_t *info, char *buf);
 /* Seconds ("10", "0.5") to milliseconds, at most TT_TIMEOUT_MAX. 0 or -EINVAL. */
 int cli_parse_seconds(const char *text, uint64_t *ms);
 

@@ -135,6 +135,16 @@ const char *cli_addr_str(const tt_addr_t *addr, char *buf)
     return buf;
 }
 
+const char *cli_close_reason(const tt_close_info_t *info, char *buf)
+{
+    if (info->error != 0)
+        snprintf(buf, CLI_REASON_LEN, "%s: %s", tt_close_kind_name(info->kind),
+                 tt_strerror(info->error));
+    else
+        snprintf(buf, CLI_REASON_LEN, "%s", tt_close_kind_name(info->kind));
+    return buf;
+}
+
 int cli_parse_seconds(const char *text, uint64_t *ms)
 {
     char *end;

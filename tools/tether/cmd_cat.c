@@ -185,11 +185,12 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
         cli_error("connect %s: %s", st->where, tt_strerror(-ETIMEDOUT));
         st->status = CLI_EXIT_FAIL;
         break;
-    default:
-        cli_error("%s: %s: %s", st->where, tt_close_kind_name(info->kind),
-                  tt_strerror(info->error));
+    default: {
+        char why[CLI_REASON_LEN];
+        cli_error("%s: %s", st->where, cli_close_reason(info, why));
         st->status = CLI_EXIT_FAIL;
         break;
+    }
     }
     if (st->verbose)
         fprintf(stderr, "tether cat: closed (%s), %llu bytes sent\n",

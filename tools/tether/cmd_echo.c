@@ -95,11 +95,10 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
         atomic_fetch_add(&g_echo.abnormal, 1);
     if (g_echo.verbose) {
         tt_conn_stats_t st;
+        char why[CLI_REASON_LEN];
         tt_conn_get_stats(c, &st);
-        fprintf(stderr, "tether echo: #%" PRIu64 " closed: %s%s%s, %" PRIu64 " bytes in, %" PRIu64
-                        " out\n",
-                st.id, tt_close_kind_name(info->kind), info->error ? ": " : "",
-                info->error ? tt_strerror(info->error) : "", st.bytes_in, info->bytes_written);
+        fprintf(stderr, "tether echo: #%" PRIu64 " closed: %s, %" PRIu64 " bytes in, %" PRIu64 " out\n",
+                st.id, cli_close_reason(info, why), st.bytes_in, info->bytes_written);
     }
 }
 

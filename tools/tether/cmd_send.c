@@ -105,10 +105,12 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
     if (graceful) /* the file shrank while it was being sent */
         cli_error("send %s: only %" PRIu64 " of %" PRIu64 " bytes written", st->where,
                   info->bytes_written, st->regular ? st->size : info->bytes_queued);
-    else
-        cli_error("send %s: %s: %s (%" PRIu64 " of %" PRIu64 " bytes written)", st->where,
-                  tt_close_kind_name(info->kind), tt_strerror(info->error),
-                  info->bytes_written, st->regular ? st->size : info->bytes_queued);
+    else {
+        char why[CLI_REASON_LEN];
+        cli_error("send %s: %s (%" PRIu64 " of %" PRIu64 " bytes written)", st->where,
+                  cli_close_reason(info, why), info->bytes_written,
+                  st->regular ? st->size : info->bytes_queued);
+    }
 }
 
 int cmd_send(int argc, char **argv)
