@@ -773,12 +773,10 @@ static void flush(tt_conn_t *c, bool from_loop)
  * stream source that waits for input: such a head holds no partly written bytes,
  * so this is a boundary, and a pipe or terminal that stays quiet must not hold a
  * heartbeat back. Otherwise they queue like any send. */
-int tt__conn_send_control(tt_conn_t *c, const void *buf, size_t len)
+static int send_control(tt_conn_t *c, const void *buf, size_t len)
 {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
 
-    if (tt__conn_is_closing(c) || (c->flags & (F_WR_SHUT | F_DESTROY_SOON)))
-        return -EPIPE;
     if ((c->flags & F_STREAM_WAIT) && c->sq.head != NULL && c->sq.head->kind == TT__SQ_STREAM) {
         if (tt__sendq_push_front_copy(&c->sq, buf, len) < 0)
             return -ENOMEM;
@@ -793,6 +791,22 @@ int tt__conn_send_control(tt_conn_t *c, const void *buf, size_t len)
         return -ENOMEM;
     flush_soon(c);
     return 0;
+}
+
+int tt__conn_send_control(tt_conn_t *c, const void *buf, size_t len)
+{
+    tt__conn_ext_t *x;
+    int r;
+
+    if (tt__conn_is_closing(c) || (c->flags & (F_WR_SHUT | F_DESTROY_SOON)))
+        return -EPIPE;
+    if ((x = tt__conn_ext(c)) == NULL)
+        return -ENOMEM;
+    x->ctl_bytes += len; /* first: the bytes may be written inside the call */
+    r = send_control(c, buf, len);
+    if (r < 0 && c->ext != NULL)
+        c->ext->ctl_bytes -= len;
+    return r;
 }
 
 bool tt__conn_control_idle(const tt_conn_t *c)

@@ -21,6 +21,10 @@ void tt__handlers_unref(tt__handlers_t *hs);
  * hooks here; conn.c calls them without knowing what they are. */
 typedef struct tt__conn_ext {
     uint64_t msgs_in, msgs_out;
+    /* Bytes queued through tt__conn_send_control (heartbeats, pongs, framing
+     * pings and pongs): not the app's data. Liveness subtracts them from what was
+     * written when it asks whether the app wrote. */
+    uint64_t ctl_bytes;
     int close_detail;
     /* Framing: when set, received bytes go here instead of on_data. */
     void *framer;

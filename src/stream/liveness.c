@@ -64,7 +64,6 @@ typedef struct live {
     /* Kernel sample (TCP_INFO) and what the app had done at that moment. */
     uint64_t sample_at;
     uint64_t k_rcvd, k_acked, app_written;
-    uint64_t hb_bytes; /* heartbeat and pong bytes we queued: not the app's data */
     /* The app's own traffic, for the idle timeouts: heartbeat bytes are not it. */
     uint64_t app_read_at, prev_read_at; /* the last read that was not heartbeat traffic */
     uint64_t app_write_at;              /* the last write that carried app bytes */
@@ -74,7 +73,6 @@ typedef struct live {
     uint16_t ping_len, pong_len;
     bool dead_set;    /* dead-after given by the app itself: it vouches the peer talks */
     bool peer_speaks; /* a ping or pong came from the peer */
-    bool in_ping;     /* a framing ping is being written: not app bytes */
 } live_t;
 
 struct tt__live_cfg {
@@ -178,12 +176,14 @@ static live_t *live_of(tt_conn_t *c)
     return c->ext != NULL ? c->ext->live : NULL;
 }
 
-/* App bytes written so far: what was written less the heartbeat bytes queued. It
- * can run behind while a heartbeat is queued but not yet written, never ahead. */
+/* App bytes written so far: what was written less the control bytes queued
+ * (heartbeats, pongs, the framing layer's pings and pongs: every one goes through
+ * tt__conn_send_control, which counts it). It can run behind while a control
+ * frame is queued but not yet written, never ahead. */
 static uint64_t app_written(const live_t *l)
 {
-    uint64_t w = l->conn->written;
-    return w > l->hb_bytes ? w - l->hb_bytes : 0;
+    uint64_t w = l->conn->written, ctl = l->conn->ext->ctl_bytes;
+    return w > ctl ? w - ctl : 0;
 }
 
 /* The whole cost of liveness on the I/O path: a few stores. */
@@ -196,7 +196,7 @@ static void live_on_io(tt_conn_t *c, int dir)
     if (dir == TT__IO_DIR_READ) {
         l->prev_read_at = l->app_read_at; /* restored if it was only a heartbeat */
         l->app_read_at = now;
-    } else if (!l->in_ping && app_written(l) > l->app_wmark) {
+    } else if (app_written(l) > l->app_wmark) {
         l->app_wmark = app_written(l);
         l->app_write_at = now;
     }
@@ -412,20 +412,10 @@ static void send_ping(live_t *l)
      * not draining is the user timeout's and the dead-after time's business. */
     if (!tt__conn_control_idle(c))
         return;
-    if (l->ping_len > 0) {
-        l->hb_bytes += l->ping_len; /* first: it may be written inside the call */
-        if (tt__conn_send_control(c, l->bytes, l->ping_len) < 0)
-            l->hb_bytes -= l->ping_len;
-    } else if (c->ext->frame_input != NULL && c->ext->frame_ping != NULL) {
-        uint64_t before = c->written;
-        l->in_ping = true; /* the queue was idle: what is written now is the ping */
-        c->ext->frame_ping(c);
-        if (tt__conn_is_closing(c))
-            return; /* the write failed; l may be gone */
-        l->in_ping = false;
-        l->hb_bytes += c->written - before; /* what went at once; the rest is rare */
-        l->app_wmark = max64(l->app_wmark, app_written(l));
-    }
+    if (l->ping_len > 0)
+        (void)tt__conn_send_control(c, l->bytes, l->ping_len);
+    else if (c->ext->frame_input != NULL && c->ext->frame_ping != NULL)
+        (void)c->ext->frame_ping(c); /* through tt__conn_send_control as well */
 }
 
 /* Close for a liveness reason. A peer presumed dead gets a reset instead of a FIN
@@ -526,13 +516,9 @@ static bool live_input(tt_conn_t *c, const char *buf, size_t n)
      * heartbeat applies to it), and this read is not the app's. */
     l->peer_speaks = true;
     l->app_read_at = l->prev_read_at;
-    while (pings-- > 0) {
-        l->hb_bytes += l->pong_len; /* first: it may be written inside the call */
-        if (tt__conn_send_control(c, pong, l->pong_len) < 0) {
-            l->hb_bytes -= l->pong_len;
+    while (pings-- > 0)
+        if (tt__conn_send_control(c, pong, l->pong_len) < 0)
             break;
-        }
-    }
     return true;
 }
 

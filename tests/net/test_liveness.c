@@ -533,6 +533,47 @@ Test(liveness, heartbeat_answers_received_do_not_count_as_the_apps_reads_for_rea
     teardown_loop();
 }
 
+static void framed_with_control_write_idle_350(tt_conn_t *c)
+{
+    tt_frame_opts_t fo = tt_frame_u32be(0);
+    fo.control = true;
+    cr_assert_eq(tt_conn_set_framing(c, &fo), 0);
+    cr_assert_eq(tt_conn_set_idle_timeout(c, TT_IDLE_WRITE, 350), 0);
+}
+
+static void framing_pings(tt_timer_t *t, void *data)
+{
+    int *fd = data;
+    (void)t;
+    cr_assert_eq(send(*fd, "\xff\xff\xff\xff", 4, MSG_NOSIGNAL), 4);
+}
+
+/* The peer sends framing pings every 50 ms; the framing layer answers each with a
+ * pong. Those pongs are not the app's writes: write-idle still fires. */
+Test(liveness, framing_pongs_do_not_count_as_the_apps_writes_for_write_idle)
+{
+    char buf[256];
+    tt_timer_t *t;
+    on_open_hook = framed_with_control_write_idle_350;
+    int fd = setup_plain_peer(NULL);
+
+    cr_assert_eq(tt_timer_init(loop, &t, framing_pings, &fd), 0);
+    cr_assert_eq(tt_timer_start(t, 50, 50), 0);
+    run_until_closed(&srv, 1500);
+    tt_timer_close(t);
+    uint64_t took = srv.closed_at - srv.opened_at;
+    cr_assert(srv.closed, "write-idle never fired while the framing layer answered pings");
+    cr_expect_eq(srv.info.detail, TT_IDLE_WRITE, "detail %d", srv.info.detail);
+    cr_expect(took >= 345 && took < 600, "closed after %llu ms, want ~350",
+              (unsigned long long)took);
+    size_t got = drain_plain(fd, buf, sizeof(buf), 100);
+    cr_expect_geq(got, 8, "only %zu bytes of pongs came back", got);
+    for (size_t i = 0; i + 4 <= got; i += 4)
+        cr_expect_eq(memcmp(buf + i, "\xff\xff\xff\xfe", 4), 0, "byte %zu is not a pong", i);
+    close(fd);
+    teardown_loop();
+}
+
 /* ---- which proof of life counts ---------------------------------------------------------- */
 
 /* tether's answering (ping and pong set) with the knob: a peer that never answers
