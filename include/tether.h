@@ -808,8 +808,9 @@ typedef struct tt_server_opts {
     bool no_reuseaddr;    /* SO_REUSEADDR is on unless this is set */
     bool v6only;          /* IPv6 only (default: dual stack on an IPv6 wildcard) */
     bool half_open;       /* default for accepted connections */
-    size_t high_water;    /* 0: TT_DEFAULT_HIGH_WATER */
-    size_t queue_cap;     /* 0: TT_DEFAULT_QUEUE_CAP; SIZE_MAX: no cap */
+    size_t high_water;    /* 0: TT_DEFAULT_HIGH_WATER; at most UINT32_MAX */
+    size_t queue_cap;     /* 0: TT_DEFAULT_QUEUE_CAP; SIZE_MAX: no cap; not below
+                             high_water (so a mark above 64 MiB needs a cap too) */
     /* Limits. At max_conns the listener leaves the poller, so further clients wait
      * in the kernel's backlog, and returns when a connection closes; with
      * limit_close set they are accepted, sent limit_message (if any) and closed. */
@@ -835,13 +836,23 @@ typedef struct tt_server_opts {
     const struct tt_frame_opts *frame;
 } tt_server_opts_t;
 
-/* Server events passed to tt_server_opts_t.on_event. */
-#define TT_SERVER_PAUSED 1   /* max_conns reached: not accepting */
-#define TT_SERVER_RESUMED 2  /* below max_conns again: accepting */
-#define TT_SERVER_REFUSED 3  /* a client accepted and closed: limit, rate or veto (error) */
-#define TT_SERVER_NOFILE 4   /* out of descriptors (error -EMFILE/-ENFILE): one client
-                                shed with the reserve descriptor, accepting paused until
-                                a descriptor frees */
+/* Server events passed to tt_server_opts_t.on_event (see docs/servers.md). */
+#define TT_SERVER_PAUSED 1   /* max_conns reached: not accepting (error 0) */
+#define TT_SERVER_RESUMED 2  /* accepting again after a max_conns, accept-rate or
+                                out-of-descriptor pause (error 0) */
+/* A client was accepted and closed at once; `peer` is its address and `error` says
+ * why: -EACCES (allow/deny lists) or the audit hook's errno, both closed with RST;
+ * -EBUSY (max_conns in limit_close mode, or max_conns_per_ip), sent limit_message
+ * and a FIN; -ENOMEM (no memory for the connection or the per-address table). */
+#define TT_SERVER_REFUSED 3
+#define TT_SERVER_NOFILE 4   /* out of descriptors (error -EMFILE/-ENFILE/-ENOBUFS/
+                                -ENOMEM): one client shed with the reserve descriptor
+                                (counted in refused), accepting paused until a
+                                descriptor frees or 100 ms pass; peer NULL */
+
+/* A short name for a server event ("paused", "refused", ...); "unknown" for any
+ * other value. Never NULL. */
+TT_EXTERN const char *tt_server_event_name(int event);
 
 /* Listen on `addr` (port 0 picks a free port; see tt_server_addr). Every accepted
  * connection gets a copy of `h`, starts with user data NULL and receives on_open.
