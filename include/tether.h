@@ -1043,27 +1043,46 @@ TT_EXTERN int tt_workers_visit(tt_workers_t *set, tt_workers_visit_cb fn, void *
 typedef struct tt_admin tt_admin_t;
 
 typedef struct tt_admin_opts {
-    /* Unix socket serving the connection table, created with permission 0600 (a
-     * stale socket at the path is replaced; another kind of file is an error). */
+    /* Unix socket serving the connection table, created with permission 0600. A
+     * stale socket at the path (nothing answers on it) is replaced; a live one
+     * (another server's) gives -EADDRINUSE, another kind of file -EEXIST. At close
+     * the file is removed only if it is still the one this endpoint made. */
     const char *unix_path;
     /* TCP address serving the Prometheus text exposition of server totals over
-     * HTTP/1.0 (any request path). */
+     * HTTP/1.0: GET /metrics answers 200; another path 404, another method 405,
+     * a malformed request 400, a request head over 2 KiB 431. Port 0 picks a free
+     * port (see tt_admin_metrics_addr). */
     const tt_addr_t *metrics_addr;
+    /* Every connection of either endpoint is destroyed this long after it was
+     * accepted, whatever it is doing (a client that sends nothing, a reader that
+     * does not read); 0: 5000 ms. */
+    uint64_t timeout_ms;
+    /* Connections open at once on each endpoint; 0: 16. Over it, table clients
+     * wait in the backlog and metrics clients get 503 and a close. */
+    size_t max_conns;
 } tt_admin_opts_t;
 
 /* The table format: a header line of tab-separated column names (id, worker, local,
  * peer, state, age_ms, bytes_in, bytes_out, pkts_in, pkts_out, msgs_in, msgs_out,
  * queued, rtt_us, retrans), then one tab-separated row per connection. */
 
-/* Serve `srv` (on its loop). Returns 0, -EINVAL (nothing to serve), -ENAMETOOLONG,
- * -EEXIST (a non-socket file at unix_path), -ENOMEM, or the bind/listen errno. */
+/* Serve `srv` (on its loop). Returns 0, -EINVAL (nothing to serve, timeout above
+ * TT_TIMEOUT_MAX), -ENAMETOOLONG, -EEXIST (a non-socket file at unix_path),
+ * -EADDRINUSE (a server answers on unix_path, or the metrics port is taken),
+ * -ENOMEM, or the errno of bind/listen. The errno does not say which endpoint
+ * failed: a message should name the path and the address. */
 TT_EXTERN int tt_admin_start(tt_server_t *srv, const tt_admin_opts_t *opts, tt_admin_t **out);
 /* Serve every worker of `set`, from a thread and loop of the endpoint's own (rows
  * are gathered with tt_workers_visit). Same returns. */
 TT_EXTERN int tt_admin_start_workers(tt_workers_t *set, const tt_admin_opts_t *opts,
                                      tt_admin_t **out);
-/* Stop serving and remove the socket file. Single-server mode: call on the server's
- * loop thread; worker mode: from any thread but the endpoint's. Returns 0 or -EINVAL. */
+/* The address the metrics endpoint listens on, with the port the kernel chose.
+ * Any thread. Returns 0, -EINVAL, or -ENOENT (no metrics endpoint). */
+TT_EXTERN int tt_admin_metrics_addr(const tt_admin_t *admin, tt_addr_t *out);
+/* Stop serving, destroy the endpoint's open connections and remove the socket
+ * file. Single-server mode: call on the server's loop thread (safe inside a
+ * callback); worker mode: from any thread but the endpoint's. Returns 0 or
+ * -EINVAL. */
 TT_EXTERN int tt_admin_close(tt_admin_t *admin);
 /* The table for `srv` as text in a malloc'd buffer the caller frees. Returns 0,
  * -EINVAL, or -ENOMEM. */

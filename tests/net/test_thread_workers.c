@@ -401,3 +401,46 @@ Test(workers, admin_endpoint_lists_every_connection_and_serves_metrics)
     th_run(loop, 5000);
     cr_assert_eq(tt_loop_close(loop), 0);
 }
+
+/* A metrics client that connects and sends nothing must not hold up the close:
+ * tt_admin_close destroys it and the join comes at once. */
+typedef struct closer {
+    tt_admin_t *admin;
+    atomic_bool done;
+} closer_t;
+
+static void *close_admin_main(void *arg)
+{
+    closer_t *c = arg;
+    tt_admin_close(c->admin);
+    atomic_store(&c->done, true);
+    return NULL;
+}
+
+Test(workers, admin_close_is_not_held_up_by_a_silent_metrics_client)
+{
+    tt_workers_t *set;
+    tt_workers_opts_t wo = {.count = 2, .on_start = on_start};
+    tt_addr_t any = th_loopback(0), mreq = th_loopback(0), maddr;
+    closer_t c = {0};
+    pthread_t th;
+
+    cr_assert_eq(tt_workers_start(&any, &wo, NULL, &worker_h, NULL, &set), 0);
+    tt_admin_opts_t ao = {.metrics_addr = &mreq};
+    cr_assert_eq(tt_admin_start_workers(set, &ao, &c.admin), 0);
+    cr_assert_eq(tt_admin_metrics_addr(c.admin, &maddr), 0);
+    cr_assert_neq(tt_addr_port(&maddr), 0);
+    int silent = th_tcp_connect_blocking(&maddr);
+    usleep(50000); /* accepted by the endpoint's loop */
+    uint64_t t0 = th_now_ms();
+    cr_assert_eq(pthread_create(&th, NULL, close_admin_main, &c), 0);
+    while (!atomic_load(&c.done) && th_now_ms() - t0 < 3000)
+        usleep(5000);
+    /* Fatal: a close still stuck in pthread_join cannot be cleaned up after. */
+    cr_assert(atomic_load(&c.done), "tt_admin_close still waiting after 3 s");
+    pthread_join(th, NULL);
+    cr_expect_lt(th_now_ms() - t0, 1000, "close took %llu ms",
+                 (unsigned long long)(th_now_ms() - t0));
+    close(silent);
+    cr_assert_eq(tt_workers_stop(set, 1000), 0);
+}
