@@ -70,6 +70,13 @@ double cli_now_s(void);
 int cli_parse_count(const char *cmd, const char *opt, const char *text, unsigned long max,
                     unsigned long *out);
 
+/* The admin endpoint failed to start: say so naming what it was asked to serve
+ * ("CMD: admin endpoint (socket PATH, metrics ADDR): error text"). */
+void cli_admin_error(const char *cmd, const tt_admin_opts_t *ao, int err);
+/* After the listening line: "BANNER metrics on ADDR" (the port chosen for port 0)
+ * when the endpoint serves metrics; flushes stdout. */
+void cli_admin_banner(const char *banner, const tt_admin_t *admin);
+
 /* --workers N for a server command: start the set (SO_REUSEPORT), the admin
  * endpoint if asked, print "BANNER listening on ADDR (N workers)", wait for
  * SIGINT/SIGTERM on this thread (the workers never see them), run before_stop,

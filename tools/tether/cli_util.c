@@ -256,6 +256,27 @@ int cli_parse_count(const char *cmd, const char *opt, const char *text, unsigned
     return 0;
 }
 
+void cli_admin_error(const char *cmd, const tt_admin_opts_t *ao, int err)
+{
+    char buf[TT_ADDR_STRLEN];
+    const char *path = ao->unix_path, *sep = path != NULL && ao->metrics_addr != NULL ? ", " : "";
+
+    cli_error("%s: admin endpoint (%s%s%s%s%s): %s", cmd, path != NULL ? "socket " : "",
+              path != NULL ? path : "", sep, ao->metrics_addr != NULL ? "metrics " : "",
+              ao->metrics_addr != NULL ? cli_addr_str(ao->metrics_addr, buf) : "",
+              tt_strerror(err));
+}
+
+void cli_admin_banner(const char *banner, const tt_admin_t *admin)
+{
+    tt_addr_t a;
+    char buf[TT_ADDR_STRLEN];
+
+    if (admin != NULL && tt_admin_metrics_addr(admin, &a) == 0)
+        printf("%s metrics on %s\n", banner, cli_addr_str(&a, buf));
+    fflush(stdout);
+}
+
 int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_server_opts_t *so,
                       const tt_conn_handlers_t *h, int *sig)
 {
@@ -279,13 +300,13 @@ int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_se
         return CLI_EXIT_FAIL;
     }
     if (w->admin != NULL && (err = tt_admin_start_workers(set, w->admin, &admin)) < 0) {
-        cli_error("%s: admin endpoint: %s", w->cmd, tt_strerror(err));
+        cli_admin_error(w->cmd, w->admin, err);
         tt_workers_stop(set, 0);
         return CLI_EXIT_FAIL;
     }
     tt_workers_addr(set, &bound);
     printf("%s listening on %s (%u workers)\n", w->banner, cli_addr_str(&bound, buf), w->count);
-    fflush(stdout); /* a script waiting for this line must see it now */
+    cli_admin_banner(w->banner, admin); /* flushes: a script waiting for the lines sees them */
     *sig = 0;
     sigwait(&sigs, sig);
     if (w->before_stop != NULL)

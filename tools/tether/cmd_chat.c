@@ -141,7 +141,7 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
         tt_admin_opts_t ao = admin_opts(admin_path);
         err = tt_admin_start(server, &ao, &admin);
         if (err < 0) {
-            cli_error("chat: admin endpoint: %s", tt_strerror(err));
+            cli_admin_error("chat", &ao, err);
             tt_server_close(server);
             tt_loop_run(loop, TT_RUN_NOWAIT);
             tt_loop_close(loop);
@@ -150,7 +150,7 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
     }
     tt_server_addr(server, &bound);
     printf("chat listening on %s\n", cli_addr_str(&bound, text));
-    fflush(stdout);
+    cli_admin_banner("chat", admin);
     cli_signals_install(loop);
     tt_loop_run(loop, TT_RUN_DEFAULT); /* until SIGINT/SIGTERM */
 

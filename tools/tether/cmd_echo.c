@@ -224,7 +224,7 @@ int cmd_echo(int argc, char **argv)
         return CLI_EXIT_FAIL;
     }
     if (serve_admin && (err = tt_admin_start(g_echo.srv, &ao, &admin)) < 0) {
-        cli_error("echo: admin endpoint: %s", tt_strerror(err));
+        cli_admin_error("echo", &ao, err);
         tt_server_close(g_echo.srv);
         tt_loop_run(loop, TT_RUN_NOWAIT);
         tt_loop_close(loop);
@@ -238,7 +238,7 @@ int cmd_echo(int argc, char **argv)
     } else {
         tt_server_addr(g_echo.srv, &addr);
         printf("tether echo: listening on %s\n", cli_addr_str(&addr, buf));
-        fflush(stdout); /* a script waiting for this line must see it now */
+        cli_admin_banner("tether echo:", admin); /* flushes: a script waits for these */
     }
 
     /* Runs until a signal stops it (the server keeps the loop alive); then shut
