@@ -298,7 +298,8 @@ static int show(const char *path, const char *sort_name, uint64_t timeout_ms)
             return cli_usage_error("stat", "no column '%s' to sort by", sort_name);
         }
     }
-    qsort(t.rows, t.nrows, sizeof(char **), cmp_rows);
+    if (t.nrows > 1) /* rows is NULL for an empty table: qsort must not see it */
+        qsort(t.rows, t.nrows, sizeof(char **), cmp_rows);
     print_table(&t);
     fflush(stdout);
     table_free(&t);
