@@ -437,3 +437,13 @@ Test(limits, out_of_descriptors_sheds_a_client_without_spinning_and_recovers)
     th_run(loop, 3000);
     cr_assert_eq(tt_loop_close(loop), 0);
 }
+
+Test(limits, every_server_event_has_a_name)
+{
+    cr_expect_str_eq(tt_server_event_name(TT_SERVER_PAUSED), "paused");
+    cr_expect_str_eq(tt_server_event_name(TT_SERVER_RESUMED), "resumed");
+    cr_expect_str_eq(tt_server_event_name(TT_SERVER_REFUSED), "refused");
+    cr_expect_str_eq(tt_server_event_name(TT_SERVER_NOFILE), "out of descriptors");
+    cr_expect_str_eq(tt_server_event_name(0), "unknown");
+    cr_expect_str_eq(tt_server_event_name(-1), "unknown");
+}
