@@ -120,14 +120,16 @@ static int fetch(const char *path, uint64_t timeout_ms, char **out)
             err = -EFBIG;
             goto fail;
         }
-        if (cap - len < 4096) {
-            char *nb = realloc(buf, cap * 2);
+        if (cap - len < 4096 && cap < MAX_REPLY + 4096) {
+            /* Grow no further than the limit needs: memory stays near MAX_REPLY. */
+            size_t ncap = cap * 2 < MAX_REPLY + 4096 ? cap * 2 : MAX_REPLY + 4096;
+            char *nb = realloc(buf, ncap);
             if (nb == NULL) {
                 err = -ENOMEM;
                 goto fail;
             }
             buf = nb;
-            cap *= 2;
+            cap = ncap;
         }
     }
     close(fd);
