@@ -207,6 +207,33 @@ Test(admin, metrics_clients_over_the_limit_are_told_503)
     teardown(&f);
 }
 
+/* The table's limit pauses instead: the extra client waits in the backlog and is
+ * served once the slot frees (here when the first reader, who never closes, is
+ * cut off at the timeout). */
+Test(admin, table_clients_over_the_limit_wait_and_are_served_when_a_slot_frees)
+{
+    fixture_t f;
+    tt_admin_opts_t ao = {.max_conns = 1, .timeout_ms = 400};
+    static char buf[1 << 12];
+    setup(&f, &ao);
+
+    int hog = unix_connect(f.path); /* reads nothing, never closes */
+    bool never = false;
+    th_run_until(f.loop, &never, 50);
+    uint64_t t0 = th_now_ms();
+    int u = unix_connect(f.path); /* into the backlog */
+    uint64_t eof_ms;
+    drive_read(f.loop, u, buf, sizeof(buf), 5000, &eof_ms);
+    uint64_t took = th_now_ms() - t0;
+    cr_expect_eq(strncmp(buf, "id\t", 3), 0, "the waiting client got the table: '%.20s'", buf);
+    cr_expect_neq(eof_ms, 0);
+    cr_expect(took >= 250 && took < 3000, "served after %llu ms (the slot frees at ~400)",
+              (unsigned long long)took);
+    close(u);
+    close(hog);
+    teardown(&f);
+}
+
 /* tt_admin_close destroys what is open: a client that sends nothing must not keep
  * the loop (a server's process) alive after the endpoint closed. */
 Test(admin, close_destroys_open_clients_so_the_loop_ends)
