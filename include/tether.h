@@ -943,8 +943,9 @@ typedef struct tt_server_opts {
     bool no_reuseaddr;    /* SO_REUSEADDR is on unless this is set */
     bool v6only;          /* IPv6 only (default: dual stack on an IPv6 wildcard) */
     bool half_open;       /* default for accepted connections */
-    size_t high_water;    /* 0: TT_DEFAULT_HIGH_WATER */
-    size_t queue_cap;     /* 0: TT_DEFAULT_QUEUE_CAP; SIZE_MAX: no cap */
+    size_t high_water;    /* 0: TT_DEFAULT_HIGH_WATER; at most UINT32_MAX */
+    size_t queue_cap;     /* 0: TT_DEFAULT_QUEUE_CAP; SIZE_MAX: no cap; not below
+                             high_water (so a mark above 64 MiB needs a cap too) */
     /* Limits. At max_conns the listener leaves the poller, so further clients wait
      * in the kernel's backlog, and returns when a connection closes; with
      * limit_close set they are accepted, sent limit_message (if any) and closed. */
@@ -970,13 +971,23 @@ typedef struct tt_server_opts {
     const struct tt_frame_opts *frame;
 } tt_server_opts_t;
 
-/* Server events passed to tt_server_opts_t.on_event. */
-#define TT_SERVER_PAUSED 1   /* max_conns reached: not accepting */
-#define TT_SERVER_RESUMED 2  /* below max_conns again: accepting */
-#define TT_SERVER_REFUSED 3  /* a client accepted and closed: limit, rate or veto (error) */
-#define TT_SERVER_NOFILE 4   /* out of descriptors (error -EMFILE/-ENFILE): one client
-                                shed with the reserve descriptor, accepting paused until
-                                a descriptor frees */
+/* Server events passed to tt_server_opts_t.on_event (see docs/servers.md). */
+#define TT_SERVER_PAUSED 1   /* max_conns reached: not accepting (error 0) */
+#define TT_SERVER_RESUMED 2  /* accepting again after a max_conns, accept-rate or
+                                out-of-descriptor pause (error 0) */
+/* A client was accepted and closed at once; `peer` is its address and `error` says
+ * why: -EACCES (allow/deny lists) or the audit hook's errno, both closed with RST;
+ * -EBUSY (max_conns in limit_close mode, or max_conns_per_ip), sent limit_message
+ * and a FIN; -ENOMEM (no memory for the connection or the per-address table). */
+#define TT_SERVER_REFUSED 3
+#define TT_SERVER_NOFILE 4   /* out of descriptors (error -EMFILE/-ENFILE/-ENOBUFS/
+                                -ENOMEM): one client shed with the reserve descriptor
+                                (counted in refused), accepting paused until a
+                                descriptor frees or 100 ms pass; peer NULL */
+
+/* A short name for a server event ("paused", "refused", ...); "unknown" for any
+ * other value. Never NULL. */
+TT_EXTERN const char *tt_server_event_name(int event);
 
 /* Listen on `addr` (port 0 picks a free port; see tt_server_addr). Every accepted
  * connection gets a copy of `h`, starts with user data NULL and receives on_open.
@@ -1181,27 +1192,46 @@ TT_EXTERN int tt_workers_visit(tt_workers_t *set, tt_workers_visit_cb fn, void *
 typedef struct tt_admin tt_admin_t;
 
 typedef struct tt_admin_opts {
-    /* Unix socket serving the connection table, created with permission 0600 (a
-     * stale socket at the path is replaced; another kind of file is an error). */
+    /* Unix socket serving the connection table, created with permission 0600. A
+     * stale socket at the path (nothing answers on it) is replaced; a live one
+     * (another server's) gives -EADDRINUSE, another kind of file -EEXIST. At close
+     * the file is removed only if it is still the one this endpoint made. */
     const char *unix_path;
     /* TCP address serving the Prometheus text exposition of server totals over
-     * HTTP/1.0 (any request path). */
+     * HTTP/1.0: GET /metrics answers 200; another path 404, another method 405,
+     * a malformed request 400, a request head over 2 KiB 431. Port 0 picks a free
+     * port (see tt_admin_metrics_addr). */
     const tt_addr_t *metrics_addr;
+    /* Every connection of either endpoint is destroyed this long after it was
+     * accepted, whatever it is doing (a client that sends nothing, a reader that
+     * does not read); 0: 5000 ms. */
+    uint64_t timeout_ms;
+    /* Connections open at once on each endpoint; 0: 16. Over it, table clients
+     * wait in the backlog and metrics clients get 503 and a close. */
+    size_t max_conns;
 } tt_admin_opts_t;
 
 /* The table format: a header line of tab-separated column names (id, worker, local,
  * peer, state, age_ms, bytes_in, bytes_out, pkts_in, pkts_out, msgs_in, msgs_out,
  * queued, rtt_us, retrans), then one tab-separated row per connection. */
 
-/* Serve `srv` (on its loop). Returns 0, -EINVAL (nothing to serve), -ENAMETOOLONG,
- * -EEXIST (a non-socket file at unix_path), -ENOMEM, or the bind/listen errno. */
+/* Serve `srv` (on its loop). Returns 0, -EINVAL (nothing to serve, timeout above
+ * TT_TIMEOUT_MAX), -ENAMETOOLONG, -EEXIST (a non-socket file at unix_path),
+ * -EADDRINUSE (a server answers on unix_path, or the metrics port is taken),
+ * -ENOMEM, or the errno of bind/listen. The errno does not say which endpoint
+ * failed: a message should name the path and the address. */
 TT_EXTERN int tt_admin_start(tt_server_t *srv, const tt_admin_opts_t *opts, tt_admin_t **out);
 /* Serve every worker of `set`, from a thread and loop of the endpoint's own (rows
  * are gathered with tt_workers_visit). Same returns. */
 TT_EXTERN int tt_admin_start_workers(tt_workers_t *set, const tt_admin_opts_t *opts,
                                      tt_admin_t **out);
-/* Stop serving and remove the socket file. Single-server mode: call on the server's
- * loop thread; worker mode: from any thread but the endpoint's. Returns 0 or -EINVAL. */
+/* The address the metrics endpoint listens on, with the port the kernel chose.
+ * Any thread. Returns 0, -EINVAL, or -ENOENT (no metrics endpoint). */
+TT_EXTERN int tt_admin_metrics_addr(const tt_admin_t *admin, tt_addr_t *out);
+/* Stop serving, destroy the endpoint's open connections and remove the socket
+ * file. Single-server mode: call on the server's loop thread (safe inside a
+ * callback); worker mode: from any thread but the endpoint's. Returns 0 or
+ * -EINVAL. */
 TT_EXTERN int tt_admin_close(tt_admin_t *admin);
 /* The table for `srv` as text in a malloc'd buffer the caller frees. Returns 0,
  * -EINVAL, or -ENOMEM. */

@@ -149,6 +149,14 @@ bool tt__bucket_take(tt__bucket_t *b, uint64_t now)
     return true;
 }
 
+bool tt__bucket_ready(tt__bucket_t *b, uint64_t now)
+{
+    if (b->rate == 0)
+        return true;
+    refill(b, now);
+    return b->mtokens >= 1000;
+}
+
 uint64_t tt__bucket_wait(const tt__bucket_t *b, uint64_t now)
 {
     tt__bucket_t copy = *b;
@@ -167,7 +175,7 @@ struct tt__ipslot {
     uint32_t count;  /* 0: empty; tombstones are not needed (see dec) */
 };
 
-static void key_of(const tt_addr_t *a, uint8_t key[16])
+void tt__ipcount_key(const tt_addr_t *a, uint8_t key[16])
 {
     if (a->u.sa.sa_family == AF_INET) {
         memset(key, 0, 10);
@@ -223,7 +231,7 @@ long tt__ipcount_inc(tt__ipcount_t *t, const tt_addr_t *a, size_t limit)
     uint8_t key[16];
     struct tt__ipslot *s;
 
-    key_of(a, key);
+    tt__ipcount_key(a, key);
     s = find(t, key, false);
     if (s == NULL) {
         if ((t->used + 1) * 2 > t->cap && grow(t) < 0) /* keep the load under 1/2 */
@@ -244,10 +252,14 @@ long tt__ipcount_inc(tt__ipcount_t *t, const tt_addr_t *a, size_t limit)
 void tt__ipcount_dec(tt__ipcount_t *t, const tt_addr_t *a)
 {
     uint8_t key[16];
-    struct tt__ipslot *s;
 
-    key_of(a, key);
-    s = find(t, key, false);
+    tt__ipcount_key(a, key);
+    tt__ipcount_dec_key(t, key);
+}
+
+void tt__ipcount_dec_key(tt__ipcount_t *t, const uint8_t key[16])
+{
+    struct tt__ipslot *s = find(t, key, false);
     if (s == NULL || --s->count > 0)
         return;
     /* Emptied: re-insert the rest of its probe run so lookups never stop early at
@@ -265,7 +277,7 @@ void tt__ipcount_dec(tt__ipcount_t *t, const tt_addr_t *a)
 size_t tt__ipcount_get(const tt__ipcount_t *t, const tt_addr_t *a)
 {
     uint8_t key[16];
-    key_of(a, key);
+    tt__ipcount_key(a, key);
     struct tt__ipslot *s = find(t, key, false);
     return s != NULL ? s->count : 0;
 }

@@ -39,6 +39,8 @@ typedef struct tt__bucket {
 
 void tt__bucket_init(tt__bucket_t *b, uint32_t rate, uint32_t burst, uint64_t now);
 bool tt__bucket_take(tt__bucket_t *b, uint64_t now);
+/* Is a token there (refilled to `now`)? Spends nothing. */
+bool tt__bucket_ready(tt__bucket_t *b, uint64_t now);
 /* Milliseconds until the next token (0 if one is available). */
 uint64_t tt__bucket_wait(const tt__bucket_t *b, uint64_t now);
 
@@ -52,6 +54,10 @@ typedef struct tt__ipcount {
  * refused, -ENOMEM. */
 long tt__ipcount_inc(tt__ipcount_t *t, const tt_addr_t *a, size_t limit);
 void tt__ipcount_dec(tt__ipcount_t *t, const tt_addr_t *a);
+/* The table's key for `a` (IPv4 as IPv4-mapped IPv6), and release by key: a
+ * connection keeps the key it was counted under, so its release needs no socket. */
+void tt__ipcount_key(const tt_addr_t *a, uint8_t key[16]);
+void tt__ipcount_dec_key(tt__ipcount_t *t, const uint8_t key[16]);
 size_t tt__ipcount_get(const tt__ipcount_t *t, const tt_addr_t *a);
 void tt__ipcount_free(tt__ipcount_t *t);
 

@@ -117,10 +117,13 @@ int tt_server_get_totals(const tt_server_t *s, tt_server_totals_t *out)
 void tt__server_unlink(tt_conn_t *c)
 {
     tt_server_t *s = c->server;
-    tt_addr_t peer;
 
-    if (s->o.max_conns_per_ip != 0 && c->io.fd >= 0 && tt__sock_peer(c->io.fd, &peer) == 0)
-        tt__ipcount_dec(&s->per_ip, &peer);
+    /* The key counted at accept: asking the socket now would fail after a reset
+     * (getpeername gives ENOTCONN), and the address would be locked out for good. */
+    if (c->ext != NULL && c->ext->ip_counted) {
+        c->ext->ip_counted = false;
+        tt__ipcount_dec_key(&s->per_ip, c->ext->ip_key);
+    }
     add_conn_totals(&s->closed_totals, c);
     if (c->srv_prev != NULL)
         c->srv_prev->srv_next = c->srv_next;
@@ -136,8 +139,11 @@ void tt__server_unlink(tt_conn_t *c)
     if (s->closed)
         return;
     if (s->shutting_down) {
+        /* We are at the start of this connection's close: its on_close has not run
+         * yet. Report from the next round, so the shutdown callback comes after
+         * the last on_close and may free what that on_close still uses. */
         if (s->count == 0)
-            shutdown_done(s);
+            tt__wheel_start(&s->loop->wheel, &s->deadline, tt__loop_deadline(s->loop, 0));
         return;
     }
     /* A descriptor and a slot just freed up: accept again if that is what held
@@ -157,8 +163,10 @@ static void out_of_descriptors(tt_server_t *s, int err)
     if (s->reserve_fd >= 0) {
         close(s->reserve_fd);
         int fd = accept4(s->io.fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd >= 0)
+        if (fd >= 0) {
             close(fd);
+            s->refused++; /* shed: it counts like any other refused client */
+        }
         s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     }
     set_accepting(s, false);
@@ -205,13 +213,20 @@ static int admit(tt_server_t *s, int fd, const tt_addr_t *peer)
         refuse(s, fd, -EBUSY, peer, false);
         return -EBUSY;
     }
-    if (s->o.max_conns_per_ip != 0) {
-        long n = tt__ipcount_inc(&s->per_ip, peer, s->o.max_conns_per_ip);
-        if (n <= 0) {
-            err = n < 0 ? (int)n : -EBUSY;
-            refuse(s, fd, err, peer, false);
-            return err;
-        }
+    return 0;
+}
+
+/* The per-address cap, counted on the server that will own the connection (in
+ * acceptor mode the adopting worker, not the acceptor: one count, one release). */
+static int admit_per_ip(tt_server_t *s, int fd, const tt_addr_t *peer)
+{
+    if (s->o.max_conns_per_ip == 0)
+        return 0;
+    long n = tt__ipcount_inc(&s->per_ip, peer, s->o.max_conns_per_ip);
+    if (n <= 0) {
+        int err = n < 0 ? (int)n : -EBUSY;
+        refuse(s, fd, err, peer, false);
+        return err;
     }
     return 0;
 }
@@ -228,7 +243,9 @@ static void accept_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t p
         socklen_t sslen = sizeof(ss);
         tt_addr_t peer;
 
-        if (!tt__bucket_take(&s->bucket, s->loop->now)) {
+        /* Look for a token, spend it only on a client: the accept that finds the
+         * backlog empty (EAGAIN) must not cost one. */
+        if (!tt__bucket_ready(&s->bucket, s->loop->now)) {
             /* Over the accept rate: leave clients in the backlog until a token. */
             set_accepting(s, false);
             tt__wheel_start(&s->loop->wheel, &s->retry,
@@ -244,6 +261,7 @@ static void accept_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t p
                 out_of_descriptors(s, err);
             break; /* EAGAIN: drained */
         }
+        tt__bucket_take(&s->bucket, s->loop->now);
         memset(&peer, 0, sizeof(peer));
         tt_addr_from_sockaddr(&peer, (struct sockaddr *)&ss, sslen);
         if (admit(s, fd, &peer) < 0)
@@ -253,6 +271,8 @@ static void accept_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t p
             s->handoff(s, fd, &peer, s->handoff_arg); /* another loop adopts it */
             continue;
         }
+        if (admit_per_ip(s, fd, &peer) < 0)
+            continue;
         adopt(s, fd, &peer);
     }
 }
@@ -268,12 +288,30 @@ static void adopt(tt_server_t *s, int fd, const tt_addr_t *peer)
         refuse(s, fd, -ENOMEM, peer, true);
         return;
     }
+    int err = 0;
+    if (s->o.max_conns_per_ip != 0) {
+        /* Released by tt__server_unlink from this key, whatever the socket says
+         * by then. */
+        tt__conn_ext_t *ext = tt__conn_ext(c);
+        if (ext != NULL) {
+            tt__ipcount_key(peer, ext->ip_key);
+            ext->ip_counted = true;
+        } else {
+            tt__ipcount_dec(&s->per_ip, peer);
+            err = -ENOMEM;
+        }
+    }
+    /* Lift the cap, set the mark, then the cap: each call checks against the
+     * other's current value, and a mark above the default cap would otherwise be
+     * refused (check_opts made sure cap >= mark). */
+    tt_conn_set_queue_cap(c, SIZE_MAX);
     tt_conn_set_high_water(c, s->o.high_water);
     tt_conn_set_queue_cap(c, s->o.queue_cap);
     tt_conn_set_half_open(c, s->o.half_open);
     /* Framing before liveness, which looks at it to decide how to ping. */
-    int ferr = s->frame != NULL ? tt__frame_apply(c, s->frame) : 0;
-    if (s->live != NULL)
+    if (err == 0 && s->frame != NULL)
+        err = tt__frame_apply(c, s->frame);
+    if (err == 0 && s->live != NULL)
         tt__live_apply(c, s->live); /* best effort, like the options above */
     link_conn(s, c);
     s->accepted++;
@@ -281,8 +319,8 @@ static void adopt(tt_server_t *s, int fd, const tt_addr_t *peer)
         set_accepting(s, false);
         event(s, TT_SERVER_PAUSED, 0, NULL);
     }
-    if (ferr < 0) { /* unframed, the stream would be misparsed */
-        tt__conn_close(c, TT_CLOSE_IO_ERROR, ferr);
+    if (err < 0) { /* unframed, the stream would be misparsed; uncounted, leaked */
+        tt__conn_close(c, TT_CLOSE_IO_ERROR, err);
         return;
     }
     tt__conn_opened(c); /* on_open: may close the connection or the server */
@@ -294,10 +332,9 @@ int tt__server_adopt(tt_server_t *s, int fd, const tt_addr_t *peer)
         close(fd);
         return -ESHUTDOWN;
     }
-    if (s->o.max_conns_per_ip != 0 && tt__ipcount_inc(&s->per_ip, peer, 0) < 0) {
-        close(fd);
-        return -ENOMEM;
-    }
+    int err = admit_per_ip(s, fd, peer); /* refused (fd closed, event sent) if over */
+    if (err < 0)
+        return err;
     adopt(s, fd, peer);
     return 0;
 }
@@ -368,8 +405,12 @@ static int check_opts(const tt_server_opts_t *o)
 {
     if (o->backlog < 0 || o->defer_accept_s < 0 || o->fastopen_qlen < 0)
         return -EINVAL;
-    if (o->queue_cap != 0 && o->queue_cap != SIZE_MAX && o->high_water != 0 &&
-        o->queue_cap < o->high_water)
+    /* The values accepted connections get (0: the defaults): a high-water mark
+     * above the cap could never be set on them, so it is refused here, not
+     * dropped silently per connection. */
+    size_t hw = o->high_water != 0 ? o->high_water : TT_DEFAULT_HIGH_WATER;
+    size_t cap = o->queue_cap != 0 ? o->queue_cap : TT_DEFAULT_QUEUE_CAP;
+    if (hw > UINT32_MAX || (cap != SIZE_MAX && cap < hw))
         return -EINVAL;
     if (tt__live_check(o->liveness, o->detect_within_ms) < 0)
         return -EINVAL;
@@ -636,6 +677,22 @@ size_t tt_server_conn_count(const tt_server_t *s) { return s != NULL ? s->count 
 uint64_t tt_server_accepted_total(const tt_server_t *s) { return s != NULL ? s->accepted : 0; }
 
 bool tt_server_is_paused(const tt_server_t *s) { return s != NULL && s->paused; }
+
+const char *tt_server_event_name(int event)
+{
+    switch (event) {
+    case TT_SERVER_PAUSED:
+        return "paused";
+    case TT_SERVER_RESUMED:
+        return "resumed";
+    case TT_SERVER_REFUSED:
+        return "refused";
+    case TT_SERVER_NOFILE:
+        return "out of descriptors";
+    default:
+        return "unknown";
+    }
+}
 
 int tt_server_foreach(tt_server_t *s, int (*fn)(tt_conn_t *c, void *arg), void *arg)
 {

@@ -7,6 +7,7 @@
  * endpoint runs on its own thread and loop and gathers from every worker with
  * tt_workers_visit(): blocking there is harmless, and no handle is shared. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -154,16 +155,27 @@ int tt_server_format_table(tt_server_t *srv, char **out, size_t *len)
 
 /* ---- the endpoint ------------------------------------------------------------------- */
 
+#define DEFAULT_TIMEOUT_MS 5000
+#define DEFAULT_MAX_CONNS 16
+/* Longest HTTP request head we read: a scraper sends one short line and a few
+ * headers; more than this is not a metrics request. */
+#define REQUEST_MAX 2048
+
 struct tt_admin {
     tt_loop_t *loop;
     tt_server_t *srv;    /* single-server mode */
     tt_workers_t *set;   /* worker mode: own thread and loop */
     pthread_t thread;
     bool threaded;
-    tt__io_t unix_io;
+    tt_server_t *table;  /* the Unix socket serving the table */
     char *unix_path;
+    dev_t unix_dev;      /* the socket file we made: removed at close only if the */
+    ino_t unix_ino;      /* path still names it (another server may own it by then) */
     tt_server_t *metrics; /* HTTP exposition */
-    tt__handlers_t *reply_hs;
+    tt_addr_t metrics_addr;
+    uint64_t timeout_ms;
+    tt__wnode_t sweep;   /* destroys connections older than timeout_ms */
+    tt__zombie_t zombie;
 };
 
 typedef struct visit_ctx {
@@ -239,47 +251,215 @@ static void reply(tt_conn_t *c, text_t *t, const char *http_head)
     if (t->err == 0 && t->len > 0 && tt_send_owned(c, t->buf, t->len, free_text_cb, NULL) >= 0)
         t->buf = NULL;
     free(t->buf);
+    t->buf = NULL;
     tt_conn_set_linger(c, 2000); /* a reader that never closes does not hold us long */
     tt_end(c, NULL, 0);
 }
 
-static void unix_accept_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
-{
-    tt_admin_t *a = tt__container_of(io, tt_admin_t, unix_io);
-    (void)ev, (void)buf, (void)n, (void)pending;
+/* ---- timeouts: no admin connection outlives timeout_ms ------------------------------ */
 
-    for (int i = 0; i < 16; i++) {
-        int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        tt_conn_t *c = tt__conn_new(a->loop, fd, a->reply_hs);
-        if (c == NULL) {
-            close(fd);
+typedef struct sweep_ctx {
+    uint64_t now, timeout_ms;
+    size_t left;
+} sweep_ctx_t;
+
+static int sweep_conn(tt_conn_t *c, void *arg)
+{
+    sweep_ctx_t *sc = arg;
+    if (tt__conn_is_closing(c))
+        return 0;
+    if (sc->now - c->created_ms >= sc->timeout_ms)
+        tt_destroy(c, 0); /* silent, slow or stuck: the endpoint owes it nothing */
+    else
+        sc->left++;
+    return 0;
+}
+
+static void sweep_cb(tt__wnode_t *node)
+{
+    tt_admin_t *a = tt__container_of(node, tt_admin_t, sweep);
+    sweep_ctx_t sc = {a->loop->now, a->timeout_ms, 0};
+
+    if (a->table != NULL)
+        tt_server_foreach(a->table, sweep_conn, &sc);
+    if (a->metrics != NULL)
+        tt_server_foreach(a->metrics, sweep_conn, &sc);
+    if (sc.left > 0)
+        tt__wheel_start(&a->loop->wheel, &a->sweep, tt__loop_deadline(a->loop, a->timeout_ms / 4));
+}
+
+/* A connection arrived: make sure the sweep runs (a quarter of the timeout: each
+ * connection goes between timeout and 1.25 timeout after it came). */
+static void sweep_arm(tt_admin_t *a)
+{
+    if (!tt__wnode_active(&a->sweep))
+        tt__wheel_start(&a->loop->wheel, &a->sweep, tt__loop_deadline(a->loop, a->timeout_ms / 4));
+}
+
+/* ---- the table on the Unix socket ----------------------------------------------------- */
+
+static void table_open(tt_conn_t *c)
+{
+    tt_admin_t *a = tt_server_get_data(tt_conn_server(c));
+    text_t t = {0};
+
+    sweep_arm(a);
+    render(a, true, &t);
+    reply(c, &t, NULL);
+}
+
+/* ---- metrics over HTTP ---------------------------------------------------------------- */
+
+typedef struct request {
+    bool answered;
+    size_t len;
+    char buf[REQUEST_MAX];
+} request_t;
+
+/* Where the request head ends (after its blank line), or NULL while incomplete. */
+static const char *head_end(const char *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] != '\n')
             continue;
-        }
-        tt__conn_opened(c);
-        text_t t = {0};
-        render(a, true, &t);
-        reply(c, &t, NULL);
+        if (i + 1 < len && p[i + 1] == '\n')
+            return p + i + 2;
+        if (i + 2 < len && p[i + 1] == '\r' && p[i + 2] == '\n')
+            return p + i + 3;
     }
+    return NULL;
+}
+
+/* The status for a complete request head: 200 for GET /metrics (a query string
+ * is ignored), 405 for another method, 404 for another path, 400 for a request
+ * line that is not "METHOD SP TARGET SP HTTP/x.y". */
+static int route(const char *p, size_t len)
+{
+    const char *eol = memchr(p, '\n', len);
+    size_t n = (size_t)(eol - p);
+    if (n > 0 && p[n - 1] == '\r')
+        n--;
+    const char *sp1 = memchr(p, ' ', n);
+    if (sp1 == NULL || sp1 == p)
+        return 400;
+    const char *target = sp1 + 1;
+    const char *sp2 = memchr(target, ' ', n - (size_t)(target - p));
+    if (sp2 == NULL || sp2 == target)
+        return 400;
+    size_t vlen = n - (size_t)(sp2 + 1 - p);
+    if (vlen != 8 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0)
+        return 400;
+    for (const char *q = p; q < sp1; q++)
+        if (*q < 'A' || *q > 'Z')
+            return 400;
+    if ((size_t)(sp1 - p) != 3 || memcmp(p, "GET", 3) != 0)
+        return 405;
+    size_t tlen = (size_t)(sp2 - target);
+    if (tlen < 8 || memcmp(target, "/metrics", 8) != 0 || (tlen > 8 && target[8] != '?'))
+        return 404;
+    return 200;
+}
+
+static void answer(tt_conn_t *c, request_t *r, int status)
+{
+    tt_admin_t *a = tt_server_get_data(tt_conn_server(c));
+    text_t t = {0};
+    const char *head;
+
+    r->answered = true;
+    switch (status) {
+    case 200:
+        render(a, false, &t);
+        head = t.err ? "HTTP/1.0 500 Internal Server Error\r\nConnection: close\r\n\r\n"
+                     : "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                       "Connection: close\r\n\r\n";
+        break;
+    case 404:
+        head = "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+               "not found: the metrics are at /metrics\n";
+        break;
+    case 405:
+        head = "HTTP/1.0 405 Method Not Allowed\r\nAllow: GET\r\nContent-Type: text/plain\r\n"
+               "Connection: close\r\n\r\nmethod not allowed\n";
+        break;
+    case 431:
+        head = "HTTP/1.0 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n";
+        break;
+    default:
+        head = "HTTP/1.0 400 Bad Request\r\nConnection: close\r\n\r\n";
+        break;
+    }
+    reply(c, &t, head);
+}
+
+static void metrics_open(tt_conn_t *c)
+{
+    tt_admin_t *a = tt_server_get_data(tt_conn_server(c));
+    request_t *r = malloc(sizeof(*r));
+
+    sweep_arm(a);
+    if (r == NULL) {
+        tt_destroy(c, 0);
+        return;
+    }
+    r->answered = false;
+    r->len = 0;
+    tt_conn_set_data(c, r);
 }
 
 static void metrics_data(tt_conn_t *c, const void *data, size_t len, size_t pending)
 {
-    tt_admin_t *a = tt_server_get_data(tt_conn_server(c));
-    text_t t = {0};
-    (void)data, (void)len, (void)pending;
+    request_t *r = tt_conn_get_data(c);
+    (void)pending;
 
-    if (a == NULL || tt_conn_state(c) != TT_STATE_OPEN)
-        return; /* answered already; the rest of the request is ignored */
-    render(a, false, &t);
-    reply(c, &t,
-          t.err ? "HTTP/1.0 500 Internal Server Error\r\n\r\n"
-                : "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                  "Connection: close\r\n\r\n");
+    if (r == NULL || r->answered || tt_conn_server(c) == NULL)
+        return; /* answered already (the rest is ignored), or the endpoint is closing */
+    size_t take = len < REQUEST_MAX - r->len ? len : REQUEST_MAX - r->len;
+    memcpy(r->buf + r->len, data, take);
+    r->len += take;
+    if (head_end(r->buf, r->len) != NULL)
+        answer(c, r, route(r->buf, r->len));
+    else if (r->len == REQUEST_MAX)
+        answer(c, r, 431);
 }
 
-static int open_unix(tt_admin_t *a, const char *path)
+static void metrics_end(tt_conn_t *c)
+{
+    request_t *r = tt_conn_get_data(c);
+    if (r != NULL && !r->answered && tt_conn_server(c) != NULL)
+        answer(c, r, 400); /* the client finished sending before its request did */
+    else
+        tt_end(c, NULL, 0);
+}
+
+static void metrics_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    (void)info;
+    free(tt_conn_get_data(c));
+}
+
+/* ---- opening and closing ----------------------------------------------------------------- */
+
+/* Is a server answering on the socket at `sun`? 0 when nothing listens there (a
+ * stale file, or none), -EADDRINUSE when something does, or the errno that kept
+ * us from finding out. */
+static int unix_in_use(const struct sockaddr_un *sun)
+{
+    int fd = tt__sock_open(AF_UNIX, SOCK_STREAM), err = 0;
+    if (fd < 0)
+        return fd;
+    /* Non-blocking connect on a Unix socket completes or fails at once; EAGAIN is
+     * a listener whose backlog is full: alive. */
+    if (connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0 || errno == EAGAIN)
+        err = -EADDRINUSE;
+    else if (errno != ECONNREFUSED && errno != ENOENT)
+        err = -errno;
+    close(fd);
+    return err;
+}
+
+static int open_unix(tt_admin_t *a, const char *path, const tt_server_opts_t *so,
+                     const tt_conn_handlers_t *h)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     struct stat st;
@@ -288,29 +468,45 @@ static int open_unix(tt_admin_t *a, const char *path)
     if (strlen(path) >= sizeof(sun.sun_path))
         return -ENAMETOOLONG;
     strcpy(sun.sun_path, path);
-    /* A socket left by an earlier run is replaced; any other file is not touched. */
+    a->unix_path = strdup(path);
+    if (a->unix_path == NULL)
+        return -ENOMEM;
+    /* A socket left by an earlier run is replaced; a live one (another server
+     * answers on it) and any other kind of file are not touched. */
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
             return -EEXIST;
+        if ((err = unix_in_use(&sun)) < 0)
+            return err;
         unlink(path);
     }
     fd = tt__sock_open(AF_UNIX, SOCK_STREAM);
     if (fd < 0)
         return fd;
-    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
+    /* The mode of the socket's inode becomes the file's at bind (unix(7): Linux
+     * creates it with that mode, less the umask), so the file is 0600 from its
+     * first instant, and no chmod(path) can be led down a symlink. */
+    if (fchmod(fd, 0600) < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
         goto fail;
-    /* 0600 before listen(): until then no client can connect, so there is no window
-     * in which other users could read the table. */
-    if (chmod(path, 0600) < 0 || listen(fd, 16) < 0)
+    if (lstat(path, &st) < 0)
         goto fail_unlink;
-    tt__io_init(&a->unix_io, fd, TT__IO_RAW, unix_accept_cb);
-    err = tt__poller_set(&a->loop->poller, &a->unix_io, TT__POLL_IN);
-    if (err < 0) {
-        unlink(path);
+    if (!S_ISSOCK(st.st_mode)) { /* replaced between bind and lstat: not ours to use */
+        err = -EEXIST;
         close(fd);
         return err;
     }
-    a->unix_path = strdup(path);
+    a->unix_dev = st.st_dev;
+    a->unix_ino = st.st_ino;
+    /* Until listen() no client can connect, so the mode check comes in time. */
+    if ((st.st_mode & 077) != 0 && fchmodat(AT_FDCWD, path, 0600, AT_SYMLINK_NOFOLLOW) < 0)
+        goto fail_unlink;
+    if (listen(fd, 16) < 0)
+        goto fail_unlink;
+    err = tt_server_listen_fd(a->loop, fd, so, h, a, &a->table); /* takes fd */
+    if (err < 0) {
+        unlink(path);
+        return err;
+    }
     return 0;
 
 fail_unlink:
@@ -324,57 +520,98 @@ fail:
     return err;
 }
 
+static void unlink_ours(tt_admin_t *a)
+{
+    struct stat st;
+    if (a->unix_path != NULL && a->unix_ino != 0 && lstat(a->unix_path, &st) == 0 &&
+        S_ISSOCK(st.st_mode) && st.st_dev == a->unix_dev && st.st_ino == a->unix_ino)
+        unlink(a->unix_path);
+    a->unix_ino = 0;
+}
+
 static int endpoints_open(tt_admin_t *a, const tt_admin_opts_t *o)
 {
-    tt_conn_handlers_t none = {0};
-    tt_conn_handlers_t mh = {.on_data = metrics_data};
+    tt_conn_handlers_t th = {.on_open = table_open};
+    tt_conn_handlers_t mh = {.on_open = metrics_open,
+                             .on_data = metrics_data,
+                             .on_end = metrics_end,
+                             .on_close = metrics_close};
+    size_t max = o->max_conns != 0 ? o->max_conns : DEFAULT_MAX_CONNS;
+    /* The table: over the limit, clients wait in the backlog (tether stat has a
+     * timeout of its own). Metrics: over it, a scraper is told at once. */
+    tt_server_opts_t tso = {.max_conns = max};
+    tt_server_opts_t mso = {.max_conns = max,
+                            .limit_close = true,
+                            .limit_message = "HTTP/1.0 503 Service Unavailable\r\n"
+                                             "Connection: close\r\n\r\n",
+                            .half_open = true}; /* answer a client that sent its FIN */
     int err;
 
-    tt__io_init(&a->unix_io, -1, TT__IO_RAW, unix_accept_cb);
-    a->reply_hs = tt__handlers_new(&none);
-    if (a->reply_hs == NULL)
-        return -ENOMEM;
-    if (o->unix_path != NULL && (err = open_unix(a, o->unix_path)) < 0)
+    a->timeout_ms = o->timeout_ms != 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+    tt__wnode_init(&a->sweep, sweep_cb);
+    if (o->unix_path != NULL && (err = open_unix(a, o->unix_path, &tso, &th)) < 0)
         return err;
-    if (o->metrics_addr != NULL &&
-        (err = tt_server_listen(a->loop, o->metrics_addr, NULL, &mh, a, &a->metrics)) < 0)
-        return err;
+    if (o->metrics_addr != NULL) {
+        err = tt_server_listen(a->loop, o->metrics_addr, &mso, &mh, a, &a->metrics);
+        if (err < 0)
+            return err;
+        tt_server_addr(a->metrics, &a->metrics_addr);
+    }
     return 0;
 }
 
+static int destroy_conn(tt_conn_t *c, void *arg)
+{
+    (void)arg;
+    tt_destroy(c, 0);
+    return 0;
+}
+
+/* Every connection of the endpoint goes now: a reader that never reads or a
+ * client that never sends must not keep the process (or the join) waiting. */
 static void endpoints_close(tt_admin_t *a)
 {
-    if (a->unix_io.fd >= 0) {
-        tt__poller_remove(&a->loop->poller, &a->unix_io);
-        close(a->unix_io.fd);
-        a->unix_io.fd = -1;
-        unlink(a->unix_path);
+    tt__wheel_stop(&a->loop->wheel, &a->sweep);
+    if (a->table != NULL) {
+        tt_server_foreach(a->table, destroy_conn, NULL);
+        tt_server_close(a->table); /* freed at the end of the round, like any server */
+        a->table = NULL;
     }
-    if (a->metrics != NULL)
+    unlink_ours(a);
+    if (a->metrics != NULL) {
+        tt_server_foreach(a->metrics, destroy_conn, NULL);
         tt_server_close(a->metrics);
-    a->metrics = NULL;
-    tt__handlers_unref(a->reply_hs);
-    a->reply_hs = NULL;
+        a->metrics = NULL;
+    }
     free(a->unix_path);
     a->unix_path = NULL;
 }
+
+static bool opts_ok(const tt_admin_opts_t *o)
+{
+    return o != NULL && (o->unix_path != NULL || o->metrics_addr != NULL) &&
+           o->timeout_ms <= TT_TIMEOUT_MAX && o->max_conns <= 1u << 20;
+}
+
+static void admin_free(tt__zombie_t *z) { free(tt__container_of(z, tt_admin_t, zombie)); }
 
 int tt_admin_start(tt_server_t *srv, const tt_admin_opts_t *o, tt_admin_t **out)
 {
     tt_admin_t *a;
     int err;
 
-    if (srv == NULL || o == NULL || out == NULL || (o->unix_path == NULL && o->metrics_addr == NULL))
+    if (srv == NULL || out == NULL || !opts_ok(o))
         return -EINVAL;
     a = calloc(1, sizeof(*a));
     if (a == NULL)
         return -ENOMEM;
     a->srv = srv;
     a->loop = tt_server_loop(srv);
+    a->zombie.free_fn = admin_free;
     err = endpoints_open(a, o);
     if (err < 0) {
         endpoints_close(a);
-        free(a);
+        tt__loop_defer_free(a->loop, &a->zombie);
         return err;
     }
     a->loop->handles++;
@@ -395,7 +632,7 @@ int tt_admin_start_workers(tt_workers_t *set, const tt_admin_opts_t *o, tt_admin
     tt_admin_t *a;
     int err;
 
-    if (set == NULL || o == NULL || out == NULL || (o->unix_path == NULL && o->metrics_addr == NULL))
+    if (set == NULL || out == NULL || !opts_ok(o))
         return -EINVAL;
     a = calloc(1, sizeof(*a));
     if (a == NULL)
@@ -428,6 +665,16 @@ fail_loop:
     return err;
 }
 
+int tt_admin_metrics_addr(const tt_admin_t *a, tt_addr_t *out)
+{
+    if (a == NULL || out == NULL)
+        return -EINVAL;
+    if (a->metrics_addr.len == 0)
+        return -ENOENT;
+    *out = a->metrics_addr; /* written before start returned, read-only since */
+    return 0;
+}
+
 static void close_on_loop(tt_loop_t *loop, void *arg)
 {
     tt_admin_t *a = arg;
@@ -442,10 +689,12 @@ int tt_admin_close(tt_admin_t *a)
         return -EINVAL;
     if (!a->threaded) {
         close_on_loop(a->loop, a);
-        free(a);
+        /* Freed at the end of the round: this round's events may still name it. */
+        tt__loop_defer_free(a->loop, &a->zombie);
         return 0;
     }
-    /* The endpoint's own loop: close there, let replies in flight finish, join. */
+    /* The endpoint's own loop: close there (its connections are destroyed, so the
+     * loop runs out of work at once), then join. */
     tt_loop_post(a->loop, close_on_loop, a);
     pthread_join(a->thread, NULL);
     tt_loop_run(a->loop, TT_RUN_NOWAIT);

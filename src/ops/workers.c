@@ -53,7 +53,12 @@ static void adopt_on_worker(tt_loop_t *loop, void *arg)
 {
     handoff_t *h = arg;
     (void)loop;
-    tt__server_adopt(h->to->srv, h->fd, &h->peer);
+    /* The stop may have come first on this worker (its server is shutting down or
+     * gone, srv NULL): the socket arrived too late and is closed. */
+    if (h->to->srv != NULL)
+        tt__server_adopt(h->to->srv, h->fd, &h->peer);
+    else
+        close(h->fd);
     free(h);
 }
 
@@ -63,9 +68,8 @@ static void hand_off(tt_server_t *srv, int fd, const tt_addr_t *peer, void *arg)
     worker_t *to = &set->w[set->next++ % set->count];
     handoff_t *h;
 
-    (void)srv;
     if (to->index == 0) { /* our own share: no trip through the post queue */
-        tt__server_adopt(set->w[0].srv, fd, peer);
+        tt__server_adopt(srv, fd, peer);
         return;
     }
     h = malloc(sizeof(*h));

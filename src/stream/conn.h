@@ -60,6 +60,10 @@ typedef struct tt__conn_ext {
      * bytes taken; c->sq is left empty). */
     void *client;
     uint64_t (*take_unsent)(tt_conn_t *c);
+    /* Server (server.c): the per-address key this connection was counted under at
+     * accept, released at close (the peer's address may be unreadable by then). */
+    uint8_t ip_key[16];
+    bool ip_counted;
 } tt__conn_ext_t;
 
 #define TT__IO_DIR_READ 0

@@ -264,6 +264,43 @@ Test(admission, shutdown_with_no_connections_reports_zero_from_the_loop)
     cr_assert_eq(tt_loop_close(loop), 0);
 }
 
+/* The shutdown callback is the last word: it comes after the last connection's
+ * on_close, so state it frees is no longer needed by any on_close. */
+static int closes_at_report = -1;
+static void shut_order(tt_server_t *srv, size_t ended, size_t destroyed, void *arg)
+{
+    (void)srv, (void)ended, (void)destroyed;
+    closes_at_report = S.closes;
+    ((shut_t *)arg)->calls++;
+}
+
+Test(admission, shutdown_reports_after_the_last_connections_on_close)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr;
+    cli_t k[2] = {0};
+    tt_conn_t *c[2];
+    shut_t sh = {0};
+    bool never = false;
+
+    memset(&S, 0, sizeof(S));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    tt_server_t *s = listen_any(loop, "127.0.0.1", &addr);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(tt_connect(loop, &addr, NULL, &cli_h, &k[i], &c[i]), 0);
+    for (uint64_t t0 = th_now_ms(); S.opens < 2 && th_now_ms() - t0 < 2000;)
+        th_run_until(loop, &never, 10);
+    cr_assert_eq(S.opens, 2);
+    cr_assert_eq(tt_server_shutdown(s, 2000, shut_order, &sh), 0);
+    for (uint64_t t0 = th_now_ms(); sh.calls == 0 && th_now_ms() - t0 < 3000;)
+        th_run_until(loop, &never, 10);
+    cr_assert_eq(sh.calls, 1);
+    cr_expect_eq(closes_at_report, 2, "on_close calls before the report: %d of 2",
+                 closes_at_report);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
 /* ---- systemd socket activation ---------------------------------------------------- */
 
 /* The child plays the activated service: it finds the listener at fd 3 through the

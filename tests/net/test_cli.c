@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1546,4 +1548,132 @@ Test(cli, echo_detect_within_keeps_a_silent_client_and_drops_a_stopped_tether_pe
     cr_expect_eq(wait_exit(&echo, WAIT_MS), 0);
     close_fd(&echo.out);
     close_fd(&echo.err);
+}
+
+/* ---- admin and metrics options, tether stat ------------------------------------ */
+
+/* --metrics ADDR:0 says which port it got; a metrics client that connects and
+ * sends nothing does not keep the server alive after SIGTERM. */
+Test(cli, echo_metrics_on_port_0_prints_the_port_and_a_silent_client_does_not_delay_sigterm)
+{
+    const char *argv[] = {TETHER, "echo", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+                          NULL};
+    char line[256];
+    child_t echo = spawn(argv, DEVNULL_FD, PIPE_FD, DEVNULL_FD);
+
+    read_line(echo.out, line, sizeof(line), WAIT_MS);
+    cr_assert(strncmp(line, "tether echo: listening on ", 26) == 0, "got '%s'", line);
+    read_line(echo.out, line, sizeof(line), WAIT_MS);
+    cr_assert(strncmp(line, "tether echo: metrics on 127.0.0.1:", 34) == 0, "got '%s'", line);
+    tt_addr_t m = th_loopback((uint16_t)port_of(line));
+    int silent = th_tcp_connect_blocking(&m);
+    usleep(100000); /* accepted */
+
+    uint64_t t0 = th_now_ms();
+    kill(echo.pid, SIGTERM);
+    int st = wait_exit(&echo, 3000);
+    cr_expect_eq(st, 0, "exit %d", st);
+    cr_expect_lt(th_now_ms() - t0, 2000, "exited %llu ms after SIGTERM",
+                 (unsigned long long)(th_now_ms() - t0));
+    close(silent);
+    close_fd(&echo.out);
+}
+
+/* A second server asked for the same admin socket fails, naming the path, and
+ * leaves the first one's socket working. */
+Test(cli, a_second_echo_on_a_live_admin_socket_fails_naming_it_and_the_first_keeps_it)
+{
+    const char *sock = tmp_path("admin.sock");
+    const char *a1[] = {TETHER, "echo", "--listen", "127.0.0.1:0", "--admin", sock, NULL};
+    char line[256];
+    size_t len;
+    child_t first = spawn(a1, DEVNULL_FD, PIPE_FD, DEVNULL_FD);
+
+    read_line(first.out, line, sizeof(line), WAIT_MS);
+    cr_assert(strncmp(line, "tether echo: listening on ", 26) == 0, "got '%s'", line);
+    child_t second = spawn(a1, DEVNULL_FD, DEVNULL_FD, PIPE_FD);
+    char *err = read_all(second.err, &len, WAIT_MS);
+    cr_expect_eq(wait_exit(&second, WAIT_MS), 1);
+    cr_expect_neq(strstr(err, sock), NULL, "the message names the path: '%s'", err);
+    cr_expect_neq(strstr(err, "in use"), NULL, "and says why: '%s'", err);
+    free(err);
+    close_fd(&second.err);
+
+    const char *st[] = {TETHER, "stat", sock, NULL};
+    child_t stat_c = spawn(st, DEVNULL_FD, PIPE_FD, DEVNULL_FD);
+    char *out = read_all(stat_c.out, &len, WAIT_MS);
+    cr_expect_eq(wait_exit(&stat_c, WAIT_MS), 0);
+    cr_expect_eq(strncmp(out, "id ", 3), 0, "the first server still answers: '%.40s'", out);
+    free(out);
+    close_fd(&stat_c.out);
+    kill(first.pid, SIGTERM);
+    cr_expect_eq(wait_exit(&first, WAIT_MS), 0);
+    close_fd(&first.out);
+    struct stat sb;
+    cr_expect_neq(stat(sock, &sb), 0, "the first server removed its own socket at exit");
+}
+
+static int unix_listen_at(const char *path)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    strcpy(sun.sun_path, path);
+    unlink(path);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+    cr_assert_eq(listen(fd, 4), 0);
+    return fd;
+}
+
+/* A socket that accepts (in the backlog) and never answers: stat gives up. */
+Test(cli, stat_gives_up_on_a_socket_that_never_answers)
+{
+    const char *sock = tmp_path("silent.sock");
+    int lfd = unix_listen_at(sock);
+    const char *argv[] = {TETHER, "stat", "--timeout", "0.5", sock, NULL};
+    size_t len;
+    uint64_t t0 = th_now_ms();
+    child_t c = spawn(argv, DEVNULL_FD, DEVNULL_FD, PIPE_FD);
+    char *err = read_all(c.err, &len, 5000);
+    cr_expect_eq(wait_exit(&c, 5000), 1);
+    cr_expect_lt(th_now_ms() - t0, 3000, "took %llu ms", (unsigned long long)(th_now_ms() - t0));
+    cr_expect_neq(strstr(err, "no complete table"), NULL, "says why: '%s'", err);
+    free(err);
+    close_fd(&c.err);
+    close(lfd);
+}
+
+/* A socket that sends far more than any table: stat stops at its limit. */
+static void *flood_reply(void *arg)
+{
+    int lfd = *(int *)arg, fd = accept(lfd, NULL, NULL);
+    static char chunk[1 << 16];
+    memset(chunk, 'a', sizeof(chunk));
+    for (size_t sent = 0; fd >= 0 && sent < ((size_t)80 << 20);) {
+        ssize_t n = send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
+        if (n <= 0)
+            break; /* stat hung up */
+        sent += (size_t)n;
+    }
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+Test(cli, stat_refuses_a_reply_larger_than_any_table)
+{
+    const char *sock = tmp_path("flood.sock");
+    int lfd = unix_listen_at(sock);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, flood_reply, &lfd), 0);
+    const char *argv[] = {TETHER, "stat", sock, NULL};
+    size_t len;
+    child_t c = spawn(argv, DEVNULL_FD, DEVNULL_FD, PIPE_FD);
+    char *err = read_all(c.err, &len, WAIT_MS);
+    cr_expect_eq(wait_exit(&c, WAIT_MS), 1);
+    cr_expect_neq(strstr(err, "larger than 64 MiB"), NULL, "says why: '%s'", err);
+    free(err);
+    close_fd(&c.err);
+    pthread_join(th, NULL);
+    close(lfd);
 }

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -212,6 +213,128 @@ Test(limits, per_address_cap_refuses_the_client_over_it)
     cr_assert_eq(tt_loop_close(loop), 0);
 }
 
+static int destroy_each(tt_conn_t *c, void *arg)
+{
+    (void)arg;
+    tt_destroy(c, 0);
+    return 0;
+}
+
+/* Run the loop until `*count` reaches `want` or `ms` pass. */
+static void run_until_count(tt_loop_t *loop, int *count, int want, uint64_t ms)
+{
+    for (uint64_t t0 = th_now_ms(); *count < want && th_now_ms() - t0 < ms;) {
+        bool never = false;
+        th_run_until(loop, &never, 5); /* bounded even when nothing happens */
+    }
+}
+
+/* A client that resets its connection still gives its slot back: the count is
+ * released from the address taken at accept, not asked of a socket that (after
+ * the RST) no longer has a peer. */
+Test(limits, per_address_slot_comes_back_when_a_client_resets)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr;
+    tt_server_opts_t o = {.max_conns_per_ip = 1};
+
+    memset(&S, 0, sizeof(S));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    S.srv = listen_with(loop, &o, &addr);
+    for (int i = 0; i < 3; i++) {
+        int fd = th_tcp_connect_blocking(&addr);
+        run_until_count(loop, &S.opens, i + 1, 2000);
+        cr_assert_eq(S.opens, i + 1, "client %d admitted: opens %d, refused %d", i, S.opens,
+                     S.refused);
+        struct linger lg = {1, 0}; /* close() sends RST */
+        cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+        close(fd);
+        run_until_count(loop, &S.closes, i + 1, 2000);
+        cr_assert_eq(S.closes, i + 1, "the reset reached the server");
+    }
+    cr_expect_eq(S.refused, 0, "refused: %d", S.refused);
+    tt_server_close(S.srv);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+/* The accept that finds the backlog empty (EAGAIN) costs no token: a burst of 10
+ * admits 10 clients that come one after the other, at once. */
+Test(limits, accept_burst_admits_as_many_sequential_clients_as_it_holds)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr;
+    tt_server_opts_t o = {.accept_rate = 1, .accept_burst = 10};
+
+    memset(&S, 0, sizeof(S));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    S.srv = listen_with(loop, &o, &addr);
+    int fds[10];
+    for (int i = 0; i < 10; i++) {
+        fds[i] = th_tcp_connect_blocking(&addr);
+        /* Well under the 1 s a new token takes at 1/s. */
+        run_until_count(loop, &S.opens, i + 1, 400);
+    }
+    cr_expect_eq(S.opens, 10, "accepted at once: %d of 10", S.opens);
+    for (int i = 0; i < 10; i++)
+        close(fds[i]);
+    tt_server_foreach(S.srv, destroy_each, NULL);
+    tt_server_close(S.srv);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+/* ---- a high-water mark above the default cap -------------------------------------- */
+
+static int big_send_result = -100;
+static void send_big_on_open(tt_conn_t *c)
+{
+    static char block[32 << 20]; /* more than the kernel's buffers can take */
+    S.opens++;
+    big_send_result = tt_send(c, block, sizeof(block));
+    tt_destroy(c, 0);
+}
+
+Test(limits, high_water_above_64_mib_reaches_accepted_connections)
+{
+    tt_loop_t *loop;
+    tt_server_t *srv;
+    tt_addr_t any = th_loopback(0), addr;
+    tt_conn_handlers_t h = {.on_open = send_big_on_open, .on_close = srv_close};
+    /* 32 MiB is far over the default mark (64 KiB), well under this one. */
+    tt_server_opts_t o = {.high_water = (size_t)100 << 20, .queue_cap = (size_t)200 << 20};
+
+    memset(&S, 0, sizeof(S));
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_assert_eq(tt_server_listen(loop, &any, &o, &h, NULL, &srv), 0);
+    cr_assert_eq(tt_server_addr(srv, &addr), 0);
+    int fd = th_tcp_connect_blocking(&addr);
+    run_until_count(loop, &S.opens, 1, 2000);
+    cr_assert_eq(S.opens, 1);
+    cr_expect_eq(big_send_result, 0, "32 MiB under a 100 MiB mark: %d (TT_SEND_FULL is 1)",
+                 big_send_result);
+    close(fd);
+    tt_server_close(srv);
+    th_run(loop, 3000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+Test(limits, a_high_water_mark_the_cap_would_refuse_is_refused_at_listen)
+{
+    tt_loop_t *loop;
+    tt_server_t *srv = NULL;
+    tt_addr_t any = th_loopback(0);
+    /* Above the default cap (64 MiB) with no cap given; above UINT32_MAX. */
+    tt_server_opts_t o1 = {.high_water = (size_t)100 << 20};
+    tt_server_opts_t o2 = {.high_water = (size_t)UINT32_MAX + 1, .queue_cap = SIZE_MAX};
+
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    cr_expect_eq(tt_server_listen(loop, &any, &o1, NULL, NULL, &srv), -EINVAL);
+    cr_expect_eq(tt_server_listen(loop, &any, &o2, NULL, NULL, &srv), -EINVAL);
+    cr_expect_null(srv);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
 Test(limits, accept_rate_leaves_clients_in_the_backlog_until_a_token_comes)
 {
     tt_loop_t *loop;
@@ -291,6 +414,10 @@ Test(limits, out_of_descriptors_sheds_a_client_without_spinning_and_recovers)
     cr_expect_lt(rounds, 10, "rounds in 50 ms while out of descriptors: %d", rounds);
     char b;
     cr_expect_eq(recv(client, &b, 1, 0), 0, "the shed client sees EOF");
+    tt_server_totals_t tot;
+    cr_assert_eq(tt_server_get_totals(S.srv, &tot), 0);
+    cr_expect_eq(tot.refused, 1, "the shed client counts as refused: %llu",
+                 (unsigned long long)tot.refused);
     close(client);
 
     /* Free descriptors: the next client is accepted (retry timer resumes). */
@@ -309,4 +436,14 @@ Test(limits, out_of_descriptors_sheds_a_client_without_spinning_and_recovers)
         tt_destroy(S.first, 0);
     th_run(loop, 3000);
     cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+Test(limits, every_server_event_has_a_name)
+{
+    cr_expect_str_eq(tt_server_event_name(TT_SERVER_PAUSED), "paused");
+    cr_expect_str_eq(tt_server_event_name(TT_SERVER_RESUMED), "resumed");
+    cr_expect_str_eq(tt_server_event_name(TT_SERVER_REFUSED), "refused");
+    cr_expect_str_eq(tt_server_event_name(TT_SERVER_NOFILE), "out of descriptors");
+    cr_expect_str_eq(tt_server_event_name(0), "unknown");
+    cr_expect_str_eq(tt_server_event_name(-1), "unknown");
 }

@@ -3,6 +3,8 @@
  * Runs under ThreadSanitizer too (file name test_thread_*). */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "peer.h"
 
 #define CLIENTS 64
 
@@ -194,6 +197,112 @@ Test(workers, acceptor_hands_connections_round_robin_without_reuseport)
     run_set(true);
 }
 
+/* ---- acceptor mode under pressure --------------------------------------------------- */
+
+/* Per-address limits in acceptor mode count once, on the worker that owns the
+ * connection, and are released there: sequential graceful clients are never
+ * refused, however many come. */
+static void total_conns(tt_workers_t *set, unsigned index, tt_loop_t *loop, tt_server_t *srv,
+                        void *arg)
+{
+    (void)set, (void)index, (void)loop;
+    if (srv != NULL)
+        atomic_fetch_add((atomic_size_t *)arg, tt_server_conn_count(srv));
+}
+
+Test(workers, acceptor_mode_per_address_limit_counts_each_client_once)
+{
+    tt_workers_t *set;
+    tt_workers_opts_t wo = {.count = 2, .no_reuseport = true, .on_start = on_start};
+    tt_server_opts_t so = {.max_conns_per_ip = 3};
+    tt_addr_t any = th_loopback(0), addr;
+
+    cr_assert_eq(tt_workers_start(&any, &wo, &so, &worker_h, NULL, &set), 0);
+    cr_assert_eq(tt_workers_addr(set, &addr), 0);
+    for (int i = 0; i < 8; i++) {
+        int fd = th_tcp_connect_blocking(&addr);
+        struct timeval tv = {5, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        char b = 0;
+        cr_assert_eq(write(fd, "x", 1), 1);
+        ssize_t n = read(fd, &b, 1);
+        cr_assert_eq(n, 1, "client %d of 8 under a limit of 3 was refused (read %zd)", i, n);
+        cr_assert_eq(b, 'x');
+        close(fd);
+        /* Gracefully gone on its worker before the next one comes. */
+        atomic_size_t open = 1;
+        for (uint64_t t0 = th_now_ms(); open != 0 && th_now_ms() - t0 < 3000;) {
+            atomic_store(&open, 0);
+            cr_assert_eq(tt_workers_visit(set, total_conns, &open), 0);
+            if (open != 0)
+                usleep(2000);
+        }
+        cr_assert_eq(atomic_load(&open), 0, "client %d still open on the server", i);
+    }
+    cr_assert_eq(tt_workers_stop(set, 1000), 0);
+}
+
+/* Clients that connect as fast as they can while the set stops: worker 0 keeps
+ * handing sockets over to workers that already stopped. Each such socket is closed
+ * (nothing leaks, nothing crashes). */
+typedef struct flood {
+    tt_addr_t addr;
+    atomic_bool stop;
+    atomic_int connected;
+    pthread_t th;
+} flood_t;
+
+static void *flood_main(void *arg)
+{
+    flood_t *f = arg;
+    while (!atomic_load(&f->stop)) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            break;
+        if (connect(fd, &f->addr.u.sa, f->addr.len) == 0 || errno == EINPROGRESS) {
+            struct pollfd p = {fd, POLLOUT, 0};
+            int err = 0;
+            socklen_t len = sizeof(err);
+            if (poll(&p, 1, 100) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 &&
+                err == 0)
+                atomic_fetch_add(&f->connected, 1);
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+Test(workers, stop_during_a_connect_flood_in_acceptor_mode_drops_late_hand_offs_cleanly)
+{
+    int fds_before = th_fd_count();
+    int connected = 0;
+
+    for (int round = 0; round < 30; round++) {
+        tt_workers_t *set;
+        tt_workers_opts_t wo = {.count = 3, .no_reuseport = true, .on_start = on_start};
+        tt_addr_t any = th_loopback(0);
+        flood_t f[2];
+
+        cr_assert_eq(tt_workers_start(&any, &wo, NULL, &worker_h, NULL, &set), 0);
+        for (int i = 0; i < 2; i++) {
+            cr_assert_eq(tt_workers_addr(set, &f[i].addr), 0);
+            atomic_store(&f[i].stop, false);
+            atomic_store(&f[i].connected, 0);
+            cr_assert_eq(pthread_create(&f[i].th, NULL, flood_main, &f[i]), 0);
+        }
+        usleep(5000); /* let the flood get going */
+        cr_assert_eq(tt_workers_stop(set, 0), 0, "round %d", round);
+        for (int i = 0; i < 2; i++) {
+            atomic_store(&f[i].stop, true);
+            pthread_join(f[i].th, NULL);
+            connected += atomic_load(&f[i].connected);
+        }
+    }
+    cr_expect_gt(connected, 0, "the flood reached the servers");
+    int fds_after = th_fd_count();
+    cr_expect_eq(fds_after, fds_before, "descriptors: %d before, %d after", fds_before, fds_after);
+}
+
 /* ---- the admin endpoint over a worker set -------------------------------------------- */
 
 static char *read_all_unix(const char *path)
@@ -291,4 +400,47 @@ Test(workers, admin_endpoint_lists_every_connection_and_serves_metrics)
     cr_assert_eq(tt_workers_stop(set, 2000), 0);
     th_run(loop, 5000);
     cr_assert_eq(tt_loop_close(loop), 0);
+}
+
+/* A metrics client that connects and sends nothing must not hold up the close:
+ * tt_admin_close destroys it and the join comes at once. */
+typedef struct closer {
+    tt_admin_t *admin;
+    atomic_bool done;
+} closer_t;
+
+static void *close_admin_main(void *arg)
+{
+    closer_t *c = arg;
+    tt_admin_close(c->admin);
+    atomic_store(&c->done, true);
+    return NULL;
+}
+
+Test(workers, admin_close_is_not_held_up_by_a_silent_metrics_client)
+{
+    tt_workers_t *set;
+    tt_workers_opts_t wo = {.count = 2, .on_start = on_start};
+    tt_addr_t any = th_loopback(0), mreq = th_loopback(0), maddr;
+    closer_t c = {0};
+    pthread_t th;
+
+    cr_assert_eq(tt_workers_start(&any, &wo, NULL, &worker_h, NULL, &set), 0);
+    tt_admin_opts_t ao = {.metrics_addr = &mreq};
+    cr_assert_eq(tt_admin_start_workers(set, &ao, &c.admin), 0);
+    cr_assert_eq(tt_admin_metrics_addr(c.admin, &maddr), 0);
+    cr_assert_neq(tt_addr_port(&maddr), 0);
+    int silent = th_tcp_connect_blocking(&maddr);
+    usleep(50000); /* accepted by the endpoint's loop */
+    uint64_t t0 = th_now_ms();
+    cr_assert_eq(pthread_create(&th, NULL, close_admin_main, &c), 0);
+    while (!atomic_load(&c.done) && th_now_ms() - t0 < 3000)
+        usleep(5000);
+    /* Fatal: a close still stuck in pthread_join cannot be cleaned up after. */
+    cr_assert(atomic_load(&c.done), "tt_admin_close still waiting after 3 s");
+    pthread_join(th, NULL);
+    cr_expect_lt(th_now_ms() - t0, 1000, "close took %llu ms",
+                 (unsigned long long)(th_now_ms() - t0));
+    close(silent);
+    cr_assert_eq(tt_workers_stop(set, 1000), 0);
 }

@@ -50,6 +50,8 @@ unsigned cli_errors_reported(void);
  * waits for it). Returns 0, or -errno after reporting "write stdout: ..." (a
  * closed pipe: the server then exits 1 rather than run unseen). */
 int cli_print_listening(FILE *f, const tt_addr_t *addr, const char *suffix);
+/* The same with another verb: "tether CMD: WHAT ADDR" + suffix. */
+int cli_print_line(FILE *f, const char *what, const tt_addr_t *addr, const char *suffix);
 /* "tether CMD: " + message, then "Try 'tether CMD --help'." on stderr. Returns
  * CLI_EXIT_USAGE so a command can `return cli_usage_error(...)`. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -93,6 +95,14 @@ double cli_now_s(void);
  * a usage hint and returns -EINVAL. */
 int cli_parse_count(const char *cmd, const char *opt, const char *text, unsigned long max,
                     unsigned long *out);
+
+/* The admin endpoint failed to start: say so naming what it was asked to serve
+ * ("CMD: admin endpoint (socket PATH, metrics ADDR): error text"). */
+void cli_admin_error(const char *cmd, const tt_admin_opts_t *ao, int err);
+/* After the listening line: "tether CMD: metrics on ADDR" (the port chosen for
+ * port 0) when the endpoint serves metrics (nothing otherwise). 0 or -errno, as
+ * cli_print_listening. */
+int cli_print_metrics(const tt_admin_t *admin);
 
 /* --workers N for a server command: start the set (SO_REUSEPORT), the admin
  * endpoint if asked, print "tether CMD: listening on ADDR (N workers)", wait for

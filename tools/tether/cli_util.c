@@ -46,11 +46,16 @@ void cli_error(const char *fmt, ...)
 
 int cli_print_listening(FILE *f, const tt_addr_t *addr, const char *suffix)
 {
+    return cli_print_line(f, "listening on", addr, suffix);
+}
+
+int cli_print_line(FILE *f, const char *what, const tt_addr_t *addr, const char *suffix)
+{
     char buf[TT_ADDR_STRLEN];
     int err = 0;
 
     errno = 0;
-    if (fprintf(f, "tether %s: listening on %s%s\n", cur_cmd != NULL ? cur_cmd : "?",
+    if (fprintf(f, "tether %s: %s %s%s\n", cur_cmd != NULL ? cur_cmd : "?", what,
                 cli_addr_str(addr, buf), suffix != NULL ? suffix : "") < 0 ||
         fflush(f) != 0 || ferror(f))
         err = errno != 0 ? -errno : -EIO;
@@ -302,6 +307,26 @@ int cli_parse_count(const char *cmd, const char *opt, const char *text, unsigned
     return 0;
 }
 
+void cli_admin_error(const char *cmd, const tt_admin_opts_t *ao, int err)
+{
+    char buf[TT_ADDR_STRLEN];
+    const char *path = ao->unix_path, *sep = path != NULL && ao->metrics_addr != NULL ? ", " : "";
+
+    cli_error("%s: admin endpoint (%s%s%s%s%s): %s", cmd, path != NULL ? "socket " : "",
+              path != NULL ? path : "", sep, ao->metrics_addr != NULL ? "metrics " : "",
+              ao->metrics_addr != NULL ? cli_addr_str(ao->metrics_addr, buf) : "",
+              tt_strerror(err));
+}
+
+int cli_print_metrics(const tt_admin_t *admin)
+{
+    tt_addr_t a;
+
+    if (admin == NULL || tt_admin_metrics_addr(admin, &a) < 0)
+        return 0;
+    return cli_print_line(stdout, "metrics on", &a, NULL);
+}
+
 int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_server_opts_t *so,
                       const tt_conn_handlers_t *h, int *sig)
 {
@@ -325,13 +350,13 @@ int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_se
         return CLI_EXIT_FAIL;
     }
     if (w->admin != NULL && (err = tt_admin_start_workers(set, w->admin, &admin)) < 0) {
-        cli_error("admin endpoint: %s", tt_strerror(err));
+        cli_admin_error(w->cmd, w->admin, err);
         tt_workers_stop(set, 0);
         return CLI_EXIT_FAIL;
     }
     tt_workers_addr(set, &bound);
     snprintf(buf, sizeof(buf), " (%u workers)", w->count);
-    if (cli_print_listening(stdout, &bound, buf) < 0) {
+    if (cli_print_listening(stdout, &bound, buf) < 0 || cli_print_metrics(admin) < 0) {
         if (admin != NULL)
             tt_admin_close(admin);
         tt_workers_stop(set, 0);

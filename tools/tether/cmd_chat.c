@@ -180,7 +180,7 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
         tt_admin_opts_t ao = admin_opts(admin_path);
         err = tt_admin_start(server, &ao, &admin);
         if (err < 0) {
-            cli_error("chat: admin endpoint: %s", tt_strerror(err));
+            cli_admin_error("chat", &ao, err);
             tt_server_close(server);
             tt_loop_run(loop, TT_RUN_NOWAIT);
             tt_loop_close(loop);
@@ -192,7 +192,8 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
     if (err < 0)
         cli_error("signals: %s", tt_strerror(err));
     tt_server_addr(server, &bound);
-    if (err < 0 || cli_print_listening(stdout, &bound, NULL) < 0) {
+    if (err < 0 || cli_print_listening(stdout, &bound, NULL) < 0 ||
+        cli_print_metrics(admin) < 0) {
         if (admin != NULL)
             tt_admin_close(admin);
         tt_server_close(server);

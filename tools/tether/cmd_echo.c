@@ -222,7 +222,7 @@ int cmd_echo(int argc, char **argv)
         return CLI_EXIT_FAIL;
     }
     if (serve_admin && (err = tt_admin_start(g_echo.srv, &ao, &admin)) < 0) {
-        cli_error("echo: admin endpoint: %s", tt_strerror(err));
+        cli_admin_error("echo", &ao, err);
         tt_server_close(g_echo.srv);
         tt_loop_run(loop, TT_RUN_NOWAIT);
         tt_loop_close(loop);
@@ -235,7 +235,7 @@ int cmd_echo(int argc, char **argv)
         status = CLI_EXIT_FAIL;
     } else {
         tt_server_addr(g_echo.srv, &addr);
-        if (cli_print_listening(stdout, &addr, NULL) < 0) { /* stdout is gone: say so, exit 1 */
+        if (cli_print_listening(stdout, &addr, NULL) < 0 || cli_print_metrics(admin) < 0) { /* stdout is gone: say so, exit 1 */
             if (admin != NULL) {
                 tt_admin_close(admin);
                 admin = NULL;

@@ -4,6 +4,7 @@
  * connection), sorts it by any column and prints aligned columns with a totals
  * line. --watch refreshes until interrupted. */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,9 @@
 #include "cli.h"
 
 #define MAX_COLS 32
+/* Largest table we take: 64 MiB is some 400 000 connections' rows. */
+#define MAX_REPLY ((size_t)64 << 20)
+#define DEFAULT_TIMEOUT_MS 5000
 
 typedef struct table {
     char *text;          /* owns every cell */
@@ -32,7 +36,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: tether stat SOCKET [--sort COLUMN] [--reverse] [--watch SECONDS] "
-            "[--count N]\n\n"
+            "[--count N]\n"
+            "                   [--timeout SECONDS]\n\n"
             "Print the live connection table a server serves on its admin socket\n"
             "(tether echo/chat --admin SOCKET): one row per connection, with totals.\n\n"
             "  -s, --sort COLUMN     sort by this column (id, worker, local, peer, state,\n"
@@ -41,47 +46,101 @@ static void usage(FILE *f)
             "  -r, --reverse         largest first\n"
             "  -w, --watch SECONDS   refresh every SECONDS until interrupted\n"
             "  -n, --count N         with --watch: stop after N refreshes\n"
+            "  -t, --timeout SECONDS give up on a table not complete by then; default 5\n"
             "  -h, --help            this text\n");
 }
 
-/* Read everything the endpoint sends until it closes. */
-static int fetch(const char *path, char **out)
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Read everything the endpoint sends until it closes, within timeout_ms and at
+ * most MAX_REPLY bytes: a socket planted at the path that never answers, or one
+ * that never stops, must not hold or exhaust us. 0, -ETIMEDOUT, -EFBIG, -errno. */
+static int fetch(const char *path, uint64_t timeout_ms, char **out)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     size_t len = 0, cap = 1 << 16;
-    char *buf;
-    ssize_t n;
+    uint64_t end = now_ms() + timeout_ms;
+    char *buf = NULL;
     int fd, err;
 
     if (strlen(path) >= sizeof(sun.sun_path))
         return -ENAMETOOLONG;
     strcpy(sun.sun_path, path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
-    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+    /* Non-blocking connect on a Unix socket is done at once, or EAGAIN while the
+     * server's backlog is full (it is busy): try again until the deadline. */
+    while (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
         err = -errno;
-        close(fd);
-        return err;
+        if (err != -EAGAIN)
+            goto fail;
+        if (now_ms() >= end) {
+            err = -ETIMEDOUT;
+            goto fail;
+        }
+        struct timespec ts = {0, 10 * 1000000};
+        nanosleep(&ts, NULL);
     }
     buf = malloc(cap);
-    while (buf != NULL && (n = read(fd, buf + len, cap - len - 1)) > 0) {
+    if (buf == NULL) {
+        err = -ENOMEM;
+        goto fail;
+    }
+    for (;;) {
+        uint64_t now = now_ms();
+        struct pollfd p = {fd, POLLIN, 0};
+        if (now >= end) {
+            err = -ETIMEDOUT;
+            goto fail;
+        }
+        int r = poll(&p, 1, (int)(end - now < 1000000 ? end - now : 1000000));
+        if (r < 0 && errno != EINTR) {
+            err = -errno;
+            goto fail;
+        }
+        if (r <= 0)
+            continue;
+        ssize_t n = read(fd, buf + len, cap - len - 1);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            err = -errno;
+            goto fail;
+        }
         len += (size_t)n;
-        if (cap - len < 4096) {
-            char *nb = realloc(buf, cap *= 2);
+        if (len > MAX_REPLY) {
+            err = -EFBIG;
+            goto fail;
+        }
+        if (cap - len < 4096 && cap < MAX_REPLY + 4096) {
+            /* Grow no further than the limit needs: memory stays near MAX_REPLY. */
+            size_t ncap = cap * 2 < MAX_REPLY + 4096 ? cap * 2 : MAX_REPLY + 4096;
+            char *nb = realloc(buf, ncap);
             if (nb == NULL) {
-                free(buf);
-                buf = NULL;
+                err = -ENOMEM;
+                goto fail;
             }
             buf = nb;
+            cap = ncap;
         }
     }
     close(fd);
-    if (buf == NULL)
-        return -ENOMEM;
     buf[len] = '\0';
     *out = buf;
     return 0;
+
+fail:
+    free(buf);
+    close(fd);
+    return err;
 }
 
 static int split(char *line, char **cells, int max)
@@ -108,13 +167,13 @@ static int parse(char *text, table_t *t)
     if (t->ncols < 2 || strcmp(t->head[0], "id") != 0)
         return -EPROTO;
     while ((line = strtok_r(NULL, "\n", &save)) != NULL) {
-        char **cells = calloc((size_t)t->ncols, sizeof(char *));
         char ***rows = realloc(t->rows, (t->nrows + 1) * sizeof(char **));
-        if (cells == NULL || rows == NULL) {
-            free(cells);
+        if (rows == NULL)
+            return -ENOMEM; /* t->rows is still valid and freed by table_free */
+        t->rows = rows;     /* kept at once: the old block may be gone already */
+        char **cells = calloc((size_t)t->ncols, sizeof(char *));
+        if (cells == NULL)
             return -ENOMEM;
-        }
-        t->rows = rows;
         if (split(line, cells, t->ncols) != t->ncols) {
             free(cells);
             return -EPROTO;
@@ -205,12 +264,21 @@ static void on_signal(int sig)
     interrupted = 1;
 }
 
-static int show(const char *path, const char *sort_name)
+static int show(const char *path, const char *sort_name, uint64_t timeout_ms)
 {
     char *text = NULL;
     table_t t;
-    int err = fetch(path, &text);
+    int err = fetch(path, timeout_ms, &text);
 
+    if (err == -ETIMEDOUT) {
+        cli_error("stat %s: no complete table within %.1f s", path, (double)timeout_ms / 1000);
+        return CLI_EXIT_FAIL;
+    }
+    if (err == -EFBIG) {
+        cli_error("stat %s: the reply is larger than %zu MiB; not a table", path,
+                  MAX_REPLY >> 20);
+        return CLI_EXIT_FAIL;
+    }
     if (err < 0) {
         cli_error("stat %s: %s", path, tt_strerror(err));
         return CLI_EXIT_FAIL;
@@ -232,7 +300,8 @@ static int show(const char *path, const char *sort_name)
             return cli_usage_error("stat", "no column '%s' to sort by", sort_name);
         }
     }
-    qsort(t.rows, t.nrows, sizeof(char **), cmp_rows);
+    if (t.nrows > 1) /* rows is NULL for an empty table: qsort must not see it */
+        qsort(t.rows, t.nrows, sizeof(char **), cmp_rows);
     print_table(&t);
     fflush(stdout);
     table_free(&t);
@@ -245,15 +314,16 @@ int cmd_stat(int argc, char **argv)
                                          {"reverse", no_argument, NULL, 'r'},
                                          {"watch", required_argument, NULL, 'w'},
                                          {"count", required_argument, NULL, 'n'},
+                                         {"timeout", required_argument, NULL, 't'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *sort_name = NULL;
-    uint64_t watch_ms = 0;
+    uint64_t watch_ms = 0, timeout_ms = DEFAULT_TIMEOUT_MS;
     long count = -1;
     bool first = true;
     int c;
 
-    while ((c = cli_getopt("stat", argc, argv, ":s:rw:n:h", opts, &first)) != -1) {
+    while ((c = cli_getopt("stat", argc, argv, ":s:rw:n:t:h", opts, &first)) != -1) {
         switch (c) {
         case 's':
             sort_name = optarg;
@@ -264,6 +334,10 @@ int cmd_stat(int argc, char **argv)
         case 'w':
             if (cli_parse_seconds(optarg, &watch_ms) < 0 || watch_ms == 0)
                 return cli_usage_error("stat", "bad --watch interval '%s'", optarg);
+            break;
+        case 't':
+            if (cli_parse_seconds(optarg, &timeout_ms) < 0 || timeout_ms == 0)
+                return cli_usage_error("stat", "bad --timeout '%s'", optarg);
             break;
         case 'n': {
             unsigned long n;
@@ -282,7 +356,7 @@ int cmd_stat(int argc, char **argv)
     if (optind + 1 != argc)
         return cli_usage_error("stat", "expected one SOCKET path");
     if (watch_ms == 0)
-        return show(argv[optind], sort_name);
+        return show(argv[optind], sort_name, timeout_ms);
 
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -295,7 +369,7 @@ int cmd_stat(int argc, char **argv)
         }
         if (isatty(STDOUT_FILENO))
             printf("\033[H\033[2J"); /* clear the screen between refreshes */
-        int r = show(argv[optind], sort_name);
+        int r = show(argv[optind], sort_name, timeout_ms);
         if (r != CLI_EXIT_OK)
             return r;
     }
