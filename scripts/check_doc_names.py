@@ -33,6 +33,8 @@ for doc in docs:
                 last = tok.split("->")[-1]
                 if last.startswith(KERNEL):
                     continue  # the kernel's names (tcp(7), socket(7))
+                if last.startswith("tether_"):
+                    continue  # a metric name: public output of the metrics endpoint
                 internal = tok.startswith("tt__") or (
                     "_" in last.strip("_") and last.islower() and last in private
                     and last not in public)
