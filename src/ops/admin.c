@@ -19,6 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "proto/http.h"
 #include "stream/conn.h"
 #include "sys/sock.h"
 
@@ -316,46 +317,14 @@ typedef struct request {
     char buf[REQUEST_MAX];
 } request_t;
 
-/* Where the request head ends (after its blank line), or NULL while incomplete. */
-static const char *head_end(const char *p, size_t len)
+/* The status for a request head (parsed by the project's HTTP parser, which has
+ * already refused what is malformed or too large): 200 for GET /metrics (a query
+ * string is ignored), 405 for another method, 404 for another path. */
+static int route(const tt__http_req_t *req)
 {
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] != '\n')
-            continue;
-        if (i + 1 < len && p[i + 1] == '\n')
-            return p + i + 2;
-        if (i + 2 < len && p[i + 1] == '\r' && p[i + 2] == '\n')
-            return p + i + 3;
-    }
-    return NULL;
-}
-
-/* The status for a complete request head: 200 for GET /metrics (a query string
- * is ignored), 405 for another method, 404 for another path, 400 for a request
- * line that is not "METHOD SP TARGET SP HTTP/x.y". */
-static int route(const char *p, size_t len)
-{
-    const char *eol = memchr(p, '\n', len);
-    size_t n = (size_t)(eol - p);
-    if (n > 0 && p[n - 1] == '\r')
-        n--;
-    const char *sp1 = memchr(p, ' ', n);
-    if (sp1 == NULL || sp1 == p)
-        return 400;
-    const char *target = sp1 + 1;
-    const char *sp2 = memchr(target, ' ', n - (size_t)(target - p));
-    if (sp2 == NULL || sp2 == target)
-        return 400;
-    size_t vlen = n - (size_t)(sp2 + 1 - p);
-    if (vlen != 8 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0)
-        return 400;
-    for (const char *q = p; q < sp1; q++)
-        if (*q < 'A' || *q > 'Z')
-            return 400;
-    if ((size_t)(sp1 - p) != 3 || memcmp(p, "GET", 3) != 0)
-        return 405;
-    size_t tlen = (size_t)(sp2 - target);
-    if (tlen < 8 || memcmp(target, "/metrics", 8) != 0 || (tlen > 8 && target[8] != '?'))
+    if (req->method.len != 3 || memcmp(req->method.p, "GET", 3) != 0)
+        return 405; /* methods are case-sensitive (RFC 9110 9.1): "get" is not GET */
+    if (req->path.len != 8 || memcmp(req->path.p, "/metrics", 8) != 0)
         return 404;
     return 200;
 }
@@ -365,6 +334,7 @@ static void answer(tt_conn_t *c, request_t *r, int status)
     tt_admin_t *a = tt_server_get_data(tt_conn_server(c));
     text_t t = {0};
     const char *head;
+    char other[96];
 
     r->answered = true;
     switch (status) {
@@ -385,8 +355,10 @@ static void answer(tt_conn_t *c, request_t *r, int status)
     case 431:
         head = "HTTP/1.0 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n";
         break;
-    default:
-        head = "HTTP/1.0 400 Bad Request\r\nConnection: close\r\n\r\n";
+    default: /* what the parser refused: 400, 501, 505 */
+        snprintf(other, sizeof(other), "HTTP/1.0 %d %s\r\nConnection: close\r\n\r\n", status,
+                 tt__http_reason(status));
+        head = other;
         break;
     }
     reply(c, &t, head);
@@ -415,12 +387,15 @@ static void metrics_data(tt_conn_t *c, const void *data, size_t len, size_t pend
     if (r == NULL || r->answered || tt_conn_server(c) == NULL)
         return; /* answered already (the rest is ignored), or the endpoint is closing */
     size_t take = len < REQUEST_MAX - r->len ? len : REQUEST_MAX - r->len;
+    tt__http_limits_t lim = {.max_head = REQUEST_MAX, .max_fields = 32};
+    tt__http_req_t req;
+    int st;
+
     memcpy(r->buf + r->len, data, take);
     r->len += take;
-    if (head_end(r->buf, r->len) != NULL)
-        answer(c, r, route(r->buf, r->len));
-    else if (r->len == REQUEST_MAX)
-        answer(c, r, 431);
+    st = tt__http_parse(r->buf, r->len, &lim, &req); /* 431 once REQUEST_MAX is reached */
+    if (st != TT__HTTP_MORE)
+        answer(c, r, st == TT__HTTP_OK ? route(&req) : st);
 }
 
 static void metrics_end(tt_conn_t *c)
