@@ -83,13 +83,14 @@ static int inflate_some(z_stream *z, const uint8_t *in, size_t n, size_t max, si
     z->next_in = (Bytef *)(uintptr_t)in;
     z->avail_in = (uInt)n;
     for (;;) {
-        if ((err = reserve(out, STEP)) < 0)
-            return err;
-        size_t room = out->cap - out->len;
         /* Never let one call write past the limit by more than a byte: passing
-         * it is then seen at once, before zlib fills more memory. */
+         * it is then seen at once, before zlib fills more memory, and the buffer
+         * never grows for room the limit would not let it use. */
+        size_t room = STEP;
         if (max > 0 && room > max - (out->len - base) + 1)
             room = max - (out->len - base) + 1;
+        if ((err = reserve(out, room)) < 0)
+            return err;
         z->next_out = out->p + out->len;
         z->avail_out = (uInt)room;
         zr = inflate(z, Z_SYNC_FLUSH);
