@@ -1465,10 +1465,16 @@ Test(cli, stat_watch_ends_when_its_reader_has_gone)
 
     cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
     close(p[0]); /* like `| head` once head is done */
-    child_t c = spawn(argv, DEVNULL_FD, p[1], DEVNULL_FD);
+    child_t c = spawn(argv, DEVNULL_FD, p[1], PIPE_FD);
     close(p[1]);
+    size_t n;
+    char *err = read_all(c.err, &n, 5000);
     int st = wait_exit(&c, 5000); /* fails the test if it refreshes for ever */
-    cr_expect_neq(st, 0, "stat --watch into a closed pipe: exit %d", st);
+    /* Said and exit 1, as every other command: not a silent death by SIGPIPE. */
+    cr_expect_eq(st, 1, "stat --watch into a closed pipe: exit %d", st);
+    cr_expect_neq(strstr(err, "tether stat: write stdout: "), NULL, "stderr '%s'", err);
+    free(err);
+    close_fd(&c.err);
     stop_child(&echo, SIGTERM);
 }
 

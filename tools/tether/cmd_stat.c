@@ -303,8 +303,15 @@ static int show(const char *path, const char *sort_name, uint64_t timeout_ms)
     if (t.nrows > 1) /* rows is NULL for an empty table: qsort must not see it */
         qsort(t.rows, t.nrows, sizeof(char **), cmp_rows);
     print_table(&t);
-    fflush(stdout);
     table_free(&t);
+    /* A reader that went away (`| head`) ends a --watch loop here, with an error
+     * and exit 1, rather than refreshes written into a closed pipe for ever. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        int werr = errno != 0 ? -errno : -EIO;
+        clearerr(stdout); /* said here, not again when main.c flushes at exit */
+        cli_error("write stdout: %s", tt_strerror(werr));
+        return CLI_EXIT_FAIL;
+    }
     return CLI_EXIT_OK;
 }
 

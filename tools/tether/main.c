@@ -11,9 +11,8 @@ static const struct {
     const char *name;
     int (*fn)(int argc, char **argv);
     const char *summary;
-    /* The command checks its writes to stdout, so SIGPIPE is ignored for it. stat
-     * does not: `tether stat S --watch 1 | head` ends when head does, by SIGPIPE,
-     * as a filter's loop would, instead of writing into a closed pipe for ever. */
+    /* The command checks its writes to stdout, so SIGPIPE is ignored for it (a
+     * closed pipe becomes an error message and exit 1, never a silent death). */
     bool checks_stdout;
 } commands[] = {
     {"echo", cmd_echo, "echo server", true},
@@ -21,7 +20,7 @@ static const struct {
     {"send", cmd_send, "send a file with sendfile, then close", true},
     {"bench", cmd_bench, "load generator: throughput and latency", true},
     {"chat", cmd_chat, "line-based chat server: every line to every other client", true},
-    {"stat", cmd_stat, "print a server's live connection table (its --admin socket)", false},
+    {"stat", cmd_stat, "print a server's live connection table (its --admin socket)", true},
     {"udp-echo", cmd_udp_echo, "UDP echo server (multicast with --join)", true},
 };
 
