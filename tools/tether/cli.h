@@ -80,10 +80,10 @@ int cli_parse_seconds(const char *text, uint64_t *ms);
 int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
                const struct option *longopts, bool *first);
 
-/* SIGINT and SIGTERM call tt_loop_stop(loop) (async-signal-safe) and are recorded;
- * SIGPIPE is ignored so a closed stdout gives EPIPE. Returns 0 or -errno. */
+/* SIGINT and SIGTERM, through a signal watch on `loop`, are recorded and stop the
+ * loop; SIGPIPE is ignored so a closed stdout gives EPIPE. Returns 0 or -errno. */
 int cli_signals_install(tt_loop_t *loop);
-/* Back to the default dispositions; the loop pointer is forgotten. */
+/* Close the watch (before tt_loop_close): the dispositions from before return. */
 void cli_signals_restore(void);
 /* The last SIGINT/SIGTERM received since install, or 0. */
 int cli_signal_caught(void);

@@ -197,34 +197,35 @@ int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
 
 /* ---- signals ------------------------------------------------------------------ */
 
-/* The handler may only touch these: a pointer set before the handler is installed,
- * and a sig_atomic_t. tt_loop_stop() is documented async-signal-safe. */
-static tt_loop_t *volatile sig_loop;
-static volatile sig_atomic_t sig_caught;
+/* SIGINT and SIGTERM come as a signal watch on the command's loop (the library's
+ * own, so every CLI run exercises it): the callback runs on the loop's thread and
+ * only records the signal and stops the loop; the command then shuts down from
+ * the loop as usual. The watch does not keep the loop running by itself. */
+static tt_signal_t *sig_watch;
+static int sig_caught;
 
-static void on_signal(int signo)
+static void on_signal(tt_signal_t *s, int signo, void *data)
 {
-    int saved = errno; /* the handler must not clobber the interrupted code's errno */
-    tt_loop_t *loop = sig_loop;
-
+    (void)s;
     sig_caught = signo;
-    if (loop != NULL)
-        tt_loop_stop(loop);
-    errno = saved;
+    tt_loop_stop(data);
 }
 
 int cli_signals_install(tt_loop_t *loop)
 {
     struct sigaction sa;
+    int err;
 
-    memset(&sa, 0, sizeof(sa));
-    sig_loop = loop;
     sig_caught = 0;
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
-        return -errno;
+    if ((err = tt_signal_init(loop, &sig_watch, on_signal, loop)) < 0)
+        return err;
+    if ((err = tt_signal_set_ref(sig_watch, false)) < 0 ||
+        (err = tt_signal_start(sig_watch, SIGINT)) < 0 ||
+        (err = tt_signal_start(sig_watch, SIGTERM)) < 0) {
+        cli_signals_restore();
+        return err;
+    }
+    memset(&sa, 0, sizeof(sa));
     sa.sa_handler = SIG_IGN;
     if (sigaction(SIGPIPE, &sa, NULL) < 0)
         return -errno;
@@ -233,9 +234,9 @@ int cli_signals_install(tt_loop_t *loop)
 
 void cli_signals_restore(void)
 {
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    sig_loop = NULL;
+    if (sig_watch != NULL)
+        tt_signal_close(sig_watch); /* the dispositions from before come back */
+    sig_watch = NULL;
 }
 
 int cli_signal_caught(void) { return sig_caught; }
