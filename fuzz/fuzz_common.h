@@ -20,15 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_check.h"
 #include "proto/frame_codec.h"
-
-#define FZ_CHECK(cond)                                                                         \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);     \
-            abort();                                                                           \
-        }                                                                                      \
-    } while (0)
 
 #define FZ_MAX_MSGS 4096
 

@@ -11,30 +11,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_check.h"
 #include "proto/ws_deflate.h"
 #include "proto/ws_frame.h"
-
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);     \
-            abort();                                                                           \
-        }                                                                                      \
-    } while (0)
 
 static int run(const uint8_t *in, size_t n, size_t piece, size_t max, tt__zbuf_t *out)
 {
     z_stream z;
     int r = 0;
 
-    CHECK(tt__ws_inflate_init(&z) == 0);
+    FZ_CHECK(tt__ws_inflate_init(&z) == 0);
     for (size_t off = 0;;) {
         size_t k = n - off < piece ? n - off : piece;
         bool fin = off + k >= n;
         r = tt__ws_inflate_feed(&z, in + off, k, fin, max, true, out);
-        CHECK(r == 0 || r == -TT__WS_TOO_BIG || r == -TT__WS_INVALID_DATA);
-        CHECK(out->len <= max + 1);
-        CHECK(out->cap <= 2 * max + 16384 + 256);
+        FZ_CHECK(r == 0 || r == -TT__WS_TOO_BIG || r == -TT__WS_INVALID_DATA);
+        FZ_CHECK(out->len <= max + 1);
+        FZ_CHECK(out->cap <= 2 * max + 16384 + 256);
         off += k;
         if (r != 0 || fin)
             break;
@@ -55,16 +48,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     piece = (size_t)data[1] + 1;
     a = run(data + 2, size - 2, size, max, &whole);
     b = run(data + 2, size - 2, piece, max, &pieces);
-    CHECK(a == b || (a != 0 && b != 0)); /* which error may differ by where it is seen */
+    FZ_CHECK(a == b || (a != 0 && b != 0)); /* which error may differ by where it is seen */
     if (a == 0) {
-        CHECK(whole.len == pieces.len && (whole.len == 0 || memcmp(whole.p, pieces.p, whole.len) == 0));
+        FZ_CHECK(whole.len == pieces.len && (whole.len == 0 || memcmp(whole.p, pieces.p, whole.len) == 0));
         z_stream d;
         tt__zbuf_t wire = {0}, back = {0};
-        CHECK(tt__ws_deflate_init(&d, 15) == 0);
-        CHECK(tt__ws_deflate_msg(&d, whole.p, whole.len, true, &wire) == 0);
+        FZ_CHECK(tt__ws_deflate_init(&d, 15) == 0);
+        FZ_CHECK(tt__ws_deflate_msg(&d, whole.p, whole.len, true, &wire) == 0);
         tt__ws_deflate_end(&d);
-        CHECK(run(wire.p, wire.len, wire.len + 1, max, &back) == 0);
-        CHECK(back.len == whole.len && (whole.len == 0 || memcmp(back.p, whole.p, whole.len) == 0));
+        FZ_CHECK(run(wire.p, wire.len, wire.len + 1, max, &back) == 0);
+        FZ_CHECK(back.len == whole.len && (whole.len == 0 || memcmp(back.p, whole.p, whole.len) == 0));
         free(wire.p);
         free(back.p);
     }

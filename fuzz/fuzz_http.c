@@ -9,21 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_check.h"
 #include "proto/http.h"
-
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);     \
-            abort();                                                                           \
-        }                                                                                      \
-    } while (0)
 
 static int known(int r) { return r == TT__HTTP_OK || r == TT__HTTP_MORE || r == 400 || r == 431 || r == 501 || r == 505; }
 
 static void inside(const char *buf, size_t head, tt__str_t s)
 {
-    CHECK(s.len == 0 || (s.p >= buf && s.p + s.len <= buf + head));
+    FZ_CHECK(s.len == 0 || (s.p >= buf && s.p + s.len <= buf + head));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -37,30 +30,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         buf++, size--;
     }
     r = tt__http_parse(buf, size, &lim, &req);
-    CHECK(known(r));
+    FZ_CHECK(known(r));
     if (r == TT__HTTP_OK) {
-        CHECK(req.head_len >= 4 && req.head_len <= size && req.head_len <= lim.max_head);
-        CHECK(memcmp(buf + req.head_len - 4, "\r\n\r\n", 4) == 0);
+        FZ_CHECK(req.head_len >= 4 && req.head_len <= size && req.head_len <= lim.max_head);
+        FZ_CHECK(memcmp(buf + req.head_len - 4, "\r\n\r\n", 4) == 0);
         inside(buf, req.head_len, req.method);
         inside(buf, req.head_len, req.target);
         inside(buf, req.head_len, req.path);
         inside(buf, req.head_len, req.query);
-        CHECK(req.method.len > 0 && req.target.len > 0);
-        CHECK(req.nfields <= TT__HTTP_MAX_FIELDS);
+        FZ_CHECK(req.method.len > 0 && req.target.len > 0);
+        FZ_CHECK(req.nfields <= TT__HTTP_MAX_FIELDS);
         for (size_t i = 0; i < req.nfields; i++) {
             inside(buf, req.head_len, req.fields[i].name);
             inside(buf, req.head_len, req.fields[i].value);
-            CHECK(req.fields[i].name.len > 0);
-            CHECK(tt__http_get(&req, "x") == NULL || 1);
+            FZ_CHECK(req.fields[i].name.len > 0);
+            FZ_CHECK(tt__http_get(&req, "x") == NULL || 1);
         }
-        CHECK(tt__http_parse(buf, req.head_len, &lim, &again) == TT__HTTP_OK);
-        CHECK(again.nfields == req.nfields && again.head_len == req.head_len);
+        FZ_CHECK(tt__http_parse(buf, req.head_len, &lim, &again) == TT__HTTP_OK);
+        FZ_CHECK(again.nfields == req.nfields && again.head_len == req.head_len);
         for (size_t cut = 0; cut < req.head_len; cut += 1 + cut / 8)
-            CHECK(tt__http_parse(buf, cut, &lim, &again) == TT__HTTP_MORE);
+            FZ_CHECK(tt__http_parse(buf, cut, &lim, &again) == TT__HTTP_MORE);
     } else if (r != TT__HTTP_MORE) {
         for (size_t cut = 0; cut < size; cut += 1 + cut / 8) {
             int p = tt__http_parse(buf, cut, &lim, &again);
-            CHECK(p == TT__HTTP_MORE || p == r || p == 431);
+            FZ_CHECK(p == TT__HTTP_MORE || p == r || p == 431);
         }
     }
     return 0;

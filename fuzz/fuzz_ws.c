@@ -14,15 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_check.h"
 #include "proto/ws_frame.h"
-
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);     \
-            abort();                                                                           \
-        }                                                                                      \
-    } while (0)
 
 static uint8_t scratch[1 << 16];
 
@@ -45,17 +38,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int n = tt__ws_hdr_parse(data + pos, size - pos, &rules, &h);
 
         if (n <= 0) {
-            CHECK(n == 0 || n == -TT__WS_PROTOCOL_ERROR);
+            FZ_CHECK(n == 0 || n == -TT__WS_PROTOCOL_ERROR);
             break;
         }
-        CHECK(n <= TT__WS_MAX_HEADER && n == h.hdr_len);
-        CHECK(tt__ws_hdr_write(back, h.fin, h.opcode, h.rsv1, h.len, h.masked ? h.mask : NULL) ==
+        FZ_CHECK(n <= TT__WS_MAX_HEADER && n == h.hdr_len);
+        FZ_CHECK(tt__ws_hdr_write(back, h.fin, h.opcode, h.rsv1, h.len, h.masked ? h.mask : NULL) ==
               (size_t)n);
-        CHECK(memcmp(back, data + pos, (size_t)n) == 0);
+        FZ_CHECK(memcmp(back, data + pos, (size_t)n) == 0);
         if (h.opcode & 0x8)
-            CHECK(h.fin && h.len <= TT__WS_MAX_CONTROL);
+            FZ_CHECK(h.fin && h.len <= TT__WS_MAX_CONTROL);
         int s = tt__ws_seq_frame(&seq, &h, 1 << 20);
-        CHECK(s == 0 || s == -TT__WS_PROTOCOL_ERROR || s == -TT__WS_TOO_BIG);
+        FZ_CHECK(s == 0 || s == -TT__WS_PROTOCOL_ERROR || s == -TT__WS_TOO_BIG);
         if (s != 0)
             break;
         pos += (size_t)n;
@@ -66,23 +59,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (h.masked) {
             tt__ws_mask(scratch, avail, h.mask, 0);
             tt__ws_mask(scratch, avail, h.mask, 0);
-            CHECK(memcmp(scratch, data + pos, avail) == 0);
+            FZ_CHECK(memcmp(scratch, data + pos, avail) == 0);
             tt__ws_mask(scratch, avail, h.mask, 0);
         }
         if (h.opcode == TT__WS_CLOSE) {
             uint16_t code;
             int c = tt__ws_close_parse(scratch, avail, &code);
-            CHECK(c == 0 || c == -TT__WS_PROTOCOL_ERROR || c == -TT__WS_INVALID_DATA);
+            FZ_CHECK(c == 0 || c == -TT__WS_PROTOCOL_ERROR || c == -TT__WS_INVALID_DATA);
             if (c == 0)
-                CHECK(code == TT__WS_NO_STATUS || tt__ws_close_code_ok(code));
+                FZ_CHECK(code == TT__WS_NO_STATUS || tt__ws_close_code_ok(code));
         } else if (!(h.opcode & 0x8) && !seq.compressed) {
             size_t k = cut < avail ? cut : avail;
             whole_ok = whole_ok && tt__utf8_feed(&whole, scratch, avail);
             split_ok = split_ok && tt__utf8_feed(&split, scratch, k) &&
                        tt__utf8_feed(&split, scratch + k, avail - k);
-            CHECK(whole_ok == split_ok);
+            FZ_CHECK(whole_ok == split_ok);
             if (whole_ok)
-                CHECK(tt__utf8_done(&whole) == tt__utf8_done(&split));
+                FZ_CHECK(tt__utf8_done(&whole) == tt__utf8_done(&split));
         }
         if (h.len > size - pos)
             break;

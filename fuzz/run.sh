@@ -17,7 +17,7 @@ for src in "$root"/fuzz/fuzz_*.c; do
     t=$(basename "$src" .c)
     "$CC" -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror \
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-        -I"$root/include" -I"$root/src" "$src" "${pure[@]}" -lz -o "$out/bin/$t"
+        -I"$root/include" -I"$root/src" -I"$root/fuzz" "$src" "${pure[@]}" -lz -o "$out/bin/$t"
     mkdir -p "$out/corpus/$t" "$root/fuzz/corpus/$t"
     log="$out/$t.log"
     if "$out/bin/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \

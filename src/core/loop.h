@@ -80,6 +80,15 @@ static inline uint64_t tt__loop_deadline(const tt_loop_t *loop, uint64_t ms)
 /* Run the loop's audit hook, if any: 0 to go on, or the hook's negative errno. */
 int tt__audit(tt_loop_t *loop, int event, const tt_addr_t *addr);
 void tt__loop_defer_free(tt_loop_t *loop, tt__zombie_t *z);
+/* A handle that keeps the loop running while it is both active and referenced
+ * (watches, signal watches: uv_ref semantics) went from `was` to `now`. */
+static inline void tt__loop_keepalive(tt_loop_t *loop, bool was, bool now)
+{
+    if (was && !now)
+        loop->active--;
+    else if (!was && now)
+        loop->active++;
+}
 /* Queue `t` for the next pending phase (once, however often it is queued). */
 void tt__loop_defer(tt_loop_t *loop, tt__task_t *t);
 

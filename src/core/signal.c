@@ -244,14 +244,9 @@ static bool watchable(int sig)
            sig != SIGBUS && sig != SIGFPE && sig != SIGILL;
 }
 
-/* Keep the loop's count of running handles in step with (watching && ref). */
 static void set_active(tt_signal_t *w, int nsignals, bool ref)
 {
-    bool was = w->nsignals > 0 && w->ref, now = nsignals > 0 && ref;
-    if (was && !now)
-        w->loop->active--;
-    else if (!was && now)
-        w->loop->active++;
+    tt__loop_keepalive(w->loop, w->nsignals > 0 && w->ref, nsignals > 0 && ref);
     w->nsignals = nsignals;
     w->ref = ref;
 }

@@ -69,14 +69,9 @@ int tt_watch_init(tt_loop_t *loop, tt_watch_t **out, int fd, tt_watch_cb cb, voi
     return 0;
 }
 
-/* The loop's count of handles that keep it running follows (active && ref). */
 static void set_active(tt_watch_t *w, unsigned events, bool ref)
 {
-    bool was = w->events != 0 && w->ref, now = events != 0 && ref;
-    if (was && !now)
-        w->loop->active--;
-    else if (!was && now)
-        w->loop->active++;
+    tt__loop_keepalive(w->loop, w->events != 0 && w->ref, events != 0 && ref);
     w->events = events;
     w->ref = ref;
 }

@@ -14,14 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DNSMASQ "/usr/sbin/dnsmasq"
+#include "harness.h"
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+#define DNSMASQ "/usr/sbin/dnsmasq"
 
 /* A port on 127.0.0.1 free for both UDP and TCP (dnsmasq binds both), released
  * again: dnsmasq binds it a moment later, and th_dns_start retries if someone else
@@ -118,7 +113,7 @@ static int start_once(th_dns_t *d, const char *const *extra)
         _exit(127);
     }
     d->pid = pid;
-    for (uint64_t end = now_ms() + 5000; now_ms() < end;) {
+    for (uint64_t end = th_now_ms() + 5000; th_now_ms() < end;) {
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
             d->pid = 0;
@@ -148,7 +143,7 @@ void th_dns_stop(th_dns_t *d)
     if (d->pid <= 0)
         return;
     kill(d->pid, SIGTERM);
-    for (uint64_t end = now_ms() + 2000; now_ms() < end;) {
+    for (uint64_t end = th_now_ms() + 2000; th_now_ms() < end;) {
         if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
             d->pid = 0;
             return;

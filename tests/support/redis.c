@@ -14,14 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define REDIS_SERVER "/usr/bin/redis-server"
+#include "harness.h"
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+#define REDIS_SERVER "/usr/bin/redis-server"
 
 static int free_port(uint16_t *port)
 {
@@ -88,7 +83,7 @@ int th_redis_start(th_redis_t *r, uint16_t port)
     }
     r->pid = pid;
     r->port = port;
-    for (uint64_t end = now_ms() + 5000; now_ms() < end; usleep(20000)) {
+    for (uint64_t end = th_now_ms() + 5000; th_now_ms() < end; usleep(20000)) {
         if (ping(port) == 0)
             return 0;
         if (waitpid(pid, NULL, WNOHANG) == pid) { /* exited: the port was taken */
@@ -114,7 +109,7 @@ void th_redis_stop(th_redis_t *r)
     if (r->pid <= 0)
         return;
     kill(r->pid, SIGTERM);
-    for (uint64_t end = now_ms() + 2000; now_ms() < end; usleep(10000))
+    for (uint64_t end = th_now_ms() + 2000; th_now_ms() < end; usleep(10000))
         if (waitpid(r->pid, NULL, WNOHANG) == r->pid) {
             r->pid = 0;
             return;

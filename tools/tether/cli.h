@@ -72,6 +72,9 @@ const char *cli_addr_str(const tt_addr_t *addr, char *buf);
 const char *cli_close_reason(const tt_close_info_t *info, char *buf);
 /* Seconds ("10", "0.5") to milliseconds, at most TT_TIMEOUT_MAX. 0 or -EINVAL. */
 int cli_parse_seconds(const char *text, uint64_t *ms);
+/* "4096", "64K", "4M", "1G" (powers of 1024): bytes into *out. 0 or -EINVAL (no
+ * digits, a sign, another suffix, past 2^62). Callers check their own range. */
+int cli_parse_size(const char *text, uint64_t *out);
 
 /* getopt_long with tether's messages: returns the option character, -1 after the
  * last option, or '?' after printing "tether CMD: unknown option ..." or "... needs

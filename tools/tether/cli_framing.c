@@ -7,19 +7,11 @@
 
 #include "cli.h"
 
-/* "4096", "64K", "1M": bytes, at most TT_FRAME_MAX_LIMIT. */
+/* "4096", "64K", "1M": bytes, 1 to TT_FRAME_MAX_LIMIT. */
 static int parse_size(const char *text, size_t *out)
 {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno != 0 || end == text || text[0] == '-')
-        return -EINVAL;
-    if (*end == 'K' || *end == 'k')
-        v *= 1024, end++;
-    else if (*end == 'M' || *end == 'm')
-        v *= 1024 * 1024, end++;
-    if (*end != 0 || v == 0 || v > TT_FRAME_MAX_LIMIT)
+    uint64_t v;
+    if (cli_parse_size(text, &v) < 0 || v == 0 || v > TT_FRAME_MAX_LIMIT)
         return -EINVAL;
     *out = (size_t)v;
     return 0;

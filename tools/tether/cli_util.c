@@ -140,6 +140,28 @@ const char *cli_addr_str(const tt_addr_t *addr, char *buf)
     return buf;
 }
 
+int cli_parse_size(const char *text, uint64_t *out)
+{
+    unsigned long long v;
+    unsigned shift = 0;
+    char *end;
+
+    errno = 0;
+    v = strtoull(text, &end, 10);
+    if (errno != 0 || end == text || text[0] == '-' || text[0] == '+')
+        return -EINVAL;
+    if (*end == 'K' || *end == 'k')
+        shift = 10, end++;
+    else if (*end == 'M' || *end == 'm')
+        shift = 20, end++;
+    else if (*end == 'G' || *end == 'g')
+        shift = 30, end++;
+    if (*end != 0 || v > (1ULL << (62 - shift)))
+        return -EINVAL;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
 const char *cli_close_reason(const tt_close_info_t *info, char *buf)
 {
     if (info->error != 0)

@@ -64,18 +64,8 @@ static void usage(FILE *f)
 /* --max-queue: "4M", "512K", "0" (0: the library's default cap, 64 MiB). */
 static int parse_queue_cap(const char *text, size_t *out)
 {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno != 0 || end == text || text[0] == '-')
-        return -EINVAL;
-    if (*end == 'K' || *end == 'k')
-        v <<= 10, end++;
-    else if (*end == 'M' || *end == 'm')
-        v <<= 20, end++;
-    else if (*end == 'G' || *end == 'g')
-        v <<= 30, end++;
-    if (*end != 0 || (v != 0 && (v < TT_DEFAULT_HIGH_WATER || v > (1ULL << 40))))
+    uint64_t v;
+    if (cli_parse_size(text, &v) < 0 || (v != 0 && (v < TT_DEFAULT_HIGH_WATER || v > (1ULL << 40))))
         return -EINVAL;
     *out = (size_t)v;
     return 0;
