@@ -240,7 +240,7 @@ void tt__conn_opened(tt_conn_t *c)
     update_interest(c);
     if (tt__conn_is_closing(c))
         return;
-    if (c->h->h.on_open != NULL)
+    if (c->h->h.on_open != NULL && !(c->ext != NULL && c->ext->defer_open))
         c->h->h.on_open(c);
     if (tt__conn_is_closing(c))
         return;
@@ -340,6 +340,9 @@ static void finish_close(tt_conn_t *c)
     else
         info.bytes_unsent = tt__sendq_clear(&c->sq, NULL, NULL); /* watch disposed above */
     info.bytes_queued = c->sq.total;
+    info.ws_reason = "";
+    if (c->ext != NULL && c->ext->close_info != NULL)
+        c->ext->close_info(c, &info); /* before frame_free: the layer's state is gone then */
     if (c->ext != NULL) {
         if (c->ext->groups_free != NULL)
             c->ext->groups_free(c);
@@ -350,7 +353,7 @@ static void finish_close(tt_conn_t *c)
     }
 
     bool graceful = info.kind == TT_CLOSE_PEER_CLOSED || info.kind == TT_CLOSE_LOCAL_END ||
-                    info.kind == TT_CLOSE_LOCAL_DESTROY;
+                    info.kind == TT_CLOSE_LOCAL_DESTROY || info.kind == TT_CLOSE_WS_CLOSED;
     if (!graceful && c->h->h.on_error != NULL)
         c->h->h.on_error(c, info.error);
     if (c->h->h.on_close != NULL)
@@ -1172,7 +1175,8 @@ const char *tt_close_kind_name(tt_close_kind_t k)
         "peer closed",     "local end",         "local destroy",       "peer reset",
         "connect failed",  "connect timeout",   "linger timeout",      "send queue overflow",
         "I/O error",       "idle timeout",      "heartbeat timeout",   "kernel timeout",
-        "frame too large", "protocol error",    "server shutdown"};
+        "frame too large", "protocol error",    "server shutdown",     "websocket closed",
+        "abnormal websocket close"};
     return (unsigned)k < sizeof(names) / sizeof(names[0]) ? names[k] : "unknown";
 }
 

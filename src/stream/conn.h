@@ -41,6 +41,14 @@ typedef struct tt__conn_ext {
     int (*frame_eof)(tt_conn_t *c);
     /* Framing: queue a ping control frame (used by liveness); 0 or -errno. */
     int (*frame_ping)(tt_conn_t *c);
+    /* WebSocket (proto/ws.c): its state; it uses the framing hooks above. */
+    void *ws;
+    /* At close, before on_error/on_close: a layer fills its part of the reasons
+     * (and may say what the close really was, as the WebSocket close code does). */
+    void (*close_info)(tt_conn_t *c, tt_close_info_t *info);
+    /* on_open waits for a layer's own opening (the WebSocket handshake), which
+     * calls it itself. */
+    bool defer_open;
     /* Liveness: told of every read and write; freed at close. */
     void *live;
     void (*live_on_io)(tt_conn_t *c, int dir); /* TT__IO_DIR_* */
