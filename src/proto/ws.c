@@ -503,7 +503,7 @@ static int msg_reserve(ws_t *w, size_t add)
     if (need <= cap)
         return 0;
     if (cap == 0 && w->fh.fin)
-        cap = need; /* a message in one frame: exactly its size */
+        cap = m->len + (size_t)(w->fh.len - w->fpos); /* one frame: exactly its size */
     while (cap < need)
         cap = cap < 4096 ? 4096 : cap * 2;
     if (cap > w->cfg->o.max_message && need <= w->cfg->o.max_message)

@@ -11,7 +11,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -51,6 +53,7 @@ static void s_message(tt_conn_t *c, const void *msg, size_t len)
     }
     if (len == 9 && memcmp(msg, "broadcast", 9) == 0) {
         tt_server_broadcast_message(tt_conn_server(c), "to all", 6, NULL);
+        tt_server_broadcast(tt_conn_server(c), "raw to all", 10, NULL); /* framed too */
         return;
     }
     int r = tt_ws_send(c, S.last_kind, msg, len);
@@ -746,6 +749,8 @@ Test(ws, broadcast_shares_one_frame)
     pthread_join(b.th, NULL);
     cr_expect(has_frame(&a, 0x81, "to all", 6), "sender got it:\n%s", a.got);
     cr_expect(has_frame(&b, 0x81, "to all", 6), "listener got it:\n%s", b.got);
+    cr_expect(has_frame(&a, 0x81, "raw to all", 10), "raw broadcast framed:\n%s", a.got);
+    cr_expect(has_frame(&b, 0x81, "raw to all", 10), "raw broadcast framed:\n%s", b.got);
     stop();
 }
 
@@ -771,4 +776,39 @@ Test(ws, bad_arguments)
     cr_expect_not(tt_conn_is_websocket(NULL));
     cr_expect_null(tt_http_header(NULL, "x"));
     cr_expect_eq(tt_loop_close(loop), 0);
+}
+
+/* ---- the CLI ---------------------------------------------------------------------------------- */
+
+Test(ws, cli_echo_ws_against_python)
+{
+    char cmd[1024], line[256];
+    snprintf(cmd, sizeof(cmd), "exec %s echo --ws --listen 127.0.0.1:0", th_build_path("tether"));
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *out = fdopen(fds[0], "r");
+    cr_assert_not_null(fgets(line, sizeof(line), out), "no listening line");
+    unsigned port = 0;
+    cr_expect_not_null(strstr(line, " (websocket)\n"), "%s", line);
+    cr_assert_eq(sscanf(line, "tether echo: listening on 127.0.0.1:%u", &port), 1, "%s", line);
+    static peer_t p;
+    memset(&p, 0, sizeof(p));
+    snprintf(p.cmd, sizeof(p.cmd), "/usr/bin/python3 %s/tests/net/ws/peer.py %u interop 2>&1",
+             TT_SOURCE_DIR, port);
+    child_main(&p);
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+    fclose(out);
+    expect_lines(&p, PY_LINES, sizeof(PY_LINES) / sizeof(PY_LINES[0]));
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "tether echo exit status %d", st);
 }
