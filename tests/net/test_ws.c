@@ -16,6 +16,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "harness.h"
 #include "tether.h"
 
@@ -411,7 +413,8 @@ Test(ws, unmasked_client_frame_is_1002)
 {
     violation(0x81, "hi", 2, false, 1002, TT_CLOSE_PROTOCOL_ERROR, 0);
 }
-Test(ws, reserved_bits_are_1002) { violation(0xC1, "hi", 2, true, 1002, TT_CLOSE_PROTOCOL_ERROR, 0); }
+Test(ws, reserved_bit_2_is_1002) { violation(0xA1, "hi", 2, true, 1002, TT_CLOSE_PROTOCOL_ERROR, 0); }
+Test(ws, reserved_bit_3_is_1002) { violation(0x91, "hi", 2, true, 1002, TT_CLOSE_PROTOCOL_ERROR, 0); }
 Test(ws, bad_opcode_is_1002) { violation(0x83, "hi", 2, true, 1002, TT_CLOSE_PROTOCOL_ERROR, 0); }
 Test(ws, fragmented_control_frame_is_1002)
 {
@@ -465,6 +468,60 @@ Test(ws, fragments_reassembled_with_control_frames_between)
     cr_expect_eq(S.info.kind, TT_CLOSE_WS_CLOSED, "kind %s", tt_close_kind_name(S.info.kind));
     cr_expect_eq(S.info.ws_code, 1000);
     stop();
+}
+
+Test(ws, fragments_past_the_limit_are_1009)
+{
+    static char out[8192], part[600];
+    static peer_t p;
+    memset(&p, 0, sizeof(p));
+    memset(part, 'y', sizeof(part));
+    start(&(tt_ws_opts_t){.max_message = 1024}, NULL);
+    size_t n = request(out, NULL);
+    n += frame(out + n, 0x02, part, sizeof(part), true);
+    n += frame(out + n, 0x00, part, sizeof(part), true); /* 1200 bytes so far */
+    n += frame(out + n, 0x80, part, sizeof(part), true);
+    raw(&p, out, n);
+    cr_expect_eq(close_code_of(&p), 1009);
+    cr_expect_eq(S.info.kind, TT_CLOSE_FRAME_TOO_LARGE, "kind %s", tt_close_kind_name(S.info.kind));
+    cr_expect_eq(S.info.error, TT_EFRAMESIZE);
+    cr_expect_eq(S.messages, 0);
+    stop();
+}
+
+/* A few kilobytes that inflate to 64 MiB: stopped at the limit with 1009. */
+Test(ws, deflate_bomb_is_1009)
+{
+    static uint8_t zeros[1 << 20], z[1 << 16];
+    static char out[1 << 16];
+    static peer_t p;
+    memset(&p, 0, sizeof(p));
+    z_stream d = {0};
+    cr_assert_eq(deflateInit2(&d, 9, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY), Z_OK);
+    d.next_out = z;
+    d.avail_out = sizeof(z);
+    for (int i = 0; i < 64; i++) {
+        d.next_in = zeros;
+        d.avail_in = sizeof(zeros);
+        cr_assert_eq(deflate(&d, i == 63 ? Z_SYNC_FLUSH : Z_NO_FLUSH), Z_OK);
+    }
+    size_t zlen = sizeof(z) - d.avail_out - 4; /* without the 00 00 ff ff tail */
+    deflateEnd(&d);
+    cr_assert_lt(zlen, 65535);
+    start(&(tt_ws_opts_t){.deflate = true, .max_message = 1 << 20}, NULL);
+    size_t n = request(out, "Sec-WebSocket-Extensions: permessage-deflate\r\n");
+    n += frame(out + n, 0xC2, z, zlen, true); /* FIN, RSV1, binary */
+    raw(&p, out, n);
+    cr_expect_not_null(strstr(p.got, "Sec-WebSocket-Extensions: permessage-deflate"), "%s", p.got);
+    cr_expect_eq(close_code_of(&p), 1009);
+    cr_expect_eq(S.info.kind, TT_CLOSE_FRAME_TOO_LARGE, "kind %s", tt_close_kind_name(S.info.kind));
+    cr_expect_eq(S.messages, 0);
+    stop();
+}
+
+Test(ws, compressed_frame_without_negotiation_is_1002)
+{
+    violation(0xC1, "hi", 2, true, 1002, TT_CLOSE_PROTOCOL_ERROR, 0);
 }
 
 /* ---- handshake: bad inputs and limits ---------------------------------------------------- */
