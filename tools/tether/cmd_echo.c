@@ -94,7 +94,7 @@ static void on_drain(tt_conn_t *c) { tt_conn_read_start(c); }
 static void on_close(tt_conn_t *c, const tt_close_info_t *info)
 {
     bool graceful = info->kind == TT_CLOSE_PEER_CLOSED || info->kind == TT_CLOSE_LOCAL_END ||
-                    info->kind == TT_CLOSE_LOCAL_DESTROY;
+                    info->kind == TT_CLOSE_LOCAL_DESTROY || info->kind == TT_CLOSE_WS_CLOSED;
 
     atomic_fetch_add(&g_echo.closed, 1);
     if (!graceful)
@@ -103,8 +103,12 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
         tt_conn_stats_t st;
         char why[CLI_REASON_LEN];
         tt_conn_get_stats(c, &st);
-        fprintf(stderr, "tether echo: #%" PRIu64 " closed: %s, %" PRIu64 " bytes in, %" PRIu64 " out\n",
-                st.id, cli_close_reason(info, why), st.bytes_in, info->bytes_written);
+        char code[48] = "";
+        if (info->ws_code != 0) /* WebSocket: the peer's close code */
+            snprintf(code, sizeof(code), " (code %d)", info->ws_code);
+        fprintf(stderr, "tether echo: #%" PRIu64 " closed: %s%s, %" PRIu64 " bytes in, %" PRIu64
+                " out\n", st.id, cli_close_reason(info, why), code, st.bytes_in,
+                info->bytes_written);
     }
 }
 
