@@ -789,7 +789,9 @@ TT_EXTERN int tt_send_ping(tt_conn_t *conn);
  * refusal of its frames sends the code the RFC names and closes with
  * TT_CLOSE_PROTOCOL_ERROR (1002, 1007; error TT_EPROTOCOL) or
  * TT_CLOSE_FRAME_TOO_LARGE (1009; TT_EFRAMESIZE); a stream that ends without a
- * close frame is TT_CLOSE_WS_ABNORMAL (ws_code 1006). docs/websocket.md. */
+ * close frame is TT_CLOSE_WS_ABNORMAL (ws_code 1006). tt_end on an open WebSocket
+ * sends its bytes as a message, then a close frame with 1000; tt_server_shutdown
+ * sends 1001. docs/websocket.md. */
 
 /* Message kinds (the opcodes). */
 typedef enum tt_ws_kind {

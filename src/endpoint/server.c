@@ -611,9 +611,12 @@ int tt_server_shutdown(tt_server_t *s, uint64_t deadline_ms, tt_shutdown_cb cb, 
         close(s->io.fd);
         s->io.fd = -1;
     }
-    for (tt_conn_t *c = s->head; c != NULL; c = c->srv_next)
-        if (!tt__conn_is_closing(c))
-            tt_end(c, NULL, 0); /* -EPIPE: already ending, which is fine */
+    for (tt_conn_t *c = s->head; c != NULL; c = c->srv_next) {
+        if (tt__conn_is_closing(c))
+            continue;
+        (void)tt_ws_close(c, TT_WS_GOING_AWAY, NULL); /* WebSocket: says why first */
+        tt_end(c, NULL, 0); /* -EPIPE: already ending, which is fine */
+    }
     /* With no connection the deadline fires at once and reports (0, 0). */
     tt__wheel_start(&s->loop->wheel, &s->deadline,
                     tt__loop_deadline(s->loop, s->count == 0 ? 0 : deadline_ms));

@@ -854,6 +854,22 @@ static void ws_close_info(tt_conn_t *c, tt_close_info_t *info)
     info->ws_reason = reason_out;
 }
 
+/* tt_end on an open WebSocket: the last bytes as a message, then a close frame
+ * with 1000 (unless one went already), then the end of the stream. */
+static int ws_end(tt_conn_t *c, const void *buf, size_t len)
+{
+    ws_t *w = ws_of(c);
+    int err;
+
+    if (w == NULL || w->state != S_OPEN || w->close_sent)
+        return 0;
+    if (len > 0 && (err = tt_ws_send(c, w->cfg->o.default_kind, buf, len)) < 0)
+        return err;
+    drop_message(w);
+    send_close(w, TT__WS_NORMAL, NULL, 0);
+    return 1;
+}
+
 static void ws_free(tt_conn_t *c)
 {
     ws_t *w = c->ext->ws;
@@ -865,6 +881,7 @@ static void ws_free(tt_conn_t *c)
     c->ext->read_resumed = NULL;
     c->ext->frame_eof = NULL;
     c->ext->close_info = NULL;
+    c->ext->end_hook = NULL;
     if (w == NULL)
         return;
     tt__wheel_stop(&c->loop->wheel, &w->timer);
@@ -893,6 +910,7 @@ int tt__ws_apply(tt_conn_t *c, struct tt__ws_cfg *cfg)
     c->ext->frame_eof = ws_eof;
     c->ext->frame_ping = ws_ping;
     c->ext->close_info = ws_close_info;
+    c->ext->end_hook = ws_end;
     c->ext->defer_open = true;
     timer_start(w, cfg->o.handshake_timeout_ms);
     return 0;

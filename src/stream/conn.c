@@ -1045,6 +1045,15 @@ int tt_end(tt_conn_t *c, const void *buf, size_t len)
     err = check_sendable(c);
     if (err < 0)
         return err;
+    if (c->ext != NULL && c->ext->end_hook != NULL) {
+        err = c->ext->end_hook(c, buf, len);
+        if (err < 0)
+            return err;
+        if (tt__conn_is_closing(c))
+            return 0;
+        if (err > 0)
+            len = 0; /* the layer sent it */
+    }
     if (len > 0) {
         err = tt_send(c, buf, len);
         if (err < 0)

@@ -46,6 +46,9 @@ typedef struct tt__conn_ext {
     /* At close, before on_error/on_close: a layer fills its part of the reasons
      * (and may say what the close really was, as the WebSocket close code does). */
     void (*close_info)(tt_conn_t *c, tt_close_info_t *info);
+    /* tt_end: a layer that ends its own way first (the WebSocket close frame).
+     * Returns 1 when it queued `buf` itself, 0 when tt_end should, or -errno. */
+    int (*end_hook)(tt_conn_t *c, const void *buf, size_t len);
     /* on_open waits for a layer's own opening (the WebSocket handshake), which
      * calls it itself. */
     bool defer_open;

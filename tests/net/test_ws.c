@@ -34,9 +34,18 @@ typedef struct srv_state {
     bool was_ws;
     int accept_calls;
     char origin[64], path[64], query[64], header[64];
+    char order[256];
+    size_t order_len;
 } srv_state_t;
 
 static srv_state_t S;
+static tt_server_t *SRV;
+
+static void resume_cb(tt_timer_t *t, void *data)
+{
+    cr_expect_eq(tt_conn_read_start(data), 0);
+    tt_timer_close(t);
+}
 
 static void s_open(tt_conn_t *c)
 {
@@ -52,6 +61,26 @@ static void s_message(tt_conn_t *c, const void *msg, size_t len)
     if (S.last_kind == TT_WS_TEXT && len == 8 && memcmp(msg, "close me", 8) == 0) {
         cr_expect_eq(tt_ws_close(c, TT_WS_POLICY, "policy says no"), 0);
         return;
+    }
+    if (len == 6 && memcmp(msg, "end me", 6) == 0) {
+        cr_expect_eq(tt_end(c, "last words", 10), 0);
+        return;
+    }
+    if (len == 9 && memcmp(msg, "shut down", 9) == 0) {
+        cr_expect_eq(tt_server_shutdown(tt_conn_server(c), 5000, NULL, NULL), 0);
+        SRV = NULL; /* closed by the shutdown */
+        return;
+    }
+    if (len == 5 && memcmp(msg, "pause", 5) == 0) {
+        tt_timer_t *t;
+        cr_assert_eq(tt_timer_init(tt_conn_loop(c), &t, resume_cb, c), 0);
+        cr_assert_eq(tt_timer_start(t, 100, 0), 0);
+        cr_expect_eq(tt_conn_read_stop(c), 0);
+    }
+    if (S.order_len + len + 1 < sizeof(S.order)) {
+        memcpy(S.order + S.order_len, msg, len);
+        S.order_len += len;
+        S.order[S.order_len++] = ',';
     }
     if (len == 9 && memcmp(msg, "broadcast", 9) == 0) {
         tt_server_broadcast_message(tt_conn_server(c), "to all", 6, NULL);
@@ -75,7 +104,6 @@ static const tt_conn_handlers_t H = {
     .on_open = s_open, .on_message = s_message, .on_close = s_close};
 
 static tt_loop_t *L;
-static tt_server_t *SRV;
 static tt_addr_t ADDR;
 
 static void start(const tt_ws_opts_t *wo, const tt_server_opts_t *base)
@@ -92,7 +120,8 @@ static void start(const tt_ws_opts_t *wo, const tt_server_opts_t *base)
 
 static void stop(void)
 {
-    tt_server_close(SRV);
+    if (SRV != NULL)
+        tt_server_close(SRV);
     th_run(L, 10000);
     cr_assert_eq(tt_loop_close(L), 0);
 }
@@ -393,6 +422,83 @@ Test(ws, server_initiated_close_reaches_python)
     cr_expect_eq(S.info.kind, TT_CLOSE_WS_CLOSED, "kind %s", tt_close_kind_name(S.info.kind));
     cr_expect_eq(S.info.ws_local_code, 1008);
     cr_expect_eq(S.info.ws_code, 1008, "python echoes the code");
+    stop();
+}
+
+Test(ws, tt_end_sends_its_bytes_then_close_1000)
+{
+    static peer_t p;
+    memset(&p, 0, sizeof(p));
+    start(&(tt_ws_opts_t){.default_kind = TT_WS_TEXT}, NULL);
+    python("server-end", &p);
+    cr_expect_not_null(strstr(p.got, "ok last-words"), "%s", p.got);
+    cr_expect_not_null(strstr(p.got, "close 1000"), "%s", p.got);
+    cr_expect_eq(S.info.kind, TT_CLOSE_WS_CLOSED, "kind %s", tt_close_kind_name(S.info.kind));
+    cr_expect_eq(S.info.ws_local_code, 1000);
+    stop();
+}
+
+Test(ws, server_shutdown_says_going_away)
+{
+    static peer_t p;
+    memset(&p, 0, sizeof(p));
+    start(&(tt_ws_opts_t){0}, NULL);
+    python("shutdown", &p);
+    cr_expect_not_null(strstr(p.got, "close 1001"), "%s", p.got);
+    cr_expect_eq(S.info.kind, TT_CLOSE_WS_CLOSED, "kind %s", tt_close_kind_name(S.info.kind));
+    cr_expect_eq(S.info.ws_local_code, 1001);
+    stop();
+}
+
+Test(ws, reading_paused_in_on_message_keeps_the_order)
+{
+    static char out[4096];
+    static peer_t p;
+    memset(&p, 0, sizeof(p));
+    start(&(tt_ws_opts_t){0}, NULL);
+    size_t n = request(out, NULL);
+    n += frame(out + n, 0x81, "pause", 5, true);
+    n += frame(out + n, 0x81, "a", 1, true);
+    n += frame(out + n, 0x82, "b", 1, true);
+    n += frame(out + n, 0x88, "\x03\xe8", 2, true);
+    raw(&p, out, n); /* all in one read: two messages and the close wait behind the pause */
+    cr_expect_str_eq(S.order, "pause,a,b,");
+    cr_expect(has_frame(&p, 0x81, "a", 1));
+    cr_expect(has_frame(&p, 0x82, "b", 1));
+    cr_expect_eq(S.info.kind, TT_CLOSE_WS_CLOSED, "kind %s", tt_close_kind_name(S.info.kind));
+    stop();
+}
+
+static void late_open(tt_conn_t *c)
+{
+    if (!tt_conn_is_websocket(c)) {
+        cr_expect_eq(tt_conn_set_websocket(c, &(tt_ws_opts_t){0}), 0);
+        cr_expect_eq(tt_conn_set_websocket(c, &(tt_ws_opts_t){0}), -EBUSY, "once");
+        return;
+    }
+    S.opens++;
+}
+
+Test(ws, set_websocket_on_an_accepted_connection)
+{
+    static char out[4096];
+    static peer_t p;
+    memset(&p, 0, sizeof(p));
+    tt_conn_handlers_t h = H;
+    h.on_open = late_open;
+    tt_addr_t any = th_loopback(0);
+    memset(&S, 0, sizeof(S));
+    cr_assert_eq(tt_loop_init(&L), 0);
+    cr_assert_eq(tt_server_listen(L, &any, NULL, &h, NULL, &SRV), 0);
+    cr_assert_eq(tt_server_addr(SRV, &ADDR), 0);
+    size_t n = request(out, NULL);
+    n += frame(out + n, 0x81, "late", 4, true);
+    n += frame(out + n, 0x88, "\x03\xe8", 2, true);
+    raw(&p, out, n);
+    cr_expect_eq(status_of(&p), 101);
+    cr_expect_eq(S.opens, 1, "on_open again after the 101");
+    cr_expect(has_frame(&p, 0x81, "late", 4));
+    cr_expect_eq(S.info.kind, TT_CLOSE_WS_CLOSED, "kind %s", tt_close_kind_name(S.info.kind));
     stop();
 }
 

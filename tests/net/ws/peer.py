@@ -69,6 +69,30 @@ async def server_close():
         say("close", ws.close_code, ws.close_reason)
 
 
+async def server_end():
+    async with websockets.connect("ws://127.0.0.1:%d/" % PORT, open_timeout=10) as ws:
+        await ws.send("end me")
+        got = await asyncio.wait_for(ws.recv(), 10)
+        say("ok last-words" if got == "last words" else "bad last-words: %r" % got)
+        try:
+            await asyncio.wait_for(ws.recv(), 10)
+            say("bad server-end: another message")
+        except websockets.ConnectionClosed:
+            pass
+        say("close", ws.close_code, ws.close_reason)
+
+
+async def shutdown():
+    async with websockets.connect("ws://127.0.0.1:%d/" % PORT, open_timeout=10) as ws:
+        await ws.send("shut down")
+        try:
+            await asyncio.wait_for(ws.recv(), 10)
+            say("bad shutdown: a message came")
+        except websockets.ConnectionClosed:
+            pass
+        say("close", ws.close_code, ws.close_reason)
+
+
 async def protocol(offer):
     try:
         async with websockets.connect("ws://127.0.0.1:%d/" % PORT, subprotocols=offer.split(","),
@@ -85,6 +109,10 @@ async def main():
         await interop(None)
     elif SCENARIO == "server-close":
         await server_close()
+    elif SCENARIO == "server-end":
+        await server_end()
+    elif SCENARIO == "shutdown":
+        await shutdown()
     elif SCENARIO.startswith("protocol:"):
         await protocol(SCENARIO.split(":", 1)[1])
     else:
