@@ -137,7 +137,27 @@ static int frame_payload(bcast_msg_t *b, tt_conn_t *c, tt__payload_t **out)
     unsigned char hdr[TT__HDR_MAX];
     const void *trailer;
     size_t hlen, tlen;
-    int err = tt__frame_wrap(c, b->msg, b->len, hdr, &hlen, &trailer, &tlen);
+    int err;
+    if (tt__ws_on(c)) { /* WebSocket: compressed once, when the key says so */
+        void *z;
+        size_t zlen;
+        if ((err = tt__ws_wrap_msg(c, b->msg, b->len, hdr, &hlen, &z, &zlen)) < 0)
+            return err;
+        tt__payload_t *p = tt__payload_new(NULL, hlen + (z != NULL ? zlen : b->len));
+        if (p != NULL) {
+            memcpy(p->data, hdr, hlen);
+            if (z != NULL)
+                memcpy(p->data + hlen, z, zlen);
+            else if (b->len > 0)
+                memcpy(p->data + hlen, b->msg, b->len);
+        }
+        free(z);
+        if (p == NULL)
+            return -ENOMEM;
+        *out = p;
+        return 0;
+    }
+    err = tt__frame_wrap(c, b->msg, b->len, hdr, &hlen, &trailer, &tlen);
     if (err < 0)
         return err;
     tt__payload_t *p = tt__payload_new(NULL, hlen + b->len + tlen);

@@ -1083,15 +1083,21 @@ int tt_ws_close(tt_conn_t *c, int code, const char *reason)
 
 /* ---- broadcast ---------------------------------------------------------------------- */
 
-static const char key_text, key_binary;
+/* One key per way of framing a broadcast: the kind, and when deflate was agreed
+ * the compressor's window (a message compressed with a window of N bits is for
+ * every connection that agreed to that window). */
+static const char keys[2][16];
 
 const void *tt__ws_shared_key(const tt_conn_t *c)
 {
     ws_t *w = ws_of(c);
     if (sendable(w) < 0)
         return NULL;
-    return w->cfg->o.default_kind == TT_WS_TEXT ? (const void *)&key_text
-                                                : (const void *)&key_binary;
+    int k = w->cfg->o.default_kind == TT_WS_TEXT ? 0 : 1;
+    unsigned bits = w->pmd.on ? (w->pmd.server_bits >= 9 && w->pmd.server_bits <= 15
+                                     ? w->pmd.server_bits : 15)
+                              : 0;
+    return &keys[k][bits];
 }
 
 int tt__ws_wrap(const tt_conn_t *c, size_t len, unsigned char *hdr, size_t *hlen)
@@ -1101,5 +1107,32 @@ int tt__ws_wrap(const tt_conn_t *c, size_t len, unsigned char *hdr, size_t *hlen
     if (err < 0)
         return err;
     *hlen = tt__ws_hdr_write(hdr, true, (uint8_t)w->cfg->o.default_kind, false, len, NULL);
+    return 0;
+}
+
+int tt__ws_wrap_msg(const tt_conn_t *c, const void *msg, size_t len, unsigned char *hdr,
+                    size_t *hlen, void **zout, size_t *zlen)
+{
+    ws_t *w = ws_of(c);
+    tt__zbuf_t z = {0};
+    bool rsv1 = false;
+    int err = sendable(w);
+
+    *zout = NULL;
+    *zlen = 0;
+    if (err < 0)
+        return err;
+    if (w->pmd.on && len >= DEFLATE_MIN) {
+        z_stream *d = deflater(w);
+        if (d != NULL && tt__ws_deflate_msg(d, msg, len, true, &z) == 0 && z.len < len) {
+            *zout = z.p;
+            *zlen = z.len;
+            len = z.len;
+            rsv1 = true;
+        } else {
+            free(z.p);
+        }
+    }
+    *hlen = tt__ws_hdr_write(hdr, true, (uint8_t)w->cfg->o.default_kind, rsv1, len, NULL);
     return 0;
 }

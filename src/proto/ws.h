@@ -31,8 +31,15 @@ int tt__ws_send_ping(tt_conn_t *c);
 /* For broadcasts: the frame header of an uncompressed message of `len` bytes of
  * the default kind, the same for every connection with the same key (a
  * server-to-client frame is not masked). -ENOTCONN before the 101 or after our
- * close frame. */
+ * close frame. The key tells the kind and whether (and with which window) the
+ * connection compresses. */
 const void *tt__ws_shared_key(const tt_conn_t *c);
 int tt__ws_wrap(const tt_conn_t *c, size_t len, unsigned char *hdr, size_t *hlen);
+/* The same, compressed when deflate was agreed and it pays: *zout (malloc'd, the
+ * caller frees it) then holds the payload to send instead of msg, *zlen bytes;
+ * NULL when msg goes as it is. Connections with the same key get the same bytes
+ * (no context takeover: each message is compressed on its own). */
+int tt__ws_wrap_msg(const tt_conn_t *c, const void *msg, size_t len, unsigned char *hdr,
+                    size_t *hlen, void **zout, size_t *zlen);
 
 #endif

@@ -82,6 +82,13 @@ static void s_message(tt_conn_t *c, const void *msg, size_t len)
         S.order_len += len;
         S.order[S.order_len++] = ',';
     }
+    if (len == 7 && memcmp(msg, "bcast-z", 7) == 0) {
+        static char text[4000];
+        for (size_t i = 0; i < sizeof(text); i++)
+            text[i] = "tether "[i % 7];
+        tt_server_broadcast_message(tt_conn_server(c), text, sizeof(text), NULL);
+        return;
+    }
     if (len == 9 && memcmp(msg, "broadcast", 9) == 0) {
         tt_server_broadcast_message(tt_conn_server(c), "to all", 6, NULL);
         tt_server_broadcast(tt_conn_server(c), "raw to all", 10, NULL); /* framed too */
@@ -914,6 +921,83 @@ Test(ws, broadcast_shares_one_frame)
     cr_expect(has_frame(&b, 0x81, "to all", 6), "listener got it:\n%s", b.got);
     cr_expect(has_frame(&a, 0x81, "raw to all", 10), "raw broadcast framed:\n%s", a.got);
     cr_expect(has_frame(&b, 0x81, "raw to all", 10), "raw broadcast framed:\n%s", b.got);
+    stop();
+}
+
+/* The payload of the first frame whose first byte is b0; NULL when none. */
+static const uint8_t *first_frame(const peer_t *p, uint8_t b0, size_t *plen)
+{
+    size_t len;
+    const uint8_t *b = body_of(p, &len);
+    while (b != NULL && len >= 2) {
+        size_t n = b[1] & 0x7f, h = 2;
+        if (n == 126) {
+            n = (size_t)b[2] << 8 | b[3];
+            h = 4;
+        }
+        if (len < h + n)
+            return NULL;
+        if (b[0] == b0) {
+            *plen = n;
+            return b + h;
+        }
+        b += h + n;
+        len -= h + n;
+    }
+    return NULL;
+}
+
+static size_t inflate_msg(const uint8_t *in, size_t n, uint8_t *out, size_t cap)
+{
+    static uint8_t buf[1 << 16];
+    z_stream z = {0};
+    memcpy(buf, in, n);
+    memcpy(buf + n, "\x00\x00\xff\xff", 4);
+    cr_assert_eq(inflateInit2(&z, -15), Z_OK);
+    z.next_in = buf;
+    z.avail_in = (uInt)(n + 4);
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    inflate(&z, Z_SYNC_FLUSH);
+    size_t got = cap - z.avail_out;
+    inflateEnd(&z);
+    return got;
+}
+
+Test(ws, broadcast_compressed_once_for_deflate_peers)
+{
+    static char out[4096], out2[4096];
+    static peer_t a, b;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    start(&(tt_ws_opts_t){.default_kind = TT_WS_TEXT, .deflate = true}, NULL);
+    size_t n = request(out, "Sec-WebSocket-Extensions: permessage-deflate\r\n");
+    b.out = out;
+    b.out_len = n;
+    b.read_ms = 1500;
+    pthread_create(&b.th, NULL, raw_main, &b);
+    for (int i = 0; i < 200 && S.opens == 0; i++)
+        tt_loop_run(L, TT_RUN_ONCE);
+    size_t m = request(out2, "Sec-WebSocket-Extensions: permessage-deflate\r\n");
+    m += frame(out2 + m, 0x82, "bcast-z", 7, true);
+    a.read_ms = 1500;
+    a.out = out2;
+    a.out_len = m;
+    pthread_create(&a.th, NULL, raw_main, &a);
+    cr_assert(th_run_until(L, &a.done, 20000));
+    cr_assert(th_run_until(L, &b.done, 20000));
+    pthread_join(a.th, NULL);
+    pthread_join(b.th, NULL);
+    size_t la = 0, lb = 0;
+    const uint8_t *pa = first_frame(&a, 0xC1, &la), *pb = first_frame(&b, 0xC1, &lb);
+    cr_assert_not_null(pa, "a compressed text frame reached the sender:\n%s", a.got);
+    cr_assert_not_null(pb, "and the listener");
+    cr_expect_lt(la, 1000, "compressed: %zu bytes", la);
+    cr_expect(la == lb && memcmp(pa, pb, la) == 0, "the same bytes for both");
+    static uint8_t plain[8192];
+    size_t got = inflate_msg(pa, la, plain, sizeof(plain));
+    cr_expect_eq(got, 4000);
+    cr_expect(memcmp(plain, "tether tether ", 14) == 0);
     stop();
 }
 
