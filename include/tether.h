@@ -851,6 +851,11 @@ typedef struct tt_ws_opts {
     const char *subprotocols;
     size_t max_message;       /* bytes of a message (inflated); bigger: closed with
                                  1009. 0: TT_WS_DEFAULT_MAX_MESSAGE */
+    /* Memory the incomplete messages of all the server's connections may hold
+     * together: the connection whose growth would pass it is closed with 1009
+     * (TT_CLOSE_FRAME_TOO_LARGE, error -ENOBUFS). 0: 64 MiB, or twice
+     * max_message if that is more; SIZE_MAX: no limit. */
+    size_t budget;
     size_t max_header_bytes;  /* request line + fields; more: 431. 0: default */
     size_t max_headers;       /* header fields, 1..64; more: 431. 0: 64 */
     uint32_t handshake_timeout_ms; /* the whole request; a slower one gets 408 and is

@@ -35,6 +35,7 @@ typedef struct tt__ws_cfg {
     tt_ws_opts_t o;
     char *subprotocols; /* o.subprotocols points here */
     unsigned refs;
+    size_t used;        /* message buffer bytes its connections hold (the budget) */
     z_stream *defl[16]; /* by window bits (9..15), made on first use */
 } ws_cfg_t;
 
@@ -72,6 +73,8 @@ typedef struct ws {
     tt__utf8_t utf8;
     tt__zbuf_t msg;    /* payload so far (inflated when compressed) */
     size_t checked;    /* bytes of msg validated as UTF-8 */
+    size_t charged;    /* msg.cap as counted in cfg->used */
+    bool over_budget;  /* the 1009 is the budget's */
     z_stream *infl;    /* while a compressed message is open */
     uint8_t ctl[TT__WS_MAX_CONTROL];
     /* closing */
@@ -139,6 +142,9 @@ int tt__ws_cfg_new(struct tt__ws_cfg **out, const tt_ws_opts_t *o)
     cfg->o.subprotocols = cfg->subprotocols;
     if (cfg->o.max_message == 0)
         cfg->o.max_message = TT_WS_DEFAULT_MAX_MESSAGE;
+    if (cfg->o.budget == 0)
+        cfg->o.budget = cfg->o.max_message > TT_FRAME_DEFAULT_BUDGET / 2 ? 2 * cfg->o.max_message
+                                                                          : TT_FRAME_DEFAULT_BUDGET;
     if (cfg->o.max_header_bytes == 0)
         cfg->o.max_header_bytes = TT_WS_DEFAULT_MAX_HEADER_BYTES;
     if (cfg->o.max_headers == 0)
@@ -210,6 +216,8 @@ static void end_stream(ws_t *w)
 
 static void drop_message(ws_t *w)
 {
+    w->cfg->used -= w->charged;
+    w->charged = 0;
     free(w->msg.p);
     w->msg = (tt__zbuf_t){0};
     w->checked = 0;
@@ -234,7 +242,7 @@ static void fail(ws_t *w, int code)
     if (code < 0)
         code = -code;
     w->fail_kind = code == TT__WS_TOO_BIG ? TT_CLOSE_FRAME_TOO_LARGE : TT_CLOSE_PROTOCOL_ERROR;
-    w->fail_err = code == TT__WS_TOO_BIG ? TT_EFRAMESIZE : TT_EPROTOCOL;
+    w->fail_err = w->over_budget ? -ENOBUFS : code == TT__WS_TOO_BIG ? TT_EFRAMESIZE : TT_EPROTOCOL;
     c->ext->close_detail = code;
     drop_message(w);
     send_close(w, (uint16_t)code, NULL, 0);
@@ -516,6 +524,23 @@ static int msg_reserve(ws_t *w, size_t add)
     return 0;
 }
 
+/* Count the message buffer's growth against the server-wide budget. 0, or -1009
+ * when this growth would pass it. */
+static int charge(ws_t *w)
+{
+    ws_cfg_t *cfg = w->cfg;
+    size_t cap = w->msg.cap;
+    bool grew = cap > w->charged;
+
+    cfg->used = cfg->used - w->charged + cap;
+    w->charged = cap;
+    if (grew && cfg->o.budget != SIZE_MAX && cfg->used > cfg->o.budget) {
+        w->over_budget = true;
+        return -TT__WS_TOO_BIG;
+    }
+    return 0;
+}
+
 /* Validate what was added to a text message since the last check. */
 static int check_text(ws_t *w)
 {
@@ -564,7 +589,7 @@ static int payload(ws_t *w, const uint8_t *p, size_t n)
     if (w->state != S_OPEN || w->close_sent)
         return 0; /* after our close frame: read and dropped */
     if (w->infl == NULL) {
-        if ((r = msg_reserve(w, n)) < 0)
+        if ((r = msg_reserve(w, n)) < 0 || (r = charge(w)) < 0)
             return r;
         memcpy(w->msg.p + w->msg.len, p, n);
         tt__ws_mask(w->msg.p + w->msg.len, n, h->mask, w->fpos);
@@ -578,7 +603,7 @@ static int payload(ws_t *w, const uint8_t *p, size_t n)
         memcpy(chunk, p + off, k);
         tt__ws_mask(chunk, k, h->mask, w->fpos + off);
         r = tt__ws_inflate_feed(w->infl, chunk, k, false, w->cfg->o.max_message, true, &w->msg);
-        if (r < 0)
+        if (r < 0 || (r = charge(w)) < 0)
             return r;
         if ((r = check_text(w)) < 0)
             return r;
@@ -648,7 +673,7 @@ static int end_frame(ws_t *w)
     }
     if (w->infl != NULL) {
         r = tt__ws_inflate_feed(w->infl, NULL, 0, true, w->cfg->o.max_message, true, &w->msg);
-        if (r < 0)
+        if (r < 0 || (r = charge(w)) < 0)
             return r;
         if ((r = check_text(w)) < 0)
             return r;

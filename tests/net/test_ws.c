@@ -312,6 +312,8 @@ static bool has_frame(const peer_t *p, uint8_t b0, const char *payload, size_t p
     return false;
 }
 
+static const uint8_t *first_frame(const peer_t *p, uint8_t b0, size_t *plen);
+
 /* Send `out` as the whole client side, run until the peer is done. */
 static void raw(peer_t *p, const char *out, size_t len)
 {
@@ -599,6 +601,63 @@ Test(ws, fragments_past_the_limit_are_1009)
     cr_expect_eq(S.info.kind, TT_CLOSE_FRAME_TOO_LARGE, "kind %s", tt_close_kind_name(S.info.kind));
     cr_expect_eq(S.info.error, TT_EFRAMESIZE);
     cr_expect_eq(S.messages, 0);
+    stop();
+}
+
+static void flag_cb(tt_timer_t *t, void *data)
+{
+    *(volatile bool *)data = true;
+    tt_timer_close(t);
+}
+
+static void run_for(uint64_t ms)
+{
+    static volatile bool flag;
+    tt_timer_t *t;
+    flag = false;
+    cr_assert_eq(tt_timer_init(L, &t, flag_cb, (void *)&flag), 0);
+    cr_assert_eq(tt_timer_start(t, ms, 0), 0);
+    th_run_until(L, &flag, ms + 10000);
+}
+
+/* Two connections' incomplete messages against the server-wide budget: the one
+ * whose growth would pass it is closed with 1009, the other completes. */
+Test(ws, partial_messages_share_a_budget)
+{
+    static char out_a[16384], out_b[4096], big[5000], tail[100];
+    static peer_t a, b;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    memset(big, 'A', sizeof(big));
+    memset(tail, 'Z', sizeof(tail));
+    start(&(tt_ws_opts_t){.max_message = 8000, .budget = 10000}, NULL);
+    size_t n = request(out_a, NULL);
+    n += frame(out_a + n, 0x02, big, sizeof(big), true); /* held: about 8000 bytes */
+    a.split = n;
+    a.gap_ms = 1000;
+    n += frame(out_a + n, 0x80, tail, sizeof(tail), true);
+    n += frame(out_a + n, 0x88, "\x03\xe8", 2, true);
+    a.out = out_a;
+    a.out_len = n;
+    pthread_create(&a.th, NULL, raw_main, &a);
+    run_for(300);
+    size_t m = request(out_b, NULL);
+    m += frame(out_b + m, 0x02, tail, sizeof(tail), true); /* a new buffer: past the budget */
+    b.out = out_b;
+    b.out_len = m;
+    pthread_create(&b.th, NULL, raw_main, &b);
+    cr_assert(th_run_until(L, &b.done, 20000));
+    pthread_join(b.th, NULL);
+    cr_expect_eq(close_code_of(&b), 1009, "%s", b.got);
+    cr_expect_eq(S.closes, 1);
+    cr_expect_eq(S.info.kind, TT_CLOSE_FRAME_TOO_LARGE, "kind %s", tt_close_kind_name(S.info.kind));
+    cr_expect_eq(S.info.error, -ENOBUFS);
+    cr_assert(th_run_until(L, &a.done, 20000));
+    pthread_join(a.th, NULL);
+    size_t plen = 0;
+    const uint8_t *pa = first_frame(&a, 0x82, &plen);
+    cr_expect_not_null(pa, "the first connection's message completes");
+    cr_expect_eq(plen, sizeof(big) + sizeof(tail));
     stop();
 }
 
