@@ -837,7 +837,7 @@ TT_EXTERN int tt_http_header_at(const tt_http_request_t *req, size_t i, const ch
 /* What the http handler answers with. The connection ends after it (one request
  * per connection: Connection: close). */
 typedef struct tt_http_response {
-    int status;               /* 100..599 (anything else: 500); 0: 200 */
+    int status;               /* 200..599 (anything else: 500); 0: 200 */
     const char *content_type; /* NULL: none sent */
     const char *headers;      /* extra fields, each "Name: value\r\n"; NULL: none */
     const void *body;         /* copied; not sent for HEAD */
@@ -877,7 +877,8 @@ typedef struct tt_ws_opts {
 
 /* Make an accepted connection speak WebSocket (opts copied) before it read
  * anything, e.g. from on_open of a plain server: on_open is then called again
- * after the 101, with tt_conn_is_websocket true. Returns 0, -EINVAL, -EBUSY
+ * after the 101, with tt_conn_is_websocket true. Returns 0, -EINVAL (also for a
+ * client's connection), -EBUSY
  * (bytes already read, or framing or WebSocket already on), -ENOTCONN (closing)
  * or -ENOMEM. */
 TT_EXTERN int tt_conn_set_websocket(tt_conn_t *conn, const tt_ws_opts_t *opts);

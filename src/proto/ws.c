@@ -336,8 +336,8 @@ static void respond(ws_t *w, int status, const char *ctype, const char *extra,
     char h[512];
     int n;
 
-    if (status < 100 || status > 599)
-        status = 500;
+    if (status < 200 || status > 599)
+        status = 500; /* a final answer: no 1xx */
     const char *reason = tt__http_reason(status);
     n = snprintf(h, sizeof(h), "HTTP/1.1 %d %s\r\n%s%s%sContent-Length: %zu\r\n"
                  "Connection: close\r\n",
@@ -886,8 +886,10 @@ static int ws_end(tt_conn_t *c, const void *buf, size_t len)
     ws_t *w = ws_of(c);
     int err;
 
-    if (w == NULL || w->state != S_OPEN || w->close_sent)
+    if (w == NULL || w->state == S_HTTP || w->state == S_HTTP_DONE)
         return 0;
+    if (w->state != S_OPEN || w->close_sent)
+        return len > 0 ? -EPIPE : 0; /* raw bytes after a close frame: never */
     if (len > 0 && (err = tt_ws_send(c, w->cfg->o.default_kind, buf, len)) < 0)
         return err;
     drop_message(w);
@@ -950,8 +952,8 @@ int tt_conn_set_websocket(tt_conn_t *c, const tt_ws_opts_t *opts)
     ws_cfg_t *cfg;
     int err;
 
-    if (c == NULL || opts == NULL || tt__ws_check(opts) < 0)
-        return -EINVAL;
+    if (c == NULL || opts == NULL || tt__ws_check(opts) < 0 || c->server == NULL)
+        return -EINVAL; /* server side only: a client would speak first */
     if (tt__conn_is_closing(c))
         return -ENOTCONN;
     if (c->bytes_in > 0 || ws_of(c) != NULL || tt_conn_is_framed(c))

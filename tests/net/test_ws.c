@@ -36,6 +36,7 @@ typedef struct srv_state {
     char origin[64], path[64], query[64], header[64];
     char order[256];
     size_t order_len;
+    uint64_t msgs_in, msgs_out; /* the connection's stats at close */
 } srv_state_t;
 
 static srv_state_t S;
@@ -77,6 +78,26 @@ static void s_message(tt_conn_t *c, const void *msg, size_t len)
         cr_assert_eq(tt_timer_start(t, 100, 0), 0);
         cr_expect_eq(tt_conn_read_stop(c), 0);
     }
+    if (len == 6 && memcmp(msg, "checks", 6) == 0) {
+        char reason[130];
+        memset(reason, 'r', sizeof(reason) - 1);
+        reason[sizeof(reason) - 1] = '\0';
+        cr_expect_eq(tt_ws_send(c, TT_WS_TEXT, "\xff", 1), -EINVAL, "text must be UTF-8");
+        cr_expect_eq(tt_ws_send(c, (tt_ws_kind_t)3, "x", 1), -EINVAL);
+        cr_expect_eq(tt_ws_close(c, 1005, NULL), -EINVAL, "1005 is never sent");
+        cr_expect_eq(tt_ws_close(c, 1000, reason), -EINVAL, "reason over 123 bytes");
+        cr_expect_eq(tt_conn_set_framing(c, &(tt_frame_opts_t){.kind = TT_FRAME_FIXED,
+                                                                .fixed_size = 4}),
+                     -EBUSY);
+        cr_expect(tt_conn_is_framed(c));
+        cr_expect_str_eq(tt_ws_protocol(c), "");
+        cr_expect_geq(tt_send_message(c, "default", 7), 0); /* the default kind: binary */
+        cr_expect_eq(tt_ws_close(c, 4999, "done"), 0);
+        cr_expect_eq(tt_ws_close(c, 1000, NULL), -EPIPE, "once");
+        cr_expect_eq(tt_ws_send_text(c, "late"), -EPIPE);
+        cr_expect_eq(tt_end(c, "raw", 3), -EPIPE, "no raw bytes after a close frame");
+        return;
+    }
     if (S.order_len + len + 1 < sizeof(S.order)) {
         memcpy(S.order + S.order_len, msg, len);
         S.order_len += len;
@@ -100,6 +121,10 @@ static void s_message(tt_conn_t *c, const void *msg, size_t len)
 
 static void s_close(tt_conn_t *c, const tt_close_info_t *info)
 {
+    tt_conn_stats_t st;
+    cr_assert_eq(tt_conn_get_stats(c, &st), 0);
+    S.msgs_in = st.messages_in;
+    S.msgs_out = st.messages_out;
     S.closes++;
     S.info = *info;
     snprintf(S.reason, sizeof(S.reason), "%s", info->ws_reason != NULL ? info->ws_reason : "(null)");
@@ -376,6 +401,8 @@ static void python_interop(const char *scenario)
     expect_lines(&p, PY_LINES, sizeof(PY_LINES) / sizeof(PY_LINES[0]));
     cr_expect_eq(S.opens, 1);
     cr_expect_eq(S.messages, 8);
+    cr_expect_eq(S.msgs_in, 8, "stats count messages");
+    cr_expect_eq(S.msgs_out, 8);
     cr_expect_eq(S.closes, 1);
     cr_expect_eq(S.info.kind, TT_CLOSE_WS_CLOSED, "kind %s", tt_close_kind_name(S.info.kind));
     cr_expect_eq(S.info.error, 0);
@@ -1060,6 +1087,24 @@ Test(ws, broadcast_compressed_once_for_deflate_peers)
     stop();
 }
 
+Test(ws, calls_on_an_open_connection)
+{
+    static char out[4096];
+    static peer_t p;
+    memset(&p, 0, sizeof(p));
+    start(&(tt_ws_opts_t){0}, NULL);
+    size_t n = request(out, NULL);
+    n += frame(out + n, 0x81, "checks", 6, true);
+    n += frame(out + n, 0x88, "\x0f\xa0", 2, true); /* the answer to our close: 4000 */
+    raw(&p, out, n);
+    cr_expect(has_frame(&p, 0x82, "default", 7));
+    cr_expect_eq(close_code_of(&p), 4999);
+    cr_expect_eq(S.info.kind, TT_CLOSE_WS_CLOSED, "kind %s", tt_close_kind_name(S.info.kind));
+    cr_expect_eq(S.info.ws_code, 4000);
+    cr_expect_eq(S.info.ws_local_code, 4999);
+    stop();
+}
+
 /* ---- options and calls ---------------------------------------------------------------------- */
 
 Test(ws, bad_arguments)
@@ -1078,6 +1123,10 @@ Test(ws, bad_arguments)
     cr_expect_eq(tt_ws_send(NULL, TT_WS_TEXT, "x", 1), -EINVAL);
     cr_expect_eq(tt_ws_close(NULL, 1000, NULL), -EINVAL);
     cr_expect_eq(tt_conn_set_websocket(NULL, &(tt_ws_opts_t){0}), -EINVAL);
+    cr_expect_eq(tt_ws_close(NULL, 999, NULL), -EINVAL);
+    cr_expect_eq(tt_ws_send_text(NULL, NULL), -EINVAL);
+    cr_expect_null(tt_ws_protocol(NULL));
+    cr_expect_not(tt_ws_deflated(NULL));
     cr_expect_eq(tt_conn_message_kind(NULL), 0);
     cr_expect_not(tt_conn_is_websocket(NULL));
     cr_expect_null(tt_http_header(NULL, "x"));
