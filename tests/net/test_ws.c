@@ -978,6 +978,31 @@ Test(ws, heartbeat_is_a_websocket_ping)
     stop();
 }
 
+/* --detect-within: a peer that answers WebSocket pings stays, one that does not
+ * is found dead. */
+Test(ws, detect_within_uses_websocket_ping_pong)
+{
+    static char out[4096];
+    static peer_t p, q;
+    memset(&p, 0, sizeof(p));
+    memset(&q, 0, sizeof(q));
+    tt_server_opts_t so = {.detect_within_ms = 1000};
+    start(&(tt_ws_opts_t){0}, &so);
+    python("idle", &p); /* silent for 3 s, answering pings */
+    cr_expect_not_null(strstr(p.got, "ok idle"), "%s", p.got);
+    cr_expect_eq(S.info.kind, TT_CLOSE_WS_CLOSED, "kind %s", tt_close_kind_name(S.info.kind));
+    S.closes = 0;
+    size_t n = request(out, NULL);
+    q.read_ms = 15000; /* reads, never answers a ping */
+    uint64_t t0 = th_now_ms();
+    raw(&q, out, n);
+    uint64_t took = th_now_ms() - t0;
+    cr_expect_eq(S.info.kind, TT_CLOSE_HEARTBEAT_TIMEOUT, "kind %s", tt_close_kind_name(S.info.kind));
+    cr_expect_lt(took, 10000, "found dead after %llu ms", (unsigned long long)took);
+    cr_expect(has_frame(&q, 0x89, "", 0), "it was pinged");
+    stop();
+}
+
 Test(ws, broadcast_shares_one_frame)
 {
     static char out[4096];

@@ -93,6 +93,18 @@ async def shutdown():
         say("close", ws.close_code, ws.close_reason)
 
 
+async def idle():
+    # websockets answers the server's pings by itself: it stays alive while silent.
+    async with websockets.connect("ws://127.0.0.1:%d/" % PORT, open_timeout=10,
+                                  ping_interval=None) as ws:
+        await asyncio.sleep(3)
+        await ws.send("still here")
+        got = await asyncio.wait_for(ws.recv(), 10)
+        say("ok idle" if got == "still here" else "bad idle: %r" % got)
+        await ws.close(1000)
+        say("close", ws.close_code, ws.close_reason)
+
+
 async def protocol(offer):
     try:
         async with websockets.connect("ws://127.0.0.1:%d/" % PORT, subprotocols=offer.split(","),
@@ -111,6 +123,8 @@ async def main():
         await server_close()
     elif SCENARIO == "server-end":
         await server_end()
+    elif SCENARIO == "idle":
+        await idle()
     elif SCENARIO == "shutdown":
         await shutdown()
     elif SCENARIO.startswith("protocol:"):
