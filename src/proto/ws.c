@@ -763,7 +763,8 @@ static int hold(ws_t *w, const char *buf, size_t n)
 
 static void feed_frames(ws_t *w, const char *buf, size_t n)
 {
-    size_t used = frames(w, (const uint8_t *)buf, n);
+    /* Reading paused already (in on_open, before the pipelined frames): all held. */
+    size_t used = tt_conn_is_reading(w->conn) ? frames(w, (const uint8_t *)buf, n) : 0;
     if (used < n && !tt__conn_is_closing(w->conn) && hold(w, buf + used, n - used) < 0)
         tt__conn_close(w->conn, TT_CLOSE_IO_ERROR, -ENOMEM);
 }

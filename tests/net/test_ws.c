@@ -37,6 +37,7 @@ typedef struct srv_state {
     char order[256];
     size_t order_len;
     uint64_t msgs_in, msgs_out; /* the connection's stats at close */
+    bool resumed, early;        /* reading restarted; a message came before that */
 } srv_state_t;
 
 static srv_state_t S;
@@ -44,6 +45,7 @@ static tt_server_t *SRV;
 
 static void resume_cb(tt_timer_t *t, void *data)
 {
+    S.resumed = true;
     cr_expect_eq(tt_conn_read_start(data), 0);
     tt_timer_close(t);
 }
@@ -501,6 +503,47 @@ Test(ws, reading_paused_in_on_message_keeps_the_order)
     cr_expect_str_eq(S.order, "pause,a,b,");
     cr_expect(has_frame(&p, 0x81, "a", 1));
     cr_expect(has_frame(&p, 0x82, "b", 1));
+    cr_expect_eq(S.info.kind, TT_CLOSE_WS_CLOSED, "kind %s", tt_close_kind_name(S.info.kind));
+    stop();
+}
+
+static void paused_open(tt_conn_t *c)
+{
+    tt_timer_t *t;
+    S.opens++;
+    cr_assert_eq(tt_timer_init(tt_conn_loop(c), &t, resume_cb, c), 0);
+    cr_assert_eq(tt_timer_start(t, 150, 0), 0);
+    cr_expect_eq(tt_conn_read_stop(c), 0);
+}
+
+static void paused_message(tt_conn_t *c, const void *msg, size_t len)
+{
+    if (!S.resumed)
+        S.early = true;
+    s_message(c, msg, len);
+}
+
+Test(ws, reading_paused_in_on_open_holds_pipelined_frames)
+{
+    static char out[4096];
+    static peer_t p;
+    memset(&p, 0, sizeof(p));
+    tt_conn_handlers_t h = H;
+    h.on_open = paused_open;
+    h.on_message = paused_message;
+    tt_server_opts_t so = {.websocket = &(tt_ws_opts_t){0}};
+    tt_addr_t any = th_loopback(0);
+    memset(&S, 0, sizeof(S));
+    cr_assert_eq(tt_loop_init(&L), 0);
+    cr_assert_eq(tt_server_listen(L, &any, &so, &h, NULL, &SRV), 0);
+    cr_assert_eq(tt_server_addr(SRV, &ADDR), 0);
+    size_t n = request(out, NULL);
+    n += frame(out + n, 0x81, "held", 4, true);
+    n += frame(out + n, 0x88, "\x03\xe8", 2, true);
+    raw(&p, out, n);
+    cr_expect(has_frame(&p, 0x81, "held", 4));
+    cr_expect_eq(S.messages, 1);
+    cr_expect_not(S.early, "a message came while reading was paused");
     cr_expect_eq(S.info.kind, TT_CLOSE_WS_CLOSED, "kind %s", tt_close_kind_name(S.info.kind));
     stop();
 }
