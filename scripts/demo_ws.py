@@ -20,9 +20,9 @@ async def main(port):
         blob = os.urandom(1 << 19) + b"tether " * 75000
         await ws.send(blob)
         got = await asyncio.wait_for(ws.recv(), 5)
-        print("  binary sent %d bytes sha256 %s" % (len(blob), hashlib.sha256(blob).hexdigest()[:16]))
-        print("         got  %d bytes sha256 %s (%s)" % (len(got), hashlib.sha256(got).hexdigest()[:16],
-                                                   type(got).__name__))
+        digest = lambda b: hashlib.sha256(b).hexdigest()[:16]
+        print("  binary sent %d bytes sha256 %s" % (len(blob), digest(blob)))
+        print("         got  %d bytes sha256 %s (%s)" % (len(got), digest(got), type(got).__name__))
         ok = ok and got == blob
         await ws.close(1000, "done")
         print("  closed: code %d" % ws.close_code)

@@ -129,7 +129,8 @@ static void s_close(tt_conn_t *c, const tt_close_info_t *info)
     S.msgs_out = st.messages_out;
     S.closes++;
     S.info = *info;
-    snprintf(S.reason, sizeof(S.reason), "%s", info->ws_reason != NULL ? info->ws_reason : "(null)");
+    snprintf(S.reason, sizeof(S.reason), "%s",
+             info->ws_reason != NULL ? info->ws_reason : "(null)");
     S.info.ws_reason = NULL;
     S.was_ws = tt_conn_is_websocket(c);
 }
@@ -173,7 +174,7 @@ typedef struct peer {
     size_t out_len;
     size_t split;      /* nonzero: send out[0, split), wait gap_ms, then the rest */
     int gap_ms;
-    bool close_early;  /* after the handshake's answer and the frames: close without a close frame */
+    bool close_early;  /* after the answer and the frames: close without a close frame */
     bool hold_open;    /* never close, only read (until the server ends) */
     int read_ms;       /* SO_RCVTIMEO; 0: 10 s */
     char got[1 << 16];
@@ -427,8 +428,8 @@ Test(ws, node_echo_compressed_and_not)
     struct stat st;
     if (stat(nm, &st) != 0) { /* scripts/deps.sh installs it; do it here if it did not */
         char cmd[1200];
-        snprintf(cmd, sizeof(cmd), "cd %s/tests/node && npm ci --no-audit --no-fund >/dev/null 2>&1",
-                 TT_SOURCE_DIR);
+        snprintf(cmd, sizeof(cmd),
+                 "cd %s/tests/node && npm ci --no-audit --no-fund >/dev/null 2>&1", TT_SOURCE_DIR);
         cr_assert_eq(system(cmd), 0, "npm ci in tests/node failed");
     }
     for (int deflate = 0; deflate < 2; deflate++) {
@@ -598,8 +599,14 @@ Test(ws, unmasked_client_frame_is_1002)
 {
     violation(0x81, "hi", 2, false, 1002, TT_CLOSE_PROTOCOL_ERROR, 0);
 }
-Test(ws, reserved_bit_2_is_1002) { violation(0xA1, "hi", 2, true, 1002, TT_CLOSE_PROTOCOL_ERROR, 0); }
-Test(ws, reserved_bit_3_is_1002) { violation(0x91, "hi", 2, true, 1002, TT_CLOSE_PROTOCOL_ERROR, 0); }
+Test(ws, reserved_bit_2_is_1002)
+{
+    violation(0xA1, "hi", 2, true, 1002, TT_CLOSE_PROTOCOL_ERROR, 0);
+}
+Test(ws, reserved_bit_3_is_1002)
+{
+    violation(0x91, "hi", 2, true, 1002, TT_CLOSE_PROTOCOL_ERROR, 0);
+}
 Test(ws, bad_opcode_is_1002) { violation(0x83, "hi", 2, true, 1002, TT_CLOSE_PROTOCOL_ERROR, 0); }
 Test(ws, fragmented_control_frame_is_1002)
 {
@@ -1040,7 +1047,8 @@ Test(ws, detect_within_uses_websocket_ping_pong)
     uint64_t t0 = th_now_ms();
     raw(&q, out, n);
     uint64_t took = th_now_ms() - t0;
-    cr_expect_eq(S.info.kind, TT_CLOSE_HEARTBEAT_TIMEOUT, "kind %s", tt_close_kind_name(S.info.kind));
+    cr_expect_eq(S.info.kind, TT_CLOSE_HEARTBEAT_TIMEOUT, "kind %s",
+                 tt_close_kind_name(S.info.kind));
     cr_expect_lt(took, 10000, "found dead after %llu ms", (unsigned long long)took);
     cr_expect(has_frame(&q, 0x89, "", 0), "it was pinged");
     stop();
@@ -1201,7 +1209,7 @@ Test(ws, bad_arguments)
     cr_expect_eq(tt_loop_close(loop), 0);
 }
 
-/* ---- the CLI ---------------------------------------------------------------------------------- */
+/* ---- the CLI ------------------------------------------------------------------------------ */
 
 Test(ws, cli_echo_ws_against_python)
 {
