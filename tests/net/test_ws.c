@@ -450,6 +450,17 @@ Test(ws, node_echo_compressed_and_not)
     }
 }
 
+Test(ws, deflate_honours_the_clients_window_for_the_server)
+{
+    static peer_t p;
+    memset(&p, 0, sizeof(p));
+    start(&(tt_ws_opts_t){.deflate = true}, NULL);
+    python("window10", &p);
+    static const char *const lines[] = {"ok window", "ok window10-echo", "close 1000"};
+    expect_lines(&p, lines, 3);
+    stop();
+}
+
 Test(ws, server_initiated_close_reaches_python)
 {
     tt_ws_opts_t wo = {0};
@@ -792,6 +803,13 @@ static void bad_handshake(const char *req, const tt_ws_opts_t *wo, int want_stat
     cr_expect_eq(S.info.detail, want_status);
     cr_expect_not(S.was_ws);
     stop();
+}
+
+Test(ws, upgrade_with_post_is_405)
+{
+    bad_handshake("POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  "Sec-WebSocket-Key: " KEY "\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                  &(tt_ws_opts_t){0}, 405, NULL);
 }
 
 Test(ws, missing_key_is_400)

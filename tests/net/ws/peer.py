@@ -105,6 +105,23 @@ async def idle():
         say("close", ws.close_code, ws.close_reason)
 
 
+async def window10():
+    # The client asks the server to compress with a 1 KiB window: repeats 5000
+    # bytes apart must then be sent as literals, or this inflater fails.
+    from websockets.extensions import permessage_deflate as pmd
+    ext = pmd.ClientPerMessageDeflateFactory(server_max_window_bits=10)
+    async with websockets.connect("ws://127.0.0.1:%d/" % PORT, extensions=[ext],
+                                  compression=None, open_timeout=10, max_size=None) as ws:
+        params = [e for e in ws.extensions]
+        say("ok window" if params and params[0].remote_max_window_bits == 10 else "bad window")
+        unit = os.urandom(2500).hex()  # 5000 characters
+        text = unit * 20
+        await ws.send(text)
+        await expect(ws, "window10-echo", text)
+        await ws.close(1000)
+        say("close", ws.close_code, ws.close_reason)
+
+
 async def protocol(offer):
     try:
         async with websockets.connect("ws://127.0.0.1:%d/" % PORT, subprotocols=offer.split(","),
@@ -123,6 +140,8 @@ async def main():
         await server_close()
     elif SCENARIO == "server-end":
         await server_end()
+    elif SCENARIO == "window10":
+        await window10()
     elif SCENARIO == "idle":
         await idle()
     elif SCENARIO == "shutdown":
