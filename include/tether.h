@@ -291,7 +291,11 @@ typedef enum tt_close_kind {
     TT_CLOSE_KERNEL_TIMEOUT,    /* ETIMEDOUT from the kernel: keepalive/user timeout */
     TT_CLOSE_FRAME_TOO_LARGE,   /* framing: a frame over the size limit */
     TT_CLOSE_PROTOCOL_ERROR,    /* framing: malformed input */
-    TT_CLOSE_SHUTDOWN           /* server shutdown deadline passed */
+    TT_CLOSE_SHUTDOWN,          /* server shutdown deadline passed */
+    TT_CLOSE_WS_CLOSED,         /* WebSocket: the closing handshake completed (either
+                                   side first); ws_code holds the peer's code */
+    TT_CLOSE_WS_ABNORMAL        /* WebSocket: the stream ended without a close frame
+                                   (1006 semantics; error TT_EOF) */
 } tt_close_kind_t;
 
 /* What a connection had done when it closed: enough to tell what may not have
@@ -307,6 +311,13 @@ typedef struct tt_close_info {
     uint64_t bytes_unacked; /* handed to the kernel, not acknowledged by the peer
                                (SIOCOUTQ at close, our FIN not counted) */
     uint64_t bytes_acked;   /* acknowledged by the peer: bytes_written - bytes_unacked */
+    /* WebSocket (0 and "" on other connections, and on one that never got past
+     * its opening handshake): the code of the close frame the peer sent (1005
+     * when it had none; 1006 when no close frame came), its reason text (lent,
+     * NUL-terminated), and the code we sent (0 when we sent none). */
+    int ws_code;
+    const char *ws_reason;
+    int ws_local_code;
 } tt_close_info_t;
 
 /* Per-connection event handlers. Any member may be NULL. The struct is copied. */
@@ -760,6 +771,141 @@ TT_EXTERN int tt_send_message_owned(tt_conn_t *conn, void *buf, size_t len, tt_f
  * tt_send, plus -ENOTCONN (framing off) and -ENOTSUP (control frames off). */
 TT_EXTERN int tt_send_ping(tt_conn_t *conn);
 
+/* ---- websocket ----------------------------------------------------------------
+ * RFC 6455 server side over TCP, with permessage-deflate (RFC 7692). A WebSocket
+ * connection is a tether connection whose framing is WebSocket: it first reads
+ * one HTTP/1.1 request (bounded in bytes, header count and time); an upgrade
+ * request that passes the checks and the accept hook is answered with 101, then
+ * on_open is called and on_message gets whole messages (fragments reassembled,
+ * text validated as UTF-8, ping answered with pong). A request that is not an
+ * upgrade goes to the http handler, or is answered 404; an upgrade with another
+ * version 426, a malformed one 400; either way the connection then ends.
+ *
+ * A connection that never became WebSocket (refused, served as HTTP, timed out)
+ * gets no on_open but still its one on_close (tt_conn_is_websocket false; a
+ * refusal is TT_CLOSE_PROTOCOL_ERROR with the status in info.detail).
+ * Close reasons: the peer's close frame ends the connection with
+ * TT_CLOSE_WS_CLOSED (its code and reason in info.ws_code / ws_reason); our
+ * refusal of its frames sends the code the RFC names and closes with
+ * TT_CLOSE_PROTOCOL_ERROR (1002, 1007; error TT_EPROTOCOL) or
+ * TT_CLOSE_FRAME_TOO_LARGE (1009; TT_EFRAMESIZE); a stream that ends without a
+ * close frame is TT_CLOSE_WS_ABNORMAL (ws_code 1006). tt_end on an open WebSocket
+ * sends its bytes as a message, then a close frame with 1000; tt_server_shutdown
+ * sends 1001. docs/websocket.md. */
+
+/* Message kinds (the opcodes). */
+typedef enum tt_ws_kind {
+    TT_WS_TEXT = 1,
+    TT_WS_BINARY = 2
+} tt_ws_kind_t;
+
+/* Close codes an application commonly sends (RFC 6455 7.4.1). */
+#define TT_WS_NORMAL 1000
+#define TT_WS_GOING_AWAY 1001
+#define TT_WS_PROTOCOL_ERROR 1002
+#define TT_WS_UNSUPPORTED 1003
+#define TT_WS_NO_STATUS 1005 /* never sent: a close frame without a code */
+#define TT_WS_ABNORMAL 1006  /* never sent: no close frame at all */
+#define TT_WS_INVALID_DATA 1007
+#define TT_WS_POLICY 1008
+#define TT_WS_TOO_BIG 1009
+#define TT_WS_INTERNAL_ERROR 1011
+
+#define TT_WS_DEFAULT_MAX_MESSAGE ((size_t)16 << 20)
+#define TT_WS_DEFAULT_MAX_HEADER_BYTES 8192
+#define TT_WS_DEFAULT_MAX_HEADERS 64 /* also the most the parser holds */
+#define TT_WS_DEFAULT_HANDSHAKE_MS 10000u
+#define TT_WS_DEFAULT_CLOSE_MS 5000u
+
+/* An HTTP request as the hooks see it: every string lent (valid during the
+ * callback), NUL-terminated. */
+typedef struct tt_http_request {
+    const char *method;
+    const char *path;   /* the target up to '?' */
+    const char *query;  /* after '?', "" when none */
+    const char *origin; /* the Origin field, NULL when none */
+    tt_addr_t peer;     /* the client's address */
+    const void *impl;   /* for tt_http_header */
+} tt_http_request_t;
+
+/* The value of the first header field `name` (case-insensitive), or NULL. */
+TT_EXTERN const char *tt_http_header(const tt_http_request_t *req, const char *name);
+/* Header field i (0 up): 0 with *name and *value set, or -ENOENT past the last. */
+TT_EXTERN int tt_http_header_at(const tt_http_request_t *req, size_t i, const char **name,
+                                const char **value);
+
+/* What the http handler answers with. The connection ends after it (one request
+ * per connection: Connection: close). */
+typedef struct tt_http_response {
+    int status;               /* 200..599 (anything else: 500); 0: 200 */
+    const char *content_type; /* NULL: none sent */
+    const char *headers;      /* extra fields, each "Name: value\r\n"; NULL: none */
+    const void *body;         /* copied; not sent for HEAD */
+    size_t body_len;
+} tt_http_response_t;
+
+typedef struct tt_ws_opts {
+    /* Subprotocols in order of preference, comma-separated ("chat, superchat"):
+     * the first the client also offers is answered in Sec-WebSocket-Protocol
+     * (tt_ws_protocol tells which). NULL: none. Copied. */
+    const char *subprotocols;
+    size_t max_message;       /* bytes of a message (inflated); bigger: closed with
+                                 1009. 0: TT_WS_DEFAULT_MAX_MESSAGE */
+    /* Memory the incomplete messages of all the server's connections may hold
+     * together: the connection whose growth would pass it is closed with 1009
+     * (TT_CLOSE_FRAME_TOO_LARGE, error -ENOBUFS). 0: 64 MiB, or twice
+     * max_message if that is more; SIZE_MAX: no limit. */
+    size_t budget;
+    size_t max_header_bytes;  /* request line + fields; more: 431. 0: default */
+    size_t max_headers;       /* header fields, 1..64; more: 431. 0: 64 */
+    uint32_t handshake_timeout_ms; /* the whole request; a slower one gets 408 and is
+                                      closed. 0: TT_WS_DEFAULT_HANDSHAKE_MS */
+    uint32_t close_timeout_ms;     /* from our close frame (or a refusal) to the end of
+                                      the TCP connection. 0: TT_WS_DEFAULT_CLOSE_MS */
+    bool deflate;             /* accept permessage-deflate when offered (no context
+                                 takeover either way) */
+    tt_ws_kind_t default_kind; /* what tt_send_message sends; 0: TT_WS_BINARY */
+    /* Called for a valid upgrade request before the 101: return 0 to accept, or
+     * an HTTP status (400..599) to refuse with. NULL: accept all. */
+    int (*accept)(tt_conn_t *conn, const tt_http_request_t *req, void *arg);
+    /* Called for a request that is not an upgrade: fill *res (zeroed; a 200 with
+     * no body unless changed). NULL: 404. */
+    void (*http)(tt_conn_t *conn, const tt_http_request_t *req, tt_http_response_t *res,
+                 void *arg);
+    void *arg;
+} tt_ws_opts_t;
+
+/* Make an accepted connection speak WebSocket (opts copied) before it read
+ * anything, e.g. from on_open of a plain server: on_open is then called again
+ * after the 101, with tt_conn_is_websocket true. Returns 0, -EINVAL (also for a
+ * client's connection), -EBUSY
+ * (bytes already read, or framing or WebSocket already on), -ENOTCONN (closing)
+ * or -ENOMEM. */
+TT_EXTERN int tt_conn_set_websocket(tt_conn_t *conn, const tt_ws_opts_t *opts);
+/* Whether the opening handshake completed (false for NULL). */
+TT_EXTERN bool tt_conn_is_websocket(const tt_conn_t *conn);
+/* The kind of the message being delivered: valid inside on_message of a
+ * WebSocket connection; 0 elsewhere. */
+TT_EXTERN tt_ws_kind_t tt_conn_message_kind(const tt_conn_t *conn);
+/* The subprotocol agreed, "" when none, NULL when not WebSocket. */
+TT_EXTERN const char *tt_ws_protocol(const tt_conn_t *conn);
+/* Whether permessage-deflate was agreed. */
+TT_EXTERN bool tt_ws_deflated(const tt_conn_t *conn);
+
+/* Send one message of `kind` (compressed when deflate was agreed and it pays).
+ * Text must be valid UTF-8 (-EINVAL otherwise). Returns as tt_send, plus
+ * -ENOTCONN (not WebSocket) and -EPIPE (a close frame was sent). tt_send_message
+ * sends the default kind; tt_send_ping a ping frame. */
+TT_EXTERN int tt_ws_send(tt_conn_t *conn, tt_ws_kind_t kind, const void *buf, size_t len);
+TT_EXTERN int tt_ws_send_text(tt_conn_t *conn, const char *text);
+/* Start the closing handshake: send a close frame with `code` (1000..4999, one
+ * the RFC lets an endpoint send) and `reason` (UTF-8, at most 123 bytes; NULL:
+ * none). Messages that arrive afterwards are dropped; the connection ends when
+ * the peer answers (TT_CLOSE_WS_CLOSED) or after close_timeout_ms
+ * (TT_CLOSE_LINGER_TIMEOUT). Returns 0, -EINVAL, -ENOTCONN, or -EPIPE (a close
+ * frame was already sent). */
+TT_EXTERN int tt_ws_close(tt_conn_t *conn, int code, const char *reason);
+
 /* ---- client -------------------------------------------------------------------
  * A client connection is created by tt_connect() and lives until its on_close. */
 
@@ -969,6 +1115,10 @@ typedef struct tt_server_opts {
     /* Framing for accepted connections (see the framing section): on before
      * on_open, so not one byte reaches on_data. Copied at listen. NULL: none. */
     const struct tt_frame_opts *frame;
+    /* WebSocket for accepted connections (see the websocket section): each one
+     * reads an HTTP request first; on_open comes after the 101 answer. Copied at
+     * listen. NULL: none. Not together with `frame` (-EINVAL). */
+    const struct tt_ws_opts *websocket;
 } tt_server_opts_t;
 
 /* Server events passed to tt_server_opts_t.on_event (see docs/servers.md). */

@@ -20,6 +20,7 @@ SECTIONS=(
     "demo_library|The library: a server, clients both ways, graceful end, reset, send-then-close, the connection table"
     "demo_cli_echo|The CLI: tether echo, with tether cat piping lines through it"
     "demo_cli_send|The CLI: tether send into tether cat --listen, checked with sha256sum"
+    "demo_websocket|WebSocket: tether echo --ws and a Python websockets client, text and binary"
     "demo_liveness|Liveness: a client vanishes (no FIN, no RST); the server notices within its deadline"
     "demo_chat|Servers at scale: tether chat, three clients, and the live table from tether stat"
 )
@@ -153,6 +154,38 @@ demo_cli_echo() {
     sed 's/^/  | /' "$TMP/echo.err"
     [ "$st" -eq 0 ] || fail "tether echo exited with status $st" || return 1
     ok "tether echo exited 0"
+}
+
+demo_websocket() {
+    local line port st py=/usr/bin/python3
+
+    if ! "$py" -c 'import websockets' 2>/dev/null; then
+        fail "python3-websockets is missing (scripts/deps.sh installs it)"
+        return 1
+    fi
+    step "start a WebSocket echo server on a free port"
+    printf '  $ tether echo --ws --listen 127.0.0.1:0 --verbose &\n'
+    start_bg wsecho "$TETHER" echo --ws --listen 127.0.0.1:0 --verbose </dev/null
+    local ws_pid=$BG_PID
+    line=$(wait_for_line "$TMP/wsecho.out" "listening on") || {
+        fail "tether echo --ws did not report its address"
+        return 1
+    }
+    echo "  $line"
+    port=$(sed -n 's/.*:\([0-9][0-9]*\) (websocket)$/\1/p' <<<"$line")
+
+    step "a Python client sends a text and a binary message; each comes back with its kind (source: scripts/demo_ws.py)"
+    timeout "$STEP_TIMEOUT" "$py" "$(dirname "$0")/demo_ws.py" "$port"
+    st=$?
+    [ "$st" -eq 0 ] || fail "the WebSocket exchange failed (status $st)" || return 1
+    ok "both messages came back unchanged, text as text and binary as binary"
+
+    step "stop the server with SIGINT"
+    stop_bg "$ws_pid" INT
+    st=$BG_STATUS
+    sed 's/^/  | /' "$TMP/wsecho.err"
+    [ "$st" -eq 0 ] || fail "tether echo --ws exited with status $st" || return 1
+    ok "tether echo --ws exited 0"
 }
 
 demo_cli_send() {

@@ -4,11 +4,19 @@ set -euo pipefail
 # clang + libclang-rt-14-dev: the libFuzzer runtime for the fuzz stage of make test;
 # libuv/libevent/libev: the comparison servers of make bench, liburing its io_uring
 # floor; util-linux: taskset; libhiredis-dev + redis-server: the hiredis adapter's
-# example and test, against a real Redis; libssl-dev: OpenSSL 3 (WebSocket hashes); zlib1g-dev: permessage-deflate.
+# example and test, against a real Redis; libssl-dev: OpenSSL 3 (WebSocket hashes); zlib1g-dev: permessage-deflate;
+# python3-websockets: a WebSocket peer of the tests (Node's ws comes from npm, below).
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libcriterion-dev
       libc-ares-dev iproute2 nftables netcat-openbsd socat python3 strace procps
       dnsmasq-base util-linux libuv1-dev libevent-dev libev-dev liburing-dev
-      libhiredis-dev redis-server libssl-dev zlib1g-dev)
+      libhiredis-dev redis-server libssl-dev zlib1g-dev python3-websockets)
+# Node's ws for the WebSocket interop tests, at the version tests/node/package-lock.json
+# pins (node_modules is not committed; tests/net/test_ws.c runs the same when missing).
+root=$(cd "$(dirname "$0")/.." && pwd)
+if command -v npm >/dev/null 2>&1 && [ ! -d "$root/tests/node/node_modules/ws" ]; then
+    (cd "$root/tests/node" && npm ci --no-audit --no-fund >/dev/null) ||
+        echo "npm ci in tests/node failed: the Node interop test will try again" >&2
+fi
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -14,6 +14,7 @@
 #include "endpoint/server.h"
 #include "stream/conn.h"
 #include "proto/frame.h"
+#include "proto/ws.h"
 #include "stream/liveness.h"
 #include "sys/sock.h"
 
@@ -52,6 +53,7 @@ struct tt_server {
     void *handoff_arg;
     tt__live_cfg_t *live; /* liveness for accepted connections; NULL: none */
     struct tt__codec *frame; /* framing for accepted connections; NULL: none */
+    struct tt__ws_cfg *ws;   /* WebSocket for accepted connections; NULL: none */
     tt__zombie_t zombie;
 };
 
@@ -311,6 +313,8 @@ static void adopt(tt_server_t *s, int fd, const tt_addr_t *peer)
     /* Framing before liveness, which looks at it to decide how to ping. */
     if (err == 0 && s->frame != NULL)
         err = tt__frame_apply(c, s->frame);
+    else if (err == 0 && s->ws != NULL)
+        err = tt__ws_apply(c, s->ws);
     if (err == 0 && s->live != NULL)
         tt__live_apply(c, s->live); /* best effort, like the options above */
     link_conn(s, c);
@@ -396,6 +400,7 @@ static void server_free(tt__zombie_t *z)
     free(s->limit_message);
     tt__live_cfg_free(s->live);
     tt__frame_cfg_free(s->frame);
+    tt__ws_cfg_free(s->ws);
     tt__acl_free(&s->acl);
     tt__ipcount_free(&s->per_ip);
     free(s);
@@ -414,7 +419,8 @@ static int check_opts(const tt_server_opts_t *o)
         return -EINVAL;
     if (tt__live_check(o->liveness, o->detect_within_ms) < 0)
         return -EINVAL;
-    if (tt__frame_check(o->frame) < 0)
+    if (tt__frame_check(o->frame) < 0 || tt__ws_check(o->websocket) < 0 ||
+        (o->frame != NULL && o->websocket != NULL))
         return -EINVAL;
     return 0;
 }
@@ -451,6 +457,10 @@ static int server_start(tt_loop_t *loop, int fd, const tt_server_opts_t *o,
     if (err < 0)
         goto fail_message;
     s->o.frame = NULL; /* compiled into s->frame */
+    err = tt__ws_cfg_new(&s->ws, o->websocket);
+    if (err < 0)
+        goto fail_message;
+    s->o.websocket = NULL; /* compiled into s->ws */
     s->hs = tt__handlers_new(h);
     if (s->hs == NULL) {
         err = -ENOMEM;
@@ -485,6 +495,7 @@ static int server_start(tt_loop_t *loop, int fd, const tt_server_opts_t *o,
 fail_register:
     tt__handlers_unref(s->hs);
 fail_message:
+    tt__ws_cfg_free(s->ws);
     tt__frame_cfg_free(s->frame);
     tt__live_cfg_free(s->live);
     free(s->limit_message);
@@ -641,9 +652,12 @@ int tt_server_shutdown(tt_server_t *s, uint64_t deadline_ms, tt_shutdown_cb cb, 
         close(s->io.fd);
         s->io.fd = -1;
     }
-    for (tt_conn_t *c = s->head; c != NULL; c = c->srv_next)
-        if (!tt__conn_is_closing(c))
-            tt_end(c, NULL, 0); /* -EPIPE: already ending, which is fine */
+    for (tt_conn_t *c = s->head; c != NULL; c = c->srv_next) {
+        if (tt__conn_is_closing(c))
+            continue;
+        (void)tt_ws_close(c, TT_WS_GOING_AWAY, NULL); /* WebSocket: says why first */
+        tt_end(c, NULL, 0); /* -EPIPE: already ending, which is fine */
+    }
     /* With no connection the deadline fires at once and reports (0, 0). */
     tt__wheel_start(&s->loop->wheel, &s->deadline,
                     tt__loop_deadline(s->loop, s->count == 0 ? 0 : deadline_ms));

@@ -14,6 +14,7 @@
 
 #include "proto/frame.h"
 #include "proto/frame_codec.h"
+#include "proto/ws.h"
 #include "stream/conn.h"
 
 tt__payload_t *tt__payload_new(const void *buf, size_t len)
@@ -64,23 +65,52 @@ int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
 /* ---- server-wide ------------------------------------------------------------------ */
 
 typedef struct {
+    const void *msg;
+    size_t len;
+    uint64_t except_id;
+    const void *key;  /* the framing `p` was framed for */
+    tt__payload_t *p; /* header + message + trailer for that framing */
+    int sent;
+    int err; /* the first refusal, reported when nobody got the message */
+} bcast_msg_t;
+
+static int bcast_msg_one(tt_conn_t *c, void *arg);
+
+typedef struct {
     tt__payload_t *p;
     uint64_t except_id;
     int sent;
+    bcast_msg_t ws; /* WebSocket recipients: the bytes as one message, framed once */
 } bcast_t;
+
+/* Raw bytes to a stream; to a WebSocket connection they go as one message of its
+ * default kind (raw bytes would break its framing), the frame shared as for
+ * tt_server_broadcast_message. */
+static int raw_send(tt__payload_t *p, tt_conn_t *c, bcast_msg_t *ws)
+{
+    if (!tt__ws_on(c))
+        return tt__payload_send(p, c);
+    int before = ws->sent;
+    ws->msg = p->data;
+    ws->len = p->len;
+    bcast_msg_one(c, ws);
+    return ws->sent > before ? 0 : -ENOTCONN;
+}
 
 static int bcast_one(tt_conn_t *c, void *arg)
 {
     bcast_t *b = arg;
-    if (tt_conn_id(c) != b->except_id && !tt__conn_is_closing(c) && tt__payload_send(b->p, c) >= 0)
+    if (tt_conn_id(c) != b->except_id && !tt__conn_is_closing(c) && raw_send(b->p, c, &b->ws) >= 0)
         b->sent++;
     return 0;
 }
 
 int tt__payload_send_server(tt__payload_t *p, tt_server_t *srv, uint64_t except_id)
 {
-    bcast_t b = {p, except_id, 0};
+    bcast_t b = {p, except_id, 0, {0}};
     tt_server_foreach(srv, bcast_one, &b);
+    if (b.ws.p != NULL)
+        tt__payload_unref(b.ws.p);
     return b.sent;
 }
 
@@ -101,23 +131,33 @@ int tt_server_broadcast(tt_server_t *srv, const void *buf, size_t len, const tt_
 
 /* ---- server-wide, framed ------------------------------------------------------------ */
 
-typedef struct {
-    const void *msg;
-    size_t len;
-    uint64_t except_id;
-    const void *key;  /* the framing `p` was framed for */
-    tt__payload_t *p; /* header + message + trailer for that framing */
-    int sent;
-    int err; /* the first refusal, reported when nobody got the message */
-} bcast_msg_t;
-
 /* One framed copy for `c`'s framing: header, message, trailer. 0 or -errno. */
 static int frame_payload(bcast_msg_t *b, tt_conn_t *c, tt__payload_t **out)
 {
     unsigned char hdr[TT__HDR_MAX];
     const void *trailer;
     size_t hlen, tlen;
-    int err = tt__frame_wrap(c, b->msg, b->len, hdr, &hlen, &trailer, &tlen);
+    int err;
+    if (tt__ws_on(c)) { /* WebSocket: compressed once, when the key says so */
+        void *z;
+        size_t zlen;
+        if ((err = tt__ws_wrap_msg(c, b->msg, b->len, hdr, &hlen, &z, &zlen)) < 0)
+            return err;
+        tt__payload_t *p = tt__payload_new(NULL, hlen + (z != NULL ? zlen : b->len));
+        if (p != NULL) {
+            memcpy(p->data, hdr, hlen);
+            if (z != NULL)
+                memcpy(p->data + hlen, z, zlen);
+            else if (b->len > 0)
+                memcpy(p->data + hlen, b->msg, b->len);
+        }
+        free(z);
+        if (p == NULL)
+            return -ENOMEM;
+        *out = p;
+        return 0;
+    }
+    err = tt__frame_wrap(c, b->msg, b->len, hdr, &hlen, &trailer, &tlen);
     if (err < 0)
         return err;
     tt__payload_t *p = tt__payload_new(NULL, hlen + b->len + tlen);
@@ -321,9 +361,12 @@ int tt_group_broadcast(tt_group_t *g, const void *buf, size_t len, const tt_conn
     p = tt__payload_new(buf, len);
     if (p == NULL)
         return -ENOMEM;
+    bcast_msg_t ws = {0};
     for (member_t *m = g->head; m != NULL; m = m->g_next)
-        if (m->conn != except && !tt__conn_is_closing(m->conn) && tt__payload_send(p, m->conn) >= 0)
+        if (m->conn != except && !tt__conn_is_closing(m->conn) && raw_send(p, m->conn, &ws) >= 0)
             sent++;
+    if (ws.p != NULL)
+        tt__payload_unref(ws.p);
     tt__payload_unref(p);
     return sent;
 }

@@ -18,6 +18,7 @@
 
 #include "stream/conn.h"
 #include "proto/frame_codec.h"
+#include "proto/ws.h"
 
 /* Compiled options a server applies to every connection it accepts, with the
  * partial-frame memory all those connections hold (the budget). Reference-counted:
@@ -337,6 +338,8 @@ int tt_conn_set_framing(tt_conn_t *c, const tt_frame_opts_t *opts)
         return err;
     if (tt__conn_is_closing(c))
         return -ENOTCONN;
+    if (tt__ws_on(c))
+        return -EBUSY; /* WebSocket is this connection's framing */
     cur = framer_of(c);
     if (cur != NULL && (cur->s.len > 0 || cur->held != NULL))
         return -EBUSY; /* switching now would misparse the buffered bytes */
@@ -382,7 +385,7 @@ int tt__frame_apply(tt_conn_t *c, const struct tt__codec *fc)
 
 bool tt_conn_is_framed(const tt_conn_t *c)
 {
-    return framer_of(c) != NULL;
+    return framer_of(c) != NULL || tt_conn_is_websocket(c);
 }
 
 size_t tt_conn_frame_buffered(const tt_conn_t *c)
@@ -445,6 +448,11 @@ static int frame_parts(tt_conn_t *c, const struct iovec *iov, int iovcnt, size_t
     const tt__codec_t *fc;
     int r;
 
+    if (tt__ws_on(c)) { /* WebSocket: a header, no trailer */
+        *trailer = NULL;
+        *tlen = 0;
+        return tt__ws_wrap(c, len, hdr, hlen);
+    }
     if (f == NULL)
         return -ENOTCONN;
     fc = &f->s.codec;
@@ -466,6 +474,8 @@ static int frame_parts(tt_conn_t *c, const struct iovec *iov, int iovcnt, size_t
 
 const void *tt__frame_shared_key(const tt_conn_t *c)
 {
+    if (tt__ws_on(c))
+        return tt__ws_shared_key(c);
     framer_t *f = framer_of(c);
     return f != NULL ? (const void *)f->cfg : NULL;
 }
@@ -508,6 +518,8 @@ int tt_send_messagev(tt_conn_t *c, const struct iovec *iov, int iovcnt)
 
     if (c == NULL || (err = sum_iov(iov, iovcnt, &len)) < 0)
         return -EINVAL;
+    if (tt__ws_on(c))
+        return tt__ws_send_messagev(c, iov, iovcnt);
     err = frame_parts(c, iov, iovcnt, len, hdr, &hlen, &trailer, &tlen);
     if (err < 0)
         return err;
@@ -600,6 +612,8 @@ int tt_send_ping(tt_conn_t *c)
     framer_t *f = framer_of(c);
     if (c == NULL)
         return -EINVAL;
+    if (tt__ws_on(c))
+        return tt__ws_send_ping(c);
     if (f == NULL)
         return -ENOTCONN;
     return send_control(c, f, TT__FR_PING);

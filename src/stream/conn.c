@@ -240,7 +240,7 @@ void tt__conn_opened(tt_conn_t *c)
     update_interest(c);
     if (tt__conn_is_closing(c))
         return;
-    if (c->h->h.on_open != NULL)
+    if (c->h->h.on_open != NULL && !(c->ext != NULL && c->ext->defer_open))
         c->h->h.on_open(c);
     if (tt__conn_is_closing(c))
         return;
@@ -340,6 +340,9 @@ static void finish_close(tt_conn_t *c)
     else
         info.bytes_unsent = tt__sendq_clear(&c->sq, NULL, NULL); /* watch disposed above */
     info.bytes_queued = c->sq.total;
+    info.ws_reason = "";
+    if (c->ext != NULL && c->ext->close_info != NULL)
+        c->ext->close_info(c, &info); /* before frame_free: the layer's state is gone then */
     if (c->ext != NULL) {
         if (c->ext->groups_free != NULL)
             c->ext->groups_free(c);
@@ -350,7 +353,7 @@ static void finish_close(tt_conn_t *c)
     }
 
     bool graceful = info.kind == TT_CLOSE_PEER_CLOSED || info.kind == TT_CLOSE_LOCAL_END ||
-                    info.kind == TT_CLOSE_LOCAL_DESTROY;
+                    info.kind == TT_CLOSE_LOCAL_DESTROY || info.kind == TT_CLOSE_WS_CLOSED;
     if (!graceful && c->h->h.on_error != NULL)
         c->h->h.on_error(c, info.error);
     if (c->h->h.on_close != NULL)
@@ -1042,6 +1045,15 @@ int tt_end(tt_conn_t *c, const void *buf, size_t len)
     err = check_sendable(c);
     if (err < 0)
         return err;
+    if (c->ext != NULL && c->ext->end_hook != NULL) {
+        err = c->ext->end_hook(c, buf, len);
+        if (err < 0)
+            return err;
+        if (tt__conn_is_closing(c))
+            return 0;
+        if (err > 0)
+            len = 0; /* the layer sent it */
+    }
     if (len > 0) {
         err = tt_send(c, buf, len);
         if (err < 0)
@@ -1172,7 +1184,8 @@ const char *tt_close_kind_name(tt_close_kind_t k)
         "peer closed",     "local end",         "local destroy",       "peer reset",
         "connect failed",  "connect timeout",   "linger timeout",      "send queue overflow",
         "I/O error",       "idle timeout",      "heartbeat timeout",   "kernel timeout",
-        "frame too large", "protocol error",    "server shutdown"};
+        "frame too large", "protocol error",    "server shutdown",     "websocket closed",
+        "abnormal websocket close"};
     return (unsigned)k < sizeof(names) / sizeof(names[0]) ? names[k] : "unknown";
 }
 

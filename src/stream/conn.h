@@ -41,6 +41,17 @@ typedef struct tt__conn_ext {
     int (*frame_eof)(tt_conn_t *c);
     /* Framing: queue a ping control frame (used by liveness); 0 or -errno. */
     int (*frame_ping)(tt_conn_t *c);
+    /* WebSocket (proto/ws.c): its state; it uses the framing hooks above. */
+    void *ws;
+    /* At close, before on_error/on_close: a layer fills its part of the reasons
+     * (and may say what the close really was, as the WebSocket close code does). */
+    void (*close_info)(tt_conn_t *c, tt_close_info_t *info);
+    /* tt_end: a layer that ends its own way first (the WebSocket close frame).
+     * Returns 1 when it queued `buf` itself, 0 when tt_end should, or -errno. */
+    int (*end_hook)(tt_conn_t *c, const void *buf, size_t len);
+    /* on_open waits for a layer's own opening (the WebSocket handshake), which
+     * calls it itself. */
+    bool defer_open;
     /* Liveness: told of every read and write; freed at close. */
     void *live;
     void (*live_on_io)(tt_conn_t *c, int dir); /* TT__IO_DIR_* */

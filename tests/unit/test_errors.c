@@ -65,7 +65,8 @@ Test(errors, own_code_texts_complement_the_close_kind_they_come_with)
                  {TT_CLOSE_FRAME_TOO_LARGE, TT_EFRAMESIZE},
                  {TT_CLOSE_PROTOCOL_ERROR, TT_EPROTOCOL},
                  {TT_CLOSE_SEND_OVERFLOW, TT_EOVERFLOW},
-                 {TT_CLOSE_SHUTDOWN, TT_ESHUTDOWN}};
+                 {TT_CLOSE_SHUTDOWN, TT_ESHUTDOWN},
+                 {TT_CLOSE_WS_ABNORMAL, TT_EOF}};
     for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
         const char *k = tt_close_kind_name(pairs[i].kind), *t = tt_strerror(pairs[i].code);
         cr_expect_null(strcasestr(t, k), "%s: \"%s: %s\" says it twice", tt_err_name(pairs[i].code),

@@ -119,6 +119,7 @@ typedef struct cli_workers {
     void (*on_start)(tt_workers_t *set, unsigned index, tt_loop_t *loop, tt_server_t *srv,
                      void *arg);
     void (*before_stop)(tt_workers_t *set); /* after the signal, before the stop */
+    const char *suffix;           /* appended to the listening line (" (websocket)"); NULL */
 } cli_workers_t;
 /* Returns CLI_EXIT_OK with the signal in *sig, or CLI_EXIT_FAIL after saying why. */
 int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_server_opts_t *so,

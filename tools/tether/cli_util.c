@@ -378,7 +378,7 @@ int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_se
         return CLI_EXIT_FAIL;
     }
     tt_workers_addr(set, &bound);
-    snprintf(buf, sizeof(buf), " (%u workers)", w->count);
+    snprintf(buf, sizeof(buf), " (%u workers)%s", w->count, w->suffix != NULL ? w->suffix : "");
     if (cli_print_listening(stdout, &bound, buf) < 0 || cli_print_metrics(admin) < 0) {
         if (admin != NULL)
             tt_admin_close(admin);

@@ -29,7 +29,7 @@ static echo_t g_echo;
 static void usage(FILE *f)
 {
     fprintf(f, "usage: tether echo [--listen ADDR:PORT] [--verbose] [--framing F] [--workers N]\n"
-               "                   [--max-conns N] [--admin SOCKET] [--metrics ADDR:PORT]\n"
+               "                   [--max-conns N] [--admin SOCKET] [--metrics ADDR:PORT] [--ws]\n"
                "\n"
                "Echo server: sends back every byte it receives. When a client ends its\n"
                "side, the server ends its side after the echo is flushed.\n"
@@ -44,6 +44,9 @@ static void usage(FILE *f)
                "                          in the kernel's backlog until one leaves\n"
                "      --admin SOCKET      serve the connection table for `tether stat`\n"
                "      --metrics ADDR:PORT serve Prometheus metrics over HTTP\n"
+               "      --ws                speak WebSocket (RFC 6455, permessage-deflate): each\n"
+               "                          message comes back with its kind (text or binary);\n"
+               "                          the listening line ends with ' (websocket)'\n"
                CLI_LIVENESS_USAGE
                CLI_FRAMING_USAGE_ECHO
                "  -h, --help              this text\n"
@@ -76,10 +79,13 @@ static void on_data(tt_conn_t *c, const void *data, size_t len, size_t pending)
         tt_conn_read_stop(c);
 }
 
-/* --framing: each whole message goes back with its own header or delimiter. */
+/* --framing: each whole message goes back with its own header or delimiter;
+ * --ws: with its kind. */
 static void on_message(tt_conn_t *c, const void *msg, size_t len)
 {
-    if (tt_send_message(c, msg, len) == TT_SEND_FULL)
+    tt_ws_kind_t kind = tt_conn_message_kind(c);
+    int r = kind != 0 ? tt_ws_send(c, kind, msg, len) : tt_send_message(c, msg, len);
+    if (r == TT_SEND_FULL)
         tt_conn_read_stop(c);
 }
 
@@ -88,7 +94,7 @@ static void on_drain(tt_conn_t *c) { tt_conn_read_start(c); }
 static void on_close(tt_conn_t *c, const tt_close_info_t *info)
 {
     bool graceful = info->kind == TT_CLOSE_PEER_CLOSED || info->kind == TT_CLOSE_LOCAL_END ||
-                    info->kind == TT_CLOSE_LOCAL_DESTROY;
+                    info->kind == TT_CLOSE_LOCAL_DESTROY || info->kind == TT_CLOSE_WS_CLOSED;
 
     atomic_fetch_add(&g_echo.closed, 1);
     if (!graceful)
@@ -97,8 +103,12 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
         tt_conn_stats_t st;
         char why[CLI_REASON_LEN];
         tt_conn_get_stats(c, &st);
-        fprintf(stderr, "tether echo: #%" PRIu64 " closed: %s, %" PRIu64 " bytes in, %" PRIu64 " out\n",
-                st.id, cli_close_reason(info, why), st.bytes_in, info->bytes_written);
+        char code[48] = "";
+        if (info->ws_code != 0) /* WebSocket: the peer's close code */
+            snprintf(code, sizeof(code), " (code %d)", info->ws_code);
+        fprintf(stderr, "tether echo: #%" PRIu64 " closed: %s%s, %" PRIu64 " bytes in, %" PRIu64
+                " out\n", st.id, cli_close_reason(info, why), code, st.bytes_in,
+                info->bytes_written);
     }
 }
 
@@ -131,6 +141,7 @@ int cmd_echo(int argc, char **argv)
                                              {"max-conns", required_argument, NULL, 'M'},
                                              {"admin", required_argument, NULL, 'A'},
                                              {"metrics", required_argument, NULL, 'P'},
+                                             {"ws", no_argument, NULL, 'w'},
                                              CLI_LIVENESS_LONGOPTS,
                                              CLI_FRAMING_LONGOPTS,
                                              {NULL, 0, NULL, 0}};
@@ -145,7 +156,7 @@ int cmd_echo(int argc, char **argv)
     tt_admin_opts_t ao = {0};
     tt_admin_t *admin = NULL;
     unsigned long workers = 1, max_conns = 0;
-    bool first = true;
+    bool first = true, ws = false;
     int ch, err, status = CLI_EXIT_OK;
 
     while ((ch = cli_getopt("echo", argc, argv, ":l:vh", longopts, &first)) != -1) {
@@ -169,6 +180,9 @@ int cmd_echo(int argc, char **argv)
             break;
         case 'A':
             ao.unix_path = optarg;
+            break;
+        case 'w':
+            ws = true;
             break;
         case 'P':
             if (cli_parse_addr("echo", optarg, false, &maddr) < 0)
@@ -195,13 +209,19 @@ int cmd_echo(int argc, char **argv)
     if (cli_parse_addr("echo", listen, false, &addr) < 0)
         return CLI_EXIT_USAGE;
 
+    tt_ws_opts_t wso = {.deflate = true};
     tt_server_opts_t so = {.liveness = cli_liveness_opts(&lv),
                            .frame = cli_framing_opts(&fr),
-                           .max_conns = max_conns};
+                           .max_conns = max_conns,
+                           .websocket = ws ? &wso : NULL};
+    if (ws && so.frame != NULL)
+        return cli_usage_error("echo", "--ws and --framing exclude each other");
+    const char *suffix = ws ? " (websocket)" : NULL;
     bool serve_admin = ao.unix_path != NULL || ao.metrics_addr != NULL;
     if (workers > 1) {
         cli_workers_t w = {.cmd = "echo", .count = (unsigned)workers,
-                           .shutdown_ms = SHUTDOWN_MS, .admin = serve_admin ? &ao : NULL};
+                           .shutdown_ms = SHUTDOWN_MS, .admin = serve_admin ? &ao : NULL,
+                           .suffix = suffix};
         int sig;
         status = cli_serve_workers(&w, &addr, &so, &h, &sig);
         if (status == CLI_EXIT_OK && g_echo.verbose)
@@ -235,7 +255,8 @@ int cmd_echo(int argc, char **argv)
         status = CLI_EXIT_FAIL;
     } else {
         tt_server_addr(g_echo.srv, &addr);
-        if (cli_print_listening(stdout, &addr, NULL) < 0 || cli_print_metrics(admin) < 0) { /* stdout is gone: say so, exit 1 */
+        if (cli_print_listening(stdout, &addr, suffix) < 0 ||
+            cli_print_metrics(admin) < 0) { /* stdout is gone: say so, exit 1 */
             if (admin != NULL) {
                 tt_admin_close(admin);
                 admin = NULL;
