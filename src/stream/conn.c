@@ -43,6 +43,7 @@
 #define F_PEND_READ 0x10000   /* pending: reading restarted, held input to deliver */
 #define F_EOF_HELD 0x20000    /* the peer's FIN came behind held input: not yet acted on */
 #define F_CORK 0x40000        /* delivering one read's messages: sends queue, one write after */
+#define F_UNIX 0x80000        /* a Unix domain socket: no TCP options */
 
 /* While corked, a send at least this large with nothing queued is still written at
  * once: copying it would cost more than the system call it saves. */
@@ -1234,15 +1235,53 @@ static int conn_fd_or_err(const tt_conn_t *c)
     return c->io.fd;
 }
 
+int tt__conn_mark_unix(tt_conn_t *c, const tt_peer_cred_t *cred)
+{
+    tt_peer_cred_t got;
+    tt__conn_ext_t *ext;
+
+    c->flags |= F_UNIX;
+    if (cred == NULL) {
+        if (c->io.fd < 0 || tt__sock_peer_cred(c->io.fd, &got) < 0)
+            return 0; /* none to keep: tt_conn_peer_cred says -ENOTCONN */
+        cred = &got;
+    }
+    ext = tt__conn_ext(c);
+    if (ext == NULL)
+        return -ENOMEM;
+    ext->cred = *cred;
+    ext->has_cred = true;
+    return 0;
+}
+
+bool tt__conn_is_unix(const tt_conn_t *c) { return (c->flags & F_UNIX) != 0; }
+
+int tt_conn_peer_cred(const tt_conn_t *c, tt_peer_cred_t *out)
+{
+    if (c == NULL || out == NULL)
+        return -EINVAL;
+    if (!(c->flags & F_UNIX))
+        return -EOPNOTSUPP;
+    if (c->ext == NULL || !c->ext->has_cred)
+        return -ENOTCONN;
+    *out = c->ext->cred;
+    return 0;
+}
+
 int tt_conn_set_nodelay(tt_conn_t *c, bool on)
 {
     int fd = conn_fd_or_err(c);
+    if (fd >= 0 && (c->flags & F_UNIX))
+        return -EOPNOTSUPP; /* no Nagle on a Unix socket: every write goes at once */
     return fd < 0 ? fd : tt__sock_set_bool(fd, IPPROTO_TCP, TCP_NODELAY, on);
 }
 
 int tt_conn_set_keepalive(tt_conn_t *c, bool on)
 {
     int fd = conn_fd_or_err(c);
+    /* The kernel takes SO_KEEPALIVE on a Unix socket and does nothing with it. */
+    if (fd >= 0 && (c->flags & F_UNIX))
+        return -EOPNOTSUPP;
     return fd < 0 ? fd : tt__sock_set_bool(fd, SOL_SOCKET, SO_KEEPALIVE, on);
 }
 
@@ -1306,6 +1345,10 @@ int tt_conn_get_stats(const tt_conn_t *c, tt_conn_stats_t *out)
     }
     out->queued_bytes = c->sq.bytes;
     out->bytes_queued_total = c->sq.total;
+    if (c->ext != NULL && c->ext->has_cred) {
+        out->has_cred = true;
+        out->cred = c->ext->cred;
+    }
     return 0;
 }
 
