@@ -419,7 +419,8 @@ TT_EXTERN int tt_send_file(tt_conn_t *conn, int fd, uint64_t offset, uint64_t le
  * Returns 0, -EINVAL, -EPIPE (already ended/closing), or the send errors. */
 TT_EXTERN int tt_end(tt_conn_t *conn, const void *buf, size_t len);
 
-#define TT_DESTROY_RESET 0x1 /* abort with RST (SO_LINGER 0) instead of FIN */
+#define TT_DESTROY_RESET 0x1 /* abort with RST (SO_LINGER 0) instead of FIN; a Unix
+                                socket has no RST: closed at once (docs/local.md) */
 /* Close now, dropping what is queued (reported in bytes_unsent). on_close follows
  * from the loop. Calling it on a connection already closing does nothing and
  * returns 0. Returns 0 or -EINVAL. */
@@ -1202,7 +1203,8 @@ typedef struct tt_workers_opts {
     /* Default: every worker listens with SO_REUSEPORT and the kernel balances new
      * connections (only sockets of the same effective user may share a port, so
      * another user's process cannot take connections away). With no_reuseport,
-     * worker 0 accepts for all and hands sockets round-robin to the others. */
+     * worker 0 accepts for all and hands sockets round-robin to the others; a
+     * Unix address always works that way (no reuseport group on a path). */
     bool no_reuseport;
     /* Runs on each worker's thread once its server exists, before it accepts: the
      * place to set per-loop state (audit hooks, groups, timers). */

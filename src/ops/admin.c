@@ -66,7 +66,7 @@ static void text_printf(text_t *t, const char *fmt, ...)
 
 #define TABLE_HEADER                                                                            \
     "id\tworker\tlocal\tpeer\tstate\tage_ms\tbytes_in\tbytes_out\tpkts_in\tpkts_out\tmsgs_in\t" \
-    "msgs_out\tqueued\trtt_us\tretrans\n"
+    "msgs_out\tqueued\trtt_us\tretrans\tpid\tuid\tgid\n"
 
 typedef struct row_ctx {
     text_t *t;
@@ -79,6 +79,7 @@ static int add_row(tt_conn_t *c, void *arg)
     tt_conn_stats_t st;
     tt_tcp_info_t ti;
     char local[TT_ADDR_STRLEN] = "-", peer[TT_ADDR_STRLEN] = "-";
+    char cred[48] = "-\t-\t-"; /* a Unix peer's SO_PEERCRED; "-" for TCP */
 
     tt_conn_get_stats(c, &st);
     if (tt_conn_get_tcp_info(c, &ti) < 0)
@@ -87,12 +88,15 @@ static int add_row(tt_conn_t *c, void *arg)
         tt_addr_format(&st.local, local, sizeof(local));
     if (st.peer.len > 0)
         tt_addr_format(&st.peer, peer, sizeof(peer));
+    if (st.has_cred)
+        snprintf(cred, sizeof(cred), "%" PRId32 "\t%" PRIu32 "\t%" PRIu32, st.cred.pid,
+                 st.cred.uid, st.cred.gid);
     text_printf(r->t,
                 "%" PRIu64 "\t%u\t%s\t%s\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
-                "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%u\t%u\n",
+                "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%u\t%u\t%s\n",
                 st.id, r->worker, local, peer, tt_conn_state_name(st.state), st.age_ms,
                 st.bytes_in, st.bytes_out, st.packets_in, st.packets_out, st.messages_in,
-                st.messages_out, st.queued_bytes, ti.rtt_us, ti.retransmits_total);
+                st.messages_out, st.queued_bytes, ti.rtt_us, ti.retransmits_total, cred);
     return 0;
 }
 

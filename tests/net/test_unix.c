@@ -170,6 +170,55 @@ Test(unixsock, python_peer_echo_stats_and_credentials)
     tt_server_close(srv);
 }
 
+static void reset_on_data(tt_conn_t *c, const void *d, size_t n, size_t p)
+{
+    (void)d, (void)p;
+    S.bytes += n;
+    /* More than the socket takes: what was written is already in the peer's
+     * receive queue, where no reset can take it back; the rest is dropped. */
+    size_t big = 8u << 20;
+    char *buf = calloc(1, big);
+    tt_send(c, buf, big);
+    free(buf);
+    tt_destroy(c, TT_DESTROY_RESET);
+}
+
+Test(unixsock, destroy_reset_closes_at_once_and_the_peer_reads_end_of_stream)
+{
+    char cmd[512], out[128];
+    tt_conn_handlers_t h = ECHO;
+    tt_addr_t a = addr_of(text);
+    tt_server_t *srv = NULL;
+
+    h.on_data = reset_on_data;
+    memset(&S, 0, sizeof(S));
+    cr_assert_eq(tt_server_listen(loop, &a, NULL, &h, NULL, &srv), 0);
+    snprintf(cmd, sizeof(cmd),
+             "python3 -c 'import socket\n"
+             "s=socket.socket(socket.AF_UNIX); s.connect(\"%s\"); s.sendall(b\"x\")\n"
+             "b=b\"\"\n"
+             "try:\n"
+             "  while True:\n"
+             "    d=s.recv(100)\n"
+             "    if not d: break\n"
+             "    b+=d\n"
+             "  print(len(b), \"eof\")\n"
+             "except ConnectionResetError: print(len(b), \"reset\")'",
+             path);
+    run_peer(cmd, out, sizeof(out));
+    /* No RST on a Unix socket: nothing was unread on our side, so end of stream,
+     * after what the kernel already had. */
+    unsigned long got = 0;
+    char how[16] = "";
+    cr_assert_eq(sscanf(out, "%lu %15s", &got, how), 2, "peer said '%s'", out);
+    cr_expect_str_eq(how, "eof");
+    cr_expect_eq(S.info.kind, TT_CLOSE_LOCAL_DESTROY);
+    cr_expect_gt(S.info.bytes_written, 0);
+    cr_expect_eq(got, S.info.bytes_written, "the peer read exactly what the kernel had");
+    cr_expect_eq(S.info.bytes_unsent, (8u << 20) - S.info.bytes_written, "the rest dropped");
+    tt_server_close(srv);
+}
+
 Test(unixsock, node_net_client_on_a_path)
 {
     char cmd[512], out[128];
