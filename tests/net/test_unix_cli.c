@@ -86,6 +86,29 @@ Test(unixcli, echo_on_a_path_answers_python_and_socat_and_removes_its_file)
                "exit 0\n");
 }
 
+Test(unixcli, stat_shows_the_unix_peer_and_its_credentials)
+{
+    run_script("timeout --foreground 30 $TETHER echo --listen unix:$T/e.sock --admin $T/adm.sock "
+               "> $T/echo.out 2> $T/echo.err &\n"
+               "ECHO=$!\n"
+               "for i in $(seq 100); do grep -q listening $T/echo.out && break; sleep 0.05; done\n"
+               "timeout 20 python3 -c 'import socket,sys,time,os\n"
+               "s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print(os.getpid(), flush=True)\n"
+               "time.sleep(5)' $T/e.sock > $T/py.out &\n"
+               "P=$!\n"
+               "for i in $(seq 100); do [ -s $T/py.out ] && break; sleep 0.05; done\n"
+               "pid=$(cat $T/py.out)\n"
+               "sleep 0.2\n"
+               "timeout 10 $TETHER stat $T/adm.sock > $T/stat.out 2>&1 || fail \"stat: $(cat $T/stat.out)\"\n"
+               "head -1 $T/stat.out | grep -q 'pid *uid *gid *$' || fail \"header: $(head -1 $T/stat.out)\"\n"
+               "grep -Eq \"unix:$T/e.sock +unix: +open .* $pid +0 +0 *$\" $T/stat.out || "
+               "fail \"row: $(cat $T/stat.out) (pid $pid)\"\n"
+               "kill $P; kill -TERM $ECHO; wait $ECHO || fail \"echo exit $?\"\n"
+               "[ -e $T/adm.sock ] && fail 'admin socket left'\n"
+               "[ -e $T/e.sock ] && fail 'socket left'\n"
+               "exit 0\n");
+}
+
 Test(unixcli, cat_and_send_to_an_abstract_name_and_a_path)
 {
     run_script("name=tt-ucli-$$\n"
