@@ -357,6 +357,13 @@ typedef struct tt_conn_handlers {
      * new full period; the callback may send), false to close it with
      * TT_CLOSE_IDLE_TIMEOUT. NULL: close. */
     bool (*on_idle)(tt_conn_t *conn, int kind);
+    /* Unix domain connections only: the peer passed `n` descriptors (SCM_RIGHTS).
+     * They are close-on-exec and the callee's to close; `fds` is lent until the
+     * callback returns. They come just before the on_data (or on_message) that
+     * holds the bytes they were sent with. Setting this makes every read a
+     * recvmsg with room for them, on both backends; without it the kernel closes
+     * descriptors that arrive, so none leak. docs/local.md. */
+    void (*on_fds)(tt_conn_t *conn, const int *fds, size_t n);
 } tt_conn_handlers_t;
 
 /* Free function for tt_send_owned: called once the bytes are no longer needed
@@ -387,6 +394,18 @@ TT_EXTERN int tt_sendv(tt_conn_t *conn, const struct iovec *iov, int iovcnt);
  * caller still owns buf. */
 TT_EXTERN int tt_send_owned(tt_conn_t *conn, void *buf, size_t len, tt_free_cb free_cb,
                             void *arg);
+
+/* Most descriptors one tt_send_fds carries (SCM_MAX_FD). */
+#define TT_SEND_FDS_MAX 253
+/* Unix domain connections: send the descriptors fds[0..n) (1..TT_SEND_FDS_MAX)
+ * with the `len` >= 1 bytes of buf, in order with everything queued before and
+ * after: the peer's on_fds receives them just before those bytes. tether sends
+ * duplicates (the caller keeps, and may close, its own); queued ones are closed
+ * if the connection closes first. Always queued, written at the end of the round.
+ * Returns as tt_send, plus -EOPNOTSUPP (not a Unix connection), -EINVAL (n or len
+ * 0, n over the maximum, NULL), -EBADF (a descriptor is not open) or -EMFILE. */
+TT_EXTERN int tt_send_fds(tt_conn_t *conn, const int *fds, size_t n, const void *buf,
+                          size_t len);
 
 /* Flags for tt_send_file. */
 #define TT_FILE_CLOSE_FD 0x1 /* the connection owns fd and closes it when done */
