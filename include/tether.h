@@ -888,7 +888,8 @@ TT_EXTERN int tt_loop_set_resolver(tt_loop_t *loop, const tt_resolver_opts_t *op
  * AF_INET6). cb fires once, from the loop, unless the lookup is cancelled first.
  * `*out` (may be NULL) is valid until then. Returns 0, -EINVAL (NULL argument, bad
  * family, name over 254 characters), -ENOMEM, or the errors of creating the
- * resolver (see tt_loop_set_resolver). */
+ * resolver (see tt_loop_set_resolver). A Unix address ("unix:/path") is no host
+ * name: it answers TT_ENOTFOUND, without a query. */
 TT_EXTERN int tt_resolve(tt_loop_t *loop, const char *host, uint16_t port, int family,
                          tt_resolve_cb cb, void *data, tt_resolve_t **out);
 /* Find the name of an address (the PTR record, or /etc/hosts). cb fires once from
