@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/uio.h>
 
 #ifdef __cplusplus
@@ -71,37 +72,59 @@ typedef struct tt_server tt_server_t;
 typedef struct tt_udp tt_udp_t;
 
 /* ---- addresses ----------------------------------------------------------------
- * A plain value type: IPv4 or IPv6 socket address and its length. */
+ * A plain value type: an IPv4, IPv6 or Unix domain socket address and its length.
+ * A Unix address is a path ("unix:/run/x.sock", "unix:x.sock") or, on Linux, an
+ * abstract name ("unix:@name": no file, the name lives in the network namespace).
+ * An unnamed Unix socket (an accepted peer that never bound) has len
+ * sizeof(sa_family_t) and is written "unix:". docs/local.md has the details. */
 
 typedef struct tt_addr {
     union {
         struct sockaddr sa;
         struct sockaddr_in in4;
         struct sockaddr_in6 in6;
+        struct sockaddr_un un;
     } u;
     socklen_t len;
 } tt_addr_t;
 
-/* Longest text tt_addr_format() writes, with the terminating NUL:
- * "[ffff:...:ffff%ifname]:65535". */
-#define TT_ADDR_STRLEN 64
+/* Longest text tt_addr_format() writes, with the terminating NUL: "unix:" and a
+ * path of up to 107 bytes ("[ffff:...:ffff%ifname]:65535" is shorter). An abstract
+ * name with bytes outside printable ASCII is written with \xHH escapes and may
+ * need more: tt_addr_format then returns -ENOSPC for a buffer of this size. */
+#define TT_ADDR_STRLEN 128
+/* The text form's prefix for Unix addresses. */
+#define TT_UNIX_PREFIX "unix:"
 
 /* Parse a numeric host ("127.0.0.1", "::1", "fe80::1%eth0", "" or "*" for the IPv6
- * wildcard, "0.0.0.0") and a port. No name lookup is done.
- * Returns 0 or -EINVAL (NULL argument or not a numeric address). */
+ * wildcard, "0.0.0.0") and a port; or a Unix address "unix:/path", "unix:@name"
+ * (the port is ignored then). No name lookup is done. In an abstract name, \xHH
+ * stands for the byte HH (the way tt_addr_format writes unprintable bytes).
+ * Returns 0, -EINVAL (NULL argument, not a numeric address, an empty path or
+ * name), or -ENAMETOOLONG (a path over 107 bytes, a name over 107). */
 TT_EXTERN int tt_addr_parse(tt_addr_t *out, const char *host, uint16_t port);
-/* Parse "HOST:PORT", "[V6]:PORT" or ":PORT" (IPv6 wildcard, dual stack).
- * Returns 0 or -EINVAL (malformed text, port out of 0..65535). */
+/* Parse "HOST:PORT", "[V6]:PORT", ":PORT" (IPv6 wildcard, dual stack), or a Unix
+ * address "unix:/path" / "unix:@name" (no port). Returns 0, -EINVAL (malformed
+ * text, port out of 0..65535) or -ENAMETOOLONG. */
 TT_EXTERN int tt_addr_parse_hostport(tt_addr_t *out, const char *text);
-/* Write "1.2.3.4:80" or "[::1]:80" into buf. Returns the length written (excluding
- * the NUL), -EINVAL, or -ENOSPC (buf too small; buf holds "" then). */
+/* Write "1.2.3.4:80", "[::1]:80", "unix:/path" or "unix:@name" into buf. Returns the
+ * length written (excluding the NUL), -EINVAL, or -ENOSPC (buf too small; buf holds
+ * "" then). */
 TT_EXTERN int tt_addr_format(const tt_addr_t *addr, char *buf, size_t size);
-/* Write just the host part ("1.2.3.4", "::1"). Same returns as tt_addr_format. */
+/* Write just the host part ("1.2.3.4", "::1"; a Unix address as tt_addr_format
+ * writes it). Same returns as tt_addr_format. */
 TT_EXTERN int tt_addr_format_host(const tt_addr_t *addr, char *buf, size_t size);
-/* The port in host byte order; 0 for NULL or an unknown family. */
+/* The port in host byte order; 0 for NULL, a Unix address or an unknown family. */
 TT_EXTERN uint16_t tt_addr_port(const tt_addr_t *addr);
-/* Fill `out` from a sockaddr of `len` bytes. Returns 0 or -EINVAL (not AF_INET/6). */
+/* Fill `out` from a sockaddr of `len` bytes (AF_INET, AF_INET6, or AF_UNIX: `len`
+ * as the kernel gave it, from sizeof(sa_family_t) for an unnamed socket up to
+ * sizeof(struct sockaddr_un)). Returns 0 or -EINVAL (another family, bad length). */
 TT_EXTERN int tt_addr_from_sockaddr(tt_addr_t *out, const struct sockaddr *sa, socklen_t len);
+/* True when `addr` is a Unix domain address (path, abstract or unnamed). */
+TT_EXTERN bool tt_addr_is_unix(const tt_addr_t *addr);
+/* The file system path of a Unix address (lent, NUL-terminated, inside *addr), or
+ * NULL for an abstract name, an unnamed socket or an IP address. */
+TT_EXTERN const char *tt_addr_unix_path(const tt_addr_t *addr);
 
 /* ---- loop ---------------------------------------------------------------------
  * A loop lives from tt_loop_init() to a tt_loop_close() that returned 0; it runs on
@@ -345,6 +368,13 @@ typedef struct tt_conn_handlers {
      * new full period; the callback may send), false to close it with
      * TT_CLOSE_IDLE_TIMEOUT. NULL: close. */
     bool (*on_idle)(tt_conn_t *conn, int kind);
+    /* Unix domain connections only: the peer passed `n` descriptors (SCM_RIGHTS).
+     * They are close-on-exec and the callee's to close; `fds` is lent until the
+     * callback returns. They come just before the on_data (or on_message) that
+     * holds the bytes they were sent with. Setting this makes every read a
+     * recvmsg with room for them, on both backends; without it the kernel closes
+     * descriptors that arrive, so none leak. docs/local.md. */
+    void (*on_fds)(tt_conn_t *conn, const int *fds, size_t n);
 } tt_conn_handlers_t;
 
 /* Free function for tt_send_owned: called once the bytes are no longer needed
@@ -375,6 +405,18 @@ TT_EXTERN int tt_sendv(tt_conn_t *conn, const struct iovec *iov, int iovcnt);
  * caller still owns buf. */
 TT_EXTERN int tt_send_owned(tt_conn_t *conn, void *buf, size_t len, tt_free_cb free_cb,
                             void *arg);
+
+/* Most descriptors one tt_send_fds carries (SCM_MAX_FD). */
+#define TT_SEND_FDS_MAX 253
+/* Unix domain connections: send the descriptors fds[0..n) (1..TT_SEND_FDS_MAX)
+ * with the `len` >= 1 bytes of buf, in order with everything queued before and
+ * after: the peer's on_fds receives them just before those bytes. tether sends
+ * duplicates (the caller keeps, and may close, its own); queued ones are closed
+ * if the connection closes first. Always queued, written at the end of the round.
+ * Returns as tt_send, plus -EOPNOTSUPP (not a Unix connection), -EINVAL (n or len
+ * 0, n over the maximum, NULL), -EBADF (a descriptor is not open) or -EMFILE. */
+TT_EXTERN int tt_send_fds(tt_conn_t *conn, const int *fds, size_t n, const void *buf,
+                          size_t len);
 
 /* Flags for tt_send_file. */
 #define TT_FILE_CLOSE_FD 0x1 /* the connection owns fd and closes it when done */
@@ -407,7 +449,8 @@ TT_EXTERN int tt_send_file(tt_conn_t *conn, int fd, uint64_t offset, uint64_t le
  * Returns 0, -EINVAL, -EPIPE (already ended/closing), or the send errors. */
 TT_EXTERN int tt_end(tt_conn_t *conn, const void *buf, size_t len);
 
-#define TT_DESTROY_RESET 0x1 /* abort with RST (SO_LINGER 0) instead of FIN */
+#define TT_DESTROY_RESET 0x1 /* abort with RST (SO_LINGER 0) instead of FIN; a Unix
+                                socket has no RST: closed at once (docs/local.md) */
 /* Close now, dropping what is queued (reported in bytes_unsent). on_close follows
  * from the loop. Calling it on a connection already closing does nothing and
  * returns 0. Returns 0 or -EINVAL. */
@@ -467,7 +510,8 @@ TT_EXTERN int tt_conn_set_half_open(tt_conn_t *conn, bool on);
  * progress while it drains, then how long the peer's FIN may take after ours. Set
  * it before tt_end. Returns 0 or -EINVAL. */
 TT_EXTERN int tt_conn_set_linger(tt_conn_t *conn, uint64_t ms);
-/* Socket options. Return 0, -EINVAL, or the setsockopt errno. */
+/* Socket options. Return 0, -EINVAL, or the setsockopt errno. On a Unix domain
+ * connection the TCP-only ones (nodelay, keepalive) return -EOPNOTSUPP. */
 TT_EXTERN int tt_conn_set_nodelay(tt_conn_t *conn, bool on);
 TT_EXTERN int tt_conn_set_keepalive(tt_conn_t *conn, bool on);
 TT_EXTERN int tt_conn_set_sndbuf(tt_conn_t *conn, int bytes);
@@ -479,6 +523,18 @@ TT_EXTERN int tt_conn_fd(const tt_conn_t *conn);
 /* Addresses. Return 0, -EINVAL, or -ENOTCONN (no address yet / closed). */
 TT_EXTERN int tt_conn_peer_addr(const tt_conn_t *conn, tt_addr_t *out);
 TT_EXTERN int tt_conn_local_addr(const tt_conn_t *conn, tt_addr_t *out);
+
+/* The process at the other end of a Unix domain connection (SO_PEERCRED: as it
+ * was when it connected, or, for a client, when the server called listen). */
+typedef struct tt_peer_cred {
+    int32_t pid;
+    uint32_t uid, gid;
+} tt_peer_cred_t;
+
+/* Fill `out` with the peer's credentials, read once when the connection opened
+ * and kept, so they are there in on_close too. Returns 0, -EINVAL, -EOPNOTSUPP
+ * (not a Unix domain connection) or -ENOTCONN (not open yet). */
+TT_EXTERN int tt_conn_peer_cred(const tt_conn_t *conn, tt_peer_cred_t *out);
 
 /* Totals since the connection was created. Packets count read and write calls
  * that moved data (one recv or writev or sendfile is one packet). */
@@ -493,6 +549,8 @@ typedef struct tt_conn_stats {
     uint64_t messages_in, messages_out; /* framing */
     uint64_t queued_bytes;              /* in the send queue now */
     uint64_t bytes_queued_total;        /* all bytes ever queued */
+    bool has_cred;                      /* Unix domain: cred is the peer's */
+    tt_peer_cred_t cred;
 } tt_conn_stats_t;
 
 /* Fill `out`. Returns 0 or -EINVAL. Addresses are zero (len 0) when unknown. */
@@ -925,7 +983,10 @@ typedef struct tt_connect_opts {
  * or TT_CLOSE_CONNECT_TIMEOUT) follows from the loop, never from inside this call.
  * Sends made before on_open are queued. `h` is copied; `data` is the user pointer;
  * `opts` may be NULL. Returns 0, -EINVAL, -EAFNOSUPPORT, -ENOMEM, or the errno of
- * socket()/bind() (-EMFILE, -EADDRINUSE, ...); then no connection exists. */
+ * socket()/bind() (-EMFILE, -EADDRINUSE, ...); then no connection exists.
+ * A Unix address connects a Unix stream socket, which succeeds or fails at once
+ * (still reported from the loop: -ENOENT, -ECONNREFUSED, -EAGAIN for a full
+ * backlog, -EACCES); bind_addr and bind_device give -EOPNOTSUPP there. */
 TT_EXTERN int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *opts,
                          const tt_conn_handlers_t *h, void *data, tt_conn_t **out);
 
@@ -973,7 +1034,8 @@ TT_EXTERN int tt_loop_set_resolver(tt_loop_t *loop, const tt_resolver_opts_t *op
  * AF_INET6). cb fires once, from the loop, unless the lookup is cancelled first.
  * `*out` (may be NULL) is valid until then. Returns 0, -EINVAL (NULL argument, bad
  * family, name over 254 characters), -ENOMEM, or the errors of creating the
- * resolver (see tt_loop_set_resolver). */
+ * resolver (see tt_loop_set_resolver). A Unix address ("unix:/path") is no host
+ * name: it answers TT_ENOTFOUND, without a query. */
 TT_EXTERN int tt_resolve(tt_loop_t *loop, const char *host, uint16_t port, int family,
                          tt_resolve_cb cb, void *data, tt_resolve_t **out);
 /* Find the name of an address (the PTR record, or /etc/hosts). cb fires once from
@@ -1008,7 +1070,8 @@ TT_EXTERN void *tt_resolve_get_data(const tt_resolve_t *req);
  * every attempt. bind_addr restricts the attempts to its family (use port 0: the
  * attempts overlap). Returns 0, -EINVAL (NULL argument, bad option, bind_addr of
  * the wrong family), -ENODEV (no such bind_device), -ENOMEM, or the resolver's
- * creation errors; then no connection exists. */
+ * creation errors; then no connection exists. A host "unix:/path" or "unix:@name"
+ * is no name: it is tt_connect to that Unix address (the port is ignored). */
 TT_EXTERN int tt_connect_host(tt_loop_t *loop, const char *host, uint16_t port,
                               const tt_connect_opts_t *opts, const tt_conn_handlers_t *h,
                               void *data, tt_conn_t **out);
@@ -1119,6 +1182,10 @@ typedef struct tt_server_opts {
      * reads an HTTP request first; on_open comes after the 101 answer. Copied at
      * listen. NULL: none. Not together with `frame` (-EINVAL). */
     const struct tt_ws_opts *websocket;
+    /* Unix domain listeners on a path: the socket file's permission bits (0600:
+     * only this user may connect), set before any client can connect, the umask
+     * notwithstanding. 0: as the kernel makes it (0777 less the umask). */
+    unsigned unix_mode;
 } tt_server_opts_t;
 
 /* Server events passed to tt_server_opts_t.on_event (see docs/servers.md). */
@@ -1142,7 +1209,14 @@ TT_EXTERN const char *tt_server_event_name(int event);
 /* Listen on `addr` (port 0 picks a free port; see tt_server_addr). Every accepted
  * connection gets a copy of `h`, starts with user data NULL and receives on_open.
  * `opts` may be NULL. `data` is the server's user pointer. Returns 0 and *out,
- * -EINVAL, -ENOMEM, or the errno of socket/bind/listen (-EADDRINUSE, -EACCES, ...). */
+ * -EINVAL, -ENOMEM, or the errno of socket/bind/listen (-EADDRINUSE, -EACCES, ...).
+ * A Unix address ("unix:/path", "unix:@name") listens on a Unix stream socket: a
+ * socket file nothing answers on (left by a dead process) is replaced; a live one
+ * gives -EADDRINUSE, any other file at the path (regular file, directory, symlink,
+ * never followed) -EEXIST, and is left untouched. The file is removed at close (or
+ * shutdown) if it is still the one this server made. TCP-only options (reuseport,
+ * v6only, defer_accept_s, fastopen_qlen, max_conns_per_ip, keepalive or user
+ * timeout in liveness) give -EOPNOTSUPP there. docs/local.md. */
 TT_EXTERN int tt_server_listen(tt_loop_t *loop, const tt_addr_t *addr,
                                const tt_server_opts_t *opts, const tt_conn_handlers_t *h,
                                void *data, tt_server_t **out);
@@ -1218,6 +1292,12 @@ TT_EXTERN int tt_loop_set_audit(tt_loop_t *loop, tt_audit_cb cb, void *arg);
  * (malformed block), or -ENOMEM. */
 TT_EXTERN int tt_server_allow(tt_server_t *srv, const char *cidr);
 TT_EXTERN int tt_server_deny(tt_server_t *srv, const char *cidr);
+/* Unix domain servers admit by peer credentials instead (CIDR blocks give
+ * -EOPNOTSUPP there): once any uid is allowed, only clients whose SO_PEERCRED uid
+ * is on the list are admitted; the others are closed at once with
+ * TT_SERVER_REFUSED (-EACCES). Returns 0, -EINVAL, -EOPNOTSUPP (not a Unix
+ * server) or -ENOMEM. */
+TT_EXTERN int tt_server_allow_uid(tt_server_t *srv, uint32_t uid);
 
 /* Listen on an already-bound, listening TCP socket (inherited, e.g. from systemd).
  * The server owns fd from then on (also on failure). Listener options in opts that
@@ -1293,7 +1373,8 @@ typedef struct tt_workers_opts {
     /* Default: every worker listens with SO_REUSEPORT and the kernel balances new
      * connections (only sockets of the same effective user may share a port, so
      * another user's process cannot take connections away). With no_reuseport,
-     * worker 0 accepts for all and hands sockets round-robin to the others. */
+     * worker 0 accepts for all and hands sockets round-robin to the others; a
+     * Unix address always works that way (no reuseport group on a path). */
     bool no_reuseport;
     /* Runs on each worker's thread once its server exists, before it accepts: the
      * place to set per-loop state (audit hooks, groups, timers). */

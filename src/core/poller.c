@@ -84,6 +84,49 @@ size_t tt__io_unread(int fd)
  * The first read that fills the buffer asks FIONREAD and turns on TCP_INQ, after
  * which every read returns the count itself: a bulk stream that fills the buffer
  * on every read pays no extra system call for it. */
+/* SCM_MAX_FD (net/scm.h): the most descriptors one message can carry. */
+#define FDS_MAX 253
+
+/* A read that can carry descriptors (SCM_RIGHTS). A Unix stream never merges a
+ * message with descriptors into a read with earlier bytes, so the descriptors go
+ * with the first byte of this read: they are delivered first, then the bytes. */
+static void read_fds(tt__poller_t *p, tt__io_t *io)
+{
+    union {
+        char buf[CMSG_SPACE(FDS_MAX * sizeof(int))];
+        struct cmsghdr align;
+    } cbuf;
+    struct iovec iov = {p->rbuf, p->rbuf_size};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+                         .msg_controllen = sizeof(cbuf.buf)};
+    int fds[FDS_MAX];
+    size_t nfds = 0;
+    ssize_t n;
+
+    n = recvmsg(io->fd, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        n = -errno;
+    }
+    if (n >= 0) {
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                continue;
+            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < k && nfds < FDS_MAX; i++)
+                memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        }
+    }
+    if (nfds > 0) {
+        int fd = io->fd;
+        io->cb(io, TT__EV_FDS, (const char *)fds, (ssize_t)nfds, 0);
+        if (io->fd != fd)
+            return; /* the owner let go of the socket: the bytes have nobody */
+    }
+    io->cb(io, TT__EV_DATA, p->rbuf, n, n > 0 ? tt__io_unread(io->fd) : 0);
+}
+
 void tt__io_read(tt__poller_t *p, tt__io_t *io)
 {
     char cbuf[CMSG_SPACE(sizeof(int))];
@@ -92,6 +135,10 @@ void tt__io_read(tt__poller_t *p, tt__io_t *io)
     size_t pending = 0;
     ssize_t n;
 
+    if (io->fdpass) {
+        read_fds(p, io);
+        return;
+    }
     if (io->inq) {
         msg.msg_control = cbuf;
         msg.msg_controllen = sizeof(cbuf);
@@ -134,6 +181,38 @@ ssize_t tt__io_writev(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, in
     msg.msg_iovlen = (size_t)iovcnt;
     /* sendmsg rather than writev: MSG_NOSIGNAL, so a closed peer gives EPIPE and
      * never SIGPIPE (socket(7), send(2)). */
+    do
+        n = sendmsg(io->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return n;
+}
+
+ssize_t tt__io_writev_fds(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt,
+                          const int *fds, unsigned nfds)
+{
+    union {
+        char buf[CMSG_SPACE(FDS_MAX * sizeof(int))];
+        struct cmsghdr align;
+    } cbuf;
+    struct msghdr msg = {0};
+    struct cmsghdr *c;
+    ssize_t n;
+
+    (void)p;
+    if (nfds == 0 || nfds > FDS_MAX)
+        return -EINVAL;
+    memset(&cbuf, 0, sizeof(cbuf));
+    msg.msg_iov = (struct iovec *)iov;
+    msg.msg_iovlen = (size_t)iovcnt;
+    msg.msg_control = cbuf.buf;
+    msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+    c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
     do
         n = sendmsg(io->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);

@@ -28,6 +28,9 @@
 #define TT__EV_WRITABLE 2 /* the socket can take more (or connect finished) */
 #define TT__EV_READABLE 3 /* raw watch: the fd is readable (or has an error) */
 #define TT__EV_POLL 4     /* watch kind: `n` holds what is ready, TT__POLL_* bits */
+#define TT__EV_FDS 5      /* fd-passing stream: buf holds `n` received descriptors (int),
+                             close-on-exec, now the owner's; the TT__EV_DATA with the
+                             bytes they came with follows */
 
 /* Watch kinds. */
 #define TT__IO_STREAM 0 /* the poller reads into the shared buffer */
@@ -45,7 +48,9 @@ struct tt__io {
     uint8_t events;     /* interest currently registered */
     uint8_t kind;       /* TT__IO_STREAM or TT__IO_RAW */
     uint8_t registered; /* known to the backend */
-    uint8_t inq;        /* TCP_INQ is on: a read learns from the kernel what is left */
+    uint8_t inq : 1;    /* TCP_INQ is on: a read learns from the kernel what is left */
+    uint8_t fdpass : 1; /* Unix stream that takes descriptors: every read is a recvmsg
+                           with room for SCM_RIGHTS, on both backends */
     tt__io_cb cb;
 };
 
@@ -95,6 +100,7 @@ static inline void tt__io_init(tt__io_t *io, int fd, int kind, tt__io_cb cb)
     io->kind = (uint8_t)kind;
     io->registered = 0;
     io->inq = 0;
+    io->fdpass = 0;
     io->cb = cb;
 }
 /* The backends; tt__poller_set/remove/wait below pick one. */
@@ -156,6 +162,10 @@ size_t tt__io_unread(int fd);
  * owner will get TT__EV_WRITABLE once it arms TT__POLL_OUT), or -errno. Never
  * raises SIGPIPE. */
 ssize_t tt__io_writev(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt);
+/* The same with `nfds` (1..253) descriptors attached (SCM_RIGHTS, Unix sockets):
+ * they go with the first byte; a return > 0 means they went. */
+ssize_t tt__io_writev_fds(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt,
+                          const int *fds, unsigned nfds);
 /* sendfile(2) from a regular file: bytes sent (offset advanced), -EAGAIN, -errno. */
 ssize_t tt__io_sendfile(tt__poller_t *p, tt__io_t *io, int in_fd, uint64_t *offset, size_t len);
 

@@ -213,7 +213,7 @@ static void arm(struct tt__uring *u, int fd, uslot_t *s)
         if (ev & TT__POLL_IN) {
             if (s->held)
                 ready_add(u, fd, s); /* deliver what was held, from the loop */
-            else if (s->poll_read)
+            else if (s->poll_read || s->io->fdpass) /* provided buffers carry no fds */
                 poll_want |= TT__POLL_IN;
             else if (!s->recv_out)
                 submit_recv(u, fd, s);
@@ -446,7 +446,7 @@ static void on_poll(struct tt__uring *u, int fd, uslot_t *s, int res)
     s = &u->slots[fd];
     if (s->io != io || s->gen != gen)
         return;
-    if (io->kind == TT__IO_STREAM && s->poll_read && (io->events & TT__POLL_IN) &&
+    if (io->kind == TT__IO_STREAM && (s->poll_read || io->fdpass) && (io->events & TT__POLL_IN) &&
         ((revents & POLLIN) || err_or_hup)) {
         s->poll_read = 0; /* once: the next read goes through the ring again */
         tt__io_read(u->poller, io);

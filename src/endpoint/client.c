@@ -18,10 +18,13 @@ int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *
 
     if (loop == NULL || addr == NULL || out == NULL || addr->len == 0)
         return -EINVAL;
-    if (addr->u.sa.sa_family != AF_INET && addr->u.sa.sa_family != AF_INET6)
+    if (addr->u.sa.sa_family != AF_INET && addr->u.sa.sa_family != AF_INET6 &&
+        addr->u.sa.sa_family != AF_UNIX)
         return -EAFNOSUPPORT;
     if (opts != NULL)
         o = *opts;
+    if (tt_addr_is_unix(addr) && (o.bind_addr != NULL || o.bind_device != NULL))
+        return -EOPNOTSUPP; /* a Unix client binds no address and no device */
     if (o.timeout_ms > TT_TIMEOUT_MAX ||
         (o.bind_addr != NULL && o.bind_addr->u.sa.sa_family != addr->u.sa.sa_family))
         return -EINVAL;
@@ -47,6 +50,9 @@ int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *
     *out = c;
 
     if (connect(fd, &addr->u.sa, addr->len) == 0) {
+        /* A Unix connect is done or failed at once (EAGAIN: the backlog is full). */
+        if (tt_addr_is_unix(addr))
+            tt__conn_mark_unix(c, NULL); /* -ENOMEM: no credentials kept, that is all */
         tt__conn_connecting(c, true, 0);
     } else if (errno == EINPROGRESS) {
         tt__conn_connecting(c, false, o.timeout_ms);

@@ -92,7 +92,8 @@ int tt__connect_socket(tt_loop_t *loop, const tt_addr_t *to, const tt_connect_op
         return fd;
     /* TCP_NODELAY by default: tether coalesces writes itself (one writev per
      * round), so Nagle would only add latency. */
-    tt__sock_set_bool(fd, IPPROTO_TCP, TCP_NODELAY, true);
+    if (!tt_addr_is_unix(to))
+        tt__sock_set_bool(fd, IPPROTO_TCP, TCP_NODELAY, true);
     if (o->bind_device != NULL &&
         setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, o->bind_device,
                    (socklen_t)strlen(o->bind_device) + 1) < 0)
@@ -320,6 +321,12 @@ int tt_connect_host(tt_loop_t *loop, const char *host, uint16_t port,
 
     if (loop == NULL || host == NULL || out == NULL)
         return -EINVAL;
+    if (strncmp(host, TT_UNIX_PREFIX, sizeof(TT_UNIX_PREFIX) - 1) == 0) {
+        /* A Unix address is no name to look up: the port is ignored. */
+        tt_addr_t ua;
+        err = tt_addr_parse(&ua, host, 0);
+        return err < 0 ? err : tt_connect(loop, &ua, opts, h, data, out);
+    }
     if (opts != NULL)
         o = *opts;
     family = o.family;

@@ -441,7 +441,9 @@ static int answer_locally(tt_resolve_t *q, const char *host, int family)
             q->addrs = NULL;
             return 0;
         }
-        if (family == AF_UNSPEC || a.u.sa.sa_family == family)
+        /* "unix:/path" parses, but is no host: it has no IP address (not found,
+         * and no DNS query for it). tt_connect_host takes it before this. */
+        if (!tt_addr_is_unix(&a) && (family == AF_UNSPEC || a.u.sa.sa_family == family))
             q->addrs[q->naddrs++] = a;
     }
     return 1;

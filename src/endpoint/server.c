@@ -55,6 +55,12 @@ struct tt_server {
     struct tt__codec *frame; /* framing for accepted connections; NULL: none */
     struct tt__ws_cfg *ws;   /* WebSocket for accepted connections; NULL: none */
     tt__zombie_t zombie;
+    /* Unix domain (docs/local.md): the socket file we bound (removed when we stop
+     * listening, if still ours), and the uids admitted (none listed: all). */
+    bool is_unix;
+    tt__unix_file_t ufile;
+    uint32_t *uids;
+    size_t nuids;
 };
 
 static void event(tt_server_t *s, int ev, int err, const tt_addr_t *peer)
@@ -201,10 +207,25 @@ static void refuse(tt_server_t *s, int fd, int err, const tt_addr_t *peer, bool 
     event(s, TT_SERVER_REFUSED, err, peer);
 }
 
+/* Unix domain: CIDR blocks do not apply; the peer's uid does, once listed. */
+static int admit_uid(const tt_server_t *s, int fd)
+{
+    tt_peer_cred_t cred;
+
+    if (s->nuids == 0)
+        return 0;
+    if (tt__sock_peer_cred(fd, &cred) < 0)
+        return -EACCES;
+    for (size_t i = 0; i < s->nuids; i++)
+        if (s->uids[i] == cred.uid)
+            return 0;
+    return -EACCES;
+}
+
 /* Admission for one accepted client. 0 to keep it; else it was refused. */
 static int admit(tt_server_t *s, int fd, const tt_addr_t *peer)
 {
-    int err = tt__acl_check(&s->acl, peer);
+    int err = s->is_unix ? admit_uid(s, fd) : tt__acl_check(&s->acl, peer);
     if (err == 0)
         err = tt__audit(s->loop, TT_AUDIT_ACCEPT, peer);
     if (err < 0) {
@@ -282,7 +303,8 @@ static void accept_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t p
 /* Turn an accepted, admitted socket into a connection of this server. */
 static void adopt(tt_server_t *s, int fd, const tt_addr_t *peer)
 {
-    tt__sock_set_bool(fd, IPPROTO_TCP, TCP_NODELAY, true);
+    if (!s->is_unix)
+        tt__sock_set_bool(fd, IPPROTO_TCP, TCP_NODELAY, true);
     tt_conn_t *c = tt__conn_new(s->loop, fd, s->hs);
     if (c == NULL) {
         if (s->o.max_conns_per_ip != 0)
@@ -290,7 +312,7 @@ static void adopt(tt_server_t *s, int fd, const tt_addr_t *peer)
         refuse(s, fd, -ENOMEM, peer, true);
         return;
     }
-    int err = 0;
+    int err = s->is_unix ? tt__conn_mark_unix(c, NULL) : 0;
     if (s->o.max_conns_per_ip != 0) {
         /* Released by tt__server_unlink from this key, whatever the socket says
          * by then. */
@@ -403,6 +425,7 @@ static void server_free(tt__zombie_t *z)
     tt__ws_cfg_free(s->ws);
     tt__acl_free(&s->acl);
     tt__ipcount_free(&s->per_ip);
+    free(s->uids);
     free(s);
 }
 
@@ -423,6 +446,14 @@ static int check_opts(const tt_server_opts_t *o)
         (o->frame != NULL && o->websocket != NULL))
         return -EINVAL;
     return 0;
+}
+
+/* What a Unix domain listener cannot do: refused, not silently dropped. */
+static int check_unix_opts(const tt_server_opts_t *o)
+{
+    if (o->defer_accept_s != 0 || o->fastopen_qlen != 0 || o->max_conns_per_ip != 0)
+        return -EOPNOTSUPP;
+    return tt__live_check_unix(o->liveness);
 }
 
 static void retry_cb(tt__wnode_t *node);
@@ -475,6 +506,7 @@ static int server_start(tt_loop_t *loop, int fd, const tt_server_opts_t *o,
         if (err < 0)
             goto fail_register;
         tt__sock_local(fd, &s->addr);
+        s->is_unix = tt_addr_is_unix(&s->addr);
     }
     s->loop = loop;
     s->data = data;
@@ -510,8 +542,10 @@ int tt__server_new_adopting(tt_loop_t *loop, const tt_addr_t *addr, const tt_ser
                             const tt_conn_handlers_t *h, void *data, tt_server_t **out)
 {
     int err = server_start(loop, -1, o, h, data, out);
-    if (err == 0 && addr != NULL)
+    if (err == 0 && addr != NULL) {
         (*out)->addr = *addr;
+        (*out)->is_unix = tt_addr_is_unix(addr);
+    }
     return err;
 }
 
@@ -522,16 +556,33 @@ int tt_server_listen(tt_loop_t *loop, const tt_addr_t *addr, const tt_server_opt
     int fd = -1, err;
 
     if (loop == NULL || addr == NULL || out == NULL || addr->len == 0 ||
-        (addr->u.sa.sa_family != AF_INET && addr->u.sa.sa_family != AF_INET6))
+        (addr->u.sa.sa_family != AF_INET && addr->u.sa.sa_family != AF_INET6 &&
+         addr->u.sa.sa_family != AF_UNIX))
         return -EINVAL;
     if (opts != NULL)
         o = *opts;
     err = check_opts(&o);
     if (err < 0)
         return err;
+    if (tt_addr_is_unix(addr) && (o.reuseport || o.v6only))
+        return -EOPNOTSUPP;
+    if (tt_addr_is_unix(addr) && (err = check_unix_opts(&o)) < 0)
+        return err;
     err = tt__audit(loop, TT_AUDIT_BIND, addr);
     if (err < 0)
         return err;
+    if (tt_addr_is_unix(addr)) {
+        tt__unix_file_t file;
+        fd = tt__unix_listen(addr, o.unix_mode, o.backlog, &file);
+        if (fd < 0)
+            return fd;
+        err = server_start(loop, fd, &o, h, data, out);
+        if (err < 0)
+            tt__unix_unlink_ours(tt_addr_unix_path(addr), &file);
+        else
+            (*out)->ufile = file;
+        return err;
+    }
     err = listen_on(addr, &o, &fd);
     if (err < 0)
         return err;
@@ -566,6 +617,10 @@ int tt_server_listen_fd(tt_loop_t *loop, int fd, const tt_server_opts_t *opts,
         err = -EINVAL;
         goto fail;
     }
+    tt_addr_t local;
+    if (tt__sock_local(fd, &local) == 0 && tt_addr_is_unix(&local) &&
+        (err = check_unix_opts(&o)) < 0)
+        goto fail;
     /* Inherited descriptors may be blocking: accept must never block the loop. */
     fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
@@ -580,6 +635,17 @@ fail:
     return err;
 }
 
+/* Stop listening: out of the poller, closed, our socket file removed. */
+static void close_listener(tt_server_t *s)
+{
+    if (s->io.fd >= 0) {
+        tt__poller_remove(&s->loop->poller, &s->io);
+        close(s->io.fd);
+        s->io.fd = -1;
+    }
+    tt__unix_unlink_ours(tt_addr_unix_path(&s->addr), &s->ufile);
+}
+
 int tt_server_close(tt_server_t *s)
 {
     if (s == NULL || s->closed)
@@ -587,11 +653,7 @@ int tt_server_close(tt_server_t *s)
     s->closed = true;
     tt__wheel_stop(&s->loop->wheel, &s->retry);
     tt__wheel_stop(&s->loop->wheel, &s->deadline);
-    if (s->io.fd >= 0) {
-        tt__poller_remove(&s->loop->poller, &s->io);
-        close(s->io.fd);
-        s->io.fd = -1;
-    }
+    close_listener(s);
     if (s->reserve_fd >= 0)
         close(s->reserve_fd);
     while (s->head != NULL)
@@ -647,11 +709,7 @@ int tt_server_shutdown(tt_server_t *s, uint64_t deadline_ms, tt_shutdown_cb cb, 
     s->shut_arg = arg;
     tt__wheel_stop(&s->loop->wheel, &s->retry);
     /* Stop accepting: clients still in the backlog are refused by the kernel. */
-    if (s->io.fd >= 0) {
-        tt__poller_remove(&s->loop->poller, &s->io);
-        close(s->io.fd);
-        s->io.fd = -1;
-    }
+    close_listener(s);
     for (tt_conn_t *c = s->head; c != NULL; c = c->srv_next) {
         if (tt__conn_is_closing(c))
             continue;
@@ -728,6 +786,8 @@ int tt_server_allow(tt_server_t *s, const char *cidr)
 {
     if (s == NULL || cidr == NULL)
         return -EINVAL;
+    if (s->is_unix)
+        return -EOPNOTSUPP; /* Unix peers have no IP: tt_server_allow_uid */
     return tt__acl_add(&s->acl, true, cidr);
 }
 
@@ -735,5 +795,23 @@ int tt_server_deny(tt_server_t *s, const char *cidr)
 {
     if (s == NULL || cidr == NULL)
         return -EINVAL;
+    if (s->is_unix)
+        return -EOPNOTSUPP;
     return tt__acl_add(&s->acl, false, cidr);
+}
+
+int tt_server_allow_uid(tt_server_t *s, uint32_t uid)
+{
+    uint32_t *list;
+
+    if (s == NULL || s->closed)
+        return -EINVAL;
+    if (!s->is_unix)
+        return -EOPNOTSUPP;
+    list = realloc(s->uids, (s->nuids + 1) * sizeof(*list));
+    if (list == NULL)
+        return -ENOMEM;
+    list[s->nuids++] = uid;
+    s->uids = list;
+    return 0;
 }

@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +67,7 @@ static void text_printf(text_t *t, const char *fmt, ...)
 
 #define TABLE_HEADER                                                                            \
     "id\tworker\tlocal\tpeer\tstate\tage_ms\tbytes_in\tbytes_out\tpkts_in\tpkts_out\tmsgs_in\t" \
-    "msgs_out\tqueued\trtt_us\tretrans\n"
+    "msgs_out\tqueued\trtt_us\tretrans\tpid\tuid\tgid\n"
 
 typedef struct row_ctx {
     text_t *t;
@@ -79,6 +80,7 @@ static int add_row(tt_conn_t *c, void *arg)
     tt_conn_stats_t st;
     tt_tcp_info_t ti;
     char local[TT_ADDR_STRLEN] = "-", peer[TT_ADDR_STRLEN] = "-";
+    char cred[48] = "-\t-\t-"; /* a Unix peer's SO_PEERCRED; "-" for TCP */
 
     tt_conn_get_stats(c, &st);
     if (tt_conn_get_tcp_info(c, &ti) < 0)
@@ -87,12 +89,15 @@ static int add_row(tt_conn_t *c, void *arg)
         tt_addr_format(&st.local, local, sizeof(local));
     if (st.peer.len > 0)
         tt_addr_format(&st.peer, peer, sizeof(peer));
+    if (st.has_cred)
+        snprintf(cred, sizeof(cred), "%" PRId32 "\t%" PRIu32 "\t%" PRIu32, st.cred.pid,
+                 st.cred.uid, st.cred.gid);
     text_printf(r->t,
                 "%" PRIu64 "\t%u\t%s\t%s\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
-                "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%u\t%u\n",
+                "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%u\t%u\t%s\n",
                 st.id, r->worker, local, peer, tt_conn_state_name(st.state), st.age_ms,
                 st.bytes_in, st.bytes_out, st.packets_in, st.packets_out, st.messages_in,
-                st.messages_out, st.queued_bytes, ti.rtt_us, ti.retransmits_total);
+                st.messages_out, st.queued_bytes, ti.rtt_us, ti.retransmits_total, cred);
     return 0;
 }
 
@@ -169,9 +174,6 @@ struct tt_admin {
     pthread_t thread;
     bool threaded;
     tt_server_t *table;  /* the Unix socket serving the table */
-    char *unix_path;
-    dev_t unix_dev;      /* the socket file we made: removed at close only if the */
-    ino_t unix_ino;      /* path still names it (another server may own it by then) */
     tt_server_t *metrics; /* HTTP exposition */
     tt_addr_t metrics_addr;
     uint64_t timeout_ms;
@@ -415,93 +417,26 @@ static void metrics_close(tt_conn_t *c, const tt_close_info_t *info)
 
 /* ---- opening and closing ----------------------------------------------------------------- */
 
-/* Is a server answering on the socket at `sun`? 0 when nothing listens there (a
- * stale file, or none), -EADDRINUSE when something does, or the errno that kept
- * us from finding out. */
-static int unix_in_use(const struct sockaddr_un *sun)
-{
-    int fd = tt__sock_open(AF_UNIX, SOCK_STREAM), err = 0;
-    if (fd < 0)
-        return fd;
-    /* Non-blocking connect on a Unix socket completes or fails at once; EAGAIN is
-     * a listener whose backlog is full: alive. */
-    if (connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0 || errno == EAGAIN)
-        err = -EADDRINUSE;
-    else if (errno != ECONNREFUSED && errno != ENOENT)
-        err = -errno;
-    close(fd);
-    return err;
-}
-
-static int open_unix(tt_admin_t *a, const char *path, const tt_server_opts_t *so,
+/* The table's socket: a server on the path like any other (the stale-file, mode
+ * and removal rules live in sys/unixpath.c), only this user may connect. */
+static int open_unix(tt_admin_t *a, const char *path, tt_server_opts_t *so,
                      const tt_conn_handlers_t *h)
 {
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    struct stat st;
-    int fd, err;
+    tt_addr_t ua;
+    size_t n = strlen(path);
 
-    if (strlen(path) >= sizeof(sun.sun_path))
+    /* Built directly, not parsed: a path that starts with '@' is still a path. */
+    if (n == 0)
+        return -EINVAL;
+    if (n >= sizeof(ua.u.un.sun_path))
         return -ENAMETOOLONG;
-    strcpy(sun.sun_path, path);
-    a->unix_path = strdup(path);
-    if (a->unix_path == NULL)
-        return -ENOMEM;
-    /* A socket left by an earlier run is replaced; a live one (another server
-     * answers on it) and any other kind of file are not touched. */
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode))
-            return -EEXIST;
-        if ((err = unix_in_use(&sun)) < 0)
-            return err;
-        unlink(path);
-    }
-    fd = tt__sock_open(AF_UNIX, SOCK_STREAM);
-    if (fd < 0)
-        return fd;
-    /* The mode of the socket's inode becomes the file's at bind (unix(7): Linux
-     * creates it with that mode, less the umask), so the file is 0600 from its
-     * first instant, and no chmod(path) can be led down a symlink. */
-    if (fchmod(fd, 0600) < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
-        goto fail;
-    if (lstat(path, &st) < 0)
-        goto fail_unlink;
-    if (!S_ISSOCK(st.st_mode)) { /* replaced between bind and lstat: not ours to use */
-        err = -EEXIST;
-        close(fd);
-        return err;
-    }
-    a->unix_dev = st.st_dev;
-    a->unix_ino = st.st_ino;
-    /* Until listen() no client can connect, so the mode check comes in time. */
-    if ((st.st_mode & 077) != 0 && fchmodat(AT_FDCWD, path, 0600, AT_SYMLINK_NOFOLLOW) < 0)
-        goto fail_unlink;
-    if (listen(fd, 16) < 0)
-        goto fail_unlink;
-    err = tt_server_listen_fd(a->loop, fd, so, h, a, &a->table); /* takes fd */
-    if (err < 0) {
-        unlink(path);
-        return err;
-    }
-    return 0;
-
-fail_unlink:
-    err = -errno;
-    unlink(path);
-    close(fd);
-    return err;
-fail:
-    err = -errno;
-    close(fd);
-    return err;
-}
-
-static void unlink_ours(tt_admin_t *a)
-{
-    struct stat st;
-    if (a->unix_path != NULL && a->unix_ino != 0 && lstat(a->unix_path, &st) == 0 &&
-        S_ISSOCK(st.st_mode) && st.st_dev == a->unix_dev && st.st_ino == a->unix_ino)
-        unlink(a->unix_path);
-    a->unix_ino = 0;
+    memset(&ua, 0, sizeof(ua));
+    ua.u.un.sun_family = AF_UNIX;
+    memcpy(ua.u.un.sun_path, path, n);
+    ua.len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    so->unix_mode = 0600;
+    so->backlog = 16;
+    return tt_server_listen(a->loop, &ua, so, h, a, &a->table);
 }
 
 static int endpoints_open(tt_admin_t *a, const tt_admin_opts_t *o)
@@ -549,17 +484,16 @@ static void endpoints_close(tt_admin_t *a)
     tt__wheel_stop(&a->loop->wheel, &a->sweep);
     if (a->table != NULL) {
         tt_server_foreach(a->table, destroy_conn, NULL);
-        tt_server_close(a->table); /* freed at the end of the round, like any server */
+        /* Removes the socket file if it is still ours; freed at the end of the
+         * round, like any server. */
+        tt_server_close(a->table);
         a->table = NULL;
     }
-    unlink_ours(a);
     if (a->metrics != NULL) {
         tt_server_foreach(a->metrics, destroy_conn, NULL);
         tt_server_close(a->metrics);
         a->metrics = NULL;
     }
-    free(a->unix_path);
-    a->unix_path = NULL;
 }
 
 static bool opts_ok(const tt_admin_opts_t *o)

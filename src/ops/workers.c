@@ -100,7 +100,8 @@ static int make_server(tt_workers_t *set, worker_t *w)
 {
     tt_server_opts_t so = set->so;
 
-    if (!set->wo.no_reuseport) {
+    /* A Unix path has no SO_REUSEPORT group: one listener hands sockets over. */
+    if (!set->wo.no_reuseport && !tt_addr_is_unix(&set->addr)) {
         so.reuseport = true;
         return tt_server_listen(w->loop, &set->addr, &so, &set->h, set->data, &w->srv);
     }

@@ -43,6 +43,7 @@
 #define F_PEND_READ 0x10000   /* pending: reading restarted, held input to deliver */
 #define F_EOF_HELD 0x20000    /* the peer's FIN came behind held input: not yet acted on */
 #define F_CORK 0x40000        /* delivering one read's messages: sends queue, one write after */
+#define F_UNIX 0x80000        /* a Unix domain socket: no TCP options */
 
 /* While corked, a send at least this large with nothing queued is still written at
  * once: copying it would cost more than the system call it saves. */
@@ -486,10 +487,26 @@ static void on_read(tt_conn_t *c, const char *buf, ssize_t n, size_t pending)
     }
 }
 
+/* Received descriptors: the app's, or closed here. Every one ends up in exactly
+ * one of the two places. */
+static void deliver_fds(tt_conn_t *c, const int *fds, size_t n)
+{
+    if (!tt__conn_is_closing(c) && c->h->h.on_fds != NULL) {
+        c->h->h.on_fds(c, fds, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        close(fds[i]);
+}
+
 static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
 {
     tt_conn_t *c = tt__container_of(io, tt_conn_t, io);
 
+    if (ev == TT__EV_FDS) {
+        deliver_fds(c, (const int *)(const void *)buf, (size_t)n);
+        return;
+    }
     if (tt__conn_is_closing(c))
         return; /* closed by an earlier callback of this round */
     if (ev == TT__EV_WRITABLE) {
@@ -735,6 +752,15 @@ static void flush(tt_conn_t *c, bool from_loop)
                     continue;
                 }
             }
+        } else if (e->kind == TT__SQ_FDS) {
+            /* The descriptors ride on the bytes queued behind them, and on them
+             * alone: the iovecs stop at the next boundary of this kind. */
+            tt__sendq_t rest = c->sq;
+            rest.head = e->next;
+            int cnt = tt__sendq_fill_iov(&rest, iov, IOV_BATCH, &want);
+            r = tt__io_writev_fds(p, &c->io, iov, cnt, e->u.fds.fds, e->u.fds.n);
+            if (r > 0)
+                tt__sendq_pop(&c->sq); /* sent: the kernel holds its own references */
         } else {
             int cnt = tt__sendq_fill_iov(&c->sq, iov, IOV_BATCH, &want);
             r = tt__io_writev(p, &c->io, iov, cnt);
@@ -940,6 +966,42 @@ int tt_send(tt_conn_t *c, const void *buf, size_t len)
     if (c == NULL || (buf == NULL && len > 0))
         return -EINVAL;
     return tt_sendv(c, &iov, 1);
+}
+
+int tt_send_fds(tt_conn_t *c, const int *fds, size_t n, const void *buf, size_t len)
+{
+    int *own, err;
+
+    if (c == NULL || fds == NULL || buf == NULL || n == 0 || n > TT_SEND_FDS_MAX || len == 0)
+        return -EINVAL;
+    if (!(c->flags & F_UNIX))
+        return -EOPNOTSUPP;
+    err = check_sendable(c);
+    if (err < 0)
+        return err;
+    err = tt__conn_over_cap(c, len + n * sizeof(int));
+    if (err < 0)
+        return err;
+    own = malloc(n * sizeof(int));
+    if (own == NULL)
+        return -ENOMEM;
+    /* Our own copies: the caller may close its descriptors at once. */
+    for (size_t i = 0; i < n; i++) {
+        own[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+        if (own[i] < 0) {
+            err = -errno;
+            while (i-- > 0)
+                close(own[i]);
+            free(own);
+            return err;
+        }
+    }
+    /* Always queued, written by the flush at the end of the round, in order. */
+    err = tt__sendq_push_fds(&c->sq, own, (uint32_t)n, buf, len);
+    if (err < 0)
+        return err;
+    flush_soon(c);
+    return send_status(c);
 }
 
 int tt_send_text(tt_conn_t *c, const char *text)
@@ -1247,15 +1309,57 @@ static int conn_fd_or_err(const tt_conn_t *c)
     return c->io.fd;
 }
 
+int tt__conn_mark_unix(tt_conn_t *c, const tt_peer_cred_t *cred)
+{
+    tt_peer_cred_t got;
+    tt__conn_ext_t *ext;
+
+    c->flags |= F_UNIX;
+    /* Before the socket is registered (it is not yet open): the io_uring backend
+     * must never start a provided-buffer recv, which would drop descriptors. */
+    if (c->h->h.on_fds != NULL)
+        c->io.fdpass = 1;
+    if (cred == NULL) {
+        if (c->io.fd < 0 || tt__sock_peer_cred(c->io.fd, &got) < 0)
+            return 0; /* none to keep: tt_conn_peer_cred says -ENOTCONN */
+        cred = &got;
+    }
+    ext = tt__conn_ext(c);
+    if (ext == NULL)
+        return -ENOMEM;
+    ext->cred = *cred;
+    ext->has_cred = true;
+    return 0;
+}
+
+bool tt__conn_is_unix(const tt_conn_t *c) { return (c->flags & F_UNIX) != 0; }
+
+int tt_conn_peer_cred(const tt_conn_t *c, tt_peer_cred_t *out)
+{
+    if (c == NULL || out == NULL)
+        return -EINVAL;
+    if (!(c->flags & F_UNIX))
+        return -EOPNOTSUPP;
+    if (c->ext == NULL || !c->ext->has_cred)
+        return -ENOTCONN;
+    *out = c->ext->cred;
+    return 0;
+}
+
 int tt_conn_set_nodelay(tt_conn_t *c, bool on)
 {
     int fd = conn_fd_or_err(c);
+    if (fd >= 0 && (c->flags & F_UNIX))
+        return -EOPNOTSUPP; /* no Nagle on a Unix socket: every write goes at once */
     return fd < 0 ? fd : tt__sock_set_bool(fd, IPPROTO_TCP, TCP_NODELAY, on);
 }
 
 int tt_conn_set_keepalive(tt_conn_t *c, bool on)
 {
     int fd = conn_fd_or_err(c);
+    /* The kernel takes SO_KEEPALIVE on a Unix socket and does nothing with it. */
+    if (fd >= 0 && (c->flags & F_UNIX))
+        return -EOPNOTSUPP;
     return fd < 0 ? fd : tt__sock_set_bool(fd, SOL_SOCKET, SO_KEEPALIVE, on);
 }
 
@@ -1319,6 +1423,10 @@ int tt_conn_get_stats(const tt_conn_t *c, tt_conn_stats_t *out)
     }
     out->queued_bytes = c->sq.bytes;
     out->bytes_queued_total = c->sq.total;
+    if (c->ext != NULL && c->ext->has_cred) {
+        out->has_cred = true;
+        out->cred = c->ext->cred;
+    }
     return 0;
 }
 

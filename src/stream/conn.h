@@ -75,6 +75,9 @@ typedef struct tt__conn_ext {
      * accept, released at close (the peer's address may be unreadable by then). */
     uint8_t ip_key[16];
     bool ip_counted;
+    /* Unix domain: the peer's SO_PEERCRED, read when the connection was made. */
+    bool has_cred;
+    tt_peer_cred_t cred;
 } tt__conn_ext_t;
 
 #define TT__IO_DIR_READ 0
@@ -138,6 +141,12 @@ int tt__conn_over_cap(tt_conn_t *c, uint64_t add);
 /* Copy `len` bytes into the queue (never written inside the call), as tt_send
  * otherwise: small broadcasts are packed into the tail chunk this way. */
 int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len);
+/* A Unix domain connection (marked by the server or client that made it, on a
+ * connected socket): TCP-only options are refused, and the peer's credentials
+ * (`cred`, or read from the socket when NULL) are kept for tt_conn_peer_cred.
+ * Returns 0 or -ENOMEM (no extension for the credentials; the mark holds). */
+int tt__conn_mark_unix(tt_conn_t *c, const tt_peer_cred_t *cred);
+bool tt__conn_is_unix(const tt_conn_t *c);
 /* Server bookkeeping (server.c). */
 void tt__server_unlink(tt_conn_t *c);
 

@@ -600,6 +600,11 @@ static int apply(tt_conn_t *c, const tt_liveness_opts_t *d, bool with_bytes, boo
         l->ka_idle_ms = (uint64_t)d->keepalive_idle_s * 1000;
     reset_bases(l, c->loop->now);
     arm(l);
+    /* A Unix socket has no keepalive and no user timeout: a peer process that dies
+     * is closed by the kernel at once (end of stream), and a stopped one is the
+     * heartbeat's business. Only what applies is derived from the knob. */
+    if (tt__conn_is_unix(c))
+        return 0;
     if (d->keepalive_idle_s > 0 &&
         (err = set_keepalive(c, d->keepalive_idle_s, d->keepalive_intvl_s, d->keepalive_cnt)) < 0)
         return err;
@@ -617,6 +622,8 @@ int tt_conn_set_liveness(tt_conn_t *c, const tt_liveness_opts_t *o)
     int err = check_conn(c);
 
     if (err < 0)
+        return err;
+    if (tt__conn_is_unix(c) && (err = tt__live_check_unix(o)) < 0)
         return err;
     if (o == NULL) {
         live_t *l = live_of(c);
@@ -740,6 +747,8 @@ int tt_conn_set_keepalive_params(tt_conn_t *c, int idle_s, int intvl_s, int cnt)
         return -EINVAL;
     if (err < 0)
         return err;
+    if (tt__conn_is_unix(c))
+        return -EOPNOTSUPP; /* TCP keepalive; a Unix peer's death is seen at once */
     err = set_keepalive(c, idle_s, intvl_s, cnt);
     if (err == 0 && live_of(c) != NULL)
         live_of(c)->ka_idle_ms = (uint64_t)idle_s * 1000;
@@ -756,10 +765,20 @@ int tt_conn_set_user_timeout(tt_conn_t *c, uint64_t ms)
         return -EINVAL;
     if (err < 0)
         return err;
+    if (tt__conn_is_unix(c))
+        return -EOPNOTSUPP; /* TCP_USER_TIMEOUT: there are no acknowledgements */
     return tt__sock_set_int(c->io.fd, IPPROTO_TCP, TCP_USER_TIMEOUT, (int)ms);
 }
 
 /* ---- server-wide settings ------------------------------------------------------------- */
+
+int tt__live_check_unix(const tt_liveness_opts_t *o)
+{
+    if (o != NULL && (o->keepalive_idle_s != 0 || o->keepalive_intvl_s != 0 ||
+                      o->keepalive_cnt != 0 || o->user_timeout_ms != 0))
+        return -EOPNOTSUPP;
+    return 0;
+}
 
 int tt__live_check(const tt_liveness_opts_t *o, uint64_t detect_within_ms)
 {

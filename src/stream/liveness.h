@@ -22,4 +22,8 @@ void tt__live_cfg_free(tt__live_cfg_t *cfg);
  * was for what failed; the server carries on). */
 int tt__live_apply(tt_conn_t *c, const tt__live_cfg_t *cfg);
 
+/* Settings a Unix domain connection cannot have: keepalive or a user timeout given
+ * explicitly (derived ones are skipped). 0 or -EOPNOTSUPP. */
+int tt__live_check_unix(const tt_liveness_opts_t *o);
+
 #endif

@@ -39,6 +39,8 @@ static uint64_t entry_cost(const tt__sqe_t *e)
         return TT__SQ_CHUNK_COST(e->u.copy.cap);
     case TT__SQ_OWNED:
         return TT__SQ_NODE_COST + e->u.owned.len;
+    case TT__SQ_FDS:
+        return TT__SQ_NODE_COST + e->u.fds.n * sizeof(int) + TT__SQ_MALLOC_SLOP;
     default:
         return TT__SQ_NODE_COST;
     }
@@ -100,6 +102,41 @@ int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, siz
         link_tail(q, fresh);
         q->alloc += entry_cost(fresh);
     }
+    q->bytes += len;
+    q->mem += len;
+    q->total += len;
+    return 0;
+}
+
+static void close_fds(int *fds, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        close(fds[i]);
+    free(fds);
+}
+
+int tt__sendq_push_fds(tt__sendq_t *q, int *fds, uint32_t n, const void *buf, size_t len)
+{
+    tt__sqe_t *e = malloc(sizeof(*e));
+    tt__sqe_t *d = new_chunk(len, CHUNK_NEXT);
+
+    if (e == NULL || d == NULL || len == 0) {
+        free(e);
+        free(d);
+        close_fds(fds, n);
+        return -ENOMEM;
+    }
+    e->kind = TT__SQ_FDS;
+    e->own_fd = 0;
+    e->flags = 0;
+    e->u.fds.fds = fds;
+    e->u.fds.n = n;
+    memcpy(d->data, buf, len);
+    d->u.copy.tail = (uint32_t)len;
+    d->flags |= TT__SQE_CONT; /* the send began with the descriptors */
+    link_tail(q, e);
+    link_tail(q, d);
+    q->alloc += entry_cost(e) + entry_cost(d);
     q->bytes += len;
     q->mem += len;
     q->total += len;
@@ -197,6 +234,8 @@ static void release(tt__sendq_t *q, tt__sqe_t *e)
         e->u.owned.free_cb(e->u.owned.buf, e->u.owned.arg);
     else if ((e->kind == TT__SQ_FILE || e->kind == TT__SQ_STREAM) && e->own_fd)
         close(e->u.file.fd);
+    else if (e->kind == TT__SQ_FDS)
+        close_fds(e->u.fds.fds, e->u.fds.n);
     free(e);
 }
 
@@ -215,6 +254,8 @@ static uint64_t head_left(const tt__sqe_t *e)
         return e->u.copy.tail - e->u.copy.head;
     case TT__SQ_OWNED:
         return e->u.owned.len - e->u.owned.off;
+    case TT__SQ_FDS:
+        return 0;
     default:
         return e->u.file.remain;
     }
@@ -226,6 +267,8 @@ void tt__sendq_consume(tt__sendq_t *q, uint64_t n)
      * buffer) is released when the writer passes it instead of stalling the queue. */
     while (q->head != NULL) {
         tt__sqe_t *e = q->head;
+        if (e->kind == TT__SQ_FDS)
+            break; /* goes only with its bytes, by tt__sendq_pop after the send */
         uint64_t left = head_left(e);
         uint64_t k = n < left ? n : left;
         switch (e->kind) {
@@ -304,6 +347,8 @@ void *tt__sendq_pop(tt__sendq_t *q)
     if (e->kind == TT__SQ_COPY || e->kind == TT__SQ_OWNED) {
         q->mem -= left;
         q->bytes -= left;
+    } else if (e->kind == TT__SQ_FDS) {
+        /* no bytes, no watch */
     } else {
         if (left != TT_FILE_TO_EOF)
             q->bytes -= left;

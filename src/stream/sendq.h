@@ -13,7 +13,10 @@ enum {
     TT__SQ_COPY,   /* bytes copied into a queue-owned chunk; small sends are packed */
     TT__SQ_OWNED,  /* bytes handed over with a free callback */
     TT__SQ_FILE,   /* regular file segment: fd, offset, length (sendfile) */
-    TT__SQ_STREAM  /* pipe/socket/other fd read as it becomes readable */
+    TT__SQ_STREAM, /* pipe/socket/other fd read as it becomes readable */
+    TT__SQ_FDS     /* descriptors (SCM_RIGHTS) for the first byte of the entry after
+                      it; no bytes of its own, written only by the flush that sends
+                      them (never consumed in passing) */
 };
 
 /* Entry flags. */
@@ -46,6 +49,10 @@ struct tt__sqe {
             uint64_t remain; /* STREAM: TT_FILE_TO_EOF when unbounded */
             void *watch;     /* STREAM: the owner's readiness watch, if any */
         } file;
+        struct {
+            int *fds; /* the queue's own copies, closed when the entry goes */
+            uint32_t n;
+        } fds;
     } u;
     char data[]; /* COPY only */
 };
@@ -72,6 +79,11 @@ int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, siz
 /* Put a copy at the front (stream data read but not yet written). 0 or -ENOMEM. */
 int tt__sendq_push_front_copy(tt__sendq_t *q, const void *buf, size_t len);
 int tt__sendq_push_owned(tt__sendq_t *q, void *buf, size_t len, tt_free_cb free_cb, void *arg);
+/* Queue the descriptors `fds` (n of them, malloc'd copies the queue takes over,
+ * closing them and freeing the array when the entry goes) followed by a copy of
+ * the `len` >= 1 bytes they go with. 0, or -ENOMEM (nothing queued, the fds closed
+ * and the array freed). */
+int tt__sendq_push_fds(tt__sendq_t *q, int *fds, uint32_t n, const void *buf, size_t len);
 int tt__sendq_push_file(tt__sendq_t *q, int kind, int fd, uint64_t off, uint64_t len, int own_fd);
 /* Describe up to `max` memory entries from the head as iovecs (stops at a file or
  * stream entry). Returns the count and sets *bytes. */

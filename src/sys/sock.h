@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "tether.h"
 
@@ -25,5 +26,29 @@ int tt__sock_tcp_info(int fd, tt_tcp_info_t *out);
 int tt__sock_tcp_heard(int fd, uint32_t *ms_ago);
 int tt__sock_local(int fd, tt_addr_t *out);
 int tt__sock_peer(int fd, tt_addr_t *out);
+
+/* ---- Unix stream listeners on a path (unixpath.c) ---------------------------- */
+
+/* The socket file a listener bound: removed at close only if the path still names
+ * this inode. ino 0: nothing to remove (abstract name, or not bound). */
+typedef struct tt__unix_file {
+    dev_t dev;
+    ino_t ino;
+} tt__unix_file_t;
+
+/* Does a server answer at the Unix address? 0 when nothing listens there (a stale
+ * file, or none), -EADDRINUSE when something does, or the errno that kept us from
+ * finding out. */
+int tt__unix_in_use(const tt_addr_t *addr);
+/* A listening, non-blocking, close-on-exec Unix stream socket bound at `addr`. A
+ * stale socket file is replaced; a live one gives -EADDRINUSE, any other file at
+ * the path (regular, directory, symlink: never followed) -EEXIST, untouched. `mode`
+ * (permission bits; 0: as the kernel makes it, 0777 less the umask) is the file's
+ * from the moment it exists. Fills *file. Returns the fd or -errno. */
+int tt__unix_listen(const tt_addr_t *addr, unsigned mode, int backlog, tt__unix_file_t *file);
+/* Remove the file at `path` if it is still the socket *file names; clears it. */
+void tt__unix_unlink_ours(const char *path, tt__unix_file_t *file);
+/* SO_PEERCRED of a connected Unix socket. 0 or -errno. */
+int tt__sock_peer_cred(int fd, tt_peer_cred_t *out);
 
 #endif

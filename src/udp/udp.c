@@ -64,7 +64,9 @@ typedef union sockname {
  * the time it is written). */
 typedef struct dgram {
     struct dgram *next;
-    tt_addr_t to;
+    sockname_t to; /* an IP address only: not a whole tt_addr_t, which a Unix
+                      address makes four times larger, on every queued datagram */
+    socklen_t to_len;
     size_t len;
     char data[];
 } dgram_t;
@@ -631,9 +633,9 @@ static void flush(tt_udp_t *u)
             memset(&msgs[cnt], 0, sizeof(msgs[cnt]));
             msgs[cnt].msg_hdr.msg_iov = &iov[cnt];
             msgs[cnt].msg_hdr.msg_iovlen = 1;
-            if (d->to.len != 0) {
-                msgs[cnt].msg_hdr.msg_name = &d->to.u;
-                msgs[cnt].msg_hdr.msg_namelen = d->to.len;
+            if (d->to_len != 0) {
+                msgs[cnt].msg_hdr.msg_name = &d->to;
+                msgs[cnt].msg_hdr.msg_namelen = d->to_len;
             }
         }
         int n = sendmmsg(u->io.fd, msgs, cnt, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -652,8 +654,8 @@ static void flush(tt_udp_t *u)
             /* The head datagram itself is refused: drop it, say so, go on. */
             tt_udp_error_info_t info;
             memset(&info, 0, sizeof(info));
-            if (u->qhead->to.len != 0)
-                from_sockname(&info.peer, &u->qhead->to.u.sa, u->qhead->to.len);
+            if (u->qhead->to_len != 0)
+                from_sockname(&info.peer, &u->qhead->to.sa, u->qhead->to_len);
             else if (u->flags & F_CONNECTED)
                 from_sockname(&info.peer, &u->peer.u.sa, u->peer.len);
             pop_head(u);
@@ -703,7 +705,9 @@ static int enqueue(tt_udp_t *u, const void *buf, size_t len, const tt_addr_t *to
     if (d == NULL)
         return -ENOMEM;
     d->next = NULL;
-    d->to = *to;
+    /* IP only (to_sock_family checked it): at most a sockaddr_in6. */
+    d->to_len = to->len < sizeof(d->to) ? to->len : (socklen_t)sizeof(d->to);
+    memcpy(&d->to, &to->u, d->to_len);
     d->len = len;
     if (len > 0)
         memcpy(d->data, buf, len);

@@ -268,7 +268,7 @@ Test(connect, bad_arguments_are_refused_and_create_nothing)
     cr_expect_eq(tt_connect(loop, &addr, NULL, &H, NULL, NULL), -EINVAL);
     cr_expect_eq(tt_connect(loop, &unspec, NULL, &H, NULL, &c), -EINVAL);
     unspec.len = sizeof(unspec.u.sa);
-    unspec.u.sa.sa_family = AF_UNIX;
+    unspec.u.sa.sa_family = AF_PACKET;
     cr_expect_eq(tt_connect(loop, &unspec, NULL, &H, NULL, &c), -EAFNOSUPPORT);
     cr_expect_eq(tt_connect(loop, &addr, &too_long, &H, NULL, &c), -EINVAL);
     cr_expect_eq(tt_connect(loop, &addr, &wrong_family, &H, NULL, &c), -EINVAL);

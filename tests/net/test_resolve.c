@@ -230,6 +230,10 @@ Test(resolve, local_names_are_answered_without_dns_and_from_the_loop)
     /* A numeric address of the other family: not found, still without DNS. */
     answer_t a = lookup(loop, "192.0.2.7", AF_INET6);
     cr_assert_eq(a.status, TT_ENOTFOUND, "status %s", tt_err_name(a.status));
+    /* A Unix address is no host name: no IP address, and no query for it. */
+    a = lookup(loop, "unix:/run/x.sock", AF_UNSPEC);
+    cr_assert_eq(a.status, TT_ENOTFOUND, "unix: status %s, %zu answers", tt_err_name(a.status),
+                 a.count);
     /* The resolver was never even created, so nothing can have been sent. */
     cr_assert_null(loop->resolver);
     cr_assert_eq(th_dns_silent_count(silent_fd), 0);

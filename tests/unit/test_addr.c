@@ -3,7 +3,9 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <linux/if_ether.h>
 #include <net/if.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/un.h>
@@ -281,14 +283,19 @@ Test(addr, from_sockaddr_rejects_short_lengths_and_other_families_unchanged)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET};
     struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6};
-    struct sockaddr_un sun = {.sun_family = AF_UNIX, .sun_path = "/tmp/x"};
+    struct sockaddr_storage other = {.ss_family = AF_PACKET};
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
     tt_addr_t a, before;
+
+    memset(sun.sun_path, 'p', sizeof(sun.sun_path)); /* a path with no room for its NUL */
 
     memset(&a, 0x5a, sizeof(a));
     before = a;
     cr_assert_eq(tt_addr_from_sockaddr(&a, (struct sockaddr *)&sin, sizeof(sin) - 1), -EINVAL);
     cr_assert_eq(tt_addr_from_sockaddr(&a, (struct sockaddr *)&sin6, sizeof(sin6) - 1), -EINVAL);
+    cr_assert_eq(tt_addr_from_sockaddr(&a, (struct sockaddr *)&other, sizeof(other)), -EINVAL);
     cr_assert_eq(tt_addr_from_sockaddr(&a, (struct sockaddr *)&sun, sizeof(sun)), -EINVAL);
+    cr_assert_eq(tt_addr_from_sockaddr(&a, (struct sockaddr *)&sun, 1), -EINVAL);
     cr_assert_eq(memcmp(&a, &before, sizeof(a)), 0, "output changed on failure");
 }
 
@@ -301,4 +308,101 @@ Test(addr, unknown_family_has_port_0_and_cannot_be_formatted)
     cr_assert_eq(tt_addr_port(&a), 0);
     cr_assert_eq(tt_addr_format_host(&a, buf, sizeof(buf)), -EINVAL);
     cr_assert_eq(tt_addr_format(&a, buf, sizeof(buf)), -EINVAL);
+}
+
+/* ---- Unix domain addresses ---------------------------------------------------- */
+
+static void unix_round_trip(const char *text)
+{
+    tt_addr_t a, b;
+    char buf[TT_ADDR_STRLEN];
+    int r = tt_addr_parse_hostport(&a, text);
+    cr_assert_eq(r, 0, "parse \"%s\": %d (%s)", text, r, tt_err_name(r));
+    cr_assert(tt_addr_is_unix(&a));
+    cr_assert_eq(tt_addr_port(&a), 0);
+    r = tt_addr_format(&a, buf, sizeof(buf));
+    cr_assert_eq(r, (int)strlen(text), "format \"%s\": %d \"%s\"", text, r, buf);
+    cr_assert_str_eq(buf, text);
+    cr_assert_eq(tt_addr_parse(&b, text, 1234), 0, "tt_addr_parse takes it too");
+    cr_assert_eq(a.len, b.len);
+    cr_assert_eq(memcmp(&a.u.un, &b.u.un, a.len), 0);
+    cr_assert_eq(tt_addr_format_host(&a, buf, sizeof(buf)), (int)strlen(text));
+    cr_assert_str_eq(buf, text);
+}
+
+Test(addr, unix_paths_and_abstract_names_round_trip)
+{
+    unix_round_trip("unix:/run/x.sock");
+    unix_round_trip("unix:relative/x.sock");
+    unix_round_trip("unix:@name");
+    unix_round_trip("unix:@with:colons:80");
+    unix_round_trip("unix:@tab\\x09and\\x00nul\\x5c");
+}
+
+Test(addr, unix_lengths_match_the_kernel_convention)
+{
+    tt_addr_t a;
+    cr_assert_eq(tt_addr_parse_hostport(&a, "unix:/tmp/s"), 0);
+    /* A path: family, the bytes and the NUL. */
+    cr_assert_eq(a.len, offsetof(struct sockaddr_un, sun_path) + strlen("/tmp/s") + 1);
+    cr_assert_str_eq(tt_addr_unix_path(&a), "/tmp/s");
+    cr_assert_eq(tt_addr_parse_hostport(&a, "unix:@ab"), 0);
+    /* Abstract: a leading NUL and exactly the name, no terminator. */
+    cr_assert_eq(a.len, offsetof(struct sockaddr_un, sun_path) + 3);
+    cr_assert_eq(a.u.un.sun_path[0], '\0');
+    cr_assert_eq(memcmp(a.u.un.sun_path + 1, "ab", 2), 0);
+    cr_assert_null(tt_addr_unix_path(&a));
+    cr_assert_eq(tt_addr_parse_hostport(&a, "unix:@\\x00"), 0);
+    cr_assert_eq(a.len, offsetof(struct sockaddr_un, sun_path) + 2);
+}
+
+Test(addr, unix_rejects_empty_and_too_long)
+{
+    char text[256];
+    tt_addr_t a;
+
+    cr_assert_eq(tt_addr_parse_hostport(&a, "unix:"), -EINVAL);
+    cr_assert_eq(tt_addr_parse_hostport(&a, "unix:@"), -EINVAL);
+    cr_assert_eq(tt_addr_parse(&a, "unix:", 0), -EINVAL);
+    /* 107 path bytes fit with the NUL; 108 do not. */
+    snprintf(text, sizeof(text), "unix:/%0106d", 0);
+    cr_assert_eq(tt_addr_parse_hostport(&a, text), 0);
+    snprintf(text, sizeof(text), "unix:/%0107d", 0);
+    cr_assert_eq(tt_addr_parse_hostport(&a, text), -ENAMETOOLONG);
+    snprintf(text, sizeof(text), "unix:@%0107d", 0);
+    cr_assert_eq(tt_addr_parse_hostport(&a, text), 0);
+    snprintf(text, sizeof(text), "unix:@%0108d", 0);
+    cr_assert_eq(tt_addr_parse_hostport(&a, text), -ENAMETOOLONG);
+}
+
+Test(addr, unix_from_sockaddr_keeps_unnamed_and_formats_it)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    tt_addr_t a;
+    char buf[TT_ADDR_STRLEN], small[8];
+
+    cr_assert_eq(tt_addr_from_sockaddr(&a, (struct sockaddr *)&sun, sizeof(sa_family_t)), 0);
+    cr_assert(tt_addr_is_unix(&a));
+    cr_assert_eq(tt_addr_format(&a, buf, sizeof(buf)), 5);
+    cr_assert_str_eq(buf, "unix:");
+    strcpy(sun.sun_path, "/a/long/path");
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 13);
+    cr_assert_eq(tt_addr_from_sockaddr(&a, (struct sockaddr *)&sun, len), 0);
+    cr_assert_eq(a.len, len);
+    cr_assert_eq(tt_addr_format(&a, small, sizeof(small)), -ENOSPC);
+    cr_assert_str_eq(small, "");
+}
+
+Test(addr, unix_long_escaped_name_needs_a_bigger_buffer)
+{
+    tt_addr_t a;
+    char text[8 + 4 * 107], big[8 + 4 * 107], buf[TT_ADDR_STRLEN];
+
+    strcpy(text, "unix:@");
+    for (int i = 0; i < 100; i++)
+        strcat(text, "\\x01");
+    cr_assert_eq(tt_addr_parse_hostport(&a, text), 0);
+    cr_assert_eq(tt_addr_format(&a, buf, sizeof(buf)), -ENOSPC);
+    cr_assert_eq(tt_addr_format(&a, big, sizeof(big)), (int)strlen(text));
+    cr_assert_str_eq(big, text);
 }

@@ -56,16 +56,26 @@ int cli_print_line(FILE *f, const char *what, const tt_addr_t *addr, const char 
  * CLI_EXIT_USAGE so a command can `return cli_usage_error(...)`. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Parse "HOST:PORT", "[V6]:PORT" or ":PORT" into *out; "localhost" means
- * 127.0.0.1 (name lookup comes later). With connect set, port 0 is refused. On
- * failure prints why (naming the text) with a usage hint and returns -EINVAL. */
+/* Parse "HOST:PORT", "[V6]:PORT", ":PORT", "unix:/path" or "unix:@name" into *out;
+ * "localhost" means 127.0.0.1 (name lookup comes later). With connect set, port 0
+ * is refused. On failure prints why (naming the text) with a usage hint and
+ * returns -EINVAL. */
 int cli_parse_addr(const char *cmd, const char *text, bool connect, tt_addr_t *out);
 /* Split "HOST:PORT" or "[V6]:PORT" for connecting by name (tt_connect_host): HOST
- * may be a name, a numeric address or localhost; the port must be 1..65535. On
- * failure prints why with a usage hint and returns -EINVAL. */
+ * may be a name, a numeric address or localhost; the port must be 1..65535. A
+ * Unix address ("unix:/path", "unix:@name") is checked and copied whole into host,
+ * port 0 (tt_connect_host takes it as it is). On failure prints why with a usage
+ * hint and returns -EINVAL. */
 int cli_parse_host(const char *cmd, const char *text, char *host, size_t size, uint16_t *port);
 /* The address as "1.2.3.4:80" / "[::1]:80" in buf (TT_ADDR_STRLEN bytes); returns buf. */
 const char *cli_addr_str(const tt_addr_t *addr, char *buf);
+/* " (pid P, uid U, gid G)" for a Unix domain connection whose peer credentials
+ * are known, "" otherwise; works in on_close too. Returns buf. */
+#define CLI_CRED_LEN 64
+const char *cli_cred_str(const tt_conn_t *c, char *buf);
+/* "listen ADDR: why" on stderr, naming the address; for a Unix path it also says
+ * what is in the way (a live server, a file that is not a socket: left alone). */
+void cli_listen_error(const char *where, const tt_addr_t *addr, int err);
 /* Why a connection ended, for a message: "peer reset: Connection reset by peer",
  * or the kind alone when there is no error ("peer closed"). Returns buf. */
 #define CLI_REASON_LEN 160

@@ -106,12 +106,31 @@ static void explain_bad_addr(const char *cmd, const char *text)
                          "brackets, or localhost", text);
 }
 
+/* A Unix address: parsed whole, with a message that names what is wrong. */
+static int parse_unix(const char *cmd, const char *text, tt_addr_t *out)
+{
+    int err = tt_addr_parse_hostport(out, text);
+    if (err == -ENAMETOOLONG)
+        cli_usage_error(cmd, "bad address '%s': a Unix socket path or name is at most 107 "
+                             "bytes", text);
+    else if (err < 0)
+        cli_usage_error(cmd, "bad address '%s': expected unix:/path or unix:@name", text);
+    return err < 0 ? -EINVAL : 0;
+}
+
+static bool is_unix_text(const char *text)
+{
+    return strncmp(text, TT_UNIX_PREFIX, sizeof(TT_UNIX_PREFIX) - 1) == 0;
+}
+
 int cli_parse_addr(const char *cmd, const char *text, bool connect, tt_addr_t *out)
 {
     static const char local[] = "localhost:";
     char buf[TT_ADDR_STRLEN + 16];
     const char *p = text;
 
+    if (is_unix_text(text))
+        return parse_unix(cmd, text, out);
     if (strncmp(text, local, sizeof(local) - 1) == 0) {
         /* Until name lookup exists, localhost is the IPv4 loopback, as in /etc/hosts. */
         if (strlen(text) - (sizeof(local) - 1) + sizeof("127.0.0.1:") > sizeof(buf)) {
@@ -160,6 +179,30 @@ int cli_parse_size(const char *text, uint64_t *out)
         return -EINVAL;
     *out = (uint64_t)v << shift;
     return 0;
+}
+
+const char *cli_cred_str(const tt_conn_t *c, char *buf)
+{
+    tt_peer_cred_t cr;
+
+    buf[0] = '\0';
+    if (tt_conn_peer_cred(c, &cr) == 0)
+        snprintf(buf, CLI_CRED_LEN, " (pid %d, uid %u, gid %u)", (int)cr.pid, (unsigned)cr.uid,
+                 (unsigned)cr.gid);
+    return buf;
+}
+
+void cli_listen_error(const char *where, const tt_addr_t *addr, int err)
+{
+    const char *why = "";
+
+    if (tt_addr_unix_path(addr) != NULL) {
+        if (err == -EEXIST)
+            why = " (the path is not a socket: left as it is)";
+        else if (err == -EADDRINUSE)
+            why = " (a server is answering on this socket)";
+    }
+    cli_error("listen %s: %s%s", where, tt_strerror(err), why);
 }
 
 const char *cli_close_reason(const tt_close_info_t *info, char *buf)
@@ -279,6 +322,18 @@ int cli_parse_host(const char *cmd, const char *text, char *host, size_t size, u
     size_t len;
     char *end;
 
+    if (is_unix_text(text)) {
+        tt_addr_t a;
+        if (parse_unix(cmd, text, &a) < 0)
+            return -EINVAL;
+        if (strlen(text) >= size) {
+            cli_usage_error(cmd, "bad address '%s': longer than %zu characters", text, size - 1);
+            return -EINVAL;
+        }
+        strcpy(host, text);
+        *port = 0;
+        return 0;
+    }
     if (colon == NULL || colon == text) {
         explain_bad_addr(cmd, text);
         return -EINVAL;
@@ -369,7 +424,7 @@ int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_se
     signal(SIGPIPE, SIG_IGN); /* a closed stdout gives EPIPE, not death */
     err = tt_workers_start(addr, &wo, so, h, NULL, &set);
     if (err < 0) {
-        cli_error("listen %s: %s", cli_addr_str(addr, buf), tt_strerror(err));
+        cli_listen_error(cli_addr_str(addr, buf), addr, err);
         return CLI_EXIT_FAIL;
     }
     if (w->admin != NULL && (err = tt_admin_start_workers(set, w->admin, &admin)) < 0) {

@@ -121,9 +121,11 @@ static void on_open(tt_conn_t *c)
         tt_server_close(st->srv);
         st->srv = NULL;
     }
-    if (st->verbose && tt_conn_peer_addr(c, &peer) == 0)
-        fprintf(stderr, "tether cat: %s %s\n", st->listening ? "connection from" : "connected to",
-                cli_addr_str(&peer, buf));
+    if (st->verbose && tt_conn_peer_addr(c, &peer) == 0) {
+        char cred[CLI_CRED_LEN];
+        fprintf(stderr, "tether cat: %s %s%s\n", st->listening ? "connection from" : "connected to",
+                cli_addr_str(&peer, buf), cli_cred_str(c, cred));
+    }
     /* The peer may take as long as it likes to answer after our FIN. */
     tt_conn_set_linger(c, 0);
     /* Before any byte is read: on_open comes first. */
@@ -192,9 +194,12 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
         break;
     }
     }
-    if (st->verbose)
-        fprintf(stderr, "tether cat: closed (%s), %llu bytes sent\n",
-                tt_close_kind_name(info->kind), (unsigned long long)info->bytes_written);
+    if (st->verbose) {
+        char cred[CLI_CRED_LEN];
+        fprintf(stderr, "tether cat: closed (%s), %llu bytes sent%s\n",
+                tt_close_kind_name(info->kind), (unsigned long long)info->bytes_written,
+                cli_cred_str(c, cred));
+    }
 }
 
 /* ---- the command -------------------------------------------------------------- */
@@ -294,7 +299,7 @@ int cmd_cat(int argc, char **argv)
     if (st->listening) {
         err = tt_server_listen(st->loop, &addr, NULL, &h, NULL, &st->srv);
         if (err < 0) {
-            cli_error("listen %s: %s", st->where, tt_strerror(err));
+            cli_listen_error(st->where, &addr, err);
             st->status = CLI_EXIT_FAIL;
         } else {
             tt_server_addr(st->srv, &addr);

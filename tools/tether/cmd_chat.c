@@ -85,12 +85,17 @@ static void on_open(tt_conn_t *c)
     tt_addr_t peer;
     char *name = malloc(NAME_MAX_LEN), line[NAME_MAX_LEN + 32];
 
+    tt_peer_cred_t cred;
+
     if (name == NULL || tt_conn_peer_addr(c, &peer) < 0 ||
         tt_addr_format(&peer, name, NAME_MAX_LEN) < 0) {
         free(name);
         tt_destroy(c, 0);
         return;
     }
+    /* Unix clients rarely bind a name: tell them apart by process. */
+    if (strcmp(name, TT_UNIX_PREFIX) == 0 && tt_conn_peer_cred(c, &cred) == 0)
+        snprintf(name, NAME_MAX_LEN, "unix:pid%d", (int)cred.pid);
     tt_conn_set_data(c, name);
     int n = snprintf(line, sizeof(line), "* %s joined\n", name);
     say(c, line, (size_t)n);
@@ -162,7 +167,7 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
     }
     err = tt_server_listen(loop, addr, so, &handlers, NULL, &server);
     if (err < 0) {
-        cli_error("chat: listen %s: %s", cli_addr_str(addr, text), tt_strerror(err));
+        cli_listen_error(cli_addr_str(addr, text), addr, err);
         tt_loop_close(loop);
         return CLI_EXIT_FAIL;
     }

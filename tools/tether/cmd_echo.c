@@ -61,12 +61,12 @@ static void usage(FILE *f)
 static void on_open(tt_conn_t *c)
 {
     if (g_echo.verbose) {
-        char buf[TT_ADDR_STRLEN];
+        char buf[TT_ADDR_STRLEN], cred[CLI_CRED_LEN];
         tt_addr_t peer;
         if (tt_conn_peer_addr(c, &peer) < 0)
             peer.len = 0;
-        fprintf(stderr, "tether echo: #%" PRIu64 " open from %s\n", tt_conn_id(c),
-                peer.len ? cli_addr_str(&peer, buf) : "?");
+        fprintf(stderr, "tether echo: #%" PRIu64 " open from %s%s\n", tt_conn_id(c),
+                peer.len ? cli_addr_str(&peer, buf) : "?", cli_cred_str(c, cred));
     }
 }
 
@@ -101,14 +101,14 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
         atomic_fetch_add(&g_echo.abnormal, 1);
     if (g_echo.verbose) {
         tt_conn_stats_t st;
-        char why[CLI_REASON_LEN];
+        char why[CLI_REASON_LEN], cred[CLI_CRED_LEN];
         tt_conn_get_stats(c, &st);
         char code[48] = "";
         if (info->ws_code != 0) /* WebSocket: the peer's close code */
             snprintf(code, sizeof(code), " (code %d)", info->ws_code);
         fprintf(stderr, "tether echo: #%" PRIu64 " closed: %s%s, %" PRIu64 " bytes in, %" PRIu64
-                " out\n", st.id, cli_close_reason(info, why), code, st.bytes_in,
-                info->bytes_written);
+                " out%s\n", st.id, cli_close_reason(info, why), code, st.bytes_in,
+                info->bytes_written, cli_cred_str(c, cred));
     }
 }
 
@@ -237,7 +237,7 @@ int cmd_echo(int argc, char **argv)
     }
     err = tt_server_listen(loop, &addr, &so, &h, NULL, &g_echo.srv);
     if (err < 0) {
-        cli_error("listen %s: %s", listen, tt_strerror(err));
+        cli_listen_error(listen, &addr, err);
         tt_loop_close(loop);
         return CLI_EXIT_FAIL;
     }

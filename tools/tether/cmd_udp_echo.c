@@ -265,6 +265,8 @@ int cmd_udp_echo(int argc, char **argv)
         return cli_usage_error("udp-echo", "unexpected argument '%s'", argv[optind]);
     if (cli_parse_addr("udp-echo", where, false, &addr) < 0)
         return CLI_EXIT_USAGE;
+    if (tt_addr_is_unix(&addr))
+        return cli_usage_error("udp-echo", "bad address '%s': UDP takes an IP address", where);
     for (int i = 0; i < njoins; i++) /* a usage error is said before anything is bound */
         if (cli_udp_check_join("udp-echo", joins[i]) < 0)
             return CLI_EXIT_USAGE;

@@ -300,6 +300,8 @@ int cli_udp_cat(int argc, char **argv)
     if (cli_parse_addr("cat", where, !st->listening, st->listening ? &bind_addr : &st->target) <
         0)
         return CLI_EXIT_USAGE;
+    if (tt_addr_is_unix(st->listening ? &bind_addr : &st->target))
+        return cli_usage_error("cat", "bad address '%s': UDP takes an IP address", where);
     if (!st->listening) {
         /* Any local address of the target's family, a port chosen by the kernel. */
         if (tt_addr_parse(&bind_addr, st->target.u.sa.sa_family == AF_INET ? "0.0.0.0" : "::",
