@@ -310,3 +310,26 @@ Test(chat_cli, stat_watch_refreshes_the_table_count_times)
     close(a);
     cr_expect_eq(stop(&p), 0);
 }
+
+/* A client that never answers the goodbye keeps the graceful shutdown waiting for
+ * its deadline; a second SIGTERM meanwhile (timeout(1) passes signals on) must not
+ * turn a clean stop into exit 1. */
+Test(chat_cli, a_second_sigterm_during_shutdown_still_exits_0)
+{
+    proc_t p;
+    int status = 0;
+
+    start_chat(&p, "");
+    int a = chatter(&p.addr); /* never reads, never closes */
+    kill(p.pid, SIGTERM);
+    usleep(200 * 1000);
+    kill(p.pid, SIGTERM);
+    uint64_t t0 = th_now_ms();
+    for (int i = 0; i < 100 && waitpid(p.pid, &status, WNOHANG) == 0; i++)
+        usleep(50000);
+    cr_assert(WIFEXITED(status), "still running, or killed, after 5 s");
+    cr_expect_eq(WEXITSTATUS(status), 0, "exit %d", WEXITSTATUS(status));
+    cr_expect_lt(th_now_ms() - t0, 4000);
+    close(a);
+    fclose(p.out);
+}

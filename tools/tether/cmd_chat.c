@@ -203,7 +203,10 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
     if (admin != NULL)
         tt_admin_close(admin);
     tt_server_shutdown(server, SHUTDOWN_MS, on_shutdown, NULL);
-    tt_loop_run(loop, TT_RUN_DEFAULT);
+    /* A second signal (timeout(1) sends one on) stops this run too: the shutdown
+     * is under way and ends by its own deadline, so run on until it has. */
+    while (tt_loop_run(loop, TT_RUN_DEFAULT) == 1)
+        ;
     cli_signals_restore();
     err = tt_loop_close(loop);
     return err == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
