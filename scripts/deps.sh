@@ -10,18 +10,26 @@ pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libcriterion-dev
       libc-ares-dev iproute2 nftables netcat-openbsd socat python3 strace procps
       dnsmasq-base util-linux libuv1-dev libevent-dev libev-dev liburing-dev
       libhiredis-dev redis-server libssl-dev zlib1g-dev python3-websockets)
+# Node.js runs the WebSocket interop peer (and the unix-socket peer): Debian's when
+# the machine has none of its own.
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs npm)
+root=$(cd "$(dirname "$0")/.." && pwd)
+
 # Node's ws for the WebSocket interop tests, at the version tests/node/package-lock.json
 # pins (node_modules is not committed; tests/net/test_ws.c runs the same when missing).
-root=$(cd "$(dirname "$0")/.." && pwd)
-if command -v npm >/dev/null 2>&1 && [ ! -d "$root/tests/node/node_modules/ws" ]; then
-    (cd "$root/tests/node" && npm ci --no-audit --no-fund >/dev/null) ||
-        echo "npm ci in tests/node failed: the Node interop test will try again" >&2
-fi
+node_modules() {
+    if command -v npm >/dev/null 2>&1 && [ ! -d "$root/tests/node/node_modules/ws" ]; then
+        (cd "$root/tests/node" && npm ci --no-audit --no-fund >/dev/null) ||
+            echo "npm ci in tests/node failed: the Node interop test will try again" >&2
+    fi
+    return 0
+}
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
+    node_modules
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -32,3 +40,4 @@ echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq "${missing[@]}" >/dev/null
+node_modules
