@@ -55,6 +55,9 @@ extern "C" {
 #define TT_EDNSTIMEOUT (-4009)  /* name resolution timed out */
 #define TT_ESHUTDOWN (-4010)    /* the server is shutting down */
 #define TT_EVETO (-4011)        /* refused by an admission hook (hooks may return their own) */
+#define TT_ETLS (-4012)         /* TLS: handshake or record failure (the close info's
+                                   reason says which) */
+#define TT_ETRUNCATED (-4013)   /* TLS: the stream ended without close_notify */
 
 /* Text for an error code; never NULL (unknown codes give "unknown error"). */
 TT_EXTERN const char *tt_strerror(int err);
@@ -68,6 +71,7 @@ typedef struct tt_timer tt_timer_t;
 typedef struct tt_watch tt_watch_t;
 typedef struct tt_signal tt_signal_t;
 typedef struct tt_conn tt_conn_t;
+typedef struct tt_tls_ctx tt_tls_ctx_t;
 typedef struct tt_server tt_server_t;
 typedef struct tt_udp tt_udp_t;
 
@@ -317,8 +321,16 @@ typedef enum tt_close_kind {
     TT_CLOSE_SHUTDOWN,          /* server shutdown deadline passed */
     TT_CLOSE_WS_CLOSED,         /* WebSocket: the closing handshake completed (either
                                    side first); ws_code holds the peer's code */
-    TT_CLOSE_WS_ABNORMAL        /* WebSocket: the stream ended without a close frame
+    TT_CLOSE_WS_ABNORMAL,       /* WebSocket: the stream ended without a close frame
                                    (1006 semantics; error TT_EOF) */
+    TT_CLOSE_TLS_TRUNCATED,     /* TLS: the peer's FIN came without its close_notify:
+                                   what it sent may be cut short (TT_ETRUNCATED) */
+    TT_CLOSE_TLS_HANDSHAKE_FAILED, /* TLS: no handshake (TT_ETLS); reason says why:
+                                   "hostname mismatch", "unknown CA", an alert... */
+    TT_CLOSE_TLS_HANDSHAKE_TIMEOUT, /* TLS: the handshake did not finish in time */
+    TT_CLOSE_TLS_ERROR          /* TLS: a record or protocol failure after the
+                                   handshake (bad record, renegotiation refused);
+                                   reason says which (TT_ETLS) */
 } tt_close_kind_t;
 
 /* What a connection had done when it closed: enough to tell what may not have
@@ -341,6 +353,12 @@ typedef struct tt_close_info {
     int ws_code;
     const char *ws_reason;
     int ws_local_code;
+    /* A layer's own words for an abnormal end (TLS: "hostname mismatch",
+     * "unknown CA", "certificate expired", the alert or record error); lent,
+     * never NULL ("" when there are none). Over TLS the byte figures above count
+     * application bytes, except bytes_unacked and bytes_acked, which are the
+     * kernel's, in bytes on the wire. */
+    const char *reason;
 } tt_close_info_t;
 
 /* Per-connection event handlers. Any member may be NULL. The struct is copied. */
@@ -544,7 +562,9 @@ typedef struct tt_conn_stats {
     tt_addr_t local;
     tt_addr_t peer;
     uint64_t age_ms;
-    uint64_t bytes_in, bytes_out;
+    uint64_t bytes_in, bytes_out;       /* application bytes (plaintext over TLS) */
+    uint64_t wire_bytes_in, wire_bytes_out; /* bytes on the wire (TLS records); the
+                                           same as bytes_in/out on a plain stream */
     uint64_t packets_in, packets_out;
     uint64_t messages_in, messages_out; /* framing */
     uint64_t queued_bytes;              /* in the send queue now */
@@ -964,6 +984,92 @@ TT_EXTERN int tt_ws_send_text(tt_conn_t *conn, const char *text);
  * frame was already sent). */
 TT_EXTERN int tt_ws_close(tt_conn_t *conn, int code, const char *reason);
 
+/* ---- TLS ----------------------------------------------------------------------
+ * TLS (OpenSSL 3) under any stream connection: servers (tt_server_opts_t.tls),
+ * clients (tt_connect_opts_t.tls), reconnecting clients (through their connect
+ * options), and an open plain connection upgraded in place (tt_conn_start_tls).
+ * on_open comes after the handshake; everything else (framing, liveness, queues,
+ * tt_send_file, groups) works as on a plain connection, in application bytes.
+ * Close kinds TT_CLOSE_TLS_* tell truncation and handshake failures apart, with
+ * the reason text in tt_close_info_t.reason. A context is made once and shared;
+ * every connection holds a reference, so tt_tls_ctx_free may come at any time.
+ * See docs/tls.md. */
+
+#define TT_TLS_1_2 0x0303
+#define TT_TLS_1_3 0x0304
+#define TT_DEFAULT_TLS_HANDSHAKE_MS 10000 /* handshake timeout when none is given */
+
+typedef struct tt_tls_server_opts {
+    const char *cert_file; /* PEM: the certificate, then its chain */
+    const char *key_file;  /* PEM: its private key */
+    const char *cert_pem;  /* or both in memory (NUL-terminated PEM text) */
+    const char *key_pem;
+    const char *ca_file;   /* PEM CAs that client certificates are checked against */
+    bool verify_client;    /* mutual TLS: a client must present a certificate that
+                              ca_file's CAs signed (needs ca_file) */
+    const char *alpn;      /* protocols we speak, by preference: "h2,http/1.1";
+                              NULL: no ALPN */
+    int min_version;       /* TT_TLS_1_2 (0) or TT_TLS_1_3 */
+    bool no_tickets;       /* session tickets (resumption) are on unless set */
+} tt_tls_server_opts_t;
+
+typedef struct tt_tls_client_opts {
+    const char *ca_file;   /* trust these PEM CAs; with neither this nor ca_dir,
+                              the system's store */
+    const char *ca_dir;
+    const char *cert_file; /* a client certificate for mutual TLS, with key_file */
+    const char *key_file;
+    const char *alpn;      /* protocols offered, in order: "h2,http/1.1" */
+    int min_version;       /* TT_TLS_1_2 (0) or TT_TLS_1_3 */
+    bool insecure;         /* verify nothing: neither the chain nor the name
+                              (tests only) */
+} tt_tls_client_opts_t;
+
+/* Make a context. Returns 0, -EINVAL (bad options; an unreadable or mismatched
+ * certificate and key give -EINVAL too, with the file named nowhere: check the
+ * files first if you need to say which), -ENOENT (a file that does not exist),
+ * -ENOMEM. */
+TT_EXTERN int tt_tls_server_ctx(const tt_tls_server_opts_t *opts, tt_tls_ctx_t **out);
+TT_EXTERN int tt_tls_client_ctx(const tt_tls_client_opts_t *opts, tt_tls_ctx_t **out);
+/* A further certificate on a server context, chosen by SNI: a client asking for
+ * a name it covers (its subjectAltNames, or its common name when it has none;
+ * wildcards as RFC 6125 allows) gets it, any other client the context's own.
+ * Returns 0, -EINVAL (a client context, a bad pair), -ENOENT, -ENOMEM. */
+TT_EXTERN int tt_tls_ctx_add_cert(tt_tls_ctx_t *ctx, const char *cert_file, const char *key_file);
+/* Drop the caller's reference. NULL is ignored. */
+TT_EXTERN void tt_tls_ctx_free(tt_tls_ctx_t *ctx);
+
+typedef struct tt_tls_info {
+    bool done;              /* the handshake finished */
+    bool resumed;           /* ... by resuming an earlier session */
+    bool server;            /* we are the server side */
+    char version[16];       /* "TLSv1.3" */
+    char cipher[64];        /* "TLS_AES_256_GCM_SHA384" */
+    char alpn[64];          /* the protocol agreed, "" when none */
+    char sni[256];          /* the name the client asked for (sent, on a client) */
+    char peer_subject[256]; /* the peer certificate's subject, one line; "" if none */
+    bool ktls_tx, ktls_rx;  /* kernel TLS does the records in that direction */
+} tt_tls_info_t;
+
+/* Returns 0, -EINVAL, -EOPNOTSUPP (no TLS on this connection). */
+TT_EXTERN int tt_conn_tls_info(const tt_conn_t *conn, tt_tls_info_t *out);
+
+/* STARTTLS: upgrade an open plain connection (SMTP/IMAP style). What was queued
+ * before the call is written in plain first; what is sent afterwards waits and
+ * goes encrypted once the handshake is done (on_done, when set, says so). Bytes
+ * read from now on are TLS. The role follows the context (server or client);
+ * `servername` is the client's SNI and verified name (NULL: none sent, and then
+ * verification needs `insecure`). Returns 0, -EINVAL (bad arguments, TLS already
+ * on, a framed or WebSocket connection, or a Unix one passing descriptors),
+ * -ENOTCONN (not open), -ENOMEM. */
+typedef struct tt_tls_start_opts {
+    tt_tls_ctx_t *ctx;
+    const char *servername;
+    uint64_t handshake_timeout_ms; /* 0: TT_DEFAULT_TLS_HANDSHAKE_MS */
+    void (*on_done)(tt_conn_t *conn);
+} tt_tls_start_opts_t;
+TT_EXTERN int tt_conn_start_tls(tt_conn_t *conn, const tt_tls_start_opts_t *opts);
+
 /* ---- client -------------------------------------------------------------------
  * A client connection is created by tt_connect() and lives until its on_close. */
 
@@ -976,6 +1082,13 @@ typedef struct tt_connect_opts {
     int family;                /* AF_UNSPEC (both), AF_INET or AF_INET6 */
     uint64_t attempt_delay_ms; /* Happy Eyeballs: start the next address after this
                                   long; 0: TT_DEFAULT_ATTEMPT_DELAY */
+    /* TLS (a client context, see the TLS section): on_open after the handshake.
+     * The name sent (SNI) and verified is tls_servername, else the host name
+     * given to tt_connect_host, else (a numeric address) the address itself,
+     * verified against the certificate's IP addresses and not sent. */
+    tt_tls_ctx_t *tls;
+    const char *tls_servername;
+    uint64_t tls_handshake_timeout_ms; /* 0: TT_DEFAULT_TLS_HANDSHAKE_MS */
 } tt_connect_opts_t;
 
 /* Start a non-blocking connect to a numeric address. On 0, *out is a connection in
@@ -1186,6 +1299,11 @@ typedef struct tt_server_opts {
      * only this user may connect), set before any client can connect, the umask
      * notwithstanding. 0: as the kernel makes it (0777 less the umask). */
     unsigned unix_mode;
+    /* TLS for accepted connections (a server context): each one shakes hands
+     * first, on_open after; a failure or timeout closes it with its TT_CLOSE_TLS_*
+     * kind (no on_open, on_close as always). Swap with tt_server_set_tls. */
+    tt_tls_ctx_t *tls;
+    uint64_t tls_handshake_timeout_ms; /* 0: TT_DEFAULT_TLS_HANDSHAKE_MS */
 } tt_server_opts_t;
 
 /* Server events passed to tt_server_opts_t.on_event (see docs/servers.md). */
@@ -1223,6 +1341,11 @@ TT_EXTERN int tt_server_listen(tt_loop_t *loop, const tt_addr_t *addr,
 /* Stop listening and free the server. Accepted connections stay open (their
  * tt_conn_server() becomes NULL). Safe inside any callback. Returns 0 or -EINVAL. */
 TT_EXTERN int tt_server_close(tt_server_t *srv);
+/* Certificate renewal without a restart: connections accepted from now on use
+ * `ctx` (a server context; the server takes a reference and drops the old one),
+ * those already open keep theirs. Returns 0, -EINVAL (NULL, a client context, or a
+ * server made without TLS). */
+TT_EXTERN int tt_server_set_tls(tt_server_t *srv, tt_tls_ctx_t *ctx);
 /* The bound address, with the port the kernel chose. Returns 0 or -EINVAL. */
 TT_EXTERN int tt_server_addr(const tt_server_t *srv, tt_addr_t *out);
 TT_EXTERN void *tt_server_get_data(const tt_server_t *srv);

@@ -416,13 +416,11 @@ static void upgrade(ws_t *w, tt__http_req_t *req, const tt_http_request_t *view)
     w->head_len = 0;
     tt__wheel_stop(&c->loop->wheel, &w->timer);
     w->state = S_OPEN;
-    c->ext->defer_open = false;
     if (tt_send(c, resp, (size_t)n) < 0) {
         free(rest);
         return;
     }
-    if (c->h->h.on_open != NULL)
-        c->h->h.on_open(c);
+    tt__conn_layer_opened(c); /* on_open */
     if (rest != NULL && !tt__conn_is_closing(c))
         feed_frames(w, rest, rest_len);
     free(rest);
@@ -939,7 +937,7 @@ int tt__ws_apply(tt_conn_t *c, struct tt__ws_cfg *cfg)
     c->ext->frame_ping = ws_ping;
     c->ext->close_info = ws_close_info;
     c->ext->end_hook = ws_end;
-    c->ext->defer_open = true;
+    c->ext->open_waits++;
     timer_start(w, cfg->o.handshake_timeout_ms);
     return 0;
 }

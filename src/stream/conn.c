@@ -44,6 +44,8 @@
 #define F_EOF_HELD 0x20000    /* the peer's FIN came behind held input: not yet acted on */
 #define F_CORK 0x40000        /* delivering one read's messages: sends queue, one write after */
 #define F_UNIX 0x80000        /* a Unix domain socket: no TCP options */
+#define F_WIRE_HOLD 0x100000  /* the transform's handshake: app bytes wait queued */
+#define F_WIRE_ENDED 0x200000 /* the transform's own end (close_notify) is written */
 
 /* While corked, a send at least this large with nothing queued is still written at
  * once: copying it would cost more than the system call it saves. */
@@ -176,7 +178,8 @@ static void update_interest(tt_conn_t *c)
     if (c->state == TT_STATE_CONNECTING) {
         ev = TT__POLL_OUT;
     } else {
-        if ((c->flags & F_READING) && !(c->flags & (F_RD_EOF | F_EOF_HELD)))
+        /* A transform's handshake reads whatever the app asked. */
+        if ((c->flags & (F_READING | F_WIRE_HOLD)) && !(c->flags & (F_RD_EOF | F_EOF_HELD)))
             ev |= TT__POLL_IN;
         if (c->flags & F_WAIT_WRITE)
             ev |= TT__POLL_OUT;
@@ -199,6 +202,8 @@ static tt_close_kind_t kind_of(int err)
         return TT_CLOSE_IO_ERROR;
     }
 }
+
+void tt__conn_fail(tt_conn_t *c, int err) { tt__conn_close(c, kind_of(err), err); }
 
 static void live_io(tt_conn_t *c, int dir)
 {
@@ -241,12 +246,56 @@ void tt__conn_opened(tt_conn_t *c)
     update_interest(c);
     if (tt__conn_is_closing(c))
         return;
-    if (c->h->h.on_open != NULL && !(c->ext != NULL && c->ext->defer_open))
+    if (c->ext != NULL && c->ext->open_waits > 0)
+        return; /* a layer's own opening first (tt__conn_layer_opened) */
+    if (c->h->h.on_open != NULL)
         c->h->h.on_open(c);
     if (tt__conn_is_closing(c))
         return;
     if (!tt__sendq_empty(&c->sq) || (c->flags & (F_WANT_END | F_DESTROY_SOON)))
         flush(c, true);
+}
+
+void tt__conn_layer_opened(tt_conn_t *c)
+{
+    if (tt__conn_is_closing(c) || c->ext == NULL || c->ext->open_waits == 0)
+        return;
+    if (--c->ext->open_waits > 0)
+        return;
+    if (c->h->h.on_open != NULL)
+        c->h->h.on_open(c);
+    if (tt__conn_is_closing(c))
+        return;
+    if (!tt__sendq_empty(&c->sq) || (c->flags & (F_WANT_END | F_DESTROY_SOON)))
+        flush(c, true);
+}
+
+void tt__conn_wire_hold(tt_conn_t *c, bool hold)
+{
+    if (hold) {
+        c->flags |= F_WIRE_HOLD;
+    } else if (c->flags & F_WIRE_HOLD) {
+        c->flags &= ~F_WIRE_HOLD;
+        update_interest(c); /* reading as the app asked from now on */
+        if (!tt__conn_is_closing(c) &&
+            (!tt__sendq_empty(&c->sq) || (c->flags & (F_WANT_END | F_DESTROY_SOON))))
+            flush_soon(c);
+    }
+}
+
+void tt__conn_want_write(tt_conn_t *c, bool on)
+{
+    if (on)
+        c->flags |= F_WAIT_WRITE;
+    else
+        c->flags &= ~F_WAIT_WRITE;
+    update_interest(c);
+}
+
+bool tt__conn_wants_input(const tt_conn_t *c)
+{
+    return (c->flags & F_READING) && !(c->flags & (F_RD_EOF | F_EOF_HELD)) &&
+           !tt__conn_is_closing(c);
 }
 
 void tt__conn_connecting(tt_conn_t *c, bool done, uint64_t timeout_ms)
@@ -342,8 +391,11 @@ static void finish_close(tt_conn_t *c)
         info.bytes_unsent = tt__sendq_clear(&c->sq, NULL, NULL); /* watch disposed above */
     info.bytes_queued = c->sq.total;
     info.ws_reason = "";
+    info.reason = "";
     if (c->ext != NULL && c->ext->close_info != NULL)
         c->ext->close_info(c, &info); /* before frame_free: the layer's state is gone then */
+    if (c->ext != NULL && c->ext->wire_ops != NULL)
+        c->ext->wire_ops->close_info(c, &info);
     if (c->ext != NULL) {
         if (c->ext->groups_free != NULL)
             c->ext->groups_free(c);
@@ -351,6 +403,8 @@ static void finish_close(tt_conn_t *c)
             c->ext->live_free(c);
         if (c->ext->frame_free != NULL)
             c->ext->frame_free(c);
+        if (c->ext->wire_ops != NULL)
+            c->ext->wire_ops->free(c);
     }
 
     bool graceful = info.kind == TT_CLOSE_PEER_CLOSED || info.kind == TT_CLOSE_LOCAL_END ||
@@ -391,10 +445,13 @@ void tt__conn_run_pending(tt_loop_t *loop)
         } else if (what & F_PEND_FLUSH) {
             flush(c, true);
         }
-        if ((what & F_PEND_READ) && !tt__conn_is_closing(c) && c->ext != NULL &&
-            c->ext->read_resumed != NULL) {
+        if ((what & F_PEND_READ) && !tt__conn_is_closing(c) && c->ext != NULL) {
             bool corked = cork(c);
-            c->ext->read_resumed(c);
+            /* The framer's held messages are older than a transform's held input. */
+            if (c->ext->read_resumed != NULL)
+                c->ext->read_resumed(c);
+            if (c->ext->wire_ops != NULL && tt__conn_wants_input(c))
+                c->ext->wire_ops->resumed(c);
             uncork(c, corked);
         }
         c = next;
@@ -463,28 +520,31 @@ static void uncork(tt_conn_t *c, bool corked)
         flush(c, true);
 }
 
+void tt__conn_plain_input(tt_conn_t *c, const char *buf, size_t n, size_t pending)
+{
+    c->bytes_in += (uint64_t)n;
+    c->packets_in++;
+    live_io(c, TT__IO_DIR_READ);
+    if (tt__conn_is_closing(c))
+        return;
+    if (c->ext != NULL && c->ext->frame_input != NULL) {
+        bool corked = cork(c);
+        c->ext->frame_input(c, buf, n);
+        uncork(c, corked);
+    } else if (c->ext != NULL && c->ext->live_input != NULL && c->ext->live_input(c, buf, n))
+        return; /* a heartbeat, answered or noted: not application data */
+    else if (c->h->h.on_data != NULL)
+        c->h->h.on_data(c, buf, n, pending);
+}
+
 static void on_read(tt_conn_t *c, const char *buf, ssize_t n, size_t pending)
 {
-    if (n > 0) {
-        c->bytes_in += (uint64_t)n;
-        c->packets_in++;
-        live_io(c, TT__IO_DIR_READ);
-        if (tt__conn_is_closing(c))
-            return;
-        if (c->ext != NULL && c->ext->frame_input != NULL) {
-            bool corked = cork(c);
-            c->ext->frame_input(c, buf, (size_t)n);
-            uncork(c, corked);
-        } else if (c->ext != NULL && c->ext->live_input != NULL &&
-                 c->ext->live_input(c, buf, (size_t)n))
-            return; /* a heartbeat, answered or noted: not application data */
-        else if (c->h->h.on_data != NULL)
-            c->h->h.on_data(c, buf, (size_t)n, pending);
-    } else if (n == 0) {
+    if (n > 0)
+        tt__conn_plain_input(c, buf, (size_t)n, pending);
+    else if (n == 0)
         tt__conn_peer_ended(c);
-    } else {
+    else
         tt__conn_close(c, kind_of((int)n), (int)n);
-    }
 }
 
 /* Received descriptors: the app's, or closed here. Every one ends up in exactly
@@ -512,10 +572,20 @@ static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pendi
     if (ev == TT__EV_WRITABLE) {
         if (c->state == TT_STATE_CONNECTING)
             connect_done(c);
-        else
+        else if (c->ext == NULL || c->ext->wire_ops == NULL || !c->ext->wire_ops->writable(c))
             flush(c, true);
     } else if (ev == TT__EV_DATA) {
-        on_read(c, buf, n, pending);
+        if (c->ext != NULL && c->ext->pre_input != NULL) {
+            ssize_t k = c->ext->pre_input(c, buf, n);
+            if (k < 0 || tt__conn_is_closing(c) || (n > 0 && k == n) || n <= 0)
+                return;
+            buf += k;
+            n -= k;
+        }
+        if (c->ext != NULL && c->ext->wire_ops != NULL)
+            c->ext->wire_ops->input(c, buf, n, pending);
+        else
+            on_read(c, buf, n, pending);
     }
 }
 
@@ -660,6 +730,14 @@ static void linger_restart(tt_conn_t *c)
         tt__wheel_start(&c->loop->wheel, &c->deadline, tt__loop_deadline(c->loop, c->linger_ms));
 }
 
+/* Application bytes to the socket: through the transform when one is on. */
+static ssize_t wire_writev(tt_conn_t *c, const struct iovec *iov, int iovcnt)
+{
+    if (c->ext != NULL && c->ext->wire_ops != NULL)
+        return c->ext->wire_ops->writev(c, iov, iovcnt);
+    return tt__io_writev(&c->loop->poller, &c->io, iov, iovcnt);
+}
+
 static void note_written(tt_conn_t *c, size_t n)
 {
     c->written += n;
@@ -684,6 +762,18 @@ static void queue_emptied(tt_conn_t *c, bool from_loop)
         return;
     }
     if ((c->flags & F_WANT_END) && !(c->flags & F_WR_SHUT)) {
+        if (c->ext != NULL && c->ext->wire_ops != NULL && !(c->flags & F_WIRE_ENDED)) {
+            int err = c->ext->wire_ops->end(c); /* close_notify before our FIN */
+            if (err == -EAGAIN) {
+                c->flags |= F_WAIT_WRITE; /* flush comes back here when writable */
+                return;
+            }
+            if (err < 0) {
+                tt__conn_fail(c, err);
+                return;
+            }
+            c->flags |= F_WIRE_ENDED;
+        }
         if (c->flags & F_RD_EOF) {
             /* Both sides are done: close() sends what the kernel still holds, then
              * the FIN (nothing unread, so no RST); a shutdown() first would only
@@ -710,7 +800,7 @@ static void flush(tt_conn_t *c, bool from_loop)
     struct iovec iov[IOV_BATCH];
     ssize_t r = 0;
 
-    if (c->flags & (F_FLUSHING | F_STREAM_WAIT) || c->state != TT_STATE_OPEN)
+    if (c->flags & (F_FLUSHING | F_STREAM_WAIT | F_WIRE_HOLD) || c->state != TT_STATE_OPEN)
         return;
     c->flags |= F_FLUSHING;
     c->flags &= ~F_WAIT_WRITE;
@@ -730,6 +820,9 @@ static void flush(tt_conn_t *c, bool from_loop)
         }
         if (e->kind == TT__SQ_FILE) {
             want = e->u.file.remain < FILE_CHUNK ? (size_t)e->u.file.remain : FILE_CHUNK;
+            /* A transform encrypts what it sends: the file is read into copies. */
+            if (c->ext != NULL && c->ext->wire_ops != NULL)
+                e->flags |= TT__SQE_NO_SENDFILE;
             if (!(e->flags & TT__SQE_NO_SENDFILE)) {
                 uint64_t off = e->u.file.off;
                 r = tt__io_sendfile(p, &c->io, e->u.file.fd, &off, want);
@@ -763,7 +856,7 @@ static void flush(tt_conn_t *c, bool from_loop)
                 tt__sendq_pop(&c->sq); /* sent: the kernel holds its own references */
         } else {
             int cnt = tt__sendq_fill_iov(&c->sq, iov, IOV_BATCH, &want);
-            r = tt__io_writev(p, &c->io, iov, cnt);
+            r = wire_writev(c, iov, cnt);
         }
         if (r == -EAGAIN) {
             c->flags |= F_WAIT_WRITE;
@@ -881,7 +974,7 @@ int tt__conn_over_cap(tt_conn_t *c, uint64_t add)
 static bool can_write_now(const tt_conn_t *c)
 {
     return c->state == TT_STATE_OPEN && tt__sendq_empty(&c->sq) &&
-           !(c->flags & (F_WAIT_WRITE | F_FLUSHING));
+           !(c->flags & (F_WAIT_WRITE | F_FLUSHING | F_WIRE_HOLD));
 }
 
 int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
@@ -915,7 +1008,7 @@ int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
         return send_status(c);
     }
 
-    ssize_t r = tt__io_writev(&c->loop->poller, &c->io, iov, iovcnt);
+    ssize_t r = wire_writev(c, iov, iovcnt);
     if (r == (ssize_t)len) {
         c->sq.total += len;
         note_written(c, len);
@@ -974,8 +1067,8 @@ int tt_send_fds(tt_conn_t *c, const int *fds, size_t n, const void *buf, size_t 
 
     if (c == NULL || fds == NULL || buf == NULL || n == 0 || n > TT_SEND_FDS_MAX || len == 0)
         return -EINVAL;
-    if (!(c->flags & F_UNIX))
-        return -EOPNOTSUPP;
+    if (!(c->flags & F_UNIX) || (c->ext != NULL && c->ext->wire_ops != NULL))
+        return -EOPNOTSUPP; /* descriptors ride beside the bytes: not inside TLS */
     err = check_sendable(c);
     if (err < 0)
         return err;
@@ -1247,7 +1340,8 @@ const char *tt_close_kind_name(tt_close_kind_t k)
         "connect failed",  "connect timeout",   "linger timeout",      "send queue overflow",
         "I/O error",       "idle timeout",      "heartbeat timeout",   "kernel timeout",
         "frame too large", "protocol error",    "server shutdown",     "websocket closed",
-        "abnormal websocket close"};
+        "abnormal websocket close", "tls truncated",     "tls handshake failed",
+        "tls handshake timeout", "tls error"};
     return (unsigned)k < sizeof(names) / sizeof(names[0]) ? names[k] : "unknown";
 }
 
@@ -1415,6 +1509,13 @@ int tt_conn_get_stats(const tt_conn_t *c, tt_conn_stats_t *out)
     out->age_ms = c->loop->now - c->created_ms;
     out->bytes_in = c->bytes_in;
     out->bytes_out = c->written;
+    if (c->ext != NULL && c->ext->wire_ops != NULL) {
+        out->wire_bytes_in = c->ext->wire_in;
+        out->wire_bytes_out = c->ext->wire_out;
+    } else {
+        out->wire_bytes_in = c->bytes_in;
+        out->wire_bytes_out = c->written;
+    }
     out->packets_in = c->packets_in;
     out->packets_out = c->packets_out;
     if (c->ext != NULL) {

@@ -49,9 +49,22 @@ typedef struct tt__conn_ext {
     /* tt_end: a layer that ends its own way first (the WebSocket close frame).
      * Returns 1 when it queued `buf` itself, 0 when tt_end should, or -errno. */
     int (*end_hook)(tt_conn_t *c, const void *buf, size_t len);
-    /* on_open waits for a layer's own opening (the WebSocket handshake), which
-     * calls it itself. */
-    bool defer_open;
+    /* on_open waits for each layer's own opening (the TLS handshake, the
+     * WebSocket upgrade, a PROXY header): how many are still under way. Each
+     * layer counts itself in when applied and calls tt__conn_layer_opened when
+     * done; the last one brings on_open. */
+    uint8_t open_waits;
+    /* A header read before any layer sees a byte (the PROXY protocol): gets the
+     * socket's bytes first (n > 0 data, 0 end of stream, < 0 -errno) and returns
+     * how many it consumed; the rest go on up at once. Returns -1 when it closed
+     * the connection. It removes itself (sets this NULL) once the header is done. */
+    ssize_t (*pre_input)(tt_conn_t *c, const char *buf, ssize_t n);
+    /* A transform between the socket and everything above it (TLS). */
+    void *wire;
+    const struct tt__wire_ops *wire_ops;
+    /* Bytes on the wire while a transform is on (application bytes are
+     * bytes_in and written): for the stats. */
+    uint64_t wire_in, wire_out;
     /* Liveness: told of every read and write; freed at close. */
     void *live;
     void (*live_on_io)(tt_conn_t *c, int dir); /* TT__IO_DIR_* */
@@ -79,6 +92,29 @@ typedef struct tt__conn_ext {
     bool has_cred;
     tt_peer_cred_t cred;
 } tt__conn_ext_t;
+
+/* A transform below framing and liveness (TLS, proto/tls.c). The connection
+ * hands it what the socket gave and what the app queued; it hands plaintext up
+ * through tt__conn_plain_input and writes its own records to the socket. */
+typedef struct tt__wire_ops {
+    /* The socket's read: n > 0 bytes, 0 end of stream, < 0 -errno. */
+    void (*input)(tt_conn_t *c, const char *buf, ssize_t n, size_t pending);
+    /* Take application bytes: how many were taken (records wholly handed to
+     * the kernel), -EAGAIN when the socket is full (TT__POLL_OUT is armed), or
+     * -errno. Bytes not taken are offered again, from the same first byte. */
+    ssize_t (*writev)(tt_conn_t *c, const struct iovec *iov, int iovcnt);
+    /* The socket can take more: true when the transform used it (its own
+     * handshake or a read that had to write), false to let the queue flush. */
+    bool (*writable)(tt_conn_t *c);
+    /* Everything queued is written and our FIN is due: end the transform's own
+     * way first (close_notify). 0 done, -EAGAIN (call again when writable), -errno. */
+    int (*end)(tt_conn_t *c);
+    /* Reading restarted: input held back while it was stopped goes up now. */
+    void (*resumed)(tt_conn_t *c);
+    /* At close: fill the transform's part of the reasons, then free its state. */
+    void (*close_info)(tt_conn_t *c, tt_close_info_t *info);
+    void (*free)(tt_conn_t *c);
+} tt__wire_ops_t;
 
 #define TT__IO_DIR_READ 0
 #define TT__IO_DIR_WRITE 1
@@ -120,6 +156,22 @@ void tt__conn_connecting(tt_conn_t *c, bool done, uint64_t timeout_ms);
 /* The peer's FIN was read (or, when it came behind held framed input, that input
  * has now been delivered): end the read side, close or end ours as the options say. */
 void tt__conn_peer_ended(tt_conn_t *c);
+/* Plaintext for the layers above (framing, liveness, on_data): what a plain
+ * connection does with a read, called by a transform below them. */
+void tt__conn_plain_input(tt_conn_t *c, const char *buf, size_t n, size_t pending);
+/* Close with the reason a socket error `err` (-errno) means. */
+void tt__conn_fail(tt_conn_t *c, int err);
+/* One layer's opening is done (see open_waits): the last one calls on_open and
+ * writes what was queued meanwhile. */
+void tt__conn_layer_opened(tt_conn_t *c);
+/* A transform not yet ready for application bytes (its handshake): while held
+ * the queue is not written (nothing is lost: sends queue), reading stays on
+ * whatever the app asked, and the transform says when by releasing it. */
+void tt__conn_wire_hold(tt_conn_t *c, bool hold);
+/* The transform wants WRITABLE (its own write hit a full socket), or no more. */
+void tt__conn_want_write(tt_conn_t *c, bool on);
+/* Reading as the app asked (read_start/stop), and whether the read side is done. */
+bool tt__conn_wants_input(const tt_conn_t *c);
 /* The peer's FIN was read but waits behind held framed input. */
 bool tt__conn_eof_held(const tt_conn_t *c);
 /* Deferred work for the loop: run every connection on the pending list. */

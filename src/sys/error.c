@@ -23,6 +23,8 @@ static const struct {
     {TT_EDNSTIMEOUT, "TT_EDNSTIMEOUT", "name resolution timed out"},
     {TT_ESHUTDOWN, "TT_ESHUTDOWN", "not ended within the shutdown deadline"},
     {TT_EVETO, "TT_EVETO", "refused by admission hook"},
+    {TT_ETLS, "TT_ETLS", "TLS failure"},
+    {TT_ETRUNCATED, "TT_ETRUNCATED", "TLS stream ended without close_notify"},
 };
 
 const char *tt_strerror(int err)
