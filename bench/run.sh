@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Comparative echo benchmark: tether against a hand-written epoll loop, libuv,
-# libevent (bufferevent) and libev. Writes bench/RESULTS.md.
+# libevent (bufferevent) and libev; over TLS against libevent's bufferevent_openssl
+# and Node's tls (the tls section). Writes bench/RESULTS.md.
 #
 # Each server runs on CPU 0 and the load generator (`tether bench`) on CPU 1, so
 # neither steals the other's core. Servers take turns run by run (A B C D E, A B C D E,
@@ -17,11 +18,19 @@
 #   CHURN_CONNS=50      concurrent connect/exchange/close loops for the accept rate
 #   IDLE_COUNTS="10000 100000"   idle connections for memory per connection
 #   STRACE_MSGS=20000   echoed messages counted under strace -c
-#   SECTIONS="throughput churn idle syscalls instructions hold"
+#   SECTIONS="throughput churn idle syscalls instructions hold tls"
 #   CG_MSGS=20000       echoed messages counted under callgrind (instructions)
 #   HOLD_N=100000 HOLD_HB_MS=5000 HOLD_WINDOW=60   the hold section (bench/hold.sh)
+#   TLS_SERVERS="tether libevent node"   the tls section's servers (tether_uring too
+#                       if wanted); load from bin/tlsload, see servers/echo_tls_*
+#   TLS_HS_CONNS=32     handshakes under way at once (full and resumed rows)
+#   TLS_CONNS="1 100"  TLS_SIZES="64 16384"   the TLS echo rows
+#   TLS_IDLE_N=2000     idle TLS connections for memory per connection
 #   SERVER_CPU=0 CLIENT_CPU=1  BASE_PORT=19100  SKIP_BUILD=1 (use bin/ as it is)
 #   OUT=RESULTS.md
+#   KEEP=1              keep the runs of the sections not run now from the previous
+#                       ${OUT%.md}.jsonl (RESULTS.md then gathers several runs, each
+#                       with its own header): e.g. SECTIONS=tls KEEP=1 bench/run.sh
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,7 +47,12 @@ SERVERS=${SERVERS:-"epoll uring libuv libevent libev tether tether_uring"}
 CHURN_CONNS=${CHURN_CONNS:-50}
 IDLE_COUNTS=${IDLE_COUNTS:-"10000 100000"}
 STRACE_MSGS=${STRACE_MSGS:-20000}
-SECTIONS=${SECTIONS:-"throughput churn idle syscalls instructions hold"}
+SECTIONS=${SECTIONS:-"throughput churn idle syscalls instructions hold tls"}
+TLS_SERVERS=${TLS_SERVERS:-"tether libevent node"}
+TLS_HS_CONNS=${TLS_HS_CONNS:-32}
+TLS_CONNS=${TLS_CONNS:-"1 100"}
+TLS_SIZES=${TLS_SIZES:-"64 16384"}
+TLS_IDLE_N=${TLS_IDLE_N:-2000}
 CG_MSGS=${CG_MSGS:-20000}
 HOLD_N=${HOLD_N:-100000}
 HOLD_HB_MS=${HOLD_HB_MS:-5000}
@@ -52,6 +66,7 @@ BENCH=${BENCH:-$top/build/tether}
 
 work=$(mktemp -d /tmp/tether-bench.XXXXXX)
 raw="$work/raw.jsonl"
+tls_dir="$work/tls"
 : >"$raw"
 declare -A pid port
 nports=0
@@ -68,12 +83,19 @@ cleanup() {
 trap cleanup EXIT
 
 has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
+plain=""
+for sec in throughput churn idle syscalls instructions hold; do
+    has_section "$sec" && plain=1
+done
 
 # ---- build ---------------------------------------------------------------------
 if [[ -z ${SKIP_BUILD:-} ]]; then
     make -s all >&2
-    if [[ " $SERVERS " == *" tether"* ]]; then
+    if [[ -n $plain && " $SERVERS " == *" tether"* ]]; then
         make -s bin/echo_tether >&2
+    fi
+    if has_section tls && [[ " $TLS_SERVERS " == *" tether"* ]]; then
+        make -s bin/echo_tls_tether >&2 || { log "could not build echo_tls_tether"; exit 1; }
     fi
     if [[ -z $bench_override ]]; then
         make -s ../build/tether >&2 || { log "could not build the tether tool"; exit 1; }
@@ -90,13 +112,22 @@ ulimit -n "$hard"
 
 # ---- servers --------------------------------------------------------------------
 launch() { # name port [wrapper...]: start the server on SERVER_CPU, in the background
+    # (tls_NAME: the TLS server NAME, with the certificate of the tls section)
     local s=$1 p=$2 backend=epoll exe="$here/bin/echo_$1"
+    local -a tail=()
     shift 2
-    if [[ $s == tether_uring ]]; then
+    if [[ $s == tls_* ]]; then
+        tail=("$tls_dir/cert.pem" "$tls_dir/key.pem")
+        case $s in
+        tls_node) exe=node; tail=("$here/servers/echo_tls_node.js" "$p" "${tail[@]}"); p="" ;;
+        tls_tether_uring) backend=io_uring; exe="$here/bin/echo_tls_tether" ;;
+        esac
+    elif [[ $s == tether_uring ]]; then
         backend=io_uring
         exe="$here/bin/echo_tether"
     fi
-    TETHER_BACKEND=$backend taskset -c "$SERVER_CPU" "$@" "$exe" "$p" >/dev/null &
+    # shellcheck disable=SC2086 # $p is empty for node, whose port is in tail
+    TETHER_BACKEND=$backend taskset -c "$SERVER_CPU" "$@" "$exe" $p "${tail[@]}" >/dev/null &
 }
 
 port_up() { # port tries: true once something accepts on 127.0.0.1:port
@@ -145,9 +176,11 @@ restart_server() { # name: a fresh process, for the memory and syscall tests
     exit 1
 }
 
-for s in $SERVERS; do
-    start_server "$s"
-done
+if [[ -n $plain ]]; then
+    for s in $SERVERS; do
+        start_server "$s"
+    done
+fi
 
 # Server CPU time in clock ticks, user and system (/proc/PID/stat fields 14, 15).
 cpu_of() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
@@ -345,25 +378,132 @@ if has_section hold; then
         "status": int(sys.argv[3])}}))' "$work/hold.md" "N=$HOLD_N HB_MS=$HOLD_HB_MS WINDOW=$HOLD_WINDOW" "$held" >>"$raw"
 fi
 
+# ---- TLS: handshakes, echo, CPU per MiB, idle memory ------------------------------
+# Every server gets the same throwaway EC P-256 certificate, made here and deleted
+# with $work. bin/tlsload offers TLS 1.3 with TLS_AES_128_GCM_SHA256 and X25519
+# only, so whatever a server would allow, they all agree on the same; each run
+# records what was negotiated. Servers take turns run by run, as above.
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+tlsrun() { # row server round tlsload-args...: one measured tlsload run
+    local row=$1 s=$2 r=$3 out
+    shift 3
+    out=$(taskset -c "$CLIENT_CPU" "$here/bin/tlsload" -p "${pid[tls_$s]}" "$@" \
+        127.0.0.1 "${port[tls_$s]}" 2>/dev/null) || true
+    [[ -n $out ]] || out='{"ops_per_s":0,"failed":true}'
+    printf '{"section":"tls","server":"%s","round":%s,"row":"%s","args":"%s","result":%s}\n' \
+        "$s" "$r" "$row" "$*" "$out" >>"$raw"
+}
+
+if has_section tls; then
+    command -v openssl >/dev/null || { log "tls: no openssl command"; exit 1; }
+    mkdir -p "$tls_dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -keyout "$tls_dir/key.pem" -out "$tls_dir/cert.pem" -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+    for s in $TLS_SERVERS; do
+        start_server "tls_$s"
+    done
+    rows=("full -m full -c $TLS_HS_CONNS" "resume -m resume -c $TLS_HS_CONNS")
+    for c in $TLS_CONNS; do
+        for sz in $TLS_SIZES; do
+            rows+=("echo-c$c-s$sz -m echo -c $c -s $sz")
+        done
+    done
+    for row in "${rows[@]}"; do
+        read -r name args <<<"$row"
+        for r in $(seq "$ROUNDS"); do
+            for s in $TLS_SERVERS; do
+                log "tls $name round $r: $s"
+                # shellcheck disable=SC2086 # args are words
+                tlsrun "$name" "$s" "$r" $args -d "$DURATION" -w "$WARMUP"
+            done
+        done
+    done
+    if ((hard < TLS_IDLE_N + 100)); then
+        log "tls idle $TLS_IDLE_N: skipped, RLIMIT_NOFILE hard limit $hard"
+    else
+        for s in $TLS_SERVERS; do
+            log "tls idle $TLS_IDLE_N: $s"
+            restart_server "tls_$s"
+            # Warm the code paths (and the first TLS allocations) first.
+            taskset -c "$CLIENT_CPU" "$here/bin/tlsload" -m idle -n 200 -H 1 127.0.0.1 \
+                "${port[tls_$s]}" >/dev/null 2>&1 || true
+            sleep 0.5
+            rss0=$(rss_kb "${pid[tls_$s]}")
+            priv0=$(private_kb "${pid[tls_$s]}")
+            taskset -c "$CLIENT_CPU" "$here/bin/tlsload" -m idle -n "$TLS_IDLE_N" -H 120 \
+                127.0.0.1 "${port[tls_$s]}" >"$work/tlsidle.out" 2>/dev/null &
+            ipid=$!
+            for _ in $(seq 600); do
+                [[ -s $work/tlsidle.out ]] && break
+                sleep 0.1
+            done
+            sleep 1 # every connection has echoed; let the server settle
+            rss1=$(rss_kb "${pid[tls_$s]}")
+            priv1=$(private_kb "${pid[tls_$s]}")
+            kill -TERM "$ipid" 2>/dev/null || true
+            wait "$ipid" 2>/dev/null || true
+            est=$(awk '{ print $2 }' "$work/tlsidle.out")
+            printf '{"section":"tls_idle","server":"%s","round":1,"args":"%s","result":{"rss_before_kb":%s,"rss_after_kb":%s,"private_before_kb":%s,"private_after_kb":%s,"established":%s}}\n' \
+                "$s" "$TLS_IDLE_N" "$rss0" "$rss1" "$priv0" "$priv1" "${est:-0}" >>"$raw"
+        done
+    fi
+    for s in $TLS_SERVERS; do
+        stop_server "tls_$s"
+    done
+fi
+
 elapsed=$(($(date +%s) - started))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- report ---------------------------------------------------------------------
 cmd=""
 for v in ROUNDS DURATION WARMUP CONNS SIZES PIPELINES SERVERS CHURN_CONNS IDLE_COUNTS \
-    STRACE_MSGS CG_MSGS SECTIONS HOLD_N HOLD_HB_MS HOLD_WINDOW BENCH; do
+    STRACE_MSGS CG_MSGS SECTIONS HOLD_N HOLD_HB_MS HOLD_WINDOW BENCH TLS_SERVERS TLS_HS_CONNS \
+    TLS_CONNS TLS_SIZES TLS_IDLE_N KEEP; do
     if env | grep -q "^$v="; then
         cmd+="$v=\"${!v}\" "
     fi
 done
 cmd+="bench/run.sh"
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-python3 "$here/report.py" "$raw" \
-    --command "$cmd" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --kernel "$(uname -r)" \
-    --cpu "$cpu ($(nproc) cores)" --servers "$SERVERS" --rounds "$ROUNDS" \
-    --duration "$DURATION" --warmup "$WARMUP" --elapsed "$elapsed" \
-    --load "before: $load_before; after: $load_after" \
-    --versions "liburing $(pkg-config --modversion liburing), libuv $(pkg-config --modversion libuv), libevent $(pkg-config --modversion libevent), libev $(awk '/define EV_VERSION_MAJOR/ {a=$3} /define EV_VERSION_MINOR/ {b=$3} END {print a"."b}' /usr/include/ev.h), $(${CC:-cc} --version | head -1)" \
-    >"$here/$OUT"
-cp "$raw" "$here/${OUT%.md}.jsonl"
+versions="liburing $(pkg-config --modversion liburing), libuv $(pkg-config --modversion libuv), libevent $(pkg-config --modversion libevent), libev $(awk '/define EV_VERSION_MAJOR/ {a=$3} /define EV_VERSION_MINOR/ {b=$3} END {print a"."b}' /usr/include/ev.h), $(${CC:-cc} --version | head -1)"
+if has_section tls; then
+    versions+=", OpenSSL $(openssl version | awk '{ print $2 }'), Node.js $(node --version)"
+fi
+# This run's header, as the first record of its raw runs: with KEEP=1 the file
+# gathers several runs and report.py prints each one's.
+all=$work/all.jsonl
+python3 - "$cmd" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(uname -r)" "$cpu ($(nproc) cores)" \
+    "$versions" "$ROUNDS" "$DURATION" "$WARMUP" "$elapsed" \
+    "before: $load_before; after: $load_after" "$SECTIONS" "$SERVERS" "$TLS_SERVERS" \
+    >"$all" <<'PY'
+import json, sys
+k = ("command", "date", "kernel", "cpu", "versions", "rounds", "duration", "warmup",
+     "elapsed", "load", "sections", "servers", "tls_servers")
+print(json.dumps(dict({"section": "meta"}, **dict(zip(k, sys.argv[1:])))))
+PY
+cat "$raw" >>"$all"
+if [[ -n ${KEEP:-} && -s $here/${OUT%.md}.jsonl ]]; then
+    # the earlier runs' records of every section not run now, headers included
+    python3 - "$here/${OUT%.md}.jsonl" "$SECTIONS" >>"$all" <<'PY'
+import json, sys
+now = set(sys.argv[2].split())
+now |= {"tls_idle"} if "tls" in now else set()
+for line in open(sys.argv[1]):
+    if not line.strip():
+        continue
+    r = json.loads(line)
+    if r["section"] == "meta":
+        left = [s for s in r.get("sections", "").split() if s not in now]
+        if left:
+            r["sections"] = " ".join(left)
+            print(json.dumps(r))
+    elif r["section"] not in now:
+        print(line.rstrip("\n"))
+PY
+fi
+python3 "$here/report.py" "$all" >"$here/$OUT"
+cp "$all" "$here/${OUT%.md}.jsonl"
 log "wrote $here/$OUT (raw runs: ${OUT%.md}.jsonl) in ${elapsed}s"

@@ -64,6 +64,7 @@ struct slot {
     size_t off;        /* bytes written / read of the current message */
     double t0;         /* start of the current operation */
     unsigned tickets;  /* received on the current connection */
+    int reused;        /* the current connection resumed a session */
 };
 
 static struct {
@@ -304,8 +305,7 @@ static void step(struct slot *s)
             r = SSL_connect(s->ssl);
             if (r == 1) {
                 g.handshakes_total++;
-                if (SSL_session_reused(s->ssl) && in_window(now_s()) && g.mode != M_ECHO)
-                    g.resumed++;
+                s->reused = SSL_session_reused(s->ssl);
                 if (g.version[0] == '\0')
                     note_session(s->ssl);
                 s->phase = P_WRITE;
@@ -373,8 +373,10 @@ static void step(struct slot *s)
                 }
                 /* full / resume: one handshake done; tickets came before the echo */
                 record(s->t0, t);
-                if (in_window(t))
+                if (in_window(t)) {
                     g.tickets_total += s->tickets;
+                    g.resumed += s->reused;
+                }
                 drop(s, 1);
                 if (!stop && t < g.win_end && start(s) < 0)
                     g.conn_errors++; /* the main loop tries again */
