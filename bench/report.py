@@ -354,6 +354,11 @@ def tls_row_name(row):
     return "echo round trips/s, %s conn%s × %s" % (c[1:], "" if c == "c1" else "s", size)
 
 
+def per_op(row):
+    return tls_row_name(row).replace("handshakes/s", "handshake").replace(
+        "round trips/s", "round trip")
+
+
 def tls_report(w, runs, metas):
     tls = [r for r in runs if r["section"] == "tls"]
     idle = [r for r in runs if r["section"] == "tls_idle"]
@@ -432,11 +437,13 @@ def tls_report(w, runs, metas):
       "(bufferevent_openssl, input moved to output; TLS 1.3 only, "
       "TLS_AES_128_GCM_SHA256, X25519, SSL_MODE_RELEASE_BUFFERS); **node** "
       "`servers/echo_tls_node.js` (`tls.createServer`, socket piped into itself; TLS "
-      "1.3 only, TLS_AES_128_GCM_SHA256, X25519). The load generator `bin/tlsload` "
+      "1.3 only, TLS_AES_128_GCM_SHA256, X25519)%s. The load generator `bin/tlsload` "
       "(OpenSSL, epoll, one thread) offers only TLS 1.3, TLS_AES_128_GCM_SHA256 and "
       "X25519, so every server agrees on the same whatever it would allow. "
-      "Agreed in every run: %s.\n" % "; ".join(
-          "%s %s %s" % tuple(x or "?" for x in g) for g in sorted(agreed, key=str)))
+      "Agreed in every run: %s.\n" % (
+          "; **tether_uring** is echo_tls_tether with TETHER_BACKEND=io_uring"
+          if "tether_uring" in servers else "", "; ".join(
+          "%s %s %s" % tuple(x or "?" for x in g) for g in sorted(agreed, key=str))))
     w("A handshake row is %s connections at a time, each: connect, handshake, echo "
       "64 B once (the server has finished its side and its tickets have arrived), "
       "close_notify, close, and again. Resumed: each connection offers the newest "
@@ -481,11 +488,44 @@ def tls_report(w, runs, metas):
     if bad:
         w("Failed runs, errors, or resumption below 99 %: " +
           ", ".join("%s %d" % (s, bad[s]) for s in servers if bad.get(s)) + ".\n")
+    sc = [r for r in runs if r["section"] == "tls_syscalls"]
+    if sc:
+        w("### System calls per handshake and per round trip\n")
+        w("`strace -c -f -p PID` on the server while `bin/tlsload` runs 2 s (the "
+          "handshake row with 8 connections at a time): every call the server made, "
+          "÷ the handshakes or round trips. Exact counts, unlike the rates; strace "
+          "slows the server, which lets more gather per read, so compare within a "
+          "row.\n")
+        srows = []
+        for r in sc:
+            if r["row"] not in srows:
+                srows.append(r["row"])
+        w("| | " + " | ".join(servers) + " |")
+        w("|---|" + "---|" * len(servers))
+        detail = []
+        for row in srows:
+            cells = []
+            for s_ in servers:
+                rs = [r["result"] for r in sc if r["server"] == s_ and r["row"] == row]
+                if not rs or not rs[0].get("ops"):
+                    cells.append("–")
+                    continue
+                res = rs[0]
+                cells.append("%.1f" % (sum(res["calls"].values()) / res["ops"]))
+                top = sorted(res["calls"].items(), key=lambda kv: -kv[1])[:5]
+                detail.append("%s, %s: %s" % (per_op(row), s_, ", ".join(
+                    "%s %.2f" % (k, v / res["ops"]) for k, v in top)))
+            w("| %s | %s |" % (per_op(row), " | ".join(cells)))
+        w("")
+        w("<details><summary>Busiest calls per operation</summary>\n")
+        for d in detail:
+            w("- " + d)
+        w("\n</details>\n")
     if idle:
         n = int(idle[0]["args"])
         w("### Memory per idle TLS connection\n")
         w("%d connections opened by `bin/tlsload -m idle` (handshake, echo 64 B once, "
-          "then held, tickets received), after 200 warmup connections came and went "
+          "then held, tickets received), after 20 warmup connections came and went "
           "on a fresh server process: the growth of the server's VmRSS, and of its "
           "private memory (smaps_rollup), divided by the connections. Kernel socket "
           "memory is not included.\n" % n)

@@ -21,8 +21,8 @@
 #   SECTIONS="throughput churn idle syscalls instructions hold tls"
 #   CG_MSGS=20000       echoed messages counted under callgrind (instructions)
 #   HOLD_N=100000 HOLD_HB_MS=5000 HOLD_WINDOW=60   the hold section (bench/hold.sh)
-#   TLS_SERVERS="tether libevent node"   the tls section's servers (tether_uring too
-#                       if wanted); load from bin/tlsload, see servers/echo_tls_*
+#   TLS_SERVERS="tether tether_uring libevent node"   the tls section's servers
+#                       (tether_uring: echo_tls_tether on io_uring); load from bin/tlsload
 #   TLS_HS_CONNS=32     handshakes under way at once (full and resumed rows)
 #   TLS_CONNS="1 100"  TLS_SIZES="64 16384"   the TLS echo rows
 #   TLS_IDLE_N=2000     idle TLS connections for memory per connection
@@ -48,7 +48,7 @@ CHURN_CONNS=${CHURN_CONNS:-50}
 IDLE_COUNTS=${IDLE_COUNTS:-"10000 100000"}
 STRACE_MSGS=${STRACE_MSGS:-20000}
 SECTIONS=${SECTIONS:-"throughput churn idle syscalls instructions hold tls"}
-TLS_SERVERS=${TLS_SERVERS:-"tether libevent node"}
+TLS_SERVERS=${TLS_SERVERS:-"tether tether_uring libevent node"}
 TLS_HS_CONNS=${TLS_HS_CONNS:-32}
 TLS_CONNS=${TLS_CONNS:-"1 100"}
 TLS_SIZES=${TLS_SIZES:-"64 16384"}
@@ -420,14 +420,54 @@ if has_section tls; then
             done
         done
     done
+    # System calls per handshake and per round trip: exact counts, whatever else
+    # the machine is doing (strace slows the server, so read them per operation).
+    if command -v strace >/dev/null; then
+        for row in "full -m full -c 8" "echo-c1-s64 -m echo -c 1 -s 64" \
+            "echo-c100-s64 -m echo -c 100 -s 64" "echo-c100-s16384 -m echo -c 100 -s 16384"; do
+            read -r name args <<<"$row"
+            for s in $TLS_SERVERS; do
+                log "tls syscalls $name: $s"
+                strace -c -f -o "$work/strace.txt" -p "${pid[tls_$s]}" 2>/dev/null &
+                spid=$!
+                sleep 0.5 # attached
+                # shellcheck disable=SC2086 # args are words
+                out=$(taskset -c "$CLIENT_CPU" "$here/bin/tlsload" $args -d 2 -w 0 127.0.0.1 \
+                    "${port[tls_$s]}" 2>/dev/null) || out='{}'
+                sleep 0.2
+                kill -INT "$spid" 2>/dev/null || true
+                wait "$spid" 2>/dev/null || true
+                python3 - "$work/strace.txt" "$s" "$name" "$out" >>"$raw" <<'PY'
+import json, sys
+path, server, row, out = sys.argv[1:]
+calls = {}
+for line in open(path):
+    f = line.split()
+    if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+        try:
+            calls[f[-1]] = int(f[3])
+        except ValueError:
+            pass
+try:
+    ops = json.loads(out).get("ops", 0)
+except ValueError:
+    ops = 0
+print(json.dumps({"section": "tls_syscalls", "server": server, "round": 1, "row": row,
+                  "args": row, "result": {"ops": ops, "calls": calls}}))
+PY
+            done
+        done
+    fi
     if ((hard < TLS_IDLE_N + 100)); then
         log "tls idle $TLS_IDLE_N: skipped, RLIMIT_NOFILE hard limit $hard"
     else
         for s in $TLS_SERVERS; do
             log "tls idle $TLS_IDLE_N: $s"
             restart_server "tls_$s"
-            # Warm the code paths (and the first TLS allocations) first.
-            taskset -c "$CLIENT_CPU" "$here/bin/tlsload" -m idle -n 200 -H 1 127.0.0.1 \
+            # Warm the code paths and the per-loop buffers first; only a few
+            # connections, or the allocator hands their freed memory to the
+            # measured ones and the figure comes out too small.
+            taskset -c "$CLIENT_CPU" "$here/bin/tlsload" -m idle -n 20 -H 1 127.0.0.1 \
                 "${port[tls_$s]}" >/dev/null 2>&1 || true
             sleep 0.5
             rss0=$(rss_kb "${pid[tls_$s]}")
@@ -490,7 +530,7 @@ if [[ -n ${KEEP:-} && -s $here/${OUT%.md}.jsonl ]]; then
     python3 - "$here/${OUT%.md}.jsonl" "$SECTIONS" >>"$all" <<'PY'
 import json, sys
 now = set(sys.argv[2].split())
-now |= {"tls_idle"} if "tls" in now else set()
+now |= {"tls_idle", "tls_syscalls"} if "tls" in now else set()
 for line in open(sys.argv[1]):
     if not line.strip():
         continue
