@@ -140,10 +140,20 @@ port_free() { # port: wait (up to 5 s) until nothing listens on it, so that
     done
 }
 
+# The next port from BASE_PORT up that nothing listens on (another benchmark may
+# hold some), in the variable free_port (not a subshell: nports moves on).
+next_port() {
+    while :; do
+        free_port=$((BASE_PORT + nports))
+        nports=$((nports + 1))
+        [[ -z $(ss -ltnH "( sport = :$free_port )") ]] && return 0
+    done
+}
+
 start_server() { # name
     local s=$1 p
-    p=$((BASE_PORT + nports))
-    nports=$((nports + 1))
+    next_port
+    p=$free_port
     launch "$s" "$p"
     pid[$s]=$!
     port[$s]=$p
@@ -496,8 +506,8 @@ ws_launch() { # name mode port [wrapper...]
 start_ws() { # name mode [wrapper...]: key ws_NAME on a fresh port
     local s=$1 mode=$2 k="ws_$1" p
     shift 2
-    p=$((BASE_PORT + nports))
-    nports=$((nports + 1))
+    next_port
+    p=$free_port
     ws_launch "$s" "$mode" "$p" "$@"
     pid[$k]=$!
     port[$k]=$p
