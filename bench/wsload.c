@@ -18,6 +18,8 @@
  *   the latency from the send to each receiver's last byte of it.
  *
  * Everything is counted only inside the measured window (after WARMUP seconds).
+ * client_cpu is this process's CPU time over the load (warmup and window) divided
+ * by the wall time: near 1.0, the client's own core was the limit.
  * Output: one line of JSON on stdout. Exit 1 on a connection error, a lost or
  * reordered message, or a failed handshake (the JSON still says what was
  * measured). Only the address given is contacted (the benchmark gives 127.0.0.1). */
@@ -534,6 +536,11 @@ static void build_template(void)
         f[frame_hdr + i] = (uint8_t)('a' + i % 26) ^ mask_key[i & 3];
 }
 
+static double tv_s(const struct timeval *tv)
+{
+    return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: wsload echo|fanout [-c CONNS] [-s SIZE] [-p PIPELINE] [-W WINDOW] "
@@ -547,6 +554,8 @@ int main(int argc, char **argv)
     char *colon;
     int ch;
     uint64_t t0, setup_ns;
+    struct rusage ru0, ru1;
+    double client_cpu = 0;
 
     if (argc < 2)
         return usage();
@@ -617,7 +626,12 @@ int main(int argc, char **argv)
                 for (unsigned k = 0; k < o.pipeline; k++)
                     send_message(&conns[i], 0);
         }
+        getrusage(RUSAGE_SELF, &ru0);
         run_until(win_end, false);
+        getrusage(RUSAGE_SELF, &ru1);
+        client_cpu = (tv_s(&ru1.ru_utime) + tv_s(&ru1.ru_stime) - tv_s(&ru0.ru_utime) -
+                      tv_s(&ru0.ru_stime)) /
+                     ((double)(now_ns() - start) / 1e9);
     }
     {
         double rate = (double)counted / o.duration;
@@ -626,13 +640,13 @@ int main(int argc, char **argv)
                "\"pipeline\":%u,\"window\":%u,\"duration_s\":%.3f,\"warmup_s\":%.3f,"
                "\"setup_s\":%.3f,\"messages\":%" PRIu64 ",\"%s\":%.1f,\"sent\":%" PRIu64
                ",\"latency_us\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,"
-               "\"max\":%.3f},\"opened\":%u,\"errors\":%" PRIu64 ",\"lost\":%" PRIu64
-               ",\"first_error\":\"%s\"}\n",
+               "\"max\":%.3f},\"client_cpu\":%.3f,\"opened\":%u,\"errors\":%" PRIu64
+               ",\"lost\":%" PRIu64 ",\"first_error\":\"%s\"}\n",
                o.fanout ? "fanout" : "echo", o.host, o.port, o.conns, o.size,
                o.fanout ? 1 : o.pipeline, o.fanout ? o.window : 0, o.duration, o.warmup,
                (double)setup_ns / 1e9, counted, o.fanout ? "deliveries_per_s" : "msgs_per_s", rate,
                sent_total, percentile_us(50), percentile_us(90), percentile_us(99),
-               percentile_us(99.9), percentile_us(100), nopen, errors, lost,
+               percentile_us(99.9), percentile_us(100), client_cpu, nopen, errors, lost,
                first_error ? first_error : "");
     }
     for (unsigned i = 0; i < nconns; i++) {
