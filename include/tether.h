@@ -1523,6 +1523,13 @@ TT_EXTERN int tt_cluster_close(tt_cluster_t *cl);
 /* Bind `g` (same loop) to `channel` (copied, 1..200 bytes). Returns 0, -EINVAL,
  * -EBUSY (already bound), -ENOMEM. */
 TT_EXTERN int tt_group_bind(tt_group_t *g, tt_cluster_t *cl, const char *channel);
+/* The same, but what other nodes publish goes to on_remote (with the payload as
+ * the broadcasting node gave it) instead of to the group's members: for an app
+ * that delivers in its own way (the CLI's chat turns lines into WebSocket text).
+ * The group's own broadcasts still publish. */
+typedef void (*tt_cluster_remote_cb)(tt_group_t *g, const void *buf, size_t len, void *arg);
+TT_EXTERN int tt_group_bind_cb(tt_group_t *g, tt_cluster_t *cl, const char *channel,
+                               tt_cluster_remote_cb on_remote, void *arg);
 TT_EXTERN int tt_cluster_get_stats(const tt_cluster_t *cl, tt_cluster_stats_t *out);
 
 /* ---- workers: one loop per core ---------------------------------------------------
@@ -1655,6 +1662,9 @@ typedef struct tt_admin_opts {
     /* Connections open at once on each endpoint; 0: 16. Over it, table clients
      * wait in the backlog and metrics clients get 503 and a close. */
     size_t max_conns;
+    /* Single-server mode: the metrics also show this cluster link's figures
+     * (published, received, lost, reconnects, and whether each link is up). */
+    const tt_cluster_t *cluster;
 } tt_admin_opts_t;
 
 /* The table format: a header line of tab-separated column names (id, worker, local,
