@@ -287,7 +287,8 @@ Test(ws_client, tt_end_on_a_client_sends_close_1000)
     for (int i = 0; i < 200 && !tt_conn_is_websocket(c); i++)
         tt_loop_run(L, TT_RUN_ONCE);
     cr_assert(tt_conn_is_websocket(c));
-    cr_expect_eq(tt_send_message_owned(c, malloc(4), 4, NULL, NULL), -EOPNOTSUPP,
+    static char owned[4];
+    cr_expect_eq(tt_send_message_owned(c, owned, 4, NULL, NULL), -EOPNOTSUPP,
                  "a client's frames are masked: no zero-copy send");
     cr_expect_eq(tt_end(c, "last", 4), 0);
     cr_assert(th_run_until(L, &C.done, 10000));
