@@ -841,7 +841,8 @@ TT_EXTERN int tt_send_messagev(tt_conn_t *conn, const struct iovec *iov, int iov
  * error return free_cb is NOT called and the caller still owns buf; if the
  * connection had to be closed for lack of memory after the header was queued, it
  * is closed with TT_CLOSE_IO_ERROR and -ENOMEM is returned. Returns as
- * tt_send_message. */
+ * tt_send_message, plus -EOPNOTSUPP on a WebSocket client (its frames are masked,
+ * so the payload must be copied: use tt_ws_send). */
 TT_EXTERN int tt_send_message_owned(tt_conn_t *conn, void *buf, size_t len, tt_free_cb free_cb,
                                     void *arg);
 /* Queue a ping control frame (options with control on). The peer's pong is
@@ -850,7 +851,8 @@ TT_EXTERN int tt_send_message_owned(tt_conn_t *conn, void *buf, size_t len, tt_f
 TT_EXTERN int tt_send_ping(tt_conn_t *conn);
 
 /* ---- websocket ----------------------------------------------------------------
- * RFC 6455 server side over TCP, with permessage-deflate (RFC 7692). A WebSocket
+ * RFC 6455 over TCP, with permessage-deflate (RFC 7692); the server side here, the
+ * client side (tt_ws_connect) in the websocket client section. A WebSocket
  * connection is a tether connection whose framing is WebSocket: it first reads
  * one HTTP/1.1 request (bounded in bytes, header count and time); an upgrade
  * request that passes the checks and the accept hook is answered with 101, then
@@ -978,7 +980,8 @@ TT_EXTERN int tt_ws_send(tt_conn_t *conn, tt_ws_kind_t kind, const void *buf, si
 TT_EXTERN int tt_ws_send_text(tt_conn_t *conn, const char *text);
 /* Start the closing handshake: send a close frame with `code` (1000..4999, one
  * the RFC lets an endpoint send) and `reason` (UTF-8, at most 123 bytes; NULL:
- * none). Messages that arrive afterwards are dropped; the connection ends when
+ * none). Messages that arrive afterwards are dropped (a client with
+ * read_after_close still gets them); the connection ends when
  * the peer answers (TT_CLOSE_WS_CLOSED) or after close_timeout_ms
  * (TT_CLOSE_LINGER_TIMEOUT). Returns 0, -EINVAL, -ENOTCONN, or -EPIPE (a close
  * frame was already sent). */
