@@ -719,6 +719,25 @@ Test(ws_client, handshake_timeout_when_the_server_never_answers)
     raw_done();
 }
 
+Test(ws_client, closing_handshake_deadline)
+{
+    raw_server(A_GOOD); /* answers 101, then never answers our close frame */
+    reset(NULL, 0, 4000, "going");
+    uint64_t t0 = th_now_ms();
+    run_client(url_of("/", tt_addr_port(&SADDR)), &(tt_ws_client_opts_t){.close_timeout_ms = 300},
+               5000);
+    uint64_t took = th_now_ms() - t0;
+    cr_expect_eq(C.opens, 1);
+    cr_expect_eq(C.info.kind, TT_CLOSE_LINGER_TIMEOUT, "kind %s", tt_close_kind_name(C.info.kind));
+    cr_expect_eq(C.info.ws_code, 1006, "no close frame came");
+    cr_expect_eq(C.info.ws_local_code, 4000);
+    cr_expect(took >= 290 && took < 2000, "took %llu ms", (unsigned long long)took);
+    raw_done();
+    cr_assert_geq(RAW.got_len, 6 + 7, "our close frame");
+    cr_expect_eq(RAW.got[0], 0x88);
+    cr_expect_eq(RAW.got[1], 0x80 | 7, "masked, code + \"going\"");
+}
+
 /* ---- reconnecting ----------------------------------------------------------------------- */
 
 static int R_connects, R_attempts;
