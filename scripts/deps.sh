@@ -6,10 +6,11 @@ set -euo pipefail
 # floor; util-linux: taskset; libhiredis-dev + redis-server: the hiredis adapter's
 # example and test, against a real Redis; libssl-dev: OpenSSL 3 (WebSocket hashes); zlib1g-dev: permessage-deflate;
 # python3-websockets: a WebSocket peer of the tests (Node's ws comes from npm, below).
+# haproxy: the load balancer in front of a tether server in the PROXY protocol tests.
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libcriterion-dev
       libc-ares-dev iproute2 nftables netcat-openbsd socat python3 strace procps
       dnsmasq-base util-linux libuv1-dev libevent-dev libev-dev liburing-dev
-      libhiredis-dev redis-server libssl-dev zlib1g-dev python3-websockets)
+      libhiredis-dev redis-server libssl-dev zlib1g-dev python3-websockets haproxy)
 # Node.js runs the WebSocket interop peer (and the unix-socket peer): Debian's when
 # the machine has none of its own.
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs npm)

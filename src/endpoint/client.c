@@ -7,6 +7,7 @@
 
 #include "stream/conn.h"
 #include "endpoint/connector.h"
+#include "proto/proxy_conn.h"
 
 int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *opts,
                const tt_conn_handlers_t *h, void *data, tt_conn_t **out)
@@ -31,6 +32,9 @@ int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *
     err = tt__connect_check_local(&o, addr->u.sa.sa_family); /* -ENODEV: no such device */
     if (err < 0)
         return err;
+    err = tt__proxy_client_check(&o, addr);
+    if (err < 0)
+        return err;
 
     fd = tt__connect_socket(loop, addr, &o);
     if (fd < 0)
@@ -48,6 +52,11 @@ int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *
     }
     c->data = data;
     *out = c;
+    if (tt__proxy_client_apply(c, &o) < 0) {
+        c->state = TT_STATE_CONNECTING;
+        tt__conn_close(c, TT_CLOSE_CONNECT_FAILED, -ENOMEM); /* it exists: closes via the loop */
+        return 0;
+    }
 
     if (connect(fd, &addr->u.sa, addr->len) == 0) {
         /* A Unix connect is done or failed at once (EAGAIN: the backlog is full). */

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "endpoint/admission.h"
+#include "proto/proxy_conn.h"
 #include "stream/conn.h"
 #include "sys/sock.h"
 
@@ -334,6 +335,8 @@ int tt_connect_host(tt_loop_t *loop, const char *host, uint16_t port,
         (family != AF_UNSPEC && family != AF_INET && family != AF_INET6))
         return -EINVAL;
     err = tt__connect_check_local(&o, family);
+    if (err == 0)
+        err = tt__proxy_client_check(&o, NULL);
     if (err < 0)
         return err;
     if (o.bind_addr != NULL)
@@ -383,6 +386,10 @@ int tt_connect_host(tt_loop_t *loop, const char *host, uint16_t port,
     }
     ext->connector = cn;
     ext->connect_cancel = cancel_hook;
+    if (tt__proxy_client_apply(c, &o) < 0) {
+        tt__conn_close(c, TT_CLOSE_CONNECT_FAILED, -ENOMEM);
+        return 0;
+    }
     if (o.timeout_ms > 0)
         tt__wheel_start(&loop->wheel, &c->deadline, tt__loop_deadline(loop, o.timeout_ms));
     return 0;
