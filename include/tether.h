@@ -333,7 +333,7 @@ typedef enum tt_close_kind {
                                    reason says which (TT_ETLS) */
     TT_CLOSE_PROXY_ERROR        /* PROXY protocol: the header was missing, malformed,
                                    of a version not accepted, or too slow; reason
-                                   says which (TT_EPROTOCOL, TT_EOF, -ETIMEDOUT) */
+                                   says which (-EPROTO, TT_EOF, -ETIMEDOUT) */
 } tt_close_kind_t;
 
 /* What a connection had done when it closed: enough to tell what may not have

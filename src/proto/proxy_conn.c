@@ -237,7 +237,7 @@ static bool version_allowed(tt_proxy_mode_t mode, int version)
 static bool complete(proxy_t *p, const uint8_t *hdr, const tt__proxy_hdr_t *h)
 {
     if (!version_allowed(p->mode, h->version)) {
-        fail(p, TT_EPROTOCOL, h->version == 1 ? "v1 header, v2 required" : "v2 header, v1 required");
+        fail(p, -EPROTO, h->version == 1 ? "v1 header, v2 required" : "v2 header, v1 required");
         return false;
     }
     if (record(p, hdr, h) < 0) {
@@ -302,7 +302,7 @@ static ssize_t pre_input(tt_conn_t *c, const char *data, ssize_t n)
         if (r > 0)
             return complete(p, in, &h) ? r : -1;
         if (r < 0) {
-            fail(p, TT_EPROTOCOL, why);
+            fail(p, -EPROTO, why);
             return -1;
         }
     }
@@ -312,7 +312,7 @@ static ssize_t pre_input(tt_conn_t *c, const char *data, ssize_t n)
         if (p->have == p->cap) {
             size_t want = want_cap(p->buf, p->have);
             if (want <= p->cap) { /* the parser decides before this; never loop */
-                fail(p, TT_EPROTOCOL, "header too long");
+                fail(p, -EPROTO, "header too long");
                 return -1;
             }
             uint8_t *nb = realloc(p->buf, want);
@@ -339,7 +339,7 @@ static ssize_t pre_input(tt_conn_t *c, const char *data, ssize_t n)
         if (r > 0)
             return complete(p, p->buf, &h) ? r - (ssize_t)before : -1;
         if (r < 0) {
-            fail(p, TT_EPROTOCOL, why);
+            fail(p, -EPROTO, why);
             return -1;
         }
         if (used == (size_t)n)

@@ -7,6 +7,7 @@
  * loops and lines cross loops through tt_workers_broadcast. SIGINT/SIGTERM shut
  * down gracefully: clients are told, ended, and the counts are printed. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,7 @@ static void usage(FILE *f)
             "      --admin SOCKET      serve the connection table for `tether stat`\n"
             "                          (default: none)\n"
             "      --metrics ADDR:PORT serve Prometheus metrics over HTTP (default: none)\n"
+            CLI_PROXY_USAGE
             "  -q, --quiet             do not log joins and leaves on stderr (default:\n"
             "                          log them)\n"
             "  -h, --help              this text\n\n"
@@ -126,8 +128,15 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
     char *name = tt_conn_get_data(c);
     char line[NAME_MAX_LEN + 64];
 
-    if (name == NULL)
+    if (name == NULL) {
+        /* Never joined: a balancer's header that was missing or bad. */
+        if (!quiet && info->kind == TT_CLOSE_PROXY_ERROR) {
+            char why[CLI_REASON_LEN];
+            fprintf(stderr, "tether chat: #%" PRIu64 " refused: %s\n", tt_conn_id(c),
+                    cli_close_reason(info, why));
+        }
         return;
+    }
     int n = snprintf(line, sizeof(line), "* %s left\n", name);
     say(NULL, line, (size_t)n); /* a closing connection takes no more sends anyway */
     if (!quiet)
@@ -234,6 +243,7 @@ int cmd_chat(int argc, char **argv)
                                          {"admin", required_argument, NULL, 'A'},
                                          {"metrics", required_argument, NULL, 'P'},
                                          {"quiet", no_argument, NULL, 'q'},
+                                         {"proxy-protocol", required_argument, NULL, 'X'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *listen_text = CHAT_DEFAULT_LISTEN, *admin_path = NULL;
@@ -278,6 +288,10 @@ int cmd_chat(int argc, char **argv)
             break;
         case 'q':
             quiet = true;
+            break;
+        case 'X':
+            if (cli_parse_proxy_mode("chat", optarg, &so.proxy) < 0)
+                return CLI_EXIT_USAGE;
             break;
         case 'h':
             usage(stdout);
