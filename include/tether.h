@@ -1090,7 +1090,9 @@ typedef enum tt_proxy_mode {
     TT_PROXY_ANY,      /* a header of either version is required */
     TT_PROXY_OPTIONAL  /* a header of either version if the first bytes are one,
                           else the bytes are the client's own; a client that
-                          sends nothing opens at the timeout, headerless */
+                          sends nothing opens at the timeout, headerless (one
+                          that sent the start of a signature and stalled is
+                          closed as a slow header) */
 } tt_proxy_mode_t;
 
 #define TT_DEFAULT_PROXY_TIMEOUT_MS 3000 /* the header's deadline when none is given */

@@ -353,10 +353,12 @@ static void timer_cb(tt__wnode_t *node)
 
     if (tt__conn_is_closing(p->conn) || p->conn->ext->pre_input == NULL)
         return;
-    if (p->mode == TT_PROXY_OPTIONAL) {
+    if (p->mode == TT_PROXY_OPTIONAL && p->have == 0) {
         headerless(p); /* a client that speaks last, or not at all: it is its turn */
         return;
     }
+    /* Bytes that could still be a header's are not handed up as data: a header
+     * that started and stalled is a slow header, in optional mode too. */
     fail(p, -ETIMEDOUT, p->have == 0 ? "no header in time" : "header not complete in time");
 }
 

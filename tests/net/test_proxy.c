@@ -473,6 +473,14 @@ Test(proxy, optional_silent_client_opens_at_the_timeout)
     cr_assert_eq(R.opens, 1);
 }
 
+Test(proxy, optional_stalled_header_is_still_a_slow_header)
+{
+    child_t p;
+    serve(TT_PROXY_OPTIONAL, 300);
+    python_peer(&p, srv_port(), "v1", "--split 11 --pause 1500");
+    expect_refused(&p, "header not complete in time");
+}
+
 /* ---- admission applies to the client the header names ----------------------------------- */
 
 Test(proxy, deny_list_applies_to_the_real_client)
