@@ -1481,7 +1481,9 @@ TT_EXTERN int tt_server_foreach(tt_server_t *srv, int (*fn)(tt_conn_t *conn, voi
 typedef enum tt_audit_event {
     TT_AUDIT_CONNECT = 1, /* before a TCP or UDP socket connects (addr: the peer) */
     TT_AUDIT_BIND,        /* before a listener or UDP socket binds (addr: local) */
-    TT_AUDIT_ACCEPT,      /* after accept, before on_open (addr: the peer) */
+    TT_AUDIT_ACCEPT,      /* after accept, before on_open (addr: the peer; with the
+                             PROXY protocol on, the client the header named, once
+                             it is read) */
     TT_AUDIT_SENDTO       /* before a datagram goes to an explicit address */
 } tt_audit_event_t;
 

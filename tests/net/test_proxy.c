@@ -39,6 +39,7 @@ static tt_server_t *SRV;
 static tt_addr_t ADDR;
 static bool GREET; /* on_open says "hi\n" (for clients that send nothing) */
 static volatile bool CLOSED; /* a server-side connection closed */
+static volatile bool OPENED; /* a server-side connection opened */
 
 static void copy_bytes(char *dst, size_t cap, tt_proxy_bytes_t b)
 {
@@ -54,6 +55,7 @@ static void s_open(tt_conn_t *c)
     tt_conn_stats_t st;
 
     R.opens++;
+    OPENED = true;
     if (tt_conn_peer_addr(c, &a) == 0)
         tt_addr_format(&a, R.peer, sizeof(R.peer));
     if (tt_conn_get_stats(c, &st) == 0 && st.peer.len > 0)
@@ -517,6 +519,54 @@ Test(proxy, deny_list_is_not_applied_to_the_balancer)
     python_peer(&p, srv_port(), "v2", NULL);
     expect_echo(&p, "ping\n");
     cr_assert_str_eq(R.peer, "192.0.2.1:4321");
+}
+
+static char AUDITED[4][TT_ADDR_STRLEN];
+static int NAUDITED;
+static int audit_cb(tt_loop_t *loop, tt_audit_event_t ev, const tt_addr_t *addr, void *arg)
+{
+    (void)loop, (void)arg;
+    if (ev == TT_AUDIT_ACCEPT && NAUDITED < 4)
+        tt_addr_format(addr, AUDITED[NAUDITED++], TT_ADDR_STRLEN);
+    return 0;
+}
+
+Test(proxy, audit_hook_sees_the_real_client_once)
+{
+    child_t p;
+    NAUDITED = 0;
+    serve(TT_PROXY_V2, 0);
+    cr_assert_eq(tt_loop_set_audit(L, audit_cb, NULL), 0);
+    python_peer(&p, srv_port(), "v2", NULL);
+    expect_echo(&p, "ping\n");
+    cr_assert_eq(NAUDITED, 1);
+    cr_assert_str_eq(AUDITED[0], "192.0.2.1:4321");
+}
+
+/* max_conns_per_ip counts clients, not the balancer they all come through. */
+Test(proxy, per_address_cap_counts_the_real_client)
+{
+    child_t p;
+    tt_addr_t any = th_loopback(0);
+    tt_server_opts_t o = {.proxy = TT_PROXY_V1, .max_conns_per_ip = 1, .on_event = s_event};
+    cr_assert_eq(tt_server_listen(L, &any, &o, &H, NULL, &SRV), 0);
+    tt_server_addr(SRV, &ADDR);
+    /* The first client stays connected while the second comes. */
+    child_t first;
+    memset(&first, 0, sizeof(first));
+    snprintf(first.cmd, sizeof(first.cmd),
+             "/usr/bin/python3 %s/tests/net/proxy/peer.py %u v1 --hold 1500 2>&1", TT_SOURCE_DIR,
+             srv_port());
+    OPENED = false;
+    pthread_create(&first.th, NULL, child_main, &first);
+    cr_assert(th_run_until(L, &OPENED, 5000));
+    python_peer(&p, srv_port(), "v1-deny", NULL); /* another client, same balancer */
+    expect_echo(&p, "ping\n");
+    cr_assert_eq(R.opens, 2);
+    cr_assert_eq(R.refused, 0);
+    cr_assert(th_run_until(L, &first.done, 5000));
+    pthread_join(first.th, NULL);
+    expect_echo(&first, "ping\n");
 }
 
 /* ---- a tether client sending the header ------------------------------------------------- */
