@@ -235,7 +235,7 @@ Test(proxy, v1_names_the_client)
     cr_assert_eq(R.kind, TT_CLOSE_PEER_CLOSED);
 }
 
-Test(proxy, v1_ipv6) 
+Test(proxy, v1_ipv6)
 {
     child_t p;
     serve(TT_PROXY_ANY, 0);
@@ -329,7 +329,7 @@ Test(proxy, v2_header_with_tlvs_split_into_single_bytes)
 
 /* ---- hostile or missing headers: that connection only, never on_open ------------------ */
 
-Test(proxy, bad_signature) 
+Test(proxy, bad_signature)
 {
     child_t p;
     serve(TT_PROXY_ANY, 0);
