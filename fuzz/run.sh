@@ -13,7 +13,7 @@ status=0
 # The pure parsers of the transform layer: no loop, no socket, nothing else linked
 # (OpenSSL only for the handshake's SHA-1, base64 and random keys).
 pure=("$root/src/proto/frame_codec.c" "$root/src/proto/http.c" "$root/src/proto/ws_frame.c"
-      "$root/src/proto/ws_deflate.c" "$root/src/proto/ws_handshake.c")
+      "$root/src/proto/ws_deflate.c" "$root/src/proto/ws_handshake.c" "$root/src/proto/proxy.c")
 for src in "$root"/fuzz/fuzz_*.c; do
     t=$(basename "$src" .c)
     "$CC" -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror \

@@ -328,9 +328,12 @@ typedef enum tt_close_kind {
     TT_CLOSE_TLS_HANDSHAKE_FAILED, /* TLS: no handshake (TT_ETLS); reason says why:
                                    "hostname mismatch", "unknown CA", an alert... */
     TT_CLOSE_TLS_HANDSHAKE_TIMEOUT, /* TLS: the handshake did not finish in time */
-    TT_CLOSE_TLS_ERROR          /* TLS: a record or protocol failure after the
+    TT_CLOSE_TLS_ERROR,         /* TLS: a record or protocol failure after the
                                    handshake (bad record, renegotiation refused);
                                    reason says which (TT_ETLS) */
+    TT_CLOSE_PROXY_ERROR        /* PROXY protocol: the header was missing, malformed,
+                                   of a version not accepted, or too slow; reason
+                                   says which (-EPROTO, TT_EOF, -ETIMEDOUT) */
 } tt_close_kind_t;
 
 /* What a connection had done when it closed: enough to tell what may not have
@@ -1073,6 +1076,73 @@ typedef struct tt_tls_start_opts {
 } tt_tls_start_opts_t;
 TT_EXTERN int tt_conn_start_tls(tt_conn_t *conn, const tt_tls_start_opts_t *opts);
 
+/* ---- PROXY protocol -----------------------------------------------------------
+ * HAProxy's PROXY protocol, versions 1 (text) and 2 (binary, with TLVs): a load
+ * balancer in front of a server sends one header with the client's addresses
+ * before the client's bytes. Servers read it (tt_server_opts_t.proxy), clients
+ * send it (tt_connect_opts_t.send_proxy). The header's source is the
+ * connection's peer address from then on (tt_conn_peer_addr, the stats, the live
+ * table); the rest is in tt_conn_proxy_info. Limits: a v1 line is at most 107
+ * bytes, a v2 header at most TT_PROXY_V2_MAX bytes (TLVs included); longer ones
+ * are refused. See docs/proxy.md. */
+
+typedef enum tt_proxy_mode {
+    TT_PROXY_OFF = 0,  /* no header is read */
+    TT_PROXY_V1,       /* a v1 header is required */
+    TT_PROXY_V2,       /* a v2 header is required */
+    TT_PROXY_ANY,      /* a header of either version is required */
+    TT_PROXY_OPTIONAL  /* a header of either version if the first bytes are one,
+                          else the bytes are the client's own; a client that
+                          sends nothing opens at the timeout, headerless (one
+                          that sent the start of a signature and stalled is
+                          closed as a slow header) */
+} tt_proxy_mode_t;
+
+#define TT_DEFAULT_PROXY_TIMEOUT_MS 3000 /* the header's deadline when none is given */
+#define TT_PROXY_V2_MAX 2048             /* the longest v2 header read, in bytes */
+
+/* A TLV's value, lent: valid until on_close returns; len 0 when absent. */
+typedef struct tt_proxy_bytes {
+    const uint8_t *data;
+    size_t len;
+} tt_proxy_bytes_t;
+
+typedef struct tt_proxy_info {
+    int version;         /* 1 or 2 */
+    bool local;          /* no client address in it: a v2 LOCAL header (health
+                            checks), v1 UNKNOWN, or a v2 UNSPEC or UNIX family; the
+                            connection keeps its own addresses */
+    tt_addr_t source;    /* the client, as the header says (the socket's peer when
+                            local) */
+    tt_addr_t dest;      /* where the client connected to (the socket's local
+                            address when local) */
+    tt_addr_t balancer;  /* the socket's real peer: the balancer */
+    /* v2 TLVs (all zero for v1). */
+    tt_proxy_bytes_t alpn;      /* PP2_TYPE_ALPN: "h2", "http/1.1" */
+    tt_proxy_bytes_t authority; /* PP2_TYPE_AUTHORITY: the SNI host name */
+    tt_proxy_bytes_t unique_id; /* PP2_TYPE_UNIQUE_ID */
+    bool ssl;                   /* a PP2_TYPE_SSL TLV came */
+    uint8_t ssl_client;         /* its client bits: PP2_CLIENT_SSL 0x01, _CERT_CONN
+                                   0x02, _CERT_SESS 0x04 */
+    uint32_t ssl_verify;        /* 0: the client's certificate was verified */
+    tt_proxy_bytes_t ssl_version, ssl_cn, ssl_cipher, ssl_sig_alg, ssl_key_alg;
+    tt_proxy_bytes_t aws;       /* PP2_TYPE_AWS (0xEA), raw: subtype and value */
+    tt_proxy_bytes_t azure;     /* PP2_TYPE_AZURE (0xEE), raw */
+    tt_proxy_bytes_t gcp;       /* PP2_TYPE_GCP (0xE0), raw */
+    tt_proxy_bytes_t tlvs;      /* the whole TLV block, for any other type (see
+                                   tt_proxy_tlv_find) */
+} tt_proxy_info_t;
+
+/* What the header said, for a connection of a server with `proxy` on, from
+ * on_open until on_close returns. Returns 0, -EINVAL, -ENOENT (no header: PROXY
+ * off, or TT_PROXY_OPTIONAL and the client sent none). */
+TT_EXTERN int tt_conn_proxy_info(const tt_conn_t *conn, tt_proxy_info_t *out);
+/* The first TLV of `type` in info->tlvs (any type, vendors' too): *out lent as
+ * above. Returns 0, -EINVAL, -ENOENT (none). */
+TT_EXTERN int tt_proxy_tlv_find(const tt_proxy_info_t *info, uint8_t type, tt_proxy_bytes_t *out);
+/* "off", "v1", "v2", "any", "optional"; "unknown" otherwise. Never NULL. */
+TT_EXTERN const char *tt_proxy_mode_name(tt_proxy_mode_t mode);
+
 /* ---- client -------------------------------------------------------------------
  * A client connection is created by tt_connect() and lives until its on_close. */
 
@@ -1092,6 +1162,16 @@ typedef struct tt_connect_opts {
     tt_tls_ctx_t *tls;
     const char *tls_servername;
     uint64_t tls_handshake_timeout_ms; /* 0: TT_DEFAULT_TLS_HANDSHAKE_MS */
+    /* PROXY protocol (see its section): send a header of this version (1 or 2;
+     * 0: none) as the very first bytes once connected, before anything queued
+     * and before TLS. It says the client is proxy_source and it connected to
+     * proxy_dest (copied at the call); NULL: the socket's own local and peer
+     * address. Both must be TCP over the same IP family (-EINVAL at the call
+     * when both are given and differ; a default that differs closes the
+     * connection with -EAFNOSUPPORT). Not on Unix sockets (-EOPNOTSUPP). */
+    int send_proxy;
+    const tt_addr_t *proxy_source;
+    const tt_addr_t *proxy_dest;
 } tt_connect_opts_t;
 
 /* Start a non-blocking connect to a numeric address. On 0, *out is a connection in
@@ -1381,6 +1461,15 @@ typedef struct tt_server_opts {
      * kind (no on_open, on_close as always). Swap with tt_server_set_tls. */
     tt_tls_ctx_t *tls;
     uint64_t tls_handshake_timeout_ms; /* 0: TT_DEFAULT_TLS_HANDSHAKE_MS */
+    /* PROXY protocol (see its section): each accepted connection reads the
+     * balancer's header first, before any layer (TLS included) sees a byte; the
+     * client it names becomes the peer address, and allow/deny lists, the audit
+     * hook and max_conns_per_ip apply to it then, not to the balancer at accept.
+     * A missing, malformed or too slow header closes the connection with
+     * TT_CLOSE_PROXY_ERROR, before on_open. TCP listeners only (-EOPNOTSUPP on a
+     * Unix one). */
+    tt_proxy_mode_t proxy;
+    uint64_t proxy_timeout_ms; /* 0: TT_DEFAULT_PROXY_TIMEOUT_MS */
 } tt_server_opts_t;
 
 /* Server events passed to tt_server_opts_t.on_event (see docs/servers.md). */
@@ -1469,7 +1558,9 @@ TT_EXTERN int tt_server_foreach(tt_server_t *srv, int (*fn)(tt_conn_t *conn, voi
 typedef enum tt_audit_event {
     TT_AUDIT_CONNECT = 1, /* before a TCP or UDP socket connects (addr: the peer) */
     TT_AUDIT_BIND,        /* before a listener or UDP socket binds (addr: local) */
-    TT_AUDIT_ACCEPT,      /* after accept, before on_open (addr: the peer) */
+    TT_AUDIT_ACCEPT,      /* after accept, before on_open (addr: the peer; with the
+                             PROXY protocol on, the client the header named, once
+                             it is read) */
     TT_AUDIT_SENDTO       /* before a datagram goes to an explicit address */
 } tt_audit_event_t;
 

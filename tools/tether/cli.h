@@ -80,6 +80,13 @@ void cli_listen_error(const char *where, const tt_addr_t *addr, int err);
  * or the kind alone when there is no error ("peer closed"). Returns buf. */
 #define CLI_REASON_LEN 160
 const char *cli_close_reason(const tt_close_info_t *info, char *buf);
+/* --proxy-protocol v1|v2|any|optional. 0, or a usage error printed and -EINVAL. */
+int cli_parse_proxy_mode(const char *cmd, const char *text, tt_proxy_mode_t *out);
+#define CLI_PROXY_USAGE                                                                           \
+    "      --proxy-protocol M  behind a load balancer: read its PROXY header first\n"              \
+    "                          (v1, v2, any: that version / either required;\n"                   \
+    "                          optional: one if it comes); the client it names is\n"             \
+    "                          the peer address everywhere\n"
 /* Seconds ("10", "0.5") to milliseconds, at most TT_TIMEOUT_MAX. 0 or -EINVAL. */
 int cli_parse_seconds(const char *text, uint64_t *ms);
 /* "4096", "64K", "4M", "1G" (powers of 1024): bytes into *out. 0 or -EINVAL (no

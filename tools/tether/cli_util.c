@@ -207,12 +207,31 @@ void cli_listen_error(const char *where, const tt_addr_t *addr, int err)
 
 const char *cli_close_reason(const tt_close_info_t *info, char *buf)
 {
-    if (info->error != 0)
-        snprintf(buf, CLI_REASON_LEN, "%s: %s", tt_close_kind_name(info->kind),
-                 tt_strerror(info->error));
+    /* A layer's own words, when it has some: "proxy protocol error (bad signature)". */
+    char kind[CLI_REASON_LEN];
+    if (info->reason != NULL && info->reason[0] != '\0')
+        snprintf(kind, sizeof(kind), "%s (%s)", tt_close_kind_name(info->kind), info->reason);
     else
-        snprintf(buf, CLI_REASON_LEN, "%s", tt_close_kind_name(info->kind));
+        snprintf(kind, sizeof(kind), "%s", tt_close_kind_name(info->kind));
+    if (info->error != 0)
+        snprintf(buf, CLI_REASON_LEN, "%.100s: %s", kind, tt_strerror(info->error));
+    else
+        snprintf(buf, CLI_REASON_LEN, "%s", kind);
     return buf;
+}
+
+int cli_parse_proxy_mode(const char *cmd, const char *text, tt_proxy_mode_t *out)
+{
+    static const tt_proxy_mode_t modes[] = {TT_PROXY_V1, TT_PROXY_V2, TT_PROXY_ANY,
+                                            TT_PROXY_OPTIONAL};
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        if (strcmp(text, tt_proxy_mode_name(modes[i])) == 0) {
+            *out = modes[i];
+            return 0;
+        }
+    }
+    cli_usage_error(cmd, "bad --proxy-protocol '%s': expected v1, v2, any or optional", text);
+    return -EINVAL;
 }
 
 int cli_parse_seconds(const char *text, uint64_t *ms)

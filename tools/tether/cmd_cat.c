@@ -76,6 +76,11 @@ static void usage(FILE *f)
                "  -v, --verbose           connection events on stderr\n"
                CLI_LIVENESS_USAGE
                CLI_FRAMING_USAGE_CAT
+               "      --send-proxy V      send a PROXY protocol header of version V (v1\n"
+               "                          or v2) first, as a load balancer would\n"
+               "      --proxy-source ADDR:PORT  the client the header names (default:\n"
+               "                          our own address); the destination is always\n"
+               "                          the address connected to\n"
                "      --udp               datagrams instead (see 'tether cat --udp --help')\n"
                "  -h, --help              this text\n"
                "\n"
@@ -496,6 +501,8 @@ int cmd_cat(int argc, char **argv)
                                              {"timeout", required_argument, NULL, 'w'},
                                              {"verbose", no_argument, NULL, 'v'},
                                              {"help", no_argument, NULL, 'h'},
+                                             {"send-proxy", required_argument, NULL, 'X'},
+                                             {"proxy-source", required_argument, NULL, 'S'},
                                              CLI_LIVENESS_LONGOPTS,
                                              CLI_FRAMING_LONGOPTS,
                                              {NULL, 0, NULL, 0}};
@@ -504,7 +511,7 @@ int cmd_cat(int argc, char **argv)
     const cli_writer_cbs_t wcbs = {.on_low = out_low, .on_error = out_error, .arg = &g_cat};
     cat_t *st = &g_cat;
     tt_connect_opts_t copts = {.timeout_ms = DEFAULT_TIMEOUT_MS};
-    tt_addr_t addr;
+    tt_addr_t addr, proxy_src;
     char host[256];
     uint16_t port = 0;
     bool first = true;
@@ -526,6 +533,20 @@ int cmd_cat(int argc, char **argv)
             break;
         case 'v':
             st->verbose = true;
+            break;
+        case 'X':
+            if (strcmp(optarg, "v1") == 0)
+                copts.send_proxy = 1;
+            else if (strcmp(optarg, "v2") == 0)
+                copts.send_proxy = 2;
+            else
+                return cli_usage_error("cat", "bad --send-proxy '%s': expected v1 or v2", optarg);
+            break;
+        case 'S':
+            if (tt_addr_parse_hostport(&proxy_src, optarg) < 0 || tt_addr_is_unix(&proxy_src))
+                return cli_usage_error("cat", "bad --proxy-source '%s': expected numeric "
+                                       "IPv4:PORT or [IPv6]:PORT", optarg);
+            copts.proxy_source = &proxy_src;
             break;
         case 'h':
             usage(stdout);
@@ -556,6 +577,10 @@ int cmd_cat(int argc, char **argv)
     if (st->ws && cli_framing_opts(&g_cat_frame) != NULL)
         return cli_usage_error("cat", "--framing does not apply to a ws:// URL (WebSocket "
                                       "has its own)");
+    if (copts.proxy_source != NULL && copts.send_proxy == 0)
+        return cli_usage_error("cat", "--proxy-source needs --send-proxy");
+    if (copts.send_proxy != 0 && st->listening)
+        return cli_usage_error("cat", "--send-proxy is for connecting, not --listen");
     if (st->ws ? false
                : st->listening ? cli_parse_addr("cat", st->where, false, &addr) < 0
                                : cli_parse_host("cat", st->where, host, sizeof(host), &port) < 0)

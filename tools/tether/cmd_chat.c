@@ -13,6 +13,7 @@
  * so a line is framed once for all of them. GET / without the upgrade headers
  * answers with the built-in page (chat_page.c), any other path 404. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,7 @@ static void usage(FILE *f)
             "                          room (text messages, no newline); GET / without\n"
             "                          the upgrade serves a chat page (default: none;\n"
             "                          not with --workers)\n"
+            CLI_PROXY_USAGE
             "  -q, --quiet             do not log joins and leaves on stderr (default:\n"
             "                          log them)\n"
             "  -h, --help              this text\n\n"
@@ -276,8 +278,15 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
     char *name = tt_conn_get_data(c);
     char line[NAME_MAX_LEN + 64];
 
-    if (name == NULL)
+    if (name == NULL) {
+        /* Never joined: a balancer's header that was missing or bad. */
+        if (!quiet && info->kind == TT_CLOSE_PROXY_ERROR) {
+            char why[CLI_REASON_LEN];
+            fprintf(stderr, "tether chat: #%" PRIu64 " refused: %s\n", tt_conn_id(c),
+                    cli_close_reason(info, why));
+        }
         return;
+    }
     int n = snprintf(line, sizeof(line), "* %s left\n", name);
     say(NULL, line, (size_t)n); /* a closing connection takes no more sends anyway */
     if (!quiet)
@@ -483,6 +492,7 @@ int cmd_chat(int argc, char **argv)
                                          {"ws", required_argument, NULL, 'w'},
                                          {"quiet", no_argument, NULL, 'q'},
                                          {"cluster", required_argument, NULL, 'C'},
+                                         {"proxy-protocol", required_argument, NULL, 'X'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *listen_text = CHAT_DEFAULT_LISTEN, *admin_path = NULL, *ws_text = NULL;
@@ -541,6 +551,10 @@ int cmd_chat(int argc, char **argv)
             copts.host = chost;
             cluster_opts = &copts;
             cluster_channel = cchan;
+            break;
+        case 'X':
+            if (cli_parse_proxy_mode("chat", optarg, &so.proxy) < 0)
+                return CLI_EXIT_USAGE;
             break;
         case 'h':
             usage(stdout);

@@ -44,6 +44,7 @@ static void usage(FILE *f)
                "                          in the kernel's backlog until one leaves\n"
                "      --admin SOCKET      serve the connection table for `tether stat`\n"
                "      --metrics ADDR:PORT serve Prometheus metrics over HTTP\n"
+               CLI_PROXY_USAGE
                "      --ws                speak WebSocket (RFC 6455, permessage-deflate): each\n"
                "                          message comes back with its kind (text or binary);\n"
                "                          the listening line ends with ' (websocket)'\n"
@@ -142,6 +143,7 @@ int cmd_echo(int argc, char **argv)
                                              {"admin", required_argument, NULL, 'A'},
                                              {"metrics", required_argument, NULL, 'P'},
                                              {"ws", no_argument, NULL, 'w'},
+                                             {"proxy-protocol", required_argument, NULL, 'X'},
                                              CLI_LIVENESS_LONGOPTS,
                                              CLI_FRAMING_LONGOPTS,
                                              {NULL, 0, NULL, 0}};
@@ -157,6 +159,7 @@ int cmd_echo(int argc, char **argv)
     tt_admin_t *admin = NULL;
     unsigned long workers = 1, max_conns = 0;
     bool first = true, ws = false;
+    tt_proxy_mode_t proxy = TT_PROXY_OFF;
     int ch, err, status = CLI_EXIT_OK;
 
     while ((ch = cli_getopt("echo", argc, argv, ":l:vh", longopts, &first)) != -1) {
@@ -183,6 +186,10 @@ int cmd_echo(int argc, char **argv)
             break;
         case 'w':
             ws = true;
+            break;
+        case 'X':
+            if (cli_parse_proxy_mode("echo", optarg, &proxy) < 0)
+                return CLI_EXIT_USAGE;
             break;
         case 'P':
             if (cli_parse_addr("echo", optarg, false, &maddr) < 0)
@@ -213,7 +220,8 @@ int cmd_echo(int argc, char **argv)
     tt_server_opts_t so = {.liveness = cli_liveness_opts(&lv),
                            .frame = cli_framing_opts(&fr),
                            .max_conns = max_conns,
-                           .websocket = ws ? &wso : NULL};
+                           .websocket = ws ? &wso : NULL,
+                           .proxy = proxy};
     if (ws && so.frame != NULL)
         return cli_usage_error("echo", "--ws and --framing exclude each other");
     const char *suffix = ws ? " (websocket)" : NULL;
