@@ -103,6 +103,7 @@ static te_rec_t *rec_new(tt_conn_t *c, bool client, const te_plan_t *plan)
     r->client = client;
     r->plan = *plan;
     r->bad_at = -1;
+    r->bad_msg = -1;
     r->sha = EVP_MD_CTX_new();
     cr_assert(r->sha != NULL);
     EVP_DigestInit_ex(r->sha, EVP_sha256(), NULL);
@@ -174,7 +175,48 @@ static void on_open(tt_conn_t *c)
         int rc = tt_send_file(c, fd, 0, TT_FILE_TO_EOF, TT_FILE_CLOSE_FD | TT_FILE_THEN_END);
         cr_assert_geq(rc, 0, "tt_send_file: %s", tt_strerror(rc));
     }
+    if (r->plan.detect_within_ms > 0)
+        cr_assert_eq(tt_conn_set_detect_within(c, r->plan.detect_within_ms), 0);
+    if (r->client && r->plan.starttls)
+        cr_assert_eq(tt_send_text(c, "hello plain\nSTARTTLS\n"), 0);
+    for (int i = 0; i < r->plan.send_msgs; i++) {
+        size_t n = te_msg_size(i);
+        unsigned char *m = malloc(n + 1);
+        cr_assert(m != NULL);
+        te_msg_fill(m, i);
+        int rc = tt_send_message(c, m, n);
+        free(m);
+        cr_assert_geq(rc, 0, "send_message: %s", tt_strerror(rc));
+    }
     pump(r);
+}
+
+size_t te_msg_size(int i)
+{
+    static const size_t sizes[] = {0, 1, 17, 16383, 16384, 16385, 100, 70000, 3};
+    return sizes[i % 9] + (size_t)(i / 9);
+}
+
+void te_msg_fill(void *buf, int i)
+{
+    th_pattern(buf, te_msg_size(i), (uint64_t)i * 1000);
+}
+
+static void on_message(tt_conn_t *c, const void *msg, size_t len)
+{
+    te_rec_t *r = rec_of(c);
+    if (r->plan.echo) {
+        int rc = tt_send_message(c, msg, len);
+        cr_assert_geq(rc, 0, "echo message: %s", tt_strerror(rc));
+        return;
+    }
+    if (r->bad_msg < 0 && (len != te_msg_size(r->msgs) ||
+                           th_pattern_check(msg, len, (uint64_t)r->msgs * 1000) >= 0))
+        r->bad_msg = r->msgs;
+    r->msgs++;
+    r->got += len;
+    if (r->plan.end_after_msgs > 0 && r->msgs == r->plan.end_after_msgs)
+        cr_expect_eq(tt_end(c, NULL, 0), 0);
 }
 
 static void starttls_done(tt_conn_t *c)
@@ -201,7 +243,21 @@ static void on_data(tt_conn_t *c, const void *data, size_t len, size_t pending)
     }
     EVP_DigestUpdate(r->sha, data, len);
     r->got += len;
-    if (r->plan.starttls && !r->upgraded && TE.starttls_ctx != NULL &&
+    if (r->client && r->plan.starttls && strstr(r->head, "GO\n") != NULL) {
+        tt_tls_start_opts_t so = {.ctx = TE.starttls_cctx, .servername = "localhost",
+                                  .on_done = starttls_done};
+        int rc = tt_conn_start_tls(c, &so);
+        cr_assert_eq(rc, 0, "tt_conn_start_tls: %s", tt_strerror(rc));
+        cr_assert_geq(tt_send_text(c, "client secret 1\n"), 0);
+        r->plan.starttls = false;
+        return;
+    }
+    if (!r->client && r->plan.starttls && !r->said_plain &&
+        strstr(r->head, "hello plain\n") != NULL) {
+        cr_assert_eq(tt_send_text(c, "plain too\n"), 0);
+        r->said_plain = true;
+    }
+    if (!r->client && r->plan.starttls && TE.starttls_ctx != NULL &&
         strstr(r->head, "STARTTLS\n") != NULL) {
         /* Plain until here: answer in plain, upgrade, and queue a first secret at
          * once (it must wait for the handshake and go encrypted). */
@@ -271,7 +327,8 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
 
 static const tt_conn_handlers_t H = {.on_open = on_open, .on_data = on_data,
                                      .on_drain = on_drain, .on_end = on_end,
-                                     .on_error = on_error, .on_close = on_close};
+                                     .on_error = on_error, .on_close = on_close,
+                                     .on_message = on_message};
 
 void te_listen(tt_tls_ctx_t *ctx, const tt_server_opts_t *opts)
 {
@@ -296,6 +353,8 @@ te_rec_t *te_connect(uint16_t port, tt_tls_ctx_t *ctx, const char *servername,
     int rc = tt_connect(TE.loop, &a, &o, &H, r, &c);
     cr_assert_eq(rc, 0, "tt_connect: %s", tt_strerror(rc));
     r->conn = c;
+    if (r->plan.frame != NULL)
+        cr_assert_eq(tt_conn_set_framing(c, r->plan.frame), 0);
     return r;
 }
 
@@ -365,6 +424,37 @@ bool te_run_cli_closes(int n, uint64_t ms)
 {
     want_n = n;
     return te_run_until(cli_closes_reached, ms);
+}
+
+static te_rec_t *want_rec;
+static uint64_t want_got, idle_until;
+static int idle_closes;
+static bool rec_open(void) { return want_rec->opened || want_rec->closed; }
+static bool rec_got(void) { return want_rec->got >= want_got || want_rec->closed; }
+static bool idle_over(void)
+{
+    return th_now_ms() >= idle_until || TE.srv_closes + TE.cli_closes != idle_closes;
+}
+
+bool te_run_open(te_rec_t *r, uint64_t ms)
+{
+    want_rec = r;
+    return te_run_until(rec_open, ms) && r->opened;
+}
+
+bool te_run_got(te_rec_t *r, uint64_t n, uint64_t ms)
+{
+    want_rec = r;
+    want_got = n;
+    return te_run_until(rec_got, ms) && r->got >= n;
+}
+
+bool te_run_idle(uint64_t ms)
+{
+    idle_until = th_now_ms() + ms;
+    idle_closes = TE.srv_closes + TE.cli_closes;
+    te_run_until(idle_over, ms + 1000);
+    return TE.srv_closes + TE.cli_closes == idle_closes;
 }
 
 bool te_run_proc(th_proc_t *p, uint64_t ms)

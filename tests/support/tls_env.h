@@ -22,7 +22,15 @@ typedef struct te_plan {
     uint64_t end_after_got; /* tt_end once this many bytes arrived (0: never) */
     bool check_pattern;     /* what arrives must be the pattern from offset 0 */
     const char *file;       /* tt_send_file this file at open, then end */
-    bool starttls;          /* server: "STARTTLS\n" -> "GO\n" + upgrade (plain listener) */
+    bool starttls;          /* server: "hello plain\n" -> "plain too\n", "STARTTLS\n" ->
+                               "GO\n", upgrade with TE.starttls_ctx, "server secret 1\n",
+                               then echo. client: sends "hello plain\nSTARTTLS\n", at
+                               "GO\n" upgrades with TE.starttls_cctx (name localhost)
+                               and sends "client secret 1\n" */
+    const tt_frame_opts_t *frame; /* client: framing set at connect */
+    int send_msgs;          /* framed: send this many messages (sizes vary) at open */
+    int end_after_msgs;     /* framed: tt_end once this many messages arrived */
+    uint64_t detect_within_ms; /* set at open */
 } te_plan_t;
 
 #define TE_HEAD 4096
@@ -44,6 +52,9 @@ typedef struct te_rec {
     tt_conn_stats_t stats; /* at close */
     size_t max_queued;   /* the highest tt_conn_queued_bytes seen after a send */
     bool upgraded;       /* STARTTLS: on_done came */
+    bool said_plain;
+    int msgs;            /* framed: messages received */
+    long bad_msg;        /* framed: index of the first message not as sent, -1 */
     uint64_t open_ms, close_ms;
 } te_rec_t;
 
@@ -61,7 +72,8 @@ typedef struct te_env {
     int srv_opens, srv_closes, cli_opens, cli_closes;
     tt_tls_ctx_t *ctxs[16]; /* contexts made by the helpers, freed at the end */
     int nctxs;
-    tt_tls_ctx_t *starttls_ctx; /* STARTTLS server side */
+    tt_tls_ctx_t *starttls_ctx;  /* STARTTLS server side */
+    tt_tls_ctx_t *starttls_cctx; /* STARTTLS client side */
 } te_env_t;
 
 extern te_env_t TE;
@@ -90,6 +102,11 @@ bool te_run_until(bool (*pred)(void), uint64_t ms);
 /* Run until `n` server connections / client connections have closed. */
 bool te_run_srv_closes(int n, uint64_t ms);
 bool te_run_cli_closes(int n, uint64_t ms);
+/* Run until r opened (or closed) / has received n bytes (or closed). */
+bool te_run_open(te_rec_t *r, uint64_t ms);
+bool te_run_got(te_rec_t *r, uint64_t n, uint64_t ms);
+/* Run for ms, or until a connection closes (returns true when none did). */
+bool te_run_idle(uint64_t ms);
 /* Run until the child exited (the loop keeps serving meanwhile). */
 bool te_run_proc(th_proc_t *p, uint64_t ms);
 
@@ -109,6 +126,10 @@ void te_sha256_file(const char *path, char hex[65]);
 const char *te_result(const th_proc_t *p, const char *key);
 /* Resident memory of this process, KiB. */
 long te_rss_kib(void);
+
+/* Size of the framed test message number i, and its content. */
+size_t te_msg_size(int i);
+void te_msg_fill(void *buf, int i);
 
 /* Copy of the assertion helpers: the close kind's name for messages. */
 #define TE_KIND(r) tt_close_kind_name((r)->close.kind)
