@@ -16,38 +16,10 @@
 
 TestSuite(tls, .init = te_setup, .fini = te_teardown, .timeout = 60);
 
-static tt_tls_ctx_t *srv_ctx(void)
-{
-    return te_server_ctx(&TE.certs.server, NULL, false, NULL, 0);
-}
-
-static tt_tls_ctx_t *cli_ctx(void)
-{
-    return te_client_ctx(TE.certs.ca.cert, NULL, NULL, 0);
-}
-
-static void echo_server(tt_tls_ctx_t *ctx, const tt_server_opts_t *opts)
-{
-    TE.srv_plan = (te_plan_t){.echo = true};
-    te_listen(ctx, opts);
-}
-
-/* Send n pattern bytes, wait for all of them back, end: both sides close orderly. */
-static te_rec_t *round_trip(tt_tls_ctx_t *cctx, const char *name, uint64_t n, uint64_t ms)
-{
-    te_plan_t p = {.send = n, .check_pattern = true, .end_after_got = n};
-    int before = TE.cli_closes;
-    te_rec_t *c = te_connect(TE.port, cctx, name, &p, 0);
-    cr_assert(te_run_cli_closes(before + 1, ms), "round trip of %llu bytes not done in %llu ms",
-              (unsigned long long)n, (unsigned long long)ms);
-    cr_assert(c->opened, "never opened: %s (%s)", TE_KIND(c), c->reason);
-    cr_assert_eq(c->got, n, "got %llu of %llu", (unsigned long long)c->got,
-                 (unsigned long long)n);
-    cr_assert_eq(c->bad_at, -1, "stream broken at offset %ld", c->bad_at);
-    cr_assert_eq(c->close.kind, TT_CLOSE_LOCAL_END, "client close: %s (%s)", TE_KIND(c),
-                 c->reason);
-    return c;
-}
+#define srv_ctx te_srv_ctx
+#define cli_ctx te_cli_ctx
+#define echo_server te_echo_server
+#define round_trip(cctx, name, n, ms) te_round_trip(TE.port, cctx, name, n, ms)
 
 Test(tls, round_trip_uneven_chunks_and_stats)
 {

@@ -33,8 +33,11 @@ void th_proc_start(th_proc_t *p, const char *dir, const char *tag, char *const a
     memset(p, 0, sizeof(*p));
     p->in = -1;
     snprintf(p->out, sizeof(p->out), "%.200s/%.40s.out", dir, tag);
+    snprintf(p->err, sizeof(p->err), "%.200s/%.40s.err", dir, tag);
     int out = open(p->out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int err = open(p->err, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     cr_assert_geq(out, 0, "open %s: %s", p->out, strerror(errno));
+    cr_assert_geq(err, 0, "open %s: %s", p->err, strerror(errno));
     cr_assert_eq(pipe2(in, O_CLOEXEC), 0);
     signal(SIGPIPE, SIG_IGN);
     pid_t pid = fork();
@@ -46,7 +49,7 @@ void th_proc_start(th_proc_t *p, const char *dir, const char *tag, char *const a
             _exit(127);
         dup2(in[0], 0);
         dup2(out, 1);
-        dup2(out, 2);
+        dup2(err, 2);
         signal(SIGPIPE, SIG_DFL);
         execvp(argv[0], argv);
         fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
@@ -54,6 +57,7 @@ void th_proc_start(th_proc_t *p, const char *dir, const char *tag, char *const a
     }
     close(in[0]);
     close(out);
+    close(err);
     p->pid = pid;
     p->in = in[1];
 }
@@ -129,17 +133,35 @@ void th_proc_close_stdin(th_proc_t *p)
     p->in = -1;
 }
 
-const char *th_proc_output(const th_proc_t *p)
+static const char *slurp(const char *path, char *buf, size_t size, size_t *len)
 {
-    static char buf[1 << 20];
     size_t n = 0;
-    FILE *f = fopen(p->out, "r");
+    FILE *f = fopen(path, "r");
     if (f != NULL) {
-        n = fread(buf, 1, sizeof(buf) - 1, f);
+        n = fread(buf, 1, size - 1, f);
         fclose(f);
     }
     buf[n] = '\0';
+    if (len != NULL)
+        *len = n;
     return buf;
+}
+
+const char *th_proc_output_len(const th_proc_t *p, size_t *len)
+{
+    static char buf[4 << 20];
+    return slurp(p->out, buf, sizeof(buf), len);
+}
+
+const char *th_proc_output(const th_proc_t *p)
+{
+    return th_proc_output_len(p, NULL);
+}
+
+const char *th_proc_stderr(const th_proc_t *p)
+{
+    static char buf[1 << 16];
+    return slurp(p->err, buf, sizeof(buf), NULL);
 }
 
 bool th_proc_wait_output(th_proc_t *p, const char *text, uint64_t ms)

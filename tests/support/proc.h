@@ -12,7 +12,8 @@
 typedef struct th_proc {
     pid_t pid;         /* 0 once reaped */
     int in;            /* write end of the child's stdin, -1 when closed */
-    char out[256];     /* the file holding its stdout and stderr */
+    char out[256];     /* the file holding its stdout */
+    char err[256];     /* and its stderr */
     int status;        /* exit code once reaped (128+signal when killed) */
 } th_proc_t;
 
@@ -29,8 +30,12 @@ void th_proc_stop(th_proc_t *p);
 /* Write to its stdin (all of it; blocking); close it. */
 void th_proc_write(th_proc_t *p, const void *buf, size_t len);
 void th_proc_close_stdin(th_proc_t *p);
-/* Everything it printed so far, NUL-terminated (static buffer, 1 MiB max). */
+/* Everything it printed so far on stdout, NUL-terminated (static buffer, 4 MiB
+ * max); with `len`, its length (the output may hold NUL bytes). */
 const char *th_proc_output(const th_proc_t *p);
+const char *th_proc_output_len(const th_proc_t *p, size_t *len);
+/* Its stderr so far (another static buffer, 64 KiB max). */
+const char *th_proc_stderr(const th_proc_t *p);
 /* Wait until `text` appears in its output, up to `ms`. */
 bool th_proc_wait_output(th_proc_t *p, const char *text, uint64_t ms);
 /* Wait until something listens on 127.0.0.1:port (read from /proc/net/tcp, so

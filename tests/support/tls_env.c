@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -570,4 +571,56 @@ long te_rss_kib(void)
     if (f != NULL)
         fclose(f);
     return kib;
+}
+
+tt_tls_ctx_t *te_srv_ctx(void)
+{
+    return te_server_ctx(&TE.certs.server, NULL, false, NULL, 0);
+}
+
+tt_tls_ctx_t *te_cli_ctx(void)
+{
+    return te_client_ctx(TE.certs.ca.cert, NULL, NULL, 0);
+}
+
+void te_echo_server(tt_tls_ctx_t *ctx, const tt_server_opts_t *opts)
+{
+    TE.srv_plan = (te_plan_t){.echo = true};
+    te_listen(ctx, opts);
+}
+
+te_rec_t *te_round_trip(uint16_t port, tt_tls_ctx_t *cctx, const char *name, uint64_t n,
+                        uint64_t ms)
+{
+    te_plan_t p = {.send = n, .check_pattern = true, .end_after_got = n};
+    int before = TE.cli_closes;
+    te_rec_t *c = te_connect(port, cctx, name, &p, 0);
+    cr_assert(te_run_cli_closes(before + 1, ms), "round trip of %llu bytes not done in %llu ms",
+              (unsigned long long)n, (unsigned long long)ms);
+    cr_assert(c->opened, "never opened: %s (%s)", TE_KIND(c), c->reason);
+    cr_assert_eq(c->got, n, "got %llu of %llu", (unsigned long long)c->got,
+                 (unsigned long long)n);
+    cr_assert_eq(c->bad_at, -1, "stream broken at offset %ld", c->bad_at);
+    cr_assert_eq(c->close.kind, TT_CLOSE_LOCAL_END, "client close: %s (%s)", TE_KIND(c),
+                 c->reason);
+    return c;
+}
+
+void te_peer(th_proc_t *p, int kind, const char *tag, ...)
+{
+    const char *args[48];
+    int n = 0;
+    va_list ap;
+    va_start(ap, tag);
+    for (const char *a; (a = va_arg(ap, const char *)) != NULL;)
+        if (a[0] != '\0' && n < 47)
+            args[n++] = a;
+    va_end(ap);
+    args[n] = NULL;
+    if (kind == TE_PY)
+        te_python(p, tag, args);
+    else if (kind == TE_NODE)
+        te_node(p, tag, args);
+    else
+        te_openssl(p, tag, args);
 }

@@ -96,6 +96,15 @@ te_rec_t *te_connect(uint16_t port, tt_tls_ctx_t *ctx, const char *servername,
 /* The server-side record of the n-th accepted connection (in accept order), or NULL. */
 te_rec_t *te_srv_rec(int n);
 
+/* The usual pieces: the server certificate's context, a client trusting the CA,
+ * an echo server, and a round trip (n pattern bytes sent in uneven pieces, all
+ * echoed back and checked, then tt_end: the client's close must be LOCAL_END). */
+tt_tls_ctx_t *te_srv_ctx(void);
+tt_tls_ctx_t *te_cli_ctx(void);
+void te_echo_server(tt_tls_ctx_t *ctx, const tt_server_opts_t *opts);
+te_rec_t *te_round_trip(uint16_t port, tt_tls_ctx_t *cctx, const char *name, uint64_t n,
+                        uint64_t ms);
+
 /* Run the loop until pred() holds, at most `ms`; false on time out. pred NULL:
  * until no handles remain. */
 bool te_run_until(bool (*pred)(void), uint64_t ms);
@@ -116,6 +125,10 @@ const char *te_src(const char *rel);
 void te_python(th_proc_t *p, const char *tag, const char *const *args);
 void te_node(th_proc_t *p, const char *tag, const char *const *args);
 void te_openssl(th_proc_t *p, const char *tag, const char *const *args);
+/* A peer of that kind with the arguments that follow (a NULL ends them; empty
+ * strings are left out, for optional ones). */
+enum { TE_PY, TE_NODE, TE_OPENSSL };
+void te_peer(th_proc_t *p, int kind, const char *tag, ...);
 /* A free port on 127.0.0.1, as text too. */
 uint16_t te_port(char *text, size_t size);
 /* "port" of the server as text (static buffer per call site: copy it). */

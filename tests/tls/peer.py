@@ -179,10 +179,11 @@ def mode_client(a):
         while not first.endswith(b"\n"):
             first += s.recv(1)
         sent, back, got = round_trip(s, a.bytes)
+        info = describe(s)
         s.unwrap()
         s.close()
         result(ok=int(sent == back and got == a.bytes), first=first.decode().strip(),
-               got=got, **describe(s))
+               got=got, **info)
         return 0 if sent == back else 1
     try:
         s = connect_tls(a, ctx)
