@@ -180,6 +180,19 @@ static void on_open(tt_conn_t *c)
         cr_assert_eq(tt_conn_set_detect_within(c, r->plan.detect_within_ms), 0);
     if (r->client && r->plan.starttls)
         cr_assert_eq(tt_send_text(c, "hello plain\nSTARTTLS\n"), 0);
+    if (r->plan.flood) {
+        static unsigned char piece[65536];
+        int rc = 0;
+        while (rc >= 0 && r->sent < (256u << 20)) {
+            rc = tt_send(c, piece, sizeof(piece));
+            if (rc >= 0) {
+                r->sent += sizeof(piece);
+                note_queue(r);
+            }
+        }
+        r->flood_rc = rc;
+        return;
+    }
     for (int i = 0; i < r->plan.send_msgs; i++) {
         size_t n = te_msg_size(i);
         unsigned char *m = malloc(n + 1);

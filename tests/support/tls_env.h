@@ -31,6 +31,8 @@ typedef struct te_plan {
     int send_msgs;          /* framed: send this many messages (sizes vary) at open */
     int end_after_msgs;     /* framed: tt_end once this many messages arrived */
     uint64_t detect_within_ms; /* set at open */
+    bool flood;             /* at open: send 64 KiB pieces, ignoring TT_SEND_FULL, until
+                               a send fails (or 256 MiB); the failure in flood_rc */
 } te_plan_t;
 
 #define TE_HEAD 4096
@@ -56,6 +58,7 @@ typedef struct te_rec {
     int msgs;            /* framed: messages received */
     long bad_msg;        /* framed: index of the first message not as sent, -1 */
     uint64_t open_ms, close_ms;
+    int flood_rc;
 } te_rec_t;
 
 #define TE_MAX_RECS 64
