@@ -368,6 +368,7 @@ Test(tls, send_file_over_tls)
     cr_expect_eq(s->close.kind, TT_CLOSE_LOCAL_END, "%s (%s)", TE_KIND(s), s->reason);
     cr_expect_eq(s->stats.bytes_out, n, "the file counts as application bytes");
     cr_expect_gt(s->stats.wire_bytes_out, n);
+    cr_log_info("send_file over TLS: kernel TLS tx %s", s->info.ktls_tx ? "on" : "off");
 }
 
 Test(tls, reconnecting_client_keeps_tls)
