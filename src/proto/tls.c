@@ -233,6 +233,10 @@ static int server_ssl_ctx(tt_tls_ctx_t *ctx, const tt_tls_server_opts_t *o, cons
     if (o->no_tickets) {
         SSL_CTX_set_options(s, SSL_OP_NO_TICKET);
         SSL_CTX_set_num_tickets(s, 0);
+    } else {
+        /* Tickets carry the session to the client: no server-side cache of
+         * every session (about 1 KiB each for 5 minutes) is needed. */
+        SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
     }
     /* Resumption with client certificates needs an id context. */
     SSL_CTX_set_session_id_context(s, (const unsigned char *)"tether", 6);
@@ -725,7 +729,11 @@ static void pump(tls_t *t, size_t pending)
         tt__conn_close(c, TT_CLOSE_IO_ERROR, -ENOMEM);
         return;
     }
-    while (!tt__conn_is_closing(c) && tt__conn_wants_input(c)) {
+    /* Only while there is something to read: an SSL_read that finds nothing
+     * makes OpenSSL allocate a record buffer (17 KiB) that an idle connection
+     * would then keep. */
+    while (!tt__conn_is_closing(c) && tt__conn_wants_input(c) &&
+           (t->in_len > 0 || SSL_pending(t->ssl) > 0)) {
         size_t k = 0;
         int r, e;
 
