@@ -399,3 +399,61 @@ Test(tls, reconnecting_client_keeps_tls)
     cr_expect(s2->info.resumed, "and resumes the first one's session");
     tt_client_close(cl);
 }
+
+/* Idle TLS connections keep no record buffer of their own: the heap that 100
+ * open, idle connection pairs hold (both ends in this process, after a small
+ * exchange) stays far below the 2 x 16 KiB+ per end that kept buffers would cost. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TT_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TT_TEST_ASAN 1
+#endif
+#endif
+#include <malloc.h>
+
+static bool all_got(void)
+{
+    for (int i = 0; i < TE.nrecs; i++)
+        if (TE.recs[i].client && TE.recs[i].got < 100 && !TE.recs[i].closed)
+            return false;
+    return true;
+}
+
+/* Heap per idle connection pair (both ends here) after a 100-byte exchange. */
+static long idle_pair_heap(tt_tls_ctx_t *sc, tt_tls_ctx_t *cc, int n)
+{
+    te_echo_server(sc, NULL);
+    /* One first, so OpenSSL's and the loop's one-time allocations are made. */
+    te_plan_t p = {.send = 100};
+    te_rec_t *first = te_connect(TE.port, cc, "localhost", &p, 0);
+    cr_assert(te_run_got(first, 100, 5000));
+    te_run_idle(50);
+    struct mallinfo2 m0 = mallinfo2();
+    for (int i = 0; i < n; i++)
+        te_connect(TE.port, cc, "localhost", &p, 0);
+    cr_assert(te_run_until(all_got, 10000));
+    te_run_idle(100); /* tickets read, queues empty */
+    struct mallinfo2 m1 = mallinfo2();
+    cr_assert_eq(TE.srv_closes + TE.cli_closes, 0);
+    for (int i = 0; i < TE.nrecs; i++)
+        if (TE.recs[i].client && TE.recs[i].conn != NULL)
+            tt_end(TE.recs[i].conn, NULL, 0);
+    cr_assert(te_run_cli_closes(n + 1, 10000));
+    return ((long)m1.uordblks - (long)m0.uordblks) / n;
+}
+
+Test(tls, idle_plain_connection_heap)
+{
+    cr_log_info("idle plain connection pair: %ld bytes of heap", idle_pair_heap(NULL, NULL, 30));
+}
+
+Test(tls, idle_connections_hold_no_record_buffers)
+{
+    long per_pair = idle_pair_heap(srv_ctx(), cli_ctx(), 30);
+    cr_log_info("idle TLS connection pair (client + server end): %ld bytes of heap", per_pair);
+#ifndef TT_TEST_ASAN
+    /* Two kept 16 KiB+ record buffers per end would be 64 KiB+ on their own. */
+    cr_expect_lt(per_pair, 56 * 1024, "%ld bytes per idle pair", per_pair);
+#endif
+}
