@@ -145,6 +145,8 @@ static void mtls_refused(int version, const th_pair_t *cert)
                              "localhost", &p, 0);
     cr_assert(te_run_srv_closes(1, 5000) && te_run_cli_closes(1, 5000));
     te_rec_t *s = te_srv_rec(0);
+    cr_log_info("server: %s \"%s\"; client: %s \"%s\"", TE_KIND(s), s->reason, TE_KIND(c),
+                c->reason);
     cr_expect(!s->opened, "no on_open on the server for a refused client");
     cr_expect_eq(s->close.kind, TT_CLOSE_TLS_HANDSHAKE_FAILED, "server: %s (%s)", TE_KIND(s),
                  s->reason);

@@ -39,6 +39,8 @@ static void peer_ok(th_proc_t *p, uint64_t ms)
  * containing `why` (any, when NULL). */
 static void expect_close(const te_rec_t *r, tt_close_kind_t kind, int err, const char *why)
 {
+    cr_log_info("%s: %s, %s, \"%s\"", r->client ? "client" : "server", TE_KIND(r),
+                tt_err_name(r->close.error), r->reason);
     cr_expect_eq(r->close.kind, kind, "close: %s (%s), wanted %s", TE_KIND(r), r->reason,
                  tt_close_kind_name(kind));
     cr_expect_eq(r->close.error, err, "error %s, wanted %s", tt_err_name(r->close.error),
