@@ -1329,12 +1329,14 @@ typedef struct tt_ws_client_opts {
 } tt_ws_client_opts_t;
 
 /* Connect to `url`, "ws://HOST[:PORT][/PATH][?QUERY]" (HOST a name, IPv4 or
- * [IPv6]; PORT 80 when not given; no user info, no fragment), and upgrade. On 0,
+ * [IPv6]; PORT 80 when not given; no user info, no fragment), and upgrade;
+ * "wss://..." (port 443) the same over TLS: opts->connect.tls, or a context made
+ * for it that trusts the system's CAs; the URL's host is verified. On 0,
  * *out is a connection in TT_STATE_CONNECTING; on_open or on_close follows from
  * the loop. tt_ws_send before on_open gives -ENOTCONN. `h` is copied; `opts`
  * (may be NULL) and its strings are copied. Returns 0, -EINVAL (NULL argument,
- * a malformed URL or header list, a bad option), -EPROTONOSUPPORT (a wss:// URL:
- * not supported yet), -ENOMEM, or tt_connect_host's errors; then no connection
+ * a malformed URL or header list, a bad option, TLS asked for on a ws:// URL),
+ * -ENOMEM, or tt_connect_host's errors; then no connection
  * exists. */
 TT_EXTERN int tt_ws_connect(tt_loop_t *loop, const char *url, const tt_ws_client_opts_t *opts,
                             const tt_conn_handlers_t *h, void *data, tt_conn_t **out);

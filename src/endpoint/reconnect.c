@@ -313,16 +313,18 @@ int tt_client_start(tt_loop_t *loop, const char *host, uint16_t port,
     cl = calloc(1, sizeof(*cl));
     if (cl == NULL)
         return -ENOMEM;
+    tt_tls_ctx_t *made = NULL; /* wss:// without a context: one for every attempt */
     if (ws) {
         tt_connect_opts_t co2 = o.connect;
         err = tt__ws_client_cfg_new(&cl->ws, host, o.websocket);
         if (err == 0)
-            err = tt__ws_transport(cl->ws, &co2); /* wss:// is refused now, not per attempt */
+            err = tt__ws_transport(cl->ws, &co2, &made); /* checked now, not per attempt */
         if (err < 0) {
             tt__ws_cfg_free(cl->ws);
             free(cl);
             return err;
         }
+        o.connect.tls = co2.tls; /* kept (and resumed) across reconnects */
         o.websocket = NULL; /* compiled: the caller's struct is not kept */
         cl->o.websocket = NULL;
     }
@@ -332,6 +334,7 @@ int tt_client_start(tt_loop_t *loop, const char *host, uint16_t port,
         free(sn);
         free(cl->host);
         tt__ws_cfg_free(cl->ws);
+        tt_tls_ctx_free(made);
         free(cl);
         return -ENOMEM;
     }
@@ -339,6 +342,7 @@ int tt_client_start(tt_loop_t *loop, const char *host, uint16_t port,
     cl->port = port;
     cl->o = o;
     cl->o.connect.tls = tt__tls_ctx_ref(co->tls); /* every reconnect shakes hands again */
+    tt_tls_ctx_free(made);
     cl->o.connect.tls_servername = sn;
     if (co->bind_addr != NULL) {
         cl->bind_addr = *co->bind_addr;

@@ -8,24 +8,28 @@
 #include "proto/ws.h"
 #include "stream/conn.h"
 
-int tt__ws_transport(const struct tt__ws_cfg *cfg, tt_connect_opts_t *co)
+/* TLS under the WebSocket layer, decided here and nowhere else: wss:// runs over
+ * the caller's client context (connect.tls), or one made for this connection
+ * that trusts the system's store (*made: the caller drops it once the connection
+ * holds its own reference). The name verified and sent is the URL's host unless
+ * connect.tls_servername says otherwise (tt_connect_host's rule); the upgrade
+ * request waits in the queue until the handshake is done. */
+int tt__ws_transport(const struct tt__ws_cfg *cfg, tt_connect_opts_t *co, tt_tls_ctx_t **made)
 {
     uint16_t port;
     bool secure;
     (void)tt__ws_cfg_host(cfg, &port, &secure);
 
-    if (secure) {
-        /* ---- wss:// --------------------------------------------------------------
-         * TLS under the WebSocket layer, decided here and nowhere else. Once the
-         * TLS layer exists: co->tls = the caller's client context (or a default
-         * one that trusts the system's store), co->tls_servername = the URL's host
-         * unless the caller set one; nothing else changes (the upgrade request
-         * waits in the queue until the TLS handshake is done). */
-        (void)co;
-        return -EPROTONOSUPPORT;
+    *made = NULL;
+    if (!secure)
+        return co->tls != NULL ? -EINVAL : 0; /* ws:// is plain: TLS is asked for with wss:// */
+    if (co->tls == NULL) {
+        tt_tls_client_opts_t to = {0};
+        int err = tt_tls_client_ctx(&to, made);
+        if (err < 0)
+            return err;
+        co->tls = *made;
     }
-    if (co->tls != NULL)
-        return -EINVAL; /* ws:// is plain: TLS is asked for with wss:// */
     return 0;
 }
 
@@ -39,9 +43,11 @@ int tt__ws_connect_cfg(tt_loop_t *loop, struct tt__ws_cfg *cfg, const tt_connect
     tt_conn_t *c;
     int err;
 
-    if ((err = tt__ws_transport(cfg, &co)) < 0)
+    tt_tls_ctx_t *made;
+    if ((err = tt__ws_transport(cfg, &co, &made)) < 0)
         return err;
     err = tt_connect_host(loop, host, port, &co, h, data, &c);
+    tt_tls_ctx_free(made); /* the connection keeps its own reference */
     if (err < 0)
         return err;
     *out = c;

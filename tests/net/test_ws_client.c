@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "certs.h"
 #include "harness.h"
 #include "peer.h"
 #include "proto/ws_handshake.h"
@@ -200,9 +201,11 @@ static void s_close(tt_conn_t *c, const tt_close_info_t *info)
 
 static const tt_conn_handlers_t SH = {.on_message = s_message, .on_close = s_close};
 
+static tt_tls_ctx_t *SRV_TLS; /* wss:// tests: the server's TLS */
+
 static void tether_server(const tt_ws_opts_t *wo)
 {
-    tt_server_opts_t so = {.websocket = wo};
+    tt_server_opts_t so = {.websocket = wo, .tls = SRV_TLS};
     tt_addr_t any = th_loopback(0);
     S_closes = S_code = 0;
     cr_assert_eq(tt_loop_init(&L), 0);
@@ -226,6 +229,48 @@ static const char *url_of(const char *path, uint16_t port)
     static char u[128];
     snprintf(u, sizeof(u), "ws://127.0.0.1:%u%s", port, path);
     return u;
+}
+
+/* ---- wss:// ------------------------------------------------------------------------ */
+
+static void wss_echo(bool other_cert, tt_close_kind_t want_kind, const char *want_reason)
+{
+    th_certs_t certs;
+    tt_tls_ctx_t *cctx;
+    char url[128];
+
+    cr_assert_eq(th_certs_make(&certs), 0);
+    /* other.test's certificate does not cover the URL's host, localhost. */
+    const th_pair_t *pair = other_cert ? &certs.other : &certs.server;
+    tt_tls_server_opts_t so = {.cert_file = pair->cert, .key_file = pair->key};
+    cr_assert_eq(tt_tls_server_ctx(&so, &SRV_TLS), 0);
+    cr_assert_eq(tt_tls_client_ctx(&(tt_tls_client_opts_t){.ca_file = certs.ca.cert}, &cctx), 0);
+    tether_server(&(tt_ws_opts_t){.deflate = true});
+    tt_tls_ctx_free(SRV_TLS); /* the server holds its own reference */
+    SRV_TLS = NULL;
+    reset(echo(), N(ECHO), 4000, "bye from the client");
+    snprintf(url, sizeof(url), "wss://localhost:%u/echo", tt_addr_port(&SADDR));
+    tt_ws_client_opts_t o = {.deflate = true, .connect = {.tls = cctx}};
+    run_client(url, &o, 30000);
+    tt_tls_ctx_free(cctx);
+    if (want_reason == NULL) {
+        expect_plan_done();
+        cr_expect_eq(C.info.kind, TT_CLOSE_WS_CLOSED, "kind %s: %s",
+                     tt_close_kind_name(C.info.kind), C.reason);
+        cr_expect_eq(C.info.ws_code, 4000);
+    } else {
+        cr_expect_eq(C.info.kind, want_kind, "kind %s: %s", tt_close_kind_name(C.info.kind),
+                     C.reason);
+        cr_expect_not_null(strstr(C.reason, want_reason), "reason '%s'", C.reason);
+    }
+    finish();
+    th_certs_remove(&certs);
+}
+
+Test(ws_client, wss_echo_over_tls) { wss_echo(false, TT_CLOSE_WS_CLOSED, NULL); }
+Test(ws_client, wss_verifies_the_host_of_the_url)
+{
+    wss_echo(true, TT_CLOSE_TLS_HANDSHAKE_FAILED, "hostname mismatch");
 }
 
 static void tether_echo(bool server_deflate, bool client_deflate)
@@ -308,7 +353,6 @@ Test(ws_client, bad_arguments)
         "ws://[zz::1]/"};
     for (size_t i = 0; i < N(bad); i++)
         cr_expect_eq(tt_ws_connect(L, bad[i], NULL, &CH, NULL, &c), -EINVAL, "%s", bad[i]);
-    cr_expect_eq(tt_ws_connect(L, "wss://127.0.0.1/", NULL, &CH, NULL, &c), -EPROTONOSUPPORT);
     cr_expect_eq(tt_ws_connect(NULL, "ws://127.0.0.1/", NULL, &CH, NULL, &c), -EINVAL);
     cr_expect_eq(tt_ws_connect(L, NULL, NULL, &CH, NULL, &c), -EINVAL);
     cr_expect_eq(tt_ws_connect(L, "ws://127.0.0.1/", NULL, &CH, NULL, NULL), -EINVAL);
@@ -324,8 +368,6 @@ Test(ws_client, bad_arguments)
                                    &(tt_ws_client_opts_t){.subprotocols = protos[i]}, &CH, NULL, &c),
                      -EINVAL, "'%s'", protos[i]);
     tt_client_t *cl;
-    cr_expect_eq(tt_client_start(L, "wss://127.0.0.1/", 0, NULL, NULL, &CH, NULL, &cl),
-                 -EPROTONOSUPPORT);
     cr_expect_eq(tt_client_start(L, "ws://127.0.0.1/", 0, &(tt_client_opts_t){.keep_unsent = true},
                                  NULL, &CH, NULL, &cl),
                  -EINVAL);
@@ -872,7 +914,9 @@ Test(ws_client, cli_cat_ws_errors_exit_1, .timeout = 30)
     snprintf(cmd, sizeof(cmd), "%s cat wss://127.0.0.1:%u/ </dev/null 2>&1; echo exit=$?",
              th_build_path("tether"), port);
     run_cmd(cmd, out, sizeof(out));
-    cr_expect_not_null(strstr(out, "wss:// is not supported yet\nexit=1\n"), "%s", out);
+    snprintf(want, sizeof(want), "tether cat: connect wss://127.0.0.1:%u/: %s\nexit=1\n", port,
+             tt_strerror(-ECONNREFUSED));
+    cr_expect_str_eq(out, want);
     snprintf(cmd, sizeof(cmd), "%s cat ws://u@h/ </dev/null 2>&1; echo exit=$?",
              th_build_path("tether"));
     run_cmd(cmd, out, sizeof(out));

@@ -66,7 +66,7 @@ static void usage(FILE *f)
                "With a ws:// URL, a WebSocket client: each stdin line is a text message\n"
                "(binary if it is not UTF-8), each message received is written to stdout\n"
                "with a newline; at the end of stdin a close (1000) is sent and the tool\n"
-               "exits once the server has answered it. wss:// is not supported yet.\n"
+               "exits once the server has answered it. wss:// is the same over TLS.\n"
                "\n"
                "  -l, --listen ADDR:PORT  accept one connection there instead of\n"
                "                          connecting (then stop listening); port 0 picks\n"
@@ -452,8 +452,7 @@ static int ws_start(cat_t *st, const tt_connect_opts_t *copts)
         return err;
     }
     if (err < 0) {
-        cli_error("connect %s: %s", st->where,
-                  err == -EPROTONOSUPPORT ? "wss:// is not supported yet" : tt_strerror(err));
+        cli_error("connect %s: %s", st->where, tt_strerror(err));
         return err;
     }
     err = pthread_create(&th, NULL, stdin_main, NULL);
