@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_tls.h"
 
 #define NAME_MAX_LEN (TT_ADDR_STRLEN + 2)
 #define SHUTDOWN_MS 2000 /* graceful end for every client, then destroy */
@@ -30,6 +31,7 @@
 static __thread tt_workers_t *workers;
 static tt_server_t *server;   /* single loop */
 static bool quiet;
+static cli_tls_t tls; /* --tls-*: read again on SIGHUP */
 
 static void usage(FILE *f)
 {
@@ -50,6 +52,7 @@ static void usage(FILE *f)
             "      --admin SOCKET      serve the connection table for `tether stat`\n"
             "                          (default: none)\n"
             "      --metrics ADDR:PORT serve Prometheus metrics over HTTP (default: none)\n"
+            CLI_TLS_USAGE_SERVER
             "  -q, --quiet             do not log joins and leaves on stderr (default:\n"
             "                          log them)\n"
             "  -h, --help              this text\n\n"
@@ -99,8 +102,10 @@ static void on_open(tt_conn_t *c)
     tt_conn_set_data(c, name);
     int n = snprintf(line, sizeof(line), "* %s joined\n", name);
     say(c, line, (size_t)n);
-    if (!quiet)
-        fprintf(stderr, "tether chat: %s joined\n", name);
+    if (!quiet) {
+        char desc[CLI_TLS_DESC_LEN];
+        fprintf(stderr, "tether chat: %s joined%s\n", name, cli_tls_desc(c, desc));
+    }
 }
 
 static void on_message(tt_conn_t *c, const void *msg, size_t len)
@@ -130,8 +135,11 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
         return;
     int n = snprintf(line, sizeof(line), "* %s left\n", name);
     say(NULL, line, (size_t)n); /* a closing connection takes no more sends anyway */
-    if (!quiet)
-        fprintf(stderr, "tether chat: %s left (%s)\n", name, tt_close_kind_name(info->kind));
+    if (!quiet) {
+        const char *r = info->reason != NULL ? info->reason : "";
+        fprintf(stderr, "tether chat: %s left (%s%s%s)\n", name, tt_close_kind_name(info->kind),
+                r[0] != '\0' ? ": " : "", r);
+    }
     free(name);
 }
 
@@ -145,6 +153,18 @@ static void on_shutdown(tt_server_t *srv, size_t ended, size_t destroyed, void *
 }
 
 static const tt_addr_t *metrics_addr; /* --metrics */
+
+/* SIGHUP: read the certificate files again. */
+static bool stopping; /* single loop: the server is shutting down */
+
+static void reload_single(void *arg)
+{
+    (void)arg;
+    if (!stopping)
+        cli_tls_reload(&tls, server);
+}
+
+static void reload_workers(tt_workers_t *set) { cli_tls_reload_workers(&tls, set); }
 
 static tt_admin_opts_t admin_opts(const char *admin_path)
 {
@@ -184,10 +204,12 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
     }
     /* Signals first: SIGPIPE is ignored before the first line is printed. */
     err = cli_signals_install(loop);
+    if (err == 0 && tls.on)
+        err = cli_signals_on_hup(reload_single, NULL);
     if (err < 0)
         cli_error("signals: %s", tt_strerror(err));
     tt_server_addr(server, &bound);
-    if (err < 0 || cli_print_listening(stdout, &bound, NULL) < 0 ||
+    if (err < 0 || cli_print_listening(stdout, &bound, tls.on ? " (tls)" : NULL) < 0 ||
         cli_print_metrics(admin) < 0) {
         if (admin != NULL)
             tt_admin_close(admin);
@@ -202,6 +224,7 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
     say(NULL, "* server shutting down\n", 23);
     if (admin != NULL)
         tt_admin_close(admin);
+    stopping = true;
     tt_server_shutdown(server, SHUTDOWN_MS, on_shutdown, NULL);
     /* A second signal (timeout(1) sends one on) stops this run too: the shutdown
      * is under way and ends by its own deadline, so run on until it has. */
@@ -235,6 +258,7 @@ int cmd_chat(int argc, char **argv)
                                          {"metrics", required_argument, NULL, 'P'},
                                          {"quiet", no_argument, NULL, 'q'},
                                          {"help", no_argument, NULL, 'h'},
+                                         CLI_TLS_LONGOPTS_SERVER,
                                          {NULL, 0, NULL, 0}};
     const char *listen_text = CHAT_DEFAULT_LISTEN, *admin_path = NULL;
     tt_server_opts_t so = {0};
@@ -283,6 +307,10 @@ int cmd_chat(int argc, char **argv)
             usage(stdout);
             return CLI_EXIT_OK;
         default:
+            if (CLI_IS_TLS_OPT(c)) {
+                cli_tls_option(c, optarg, &tls);
+                break;
+            }
             return CLI_EXIT_USAGE;
         }
     }
@@ -290,6 +318,10 @@ int cmd_chat(int argc, char **argv)
         return cli_usage_error("chat", "unexpected argument '%s'", argv[optind]);
     if (cli_parse_addr("chat", listen_text, false, &addr) < 0)
         return CLI_EXIT_USAGE;
+    if (cli_tls_check("chat", true, &tls) != 0)
+        return CLI_EXIT_USAGE;
+    if (cli_tls_make(&tls, &so.tls) < 0)
+        return CLI_EXIT_FAIL;
     frame = tt_frame_line(max_line);
     so.frame = &frame;
     so.max_conns = max_conns;
@@ -301,11 +333,16 @@ int cmd_chat(int argc, char **argv)
                            .shutdown_ms = SHUTDOWN_MS,
                            .admin = admin_path != NULL || metrics_addr != NULL ? &ao : NULL,
                            .on_start = on_worker_start,
-                           .before_stop = announce_shutdown};
+                           .before_stop = announce_shutdown,
+                           .on_hup = tls.on ? reload_workers : NULL,
+                           .suffix = tls.on ? " (tls)" : NULL};
         int sig, status = cli_serve_workers(&w, &addr, &so, &handlers, &sig);
         if (status == CLI_EXIT_OK)
             fprintf(stderr, "tether chat: shut down (signal %d)\n", sig);
+        tt_tls_ctx_free(so.tls);
         return status;
     }
-    return run_single(&addr, &so, admin_path);
+    int status = run_single(&addr, &so, admin_path);
+    tt_tls_ctx_free(so.tls); /* after every connection that used it */
+    return status;
 }
