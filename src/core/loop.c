@@ -96,6 +96,8 @@ int tt_loop_close(tt_loop_t *loop)
         loop->resolver_free(loop); /* its watches go to the zombie list just below */
     if (loop->signals_free != NULL)
         loop->signals_free(loop);
+    if (loop->tls_free != NULL)
+        loop->tls_free(loop);
     run_zombies(loop);
     while (loop->post_head != NULL) { /* dropped, as documented */
         tt__post_t *p = loop->post_head;

@@ -59,6 +59,9 @@ struct tt_loop {
     void *resolver;                         /* resolver.c: created by the first lookup */
     void (*resolver_free)(tt_loop_t *loop); /* set with it; called by tt_loop_close */
 
+    void *tls;                         /* tls.c: its buffers, made by the first TLS connection */
+    void (*tls_free)(tt_loop_t *loop); /* set with it; called by tt_loop_close */
+
     void *conn_free;  /* pool: free connection objects */
     void *conn_slabs; /* pool: slabs to release at close */
     /* Set by the stream layer with its first connection: the loop calls down to

@@ -7,6 +7,34 @@
 
 #include "stream/conn.h"
 #include "endpoint/connector.h"
+#include "proto/tls.h"
+
+int tt__connect_tls_check(const tt_connect_opts_t *o, const char *host, const tt_addr_t *addr)
+{
+    if (o->tls == NULL)
+        return 0;
+    if (tt__tls_ctx_is_server(o->tls) || o->tls_handshake_timeout_ms > TT_TIMEOUT_MAX)
+        return -EINVAL;
+    /* A certificate that can be matched to nothing proves nothing. */
+    if (o->tls_servername == NULL && host == NULL && (addr == NULL || tt_addr_is_unix(addr)) &&
+        !tt__tls_ctx_insecure(o->tls))
+        return -EINVAL;
+    return 0;
+}
+
+int tt__connect_tls(tt_conn_t *c, const tt_connect_opts_t *o, const char *host,
+                    const tt_addr_t *addr)
+{
+    char ip[TT_ADDR_STRLEN];
+    const char *name = o->tls_servername != NULL ? o->tls_servername : host;
+
+    if (o->tls == NULL)
+        return 0;
+    ip[0] = '\0';
+    if (name == NULL && addr != NULL && !tt_addr_is_unix(addr))
+        tt_addr_format_host(addr, ip, sizeof(ip));
+    return tt__tls_apply(c, o->tls, name, ip[0] != '\0' ? ip : NULL, o->tls_handshake_timeout_ms);
+}
 
 int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *opts,
                const tt_conn_handlers_t *h, void *data, tt_conn_t **out)
@@ -29,6 +57,8 @@ int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *
         (o.bind_addr != NULL && o.bind_addr->u.sa.sa_family != addr->u.sa.sa_family))
         return -EINVAL;
     err = tt__connect_check_local(&o, addr->u.sa.sa_family); /* -ENODEV: no such device */
+    if (err == 0)
+        err = tt__connect_tls_check(&o, NULL, addr);
     if (err < 0)
         return err;
 
@@ -48,6 +78,12 @@ int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *
     }
     c->data = data;
     *out = c;
+    err = tt__connect_tls(c, &o, NULL, addr);
+    if (err < 0) { /* -ENOMEM: the connection exists, so it closes through the loop */
+        c->state = TT_STATE_CONNECTING;
+        tt__conn_close(c, TT_CLOSE_CONNECT_FAILED, err);
+        return 0;
+    }
 
     if (connect(fd, &addr->u.sa, addr->len) == 0) {
         /* A Unix connect is done or failed at once (EAGAIN: the backlog is full). */

@@ -334,6 +334,8 @@ int tt_connect_host(tt_loop_t *loop, const char *host, uint16_t port,
         (family != AF_UNSPEC && family != AF_INET && family != AF_INET6))
         return -EINVAL;
     err = tt__connect_check_local(&o, family);
+    if (err == 0)
+        err = tt__connect_tls_check(&o, host, NULL);
     if (err < 0)
         return err;
     if (o.bind_addr != NULL)
@@ -383,6 +385,11 @@ int tt_connect_host(tt_loop_t *loop, const char *host, uint16_t port,
     }
     ext->connector = cn;
     ext->connect_cancel = cancel_hook;
+    err = tt__connect_tls(c, &o, host, NULL);
+    if (err < 0) { /* -ENOMEM: closes through the loop, like any failed connect */
+        tt__conn_close(c, TT_CLOSE_CONNECT_FAILED, err);
+        return 0;
+    }
     if (o.timeout_ms > 0)
         tt__wheel_start(&loop->wheel, &c->deadline, tt__loop_deadline(loop, o.timeout_ms));
     return 0;

@@ -12,4 +12,15 @@ int tt__connect_check_local(const tt_connect_opts_t *o, int family);
  * bind() applied. Returns the fd, or the hook's veto / -errno (nothing left open). */
 int tt__connect_socket(tt_loop_t *loop, const tt_addr_t *to, const tt_connect_opts_t *o);
 
+/* TLS options of `o` that can be checked before a connection exists: 0 or -EINVAL
+ * (a server context; nothing to verify against: no name, no numeric address,
+ * and verification on). `host` is the name connected to, or NULL. */
+int tt__connect_tls_check(const tt_connect_opts_t *o, const char *host, const tt_addr_t *addr);
+/* Put TLS on a client connection not yet connected (when o->tls is set): the
+ * name is tls_servername, else `host`; without either, `addr` is verified.
+ * 0 or -errno. */
+struct tt_conn;
+int tt__connect_tls(struct tt_conn *c, const tt_connect_opts_t *o, const char *host,
+                    const tt_addr_t *addr);
+
 #endif

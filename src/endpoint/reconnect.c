@@ -31,6 +31,7 @@
 
 #include "stream/conn.h"
 #include "endpoint/connector.h"
+#include "proto/tls.h"
 
 #define DEFAULT_MIN_DELAY 100
 #define DEFAULT_MAX_DELAY 30000
@@ -67,6 +68,8 @@ static void client_free(tt__zombie_t *z)
 {
     tt_client_t *cl = tt__container_of(z, tt_client_t, zombie);
     tt__sendq_clear(&cl->held, NULL, NULL); /* free callbacks run from the loop */
+    tt_tls_ctx_free(cl->o.connect.tls);
+    free((char *)cl->o.connect.tls_servername);
     free(cl->host);
     free(cl);
 }
@@ -291,6 +294,8 @@ int tt_client_start(tt_loop_t *loop, const char *host, uint16_t port,
         (co->family != AF_UNSPEC && co->family != AF_INET && co->family != AF_INET6))
         return -EINVAL;
     err = tt__connect_check_local(co, co->family);
+    if (err == 0)
+        err = tt__connect_tls_check(co, host, NULL);
     if (err < 0)
         return err;
 
@@ -298,13 +303,18 @@ int tt_client_start(tt_loop_t *loop, const char *host, uint16_t port,
     if (cl == NULL)
         return -ENOMEM;
     cl->host = strdup(host);
-    if (cl->host == NULL) {
+    char *sn = co->tls_servername != NULL ? strdup(co->tls_servername) : NULL;
+    if (cl->host == NULL || (co->tls_servername != NULL && sn == NULL)) {
+        free(sn);
+        free(cl->host);
         free(cl);
         return -ENOMEM;
     }
     cl->loop = loop;
     cl->port = port;
     cl->o = o;
+    cl->o.connect.tls = tt__tls_ctx_ref(co->tls); /* every reconnect shakes hands again */
+    cl->o.connect.tls_servername = sn;
     if (co->bind_addr != NULL) {
         cl->bind_addr = *co->bind_addr;
         cl->o.connect.bind_addr = &cl->bind_addr;

@@ -15,6 +15,7 @@
 #include "stream/conn.h"
 #include "proto/frame.h"
 #include "proto/ws.h"
+#include "proto/tls.h"
 #include "stream/liveness.h"
 #include "sys/sock.h"
 
@@ -332,7 +333,10 @@ static void adopt(tt_server_t *s, int fd, const tt_addr_t *peer)
     tt_conn_set_high_water(c, s->o.high_water);
     tt_conn_set_queue_cap(c, s->o.queue_cap);
     tt_conn_set_half_open(c, s->o.half_open);
-    /* Framing before liveness, which looks at it to decide how to ping. */
+    /* TLS under everything; framing before liveness, which looks at it to
+     * decide how to ping. */
+    if (err == 0 && s->o.tls != NULL)
+        err = tt__tls_apply(c, s->o.tls, NULL, NULL, s->o.tls_handshake_timeout_ms);
     if (err == 0 && s->frame != NULL)
         err = tt__frame_apply(c, s->frame);
     else if (err == 0 && s->ws != NULL)
@@ -423,6 +427,7 @@ static void server_free(tt__zombie_t *z)
     tt__live_cfg_free(s->live);
     tt__frame_cfg_free(s->frame);
     tt__ws_cfg_free(s->ws);
+    tt_tls_ctx_free(s->o.tls);
     tt__acl_free(&s->acl);
     tt__ipcount_free(&s->per_ip);
     free(s->uids);
@@ -445,6 +450,10 @@ static int check_opts(const tt_server_opts_t *o)
     if (tt__frame_check(o->frame) < 0 || tt__ws_check(o->websocket) < 0 ||
         (o->frame != NULL && o->websocket != NULL))
         return -EINVAL;
+    if (o->tls != NULL && !tt__tls_ctx_is_server(o->tls))
+        return -EINVAL;
+    if (o->tls_handshake_timeout_ms > TT_TIMEOUT_MAX)
+        return -EINVAL;
     return 0;
 }
 
@@ -459,6 +468,16 @@ static int check_unix_opts(const tt_server_opts_t *o)
 static void retry_cb(tt__wnode_t *node);
 static void deadline_cb(tt__wnode_t *node);
 
+int tt_server_set_tls(tt_server_t *s, tt_tls_ctx_t *ctx)
+{
+    if (s == NULL || ctx == NULL || !tt__tls_ctx_is_server(ctx) || s->o.tls == NULL || s->closed)
+        return -EINVAL;
+    tt__tls_ctx_ref(ctx);
+    tt_tls_ctx_free(s->o.tls); /* open connections hold their own references */
+    s->o.tls = ctx;
+    return 0;
+}
+
 /* Common tail of both ways to make a server: fd is a listening socket. */
 static int server_start(tt_loop_t *loop, int fd, const tt_server_opts_t *o,
                         const tt_conn_handlers_t *h, void *data, tt_server_t **out)
@@ -472,6 +491,7 @@ static int server_start(tt_loop_t *loop, int fd, const tt_server_opts_t *o,
         goto fail_alloc;
     }
     s->o = *o;
+    tt__tls_ctx_ref(s->o.tls); /* the server's own reference: tt_server_set_tls swaps it */
     if (o->limit_message != NULL) {
         s->limit_message = strdup(o->limit_message);
         if (s->limit_message == NULL) {
@@ -527,6 +547,7 @@ static int server_start(tt_loop_t *loop, int fd, const tt_server_opts_t *o,
 fail_register:
     tt__handlers_unref(s->hs);
 fail_message:
+    tt_tls_ctx_free(s->o.tls);
     tt__ws_cfg_free(s->ws);
     tt__frame_cfg_free(s->frame);
     tt__live_cfg_free(s->live);

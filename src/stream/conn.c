@@ -246,6 +246,11 @@ void tt__conn_opened(tt_conn_t *c)
     update_interest(c);
     if (tt__conn_is_closing(c))
         return;
+    if (c->ext != NULL && c->ext->wire_ops != NULL) {
+        c->ext->wire_ops->opened(c); /* the handshake begins */
+        if (tt__conn_is_closing(c))
+            return;
+    }
     if (c->ext != NULL && c->ext->open_waits > 0)
         return; /* a layer's own opening first (tt__conn_layer_opened) */
     if (c->h->h.on_open != NULL)
@@ -403,8 +408,6 @@ static void finish_close(tt_conn_t *c)
             c->ext->live_free(c);
         if (c->ext->frame_free != NULL)
             c->ext->frame_free(c);
-        if (c->ext->wire_ops != NULL)
-            c->ext->wire_ops->free(c);
     }
 
     bool graceful = info.kind == TT_CLOSE_PEER_CLOSED || info.kind == TT_CLOSE_LOCAL_END ||
@@ -415,6 +418,8 @@ static void finish_close(tt_conn_t *c)
         c->h->h.on_close(c, &info);
 
     c->state = TT_STATE_CLOSED;
+    if (c->ext != NULL && c->ext->wire_ops != NULL)
+        c->ext->wire_ops->free(c); /* after on_close: info.reason is the transform's text */
     free(c->ext);
     tt__handlers_unref(c->h);
     loop->handles--;
@@ -730,6 +735,12 @@ static void linger_restart(tt_conn_t *c)
         tt__wheel_start(&c->loop->wheel, &c->deadline, tt__loop_deadline(c->loop, c->linger_ms));
 }
 
+ssize_t tt__conn_wire_write(tt_conn_t *c, const void *buf, size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    return tt__io_writev(&c->loop->poller, &c->io, &iov, 1);
+}
+
 /* Application bytes to the socket: through the transform when one is on. */
 static ssize_t wire_writev(tt_conn_t *c, const struct iovec *iov, int iovcnt)
 {
@@ -857,6 +868,10 @@ static void flush(tt_conn_t *c, bool from_loop)
         } else {
             int cnt = tt__sendq_fill_iov(&c->sq, iov, IOV_BATCH, &want);
             r = wire_writev(c, iov, cnt);
+        }
+        if (r == -EINPROGRESS) { /* the transform holds the queue until it is ready */
+            r = 0;
+            break;
         }
         if (r == -EAGAIN) {
             c->flags |= F_WAIT_WRITE;
@@ -1025,6 +1040,8 @@ int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
     if (r > 0) {
         tt__sendq_consume(&c->sq, (uint64_t)r);
         note_written(c, (size_t)r);
+    } else if (r == -EINPROGRESS) {
+        return send_status(c); /* the transform writes it once it is ready */
     } else if (r != -EAGAIN) {
         tt__conn_close(c, kind_of((int)r), (int)r);
         return 0; /* the failure is reported by on_error/on_close, from the loop */

@@ -97,11 +97,15 @@ typedef struct tt__conn_ext {
  * hands it what the socket gave and what the app queued; it hands plaintext up
  * through tt__conn_plain_input and writes its own records to the socket. */
 typedef struct tt__wire_ops {
+    /* The socket is connected (a client's connect finished, a server's accept):
+     * the transform starts its handshake. */
+    void (*opened)(tt_conn_t *c);
     /* The socket's read: n > 0 bytes, 0 end of stream, < 0 -errno. */
     void (*input)(tt_conn_t *c, const char *buf, ssize_t n, size_t pending);
     /* Take application bytes: how many were taken (records wholly handed to
-     * the kernel), -EAGAIN when the socket is full (TT__POLL_OUT is armed), or
-     * -errno. Bytes not taken are offered again, from the same first byte. */
+     * the kernel), -EAGAIN when the socket is full, -EINPROGRESS when the
+     * transform is not ready (it held the queue: tt__conn_wire_hold), or -errno.
+     * Bytes not taken are offered again, from the same first byte. */
     ssize_t (*writev)(tt_conn_t *c, const struct iovec *iov, int iovcnt);
     /* The socket can take more: true when the transform used it (its own
      * handshake or a read that had to write), false to let the queue flush. */
@@ -168,6 +172,9 @@ void tt__conn_layer_opened(tt_conn_t *c);
  * the queue is not written (nothing is lost: sends queue), reading stays on
  * whatever the app asked, and the transform says when by releasing it. */
 void tt__conn_wire_hold(tt_conn_t *c, bool hold);
+/* The transform's own bytes to the socket, as tt__io_writev: bytes written,
+ * -EAGAIN, -errno; never SIGPIPE. */
+ssize_t tt__conn_wire_write(tt_conn_t *c, const void *buf, size_t len);
 /* The transform wants WRITABLE (its own write hit a full socket), or no more. */
 void tt__conn_want_write(tt_conn_t *c, bool on);
 /* Reading as the app asked (read_start/stop), and whether the read side is done. */

@@ -14,7 +14,7 @@ static const struct {
 } own_codes[] = {
     OWN(TT_EOF),        OWN(TT_EFRAMESIZE), OWN(TT_EPROTOCOL), OWN(TT_EOVERFLOW),
     OWN(TT_EIDLE),      OWN(TT_EHEARTBEAT), OWN(TT_ENOTFOUND), OWN(TT_ETEMPFAIL),
-    OWN(TT_EDNSTIMEOUT), OWN(TT_ESHUTDOWN), OWN(TT_EVETO),
+    OWN(TT_EDNSTIMEOUT), OWN(TT_ESHUTDOWN), OWN(TT_EVETO), OWN(TT_ETLS), OWN(TT_ETRUNCATED),
 };
 #define NOWN (sizeof(own_codes) / sizeof(own_codes[0]))
 
@@ -108,9 +108,9 @@ Test(errors, success_has_a_name_and_a_text)
 
 Test(errors, unknown_codes_give_unknown_text_never_null)
 {
-    /* Positive values are not error codes; -4000 and -4012.. are unassigned; 41 is
+    /* Positive values are not error codes; -4000 and -4014.. are unassigned; 41 is
      * a hole in Linux's errno numbering; and the extremes. */
-    static const int unknown[] = {INT_MIN, INT_MIN + 1, -100000, -5000, -4012, -4000,
+    static const int unknown[] = {INT_MIN, INT_MIN + 1, -100000, -5000, -4014, -4000,
                                   -3999,   -41,         1,       ECONNREFUSED, INT_MAX};
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
         const char *t = tt_strerror(unknown[i]), *n = tt_err_name(unknown[i]);
