@@ -53,9 +53,8 @@ static void usage(FILE *f)
                CLI_TLS_USAGE_CLIENT
                "  -h, --help              this text\n"
                "\n"
-               "Over TLS the file is read and encrypted in bounded chunks (or sent by kernel\n"
-               "TLS when the kernel offers it), N counts the file's bytes, and the end is\n"
-               "close_notify both ways.\n"
+               "Over TLS the file is read and encrypted in bounded chunks, N counts the\n"
+               "file's bytes, and the graceful end is close_notify both ways.\n"
                "\n"
                "Exit status: 0 the whole file was written and both sides closed cleanly,\n"
                "1 the file could not be read or the connection failed or ended early (a\n"
