@@ -21,7 +21,7 @@ SECTIONS=(
     "demo_cli_echo|The CLI: tether echo, with tether cat piping lines through it"
     "demo_cli_send|The CLI: tether send into tether cat --listen, checked with sha256sum"
     "demo_websocket|WebSocket: tether echo --ws and a Python websockets client, text and binary"
-    "demo_tls|TLS: tether echo with a throwaway certificate, tether cat and openssl s_client as clients"
+    "demo_tls|TLS: tether echo with a throwaway certificate; tether cat, openssl s_client"
     "demo_liveness|Liveness: a client vanishes (no FIN, no RST); the server notices within its deadline"
     "demo_chat|Servers at scale: tether chat, three clients, and the live table from tether stat"
 )
@@ -221,7 +221,8 @@ demo_tls() {
     openssl x509 -in "$d/server.pem" -noout -subject -issuer | sed 's/^/  | /'
 
     step "start a TLS echo server with that certificate"
-    printf '  $ tether echo --listen 127.0.0.1:0 --verbose --tls-cert server.pem --tls-key server.key &\n'
+    printf '  $ tether echo --listen 127.0.0.1:0 --verbose \\\n'
+    printf '        --tls-cert server.pem --tls-key server.key &\n'
     start_bg tlsecho "$TETHER" echo --listen 127.0.0.1:0 --verbose \
         --tls-cert "$d/server.pem" --tls-key "$d/server.key" </dev/null
     local echo_pid=$BG_PID
@@ -232,18 +233,22 @@ demo_tls() {
     echo "  $line"
     port=$(sed -n 's/.*:\([0-9][0-9]*\) (tls)$/\1/p' <<<"$line")
 
-    step "tether cat --tls, verifying the server against our CA; at the end of stdin it sends close_notify and waits for the server's"
-    printf '  $ printf '"'"'hello over TLS\\nsecond line\\n'"'"' | tether cat --tls --tls-ca ca.pem localhost:%s\n' "$port"
+    step "tether cat --tls, verifying the server against our CA; at the end of stdin it" \
+        "sends close_notify and waits for the server's"
+    printf '  $ printf '"'"'hello over TLS\\nsecond line\\n'"'"' |\n'
+    printf '      tether cat --tls --tls-ca ca.pem localhost:%s\n' "$port"
     out=$(printf 'hello over TLS\nsecond line\n' |
         timeout "$STEP_TIMEOUT" "$TETHER" cat --tls --tls-ca "$d/ca.pem" "localhost:$port")
     st=$?
     printf '%s\n' "$out" | sed 's/^/  | /'
     [ "$st" -eq 0 ] || fail "tether cat --tls exited with status $st" || return 1
-    [ "$out" = $'hello over TLS\nsecond line' ] || fail "the echo differs from what was sent" || return 1
+    [ "$out" = $'hello over TLS\nsecond line' ] ||
+        fail "the echo differs from what was sent" || return 1
     ok "both lines came back; tether cat exited 0 after the close_notify exchange"
 
     step "openssl s_client as a second client"
-    printf '  $ openssl s_client -quiet -connect 127.0.0.1:%s -servername localhost -CAfile ca.pem\n' "$port"
+    printf '  $ openssl s_client -quiet -connect 127.0.0.1:%s \\\n' "$port"
+    printf '        -servername localhost -CAfile ca.pem\n'
     out=$( (printf 'from openssl s_client\n'; sleep 0.5) |
         timeout "$STEP_TIMEOUT" openssl s_client -quiet -connect "127.0.0.1:$port" \
             -servername localhost -CAfile "$d/ca.pem" -verify_return_error 2>"$TMP/s_client.err")
@@ -254,14 +259,16 @@ demo_tls() {
 
     step "a client that does not trust our CA is refused, and says why in one line"
     printf '  $ echo x | tether cat --tls localhost:%s\n' "$port"
-    echo x | timeout "$STEP_TIMEOUT" "$TETHER" cat --tls "localhost:$port" >/dev/null 2>"$TMP/refused.err"
+    echo x | timeout "$STEP_TIMEOUT" "$TETHER" cat --tls "localhost:$port" \
+        >/dev/null 2>"$TMP/refused.err"
     st=$?
     sed 's/^/  | /' "$TMP/refused.err"
     [ "$st" -eq 1 ] || fail "expected exit 1, got $st" || return 1
     grep -q 'tls handshake failed: .' "$TMP/refused.err" || fail "no reason given" || return 1
     ok "exit 1, the host and the reason named"
 
-    step "stop the server with SIGINT; its log shows each connection's TLS version and cipher and how it ended (a peer that closes without close_notify is 'tls truncated')"
+    step "stop the server with SIGINT; its log shows each connection's TLS version and" \
+        "cipher, and how it ended (a peer gone without close_notify: 'tls truncated')"
     stop_bg "$echo_pid" INT
     st=$BG_STATUS
     sed 's/^/  | /' "$TMP/tlsecho.err"

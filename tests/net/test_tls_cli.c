@@ -152,14 +152,16 @@ Test(tlscli, cat_exits_0_after_close_notify_and_1_on_truncation)
                "EOF\n"
                "for mode in clean cut; do\n"
                "  rm -f $T/py.out\n"
-               "  timeout 20 python3 $T/srv.py $T/srv.pem $T/srv.key $mode > $T/py.out 2> $T/py.err &\n"
+               "  timeout 20 python3 $T/srv.py $T/srv.pem $T/srv.key $mode > $T/py.out "
+               "2> $T/py.err &\n"
                "  PY=$!\n"
                "  for i in $(seq 100); do [ -s $T/py.out ] && break; sleep 0.05; done\n"
                "  P=$(cat $T/py.out)\n"
                "  got=$(printf 'twelve bytes' | timeout 10 $TETHER cat -v --tls --tls-ca $T/ca.pem "
                "localhost:$P 2> $T/cat.err); rc=$?\n"
                "  wait $PY\n"
-               "  [ \"$got\" = 'got 12 bytes' ] || fail \"$mode: got '$got': $(cat $T/cat.err $T/py.err)\"\n"
+               "  [ \"$got\" = 'got 12 bytes' ] || "
+               "fail \"$mode: got '$got': $(cat $T/cat.err $T/py.err)\"\n"
                "  if [ $mode = clean ]; then\n"
                "    [ $rc = 0 ] || fail \"clean: exit $rc: $(cat $T/cat.err)\"\n"
                "    grep -q 'closed (local end)' $T/cat.err || fail \"clean: $(cat $T/cat.err)\"\n"
@@ -167,7 +169,8 @@ Test(tlscli, cat_exits_0_after_close_notify_and_1_on_truncation)
                "    [ $rc = 1 ] || fail \"cut: exit $rc: $(cat $T/cat.err)\"\n"
                "    grep -q \"^tether cat: localhost:$P: tls truncated\" $T/cat.err || "
                "fail \"cut: $(cat $T/cat.err)\"\n"
-               "    grep -q 'closed (tls truncated' $T/cat.err || fail \"cut -v: $(cat $T/cat.err)\"\n"
+               "    grep -q 'closed (tls truncated' $T/cat.err || "
+               "fail \"cut -v: $(cat $T/cat.err)\"\n"
                "  fi\n"
                "done\n"
                "exit 0\n");
@@ -210,7 +213,8 @@ Test(tlscli, verification_failures_exit_1_with_one_line_naming_host_and_reason)
                "grep -q 'opened      2, connect errors 0, errors 0' $T/bench.out || "
                "fail \"bench: $(cat $T/bench.out)\"\n"
                "head -c 200000 /dev/urandom > $T/f\n"
-               "timeout 10 $TETHER send --tls --tls-ca $T/ca.pem localhost:$PORT $T/f > $T/send.out "
+               "timeout 10 $TETHER send --tls --tls-ca $T/ca.pem localhost:$PORT $T/f "
+               "> $T/send.out "
                "2>&1 || fail \"send: $(cat $T/send.out)\"\n"
                "grep -q \"^200000 bytes sent to localhost:$PORT\" $T/send.out || "
                "fail \"send: $(cat $T/send.out)\"\n"
@@ -231,7 +235,8 @@ Test(tlscli, garbage_client_gets_a_handshake_failed_close_line_with_reason)
                "$T/echo.err || "
                "fail \"close line: $(cat $T/echo.err)\"\n"
                "grep -q 'open from' $T/echo.err && fail 'on_open for a failed handshake'\n"
-               "got=$(echo still | timeout 10 $TETHER cat --tls --tls-ca $T/ca.pem localhost:$PORT)\n"
+               "got=$(echo still | timeout 10 $TETHER cat --tls --tls-ca $T/ca.pem "
+               "localhost:$PORT)\n"
                "[ \"$got\" = still ] || fail \"after the garbage: '$got'\"\n"
                "kill -TERM $ECHO; wait $ECHO || fail \"echo exit $?\"\n"
                "exit 0\n");
@@ -247,7 +252,8 @@ Test(tlscli, garbage_client_gets_a_handshake_failed_close_line_with_reason)
     "for i in $(seq 100); do grep -q 'tls reload' $ERR && break; sleep 0.05; done\n"            \
     "grep -q \"tls reload: new connections get the certificate in $T/cur.pem\" $ERR || "        \
     "fail \"reload line: $(cat $ERR)\"\n"                                                       \
-    "for i in 1 2 3 4 5 6; do [ \"$(serial)\" = serial=2002 ] || fail \"after reload: $(serial)\"; "\
+    "for i in 1 2 3 4 5 6; do\n"                                                               \
+    "  [ \"$(serial)\" = serial=2002 ] || fail \"after reload: $(serial)\"\n"                     \
     "done\n"                                                                                    \
     "cp $T/srv.key $T/cur.key\n" /* a key that is not the certificate's */                      \
     "kill -HUP $SRV\n"                                                                          \
@@ -308,7 +314,8 @@ Test(tlscli, echo_ws_with_a_certificate_serves_wss)
                "import asyncio, ssl, sys, websockets\n"
                "async def main():\n"
                "    ctx = ssl.create_default_context(cafile=sys.argv[1])\n"
-               "    async with websockets.connect(\"wss://localhost:%s/\" % sys.argv[2], ssl=ctx) as ws:\n"
+               "    url = \"wss://localhost:%s/\" % sys.argv[2]\n"
+               "    async with websockets.connect(url, ssl=ctx) as ws:\n"
                "        await ws.send(\"over wss\"); print(await ws.recv())\n"
                "asyncio.run(main())' $T/ca.pem $PORT 2> $T/py.err)\n"
                "[ \"$got\" = 'over wss' ] || fail \"got '$got': $(cat $T/py.err)\"\n"
@@ -324,12 +331,14 @@ Test(tlscli, stat_shows_tls_version_and_cipher_per_connection)
                "sleep 3 | timeout 10 $TETHER cat --tls --tls-ca $T/ca.pem localhost:$PORT "
                "> /dev/null &\n"
                "C=$!\n"
-               "for i in $(seq 100); do grep -q 'open from' $T/echo.err && break; sleep 0.05; done\n"
+               "for i in $(seq 100); do grep -q 'open from' $T/echo.err && break; "
+               "sleep 0.05; done\n"
                "timeout 10 $TETHER stat $T/adm.sock > $T/stat.out 2>&1 || "
                "fail \"stat: $(cat $T/stat.out)\"\n"
                "head -1 $T/stat.out | grep -Eq 'retrans +tls +cipher +pid' || "
                "fail \"header: $(head -1 $T/stat.out)\"\n"
-               "grep -Eq '127.0.0.1:[0-9]+ +open .* TLSv1.3 +TLS_[A-Z0-9_]+ +- +- +-' $T/stat.out || "
+               "grep -Eq '127.0.0.1:[0-9]+ +open .* TLSv1.3 +TLS_[A-Z0-9_]+ +- +- +-' "
+               "$T/stat.out || "
                "fail \"row: $(cat $T/stat.out)\"\n"
                "wait $C || fail \"cat exit $?\"\n"
                "kill -TERM $ECHO; wait $ECHO || fail \"echo exit $?\"\n"
@@ -337,7 +346,8 @@ Test(tlscli, stat_shows_tls_version_and_cipher_per_connection)
                "start_echo --admin $T/adm2.sock\n"
                "sleep 2 | timeout 10 $TETHER cat 127.0.0.1:$PORT > /dev/null &\n"
                "C=$!\n"
-               "for i in $(seq 100); do grep -q 'open from' $T/echo.err && break; sleep 0.05; done\n"
+               "for i in $(seq 100); do grep -q 'open from' $T/echo.err && break; "
+               "sleep 0.05; done\n"
                "timeout 10 $TETHER stat $T/adm2.sock > $T/stat2.out 2>&1 || fail 'stat plain'\n"
                "grep -Eq '127.0.0.1:[0-9]+ +open .* - +- +- +- +-' $T/stat2.out || "
                "fail \"plain row: $(cat $T/stat2.out)\"\n"

@@ -22,15 +22,24 @@
 static const char *opt_name(int ch)
 {
     switch (ch) {
-    case CLI_OPT_TLS: return "--tls";
-    case CLI_OPT_TLS_CERT: return "--tls-cert";
-    case CLI_OPT_TLS_KEY: return "--tls-key";
-    case CLI_OPT_TLS_CA: return "--tls-ca";
-    case CLI_OPT_TLS_VERIFY_CLIENT: return "--tls-verify-client";
-    case CLI_OPT_TLS_ALPN: return "--tls-alpn";
-    case CLI_OPT_TLS_SERVERNAME: return "--tls-servername";
-    case CLI_OPT_TLS_INSECURE: return "--tls-insecure";
-    default: return "?";
+    case CLI_OPT_TLS:
+        return "--tls";
+    case CLI_OPT_TLS_CERT:
+        return "--tls-cert";
+    case CLI_OPT_TLS_KEY:
+        return "--tls-key";
+    case CLI_OPT_TLS_CA:
+        return "--tls-ca";
+    case CLI_OPT_TLS_VERIFY_CLIENT:
+        return "--tls-verify-client";
+    case CLI_OPT_TLS_ALPN:
+        return "--tls-alpn";
+    case CLI_OPT_TLS_SERVERNAME:
+        return "--tls-servername";
+    case CLI_OPT_TLS_INSECURE:
+        return "--tls-insecure";
+    default:
+        return "?";
     }
 }
 
@@ -42,15 +51,32 @@ int cli_tls_option(int ch, const char *arg, cli_tls_t *t)
         t->first_opt = ch;
     t->given |= 1u << (ch - CLI_OPT_TLS);
     switch (ch) {
-    case CLI_OPT_TLS: t->on = true; break;
-    case CLI_OPT_TLS_CERT: t->cert = arg; break;
-    case CLI_OPT_TLS_KEY: t->key = arg; break;
-    case CLI_OPT_TLS_CA: t->ca = arg; break;
-    case CLI_OPT_TLS_VERIFY_CLIENT: t->verify_client = true; break;
-    case CLI_OPT_TLS_ALPN: t->alpn = arg; break;
-    case CLI_OPT_TLS_SERVERNAME: t->servername = arg; break;
-    case CLI_OPT_TLS_INSECURE: t->insecure = true; break;
-    default: break;
+    case CLI_OPT_TLS:
+        t->on = true;
+        break;
+    case CLI_OPT_TLS_CERT:
+        t->cert = arg;
+        break;
+    case CLI_OPT_TLS_KEY:
+        t->key = arg;
+        break;
+    case CLI_OPT_TLS_CA:
+        t->ca = arg;
+        break;
+    case CLI_OPT_TLS_VERIFY_CLIENT:
+        t->verify_client = true;
+        break;
+    case CLI_OPT_TLS_ALPN:
+        t->alpn = arg;
+        break;
+    case CLI_OPT_TLS_SERVERNAME:
+        t->servername = arg;
+        break;
+    case CLI_OPT_TLS_INSECURE:
+        t->insecure = true;
+        break;
+    default:
+        break;
     }
     return 0;
 }
@@ -171,8 +197,9 @@ static int make_ctx(const cli_tls_t *t, tt_tls_ctx_t **out, char *why)
     *out = NULL;
     if (!t->on)
         return 0;
-    if (t->cert != NULL && ((err = check_pem("certificate", t->cert, "CERTIFICATE-----", why)) < 0 ||
-                            (err = check_pem("key", t->key, "PRIVATE KEY-----", why)) < 0))
+    if (t->cert != NULL &&
+        ((err = check_pem("certificate", t->cert, "CERTIFICATE-----", why)) < 0 ||
+         (err = check_pem("key", t->key, "PRIVATE KEY-----", why)) < 0))
         return err;
     if (t->ca != NULL && (err = check_pem("CA file", t->ca, "CERTIFICATE-----", why)) < 0)
         return err;
