@@ -1504,6 +1504,13 @@ typedef struct tt_workers_opts {
     void (*on_start)(tt_workers_t *set, unsigned index, tt_loop_t *loop, tt_server_t *srv,
                      void *arg);
     void *arg;
+    /* Start from listening sockets already open (a predecessor's, from
+     * tt_handoff_take): worker i takes listen_fds[i] (with SO_REUSEPORT; a worker
+     * without one joins the port's group with a new socket), or worker 0 takes
+     * listen_fds[0] and accepts for all. The set owns them from then on (also on
+     * failure). `addr` of tt_workers_start may then be NULL. */
+    const int *listen_fds;
+    unsigned nfds;
 } tt_workers_opts_t;
 
 /* Start the workers (sopts, h and data as for tt_server_listen, applied to every
@@ -1538,6 +1545,50 @@ typedef void (*tt_workers_visit_cb)(tt_workers_t *set, unsigned index, tt_loop_t
  * concurrently on different threads, so it must guard what it shares. Blocking;
  * returns 0, -EINVAL, -ENOMEM, or -EDEADLK when called from a worker thread. */
 TT_EXTERN int tt_workers_visit(tt_workers_t *set, tt_workers_visit_cb fn, void *arg);
+
+/* ---- listener hand-over (restarts that refuse nothing) ----------------------------
+ * A running server offers its listening sockets on a Unix socket; a new process
+ * takes them (SCM_RIGHTS), serves on them, and says so; only then does the old
+ * one stop accepting. Both hold the same sockets meanwhile, so the kernel's
+ * accept queue is never dropped and no connection attempt is refused or reset.
+ * See docs/scaling.md. */
+
+typedef struct tt_handoff tt_handoff_t;
+/* status 0: a successor holds the sockets and serves: stop accepting now (close
+ * the servers or shut them down; the sockets stay open in the successor), and
+ * the offer is over (its socket file is removed; call tt_handoff_close).
+ * status < 0: a successor took them and went away before it served (-ECONNRESET)
+ * or spoke nonsense (-EPROTO): nothing changed, the offer stands. */
+typedef void (*tt_handoff_cb)(tt_handoff_t *h, int status, void *arg);
+
+/* Offer the listening TCP sockets `fds` (n of them, at most TT_SEND_FDS_MAX; they
+ * stay the caller's, each successor gets its own copies) on the Unix socket at
+ * `path` ("unix:/path", "unix:@name", or a plain path), mode 0600, one successor
+ * at a time, 10 s for each to finish. Returns 0, -EINVAL, -EOPNOTSUPP (a fd that
+ * is not a listening TCP socket), or tt_server_listen's errors for the path. */
+TT_EXTERN int tt_handoff_offer(tt_loop_t *loop, const char *path, const int *fds, size_t n,
+                               tt_handoff_cb cb, void *arg, tt_handoff_t **out);
+/* Withdraw the offer (safe in its own callback); the socket file is removed. */
+TT_EXTERN int tt_handoff_close(tt_handoff_t *h);
+/* The successor, before its loop runs (blocking, at most timeout_ms): connect to
+ * `path`, receive the predecessor's listening sockets into fds[0..*n) (at most
+ * `max`, close-on-exec, now the caller's) and the link to the predecessor in
+ * *link. Then listen on them (tt_server_listen_fd, or tt_workers_opts_t.listen_fds)
+ * and call tt_handoff_ready. Returns 0, -EINVAL, -ENOENT / -ECONNREFUSED (nobody
+ * offers), -ETIMEDOUT, -EPROTO, -ENOSPC (more than `max`). */
+TT_EXTERN int tt_handoff_take(const char *path, uint64_t timeout_ms, int *fds, size_t max,
+                              size_t *n, int *link);
+/* Tell the predecessor we serve, and wait (at most timeout_ms) until it has let
+ * go (stopped accepting, removed its offer's socket file); closes `link`. A
+ * successor that fails before this leaves the predecessor running: just close
+ * the link. Returns 0, -EINVAL, -ETIMEDOUT, or the socket's errno. */
+TT_EXTERN int tt_handoff_ready(int link, uint64_t timeout_ms);
+/* The listening descriptor of a server (still the server's), or -1. */
+TT_EXTERN int tt_server_fd(const tt_server_t *srv);
+/* The listening descriptors of a worker set (one per worker with SO_REUSEPORT,
+ * one in all otherwise), still the set's: up to `max` into fds. Returns the count
+ * or -EINVAL. Thread-safe. */
+TT_EXTERN int tt_workers_listen_fds(const tt_workers_t *set, int *fds, size_t max);
 
 /* ---- operations endpoints ----------------------------------------------------------
  * An admin endpoint lives from tt_admin_start*() to tt_admin_close(); it serves

@@ -468,6 +468,11 @@ static int check_unix_opts(const tt_server_opts_t *o)
 static void retry_cb(tt__wnode_t *node);
 static void deadline_cb(tt__wnode_t *node);
 
+int tt_server_fd(const tt_server_t *s)
+{
+    return s != NULL && !s->closed ? s->io.fd : -1;
+}
+
 int tt_server_set_tls(tt_server_t *s, tt_tls_ctx_t *ctx)
 {
     if (s == NULL || ctx == NULL || !tt__tls_ctx_is_server(ctx) || s->o.tls == NULL || s->closed)

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "ops/broadcast.h"
@@ -38,6 +39,7 @@ struct tt_workers {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned ready; /* workers that finished starting */
+    int *fds;       /* listen_fds not yet taken by a worker (-1: taken) */
     uint64_t deadline_ms;
 };
 
@@ -96,17 +98,33 @@ static void signal_ready(tt_workers_t *set)
     pthread_mutex_unlock(&set->mu);
 }
 
+/* The inherited listener for worker i, now the worker's (or -1). */
+static int take_fd(tt_workers_t *set, unsigned i)
+{
+    int fd = -1;
+    if (set->fds != NULL && i < set->wo.nfds) {
+        fd = set->fds[i];
+        set->fds[i] = -1;
+    }
+    return fd;
+}
+
 static int make_server(tt_workers_t *set, worker_t *w)
 {
     tt_server_opts_t so = set->so;
+    int fd;
 
     /* A Unix path has no SO_REUSEPORT group: one listener hands sockets over. */
     if (!set->wo.no_reuseport && !tt_addr_is_unix(&set->addr)) {
         so.reuseport = true;
+        if ((fd = take_fd(set, w->index)) >= 0)
+            return tt_server_listen_fd(w->loop, fd, &so, &set->h, set->data, &w->srv);
         return tt_server_listen(w->loop, &set->addr, &so, &set->h, set->data, &w->srv);
     }
     if (w->index == 0) {
-        int err = tt_server_listen(w->loop, &set->addr, &so, &set->h, set->data, &w->srv);
+        int err = (fd = take_fd(set, 0)) >= 0
+                      ? tt_server_listen_fd(w->loop, fd, &so, &set->h, set->data, &w->srv)
+                      : tt_server_listen(w->loop, &set->addr, &so, &set->h, set->data, &w->srv);
         if (err == 0)
             tt__server_set_handoff(w->srv, hand_off, set);
         return err;
@@ -161,6 +179,10 @@ static void free_set(tt_workers_t *set)
             tt_loop_close(set->w[i].loop);
     pthread_cond_destroy(&set->cv);
     pthread_mutex_destroy(&set->mu);
+    for (unsigned i = 0; set->fds != NULL && i < set->wo.nfds; i++)
+        if (set->fds[i] >= 0)
+            close(set->fds[i]); /* never taken: a worker failed before */
+    free(set->fds);
     free(set->w);
     free(set);
 }
@@ -173,18 +195,50 @@ int tt_workers_start(const tt_addr_t *addr, const tt_workers_opts_t *wopts,
     unsigned n;
     int err = 0;
 
-    if (addr == NULL || out == NULL)
-        return -EINVAL;
+    unsigned nfds = wopts != NULL && wopts->listen_fds != NULL ? wopts->nfds : 0;
+    tt_addr_t inherited;
+
+    if (out == NULL || (wopts != NULL && wopts->listen_fds == NULL && wopts->nfds > 0) ||
+        nfds > 1024) {
+        err = -EINVAL;
+        goto fail_fds;
+    }
+    if (nfds > 0) {
+        /* The address is the inherited listeners' own. */
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getsockname(wopts->listen_fds[0], (struct sockaddr *)&ss, &sl) < 0) {
+            err = -errno;
+            goto fail_fds;
+        }
+        if ((err = tt_addr_from_sockaddr(&inherited, (struct sockaddr *)&ss, sl)) < 0)
+            goto fail_fds;
+        addr = &inherited;
+    }
+    if (addr == NULL) {
+        err = -EINVAL;
+        goto fail_fds;
+    }
     n = wopts != NULL && wopts->count > 0 ? wopts->count : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
-    if (n == 0 || n > 1024)
-        return -EINVAL;
+    if (nfds > 0 && (wopts->count == 0 || (wopts->no_reuseport ? 1 : n) < nfds))
+        n = wopts->no_reuseport ? n : nfds; /* every inherited listener needs a worker */
+    if (n == 0 || n > 1024) {
+        err = -EINVAL;
+        goto fail_fds;
+    }
     set = calloc(1, sizeof(*set));
-    if (set == NULL)
-        return -ENOMEM;
+    if (set == NULL) {
+        err = -ENOMEM;
+        goto fail_fds;
+    }
     set->w = calloc(n, sizeof(worker_t));
-    if (set->w == NULL) {
+    if (nfds > 0 && set->w != NULL && (set->fds = malloc(nfds * sizeof(int))) != NULL)
+        memcpy(set->fds, wopts->listen_fds, nfds * sizeof(int));
+    if (set->w == NULL || (nfds > 0 && set->fds == NULL)) {
+        free(set->w);
         free(set);
-        return -ENOMEM;
+        err = -ENOMEM;
+        goto fail_fds;
     }
     set->count = n;
     if (wopts != NULL)
@@ -214,11 +268,30 @@ int tt_workers_start(const tt_addr_t *addr, const tt_workers_opts_t *wopts,
         err = w->start_err;
     }
     if (err < 0) {
-        tt_workers_stop(set, 0);
+        tt_workers_stop(set, 0); /* closes the inherited listeners no worker took */
         return err;
     }
     *out = set;
     return 0;
+
+fail_fds:
+    for (unsigned i = 0; i < nfds; i++)
+        close(wopts->listen_fds[i]); /* ours from the call on, as documented */
+    return err;
+}
+
+int tt_workers_listen_fds(const tt_workers_t *set, int *fds, size_t max)
+{
+    size_t n = 0;
+
+    if (set == NULL || (fds == NULL && max > 0))
+        return -EINVAL;
+    for (unsigned i = 0; i < set->count && n < max; i++) {
+        int fd = set->w[i].srv != NULL ? tt_server_fd(set->w[i].srv) : -1;
+        if (fd >= 0)
+            fds[n++] = fd;
+    }
+    return (int)n;
 }
 
 int tt_workers_stop(tt_workers_t *set, uint64_t deadline_ms)
