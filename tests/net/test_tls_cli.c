@@ -304,6 +304,50 @@ Test(tlscli, sighup_reloads_every_worker_and_chat_too)
                "SRV=$CHAT; ERR=$T/chat.err\n" RELOAD_SCRIPT "exit 0\n");
 }
 
+/* Mutual TLS and ALPN through the flags: a client without a certificate is
+ * refused (exit 1, one line), one with a certificate our CA signed gets in, and
+ * the protocol agreed shows on both sides' open lines. cat --listen --tls is a
+ * server for one connection; a garbage client before it is reported and the
+ * listener waits on. */
+Test(tlscli, mutual_tls_alpn_and_cat_listen_as_a_tls_server)
+{
+    run_script("start_echo --tls-cert $T/srv.pem --tls-key $T/srv.key --tls-ca $T/ca.pem "
+               "--tls-verify-client --tls-alpn h2,http/1.1\n"
+               "echo x | timeout 10 $TETHER cat --tls --tls-ca $T/ca.pem localhost:$PORT "
+               "> /dev/null 2> $T/e1; rc=$?\n"
+               "[ $rc = 1 ] || fail \"no client certificate: exit $rc: $(cat $T/e1)\"\n"
+               "one_line $T/e1\n"
+               "grep -q \"^tether cat: localhost:$PORT: tls\" $T/e1 || fail \"$(cat $T/e1)\"\n"
+               "got=$(echo mtls | timeout 10 $TETHER cat -v --tls --tls-ca $T/ca.pem "
+               "--tls-cert $T/srv2.pem --tls-key $T/srv2.key --tls-alpn http/1.1 "
+               "localhost:$PORT 2> $T/e2)\n"
+               "[ \"$got\" = mtls ] || fail \"with a certificate: '$got': $(cat $T/e2)\"\n"
+               "grep -q 'connected to 127.0.0.1:[0-9]* (TLSv1.3 .*, alpn http/1.1)' $T/e2 || "
+               "fail \"client open line: $(cat $T/e2)\"\n"
+               "kill -TERM $ECHO; wait $ECHO || fail \"echo exit $?\"\n"
+               "grep -q 'closed: tls handshake failed: peer did not return a certificate' "
+               "$T/echo.err || fail \"refusal: $(cat $T/echo.err)\"\n"
+               "grep -q 'open from .*, alpn http/1.1)' $T/echo.err || "
+               "fail \"server open line: $(cat $T/echo.err)\"\n"
+               /* cat --listen --tls: one TLS connection, garbage before it. */
+               "timeout --foreground 20 $TETHER cat -v --listen 127.0.0.1:0 --tls "
+               "--tls-cert $T/srv.pem --tls-key $T/srv.key < /dev/null > $T/l.out 2> $T/l.err &\n"
+               "L=$!\n"
+               "for i in $(seq 100); do grep -q listening $T/l.err && break; sleep 0.05; done\n"
+               "P=$(sed -n 's/.*127.0.0.1:\\([0-9]*\\) (tls)$/\\1/p' $T/l.err)\n"
+               "[ -n \"$P\" ] || fail \"cat --listen: $(cat $T/l.err)\"\n"
+               "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 10 socat -t 3 - TCP:127.0.0.1:$P "
+               "> /dev/null\n"
+               "for i in $(seq 100); do grep -q 'client #' $T/l.err && break; sleep 0.05; done\n"
+               "echo to-listener | timeout 10 $TETHER cat --tls --tls-ca $T/ca.pem localhost:$P "
+               "> /dev/null || fail 'client of cat --listen'\n"
+               "wait $L || fail \"cat --listen exit $?: $(cat $T/l.err)\"\n"
+               "[ \"$(cat $T/l.out)\" = to-listener ] || fail \"listener got '$(cat $T/l.out)'\"\n"
+               "grep -q 'client #[0-9]*: tls handshake failed: http request (still listening)' "
+               "$T/l.err || fail \"garbage line: $(cat $T/l.err)\"\n"
+               "exit 0\n");
+}
+
 /* --ws with a certificate is wss://: Python's websockets client verifies it and
  * gets its message back. */
 Test(tlscli, echo_ws_with_a_certificate_serves_wss)

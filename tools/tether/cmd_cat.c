@@ -186,14 +186,10 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
     if (c != st->conn) {
         /* --listen over TLS: a client that never finished its handshake, or one that
          * came second. Said, but it is not the connection the command is about. */
-        if (info->kind != TT_CLOSE_LOCAL_DESTROY) {
-            tt_conn_stats_t cs;
-            char buf[TT_ADDR_STRLEN];
-            tt_conn_get_stats(c, &cs);
-            fprintf(stderr, "tether cat: client %s: %s\n",
-                    cs.peer.len > 0 ? cli_addr_str(&cs.peer, buf) : "?",
-                    cli_close_reason(info, why));
-        }
+        if (info->kind != TT_CLOSE_LOCAL_DESTROY) /* its address is gone with its socket */
+            fprintf(stderr, "tether cat: client #%llu: %s%s\n",
+                    (unsigned long long)tt_conn_id(c), cli_close_reason(info, why),
+                    st->srv != NULL ? " (still listening)" : "");
         return;
     }
     st->conn = NULL;
