@@ -317,7 +317,11 @@ Test(tlscli, mutual_tls_alpn_and_cat_listen_as_a_tls_server)
                "> /dev/null 2> $T/e1; rc=$?\n"
                "[ $rc = 1 ] || fail \"no client certificate: exit $rc: $(cat $T/e1)\"\n"
                "one_line $T/e1\n"
-               "grep -q \"^tether cat: localhost:$PORT: tls\" $T/e1 || fail \"$(cat $T/e1)\"\n"
+               /* TLS 1.3: the client's handshake is over before the server judges its
+                * (missing) certificate, so the client may write first and meet the
+                * reset before it reads the server's alert: either is a refusal. */
+               "grep -Eq \"^tether cat: localhost:$PORT: (tls|peer reset)\" $T/e1 || "
+               "fail \"$(cat $T/e1)\"\n"
                "got=$(echo mtls | timeout 10 $TETHER cat -v --tls --tls-ca $T/ca.pem "
                "--tls-cert $T/srv2.pem --tls-key $T/srv2.key --tls-alpn http/1.1 "
                "localhost:$PORT 2> $T/e2)\n"
