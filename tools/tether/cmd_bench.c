@@ -401,7 +401,10 @@ static void on_close(tt_conn_t *conn, const tt_close_info_t *info)
     c->ts_head = 0;
     if (was_open)
         w->open_now--;
-    if (!was_open) {
+    if (!was_open && w->stopping && info->kind == TT_CLOSE_LOCAL_DESTROY) {
+        /* Churn: a slot still connecting (over TLS, still shaking hands) when the
+         * run ended was stopped by finish(), not refused. */
+    } else if (!was_open) {
         int err = info->error ? info->error : -ECONNABORTED;
 
         w->connect_errors++;
