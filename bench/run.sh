@@ -17,8 +17,19 @@
 #   CHURN_CONNS=50      concurrent connect/exchange/close loops for the accept rate
 #   IDLE_COUNTS="10000 100000"   idle connections for memory per connection
 #   STRACE_MSGS=20000   echoed messages counted under strace -c
-#   SECTIONS="throughput churn idle syscalls instructions hold"
+#   SECTIONS="throughput churn idle syscalls instructions hold unix ws"
 #   CG_MSGS=20000       echoed messages counted under callgrind (instructions)
+#   unix: echo over AF_UNIX stream sockets (throughput, system calls, instructions)
+#   UNIX_SERVERS="epoll libuv tether tether_uring"
+#   UNIX_CONNS="1 100"  UNIX_SIZES="64 4096"  UNIX_PIPELINES="1 16"
+#   ws: WebSocket echo and broadcast fan-out, load from bin/wsload
+#   WS_SERVERS="tether tether_uring node lws"  (node: Node's ws from node/; lws:
+#                       libwebsockets; tether: `tether echo --ws` for echo and
+#                       bin/ws_tether for fan-out)
+#   WS_CONNS=100 WS_SIZES="64 16384"            echo
+#   FANOUT_RECEIVERS=1000 FANOUT_SIZES="64 1024" FANOUT_WINDOWS="1 16"   fan-out
+#   KEEP=1              sections not run this time keep their runs from the last
+#                       ${OUT%.md}.jsonl (KEEP=0: the report holds this run only)
 #   HOLD_N=100000 HOLD_HB_MS=5000 HOLD_WINDOW=60   the hold section (bench/hold.sh)
 #   SERVER_CPU=0 CLIENT_CPU=1  BASE_PORT=19100  SKIP_BUILD=1 (use bin/ as it is)
 #   OUT=RESULTS.md
@@ -38,7 +49,18 @@ SERVERS=${SERVERS:-"epoll uring libuv libevent libev tether tether_uring"}
 CHURN_CONNS=${CHURN_CONNS:-50}
 IDLE_COUNTS=${IDLE_COUNTS:-"10000 100000"}
 STRACE_MSGS=${STRACE_MSGS:-20000}
-SECTIONS=${SECTIONS:-"throughput churn idle syscalls instructions hold"}
+SECTIONS=${SECTIONS:-"throughput churn idle syscalls instructions hold unix ws"}
+UNIX_SERVERS=${UNIX_SERVERS:-"epoll libuv tether tether_uring"}
+UNIX_CONNS=${UNIX_CONNS:-"1 100"}
+UNIX_SIZES=${UNIX_SIZES:-"64 4096"}
+UNIX_PIPELINES=${UNIX_PIPELINES:-"1 16"}
+WS_SERVERS=${WS_SERVERS:-"tether tether_uring node lws"}
+WS_CONNS=${WS_CONNS:-100}
+WS_SIZES=${WS_SIZES:-"64 16384"}
+FANOUT_RECEIVERS=${FANOUT_RECEIVERS:-1000}
+FANOUT_SIZES=${FANOUT_SIZES:-"64 1024"}
+FANOUT_WINDOWS=${FANOUT_WINDOWS:-"1 16"}
+KEEP=${KEEP:-1}
 CG_MSGS=${CG_MSGS:-20000}
 HOLD_N=${HOLD_N:-100000}
 HOLD_HB_MS=${HOLD_HB_MS:-5000}
@@ -53,7 +75,7 @@ BENCH=${BENCH:-$top/build/tether}
 work=$(mktemp -d /tmp/tether-bench.XXXXXX)
 raw="$work/raw.jsonl"
 : >"$raw"
-declare -A pid port
+declare -A pid port target label
 nports=0
 
 log() { printf '%s\n' "$*" >&2; }
@@ -72,8 +94,14 @@ has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 # ---- build ---------------------------------------------------------------------
 if [[ -z ${SKIP_BUILD:-} ]]; then
     make -s all >&2
-    if [[ " $SERVERS " == *" tether"* ]]; then
-        make -s bin/echo_tether >&2
+    if [[ " $SERVERS $UNIX_SERVERS $WS_SERVERS " == *" tether"* ]]; then
+        make -s bin/echo_tether bin/ws_tether >&2
+    fi
+    if [[ " $SECTIONS " == *" ws "* && " $WS_SERVERS " == *" node "* ]]; then
+        if ! make -s node >&2; then
+            log "npm ci in bench/node failed: the WebSocket section runs without Node's ws"
+            WS_SERVERS=$(tr ' ' '\n' <<<"$WS_SERVERS" | grep -vx node | tr '\n' ' ')
+        fi
     fi
     if [[ -z $bench_override ]]; then
         make -s ../build/tether >&2 || { log "could not build the tether tool"; exit 1; }
@@ -115,10 +143,20 @@ port_free() { # port: wait (up to 5 s) until nothing listens on it, so that
     done
 }
 
+# The next port from BASE_PORT up that nothing listens on (another benchmark may
+# hold some), in the variable free_port (not a subshell: nports moves on).
+next_port() {
+    while :; do
+        free_port=$((BASE_PORT + nports))
+        nports=$((nports + 1))
+        [[ -z $(ss -ltnH "( sport = :$free_port )") ]] && return 0
+    done
+}
+
 start_server() { # name
     local s=$1 p
-    p=$((BASE_PORT + nports))
-    nports=$((nports + 1))
+    next_port
+    p=$free_port
     launch "$s" "$p"
     pid[$s]=$!
     port[$s]=$p
@@ -145,8 +183,14 @@ restart_server() { # name: a fresh process, for the memory and syscall tests
     exit 1
 }
 
-for s in $SERVERS; do
-    start_server "$s"
+# The TCP servers, when a section wants them.
+for sec in throughput churn idle syscalls instructions; do
+    if has_section "$sec"; then
+        for s in $SERVERS; do
+            start_server "$s"
+        done
+        break
+    fi
 done
 
 # Server CPU time in clock ticks, user and system (/proc/PID/stat fields 14, 15).
@@ -159,13 +203,13 @@ bench() { # section server round args...
     local sec=$1 s=$2 r=$3 out u0 s0 u1 s1
     shift 3
     read -r u0 s0 < <(cpu_of "${pid[$s]}")
-    out=$(taskset -c "$CLIENT_CPU" "$BENCH" bench --json "$@" "127.0.0.1:${port[$s]}" 2>/dev/null) || true
+    out=$(taskset -c "$CLIENT_CPU" "$BENCH" bench --json "$@" "${target[$s]:-127.0.0.1:${port[$s]}}" 2>/dev/null) || true
     read -r u1 s1 < <(cpu_of "${pid[$s]}")
     if [[ -z $out ]]; then
         out='{"msgs_per_s":0,"failed":true}'
     fi
     printf '{"section":"%s","server":"%s","round":%s,"args":"%s","result":%s,"cpu":{"user":%s,"sys":%s,"hz":%s}}\n' \
-        "$sec" "$s" "$r" "$*" "$out" $((u1 - u0)) $((s1 - s0)) "$(getconf CLK_TCK)" >>"$raw"
+        "$sec" "${label[$s]:-$s}" "$r" "$*" "$out" $((u1 - u0)) $((s1 - s0)) "$(getconf CLK_TCK)" >>"$raw"
 }
 
 started=$(date +%s)
@@ -246,6 +290,30 @@ if has_section idle; then
     done
 fi
 
+# One raw record from the table of `strace -c`: the calls by name, and the count the
+# load generator reported (its JSON field `key`) to divide them by.
+strace_record() { # file section server args json key
+    python3 - "$@" <<'PY'
+import json, sys
+path, section, server, args, out, key = sys.argv[1:]
+calls = {}
+for line in open(path):
+    f = line.split()
+    # "% time seconds usecs/call calls [errors] syscall"
+    if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+        try:
+            calls[f[-1]] = int(f[3])
+        except ValueError:
+            pass
+try:
+    msgs = json.loads(out).get(key, 0)
+except ValueError:
+    msgs = 0
+print(json.dumps({"section": section, "server": server, "round": 1, "args": args,
+                  "result": {"messages": msgs, "calls": calls}}))
+PY
+}
+
 # ---- system calls per echoed message --------------------------------------------
 if has_section syscalls; then
     if command -v strace >/dev/null; then
@@ -263,26 +331,7 @@ if has_section syscalls; then
                 sleep 0.2
                 kill -INT "$spid" 2>/dev/null || true
                 wait "$spid" 2>/dev/null || true
-                python3 - "$work/strace.txt" "$s" "$c" "$p" "$out" >>"$raw" <<'PY'
-import json, sys
-path, server, c, p, out = sys.argv[1:]
-calls = {}
-for line in open(path):
-    f = line.split()
-    # "% time seconds usecs/call calls [errors] syscall"
-    if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
-        try:
-            calls[f[-1]] = int(f[3])
-        except ValueError:
-            pass
-try:
-    msgs = json.loads(out).get("messages", 0)
-except ValueError:
-    msgs = 0
-print(json.dumps({"section": "syscalls", "server": server, "round": 1,
-                  "args": "c=%s p=%s" % (c, p),
-                  "result": {"messages": msgs, "calls": calls}}))
-PY
+                strace_record "$work/strace.txt" syscalls "$s" "c=$c p=$p" "$out" messages >>"$raw"
             done
         done
     else
@@ -331,6 +380,214 @@ if has_section instructions; then
     fi
 fi
 
+# ---- echo over Unix domain sockets ------------------------------------------------
+# The same load (`tether bench` takes unix:PATH) against the servers listening on a
+# Unix stream socket in the work directory: tether on both backends, libuv with
+# uv_pipe_t, and the hand-written epoll loop over AF_UNIX. Throughput runs, then
+# system calls under strace and user-space instructions under callgrind per
+# echoed message, as for TCP.
+unix_up() { # path tries: true once something listens on the socket file
+    for _ in $(seq "$2"); do
+        [[ -S $1 ]] && ss -xlnH | grep -qF -- " $1 " && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+start_unix() { # name [wrapper...]: key unix_NAME, listening on $work/unix_NAME.sock
+    local s=$1 k="unix_$1" path="$work/unix_$1.sock"
+    shift
+    launch "$s" "unix:$path" "$@"
+    pid[$k]=$!
+    target[$k]="unix:$path"
+    label[$k]=$s
+    unix_up "$path" 100 && return 0
+    log "echo_$s did not come up on $path"
+    exit 1
+}
+
+if has_section unix; then
+    for s in $UNIX_SERVERS; do
+        start_unix "$s"
+    done
+    for c in $UNIX_CONNS; do
+        for sz in $UNIX_SIZES; do
+            for p in $UNIX_PIPELINES; do
+                for r in $(seq "$ROUNDS"); do
+                    for s in $UNIX_SERVERS; do
+                        log "unix c=$c size=$sz pipeline=$p round $r: $s"
+                        bench unix "unix_$s" "$r" --connections "$c" --size "$sz" \
+                            --pipeline "$p" --duration "$DURATION" --warmup "$WARMUP"
+                    done
+                done
+            done
+        done
+    done
+    if command -v strace >/dev/null; then
+        for cfg in "1 1" "100 1" "100 16"; do
+            read -r c p <<<"$cfg"
+            for s in $UNIX_SERVERS; do
+                log "unix syscalls c=$c pipeline=$p: $s"
+                stop_server "unix_$s"
+                start_unix "$s"
+                strace -c -f -o "$work/strace.txt" -p "${pid[unix_$s]}" 2>/dev/null &
+                spid=$!
+                sleep 0.5 # attached
+                out=$(taskset -c "$CLIENT_CPU" "$BENCH" bench --json --connections "$c" \
+                    --pipeline "$p" --size 64 --messages "$STRACE_MSGS" --duration 120 \
+                    "${target[unix_$s]}" 2>/dev/null) || out='{}'
+                sleep 0.2
+                kill -INT "$spid" 2>/dev/null || true
+                wait "$spid" 2>/dev/null || true
+                strace_record "$work/strace.txt" unix_syscalls "$s" "c=$c p=$p" "$out" messages >>"$raw"
+            done
+        done
+    else
+        log "unix syscalls: skipped, no strace"
+    fi
+    if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+        for s in $UNIX_SERVERS; do
+            log "unix instructions c=100 pipeline=1: $s"
+            stop_server "unix_$s"
+            start_unix "$s" valgrind -q --tool=callgrind --callgrind-out-file="$work/cgu.$s.%p"
+            vpid=${pid[unix_$s]}
+            taskset -c "$CLIENT_CPU" "$BENCH" bench --connections 100 --size 64 \
+                --messages 2000 --duration 60 "${target[unix_$s]}" >/dev/null 2>&1 || true
+            callgrind_control -z "$vpid" >/dev/null 2>&1
+            out=$(taskset -c "$CLIENT_CPU" "$BENCH" bench --json --connections 100 --size 64 \
+                --messages "$CG_MSGS" --duration 120 "${target[unix_$s]}" 2>/dev/null) || out='{}'
+            callgrind_control -d "$vpid" >/dev/null 2>&1
+            kill -TERM "$vpid" 2>/dev/null || true
+            for _ in $(seq 50); do
+                kill -0 "$vpid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -KILL "$vpid" 2>/dev/null || true
+            wait "$vpid" 2>/dev/null || true
+            unset "pid[unix_$s]"
+            dump=$(ls "$work"/cgu."$s".*.1 2>/dev/null | head -1)
+            ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump" 2>/dev/null)
+            msgs=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("messages", 0))' "$out" 2>/dev/null || echo 0)
+            printf '{"section":"unix_instructions","server":"%s","round":1,"args":"c=100 p=1","result":{"ir":%s,"messages":%s}}\n' \
+                "$s" "${ir:-0}" "${msgs:-0}" >>"$raw"
+        done
+    else
+        log "unix instructions: skipped, no valgrind"
+    fi
+    for s in $UNIX_SERVERS; do
+        [[ -n ${pid[unix_$s]:-} ]] && stop_server "unix_$s"
+    done
+fi
+
+# ---- WebSocket echo and broadcast fan-out -------------------------------------------
+# bin/wsload is the client for every server (masked binary frames, no extension
+# offered). Echo: WS_CONNS connections in ping-pong. Fan-out: one sender and
+# FANOUT_RECEIVERS receivers; the server passes each message to all but its sender;
+# the sender keeps WINDOW messages outstanding (until every receiver has them).
+ws_launch() { # name mode port [wrapper...]
+    local s=$1 mode=$2 p=$3 backend=epoll
+    shift 3
+    [[ $s == tether_uring ]] && backend=io_uring
+    case $s in
+    tether | tether_uring)
+        if [[ $mode == echo ]]; then
+            set -- "$@" "$BENCH" echo --ws --listen "127.0.0.1:$p"
+        else
+            set -- "$@" "$here/bin/ws_tether" "$p" fanout
+        fi
+        ;;
+    node) set -- "$@" node "$here/node/ws_server.js" "$p" "$mode" ;;
+    lws) set -- "$@" "$here/bin/ws_lws" "$p" "$mode" ;;
+    *)
+        log "unknown WebSocket server $s"
+        exit 1
+        ;;
+    esac
+    TETHER_BACKEND=$backend taskset -c "$SERVER_CPU" "$@" >/dev/null 2>&1 &
+}
+
+start_ws() { # name mode [wrapper...]: key ws_NAME on a fresh port
+    local s=$1 mode=$2 k="ws_$1" p
+    shift 2
+    next_port
+    p=$free_port
+    ws_launch "$s" "$mode" "$p" "$@"
+    pid[$k]=$!
+    port[$k]=$p
+    label[$k]=$s
+    port_up "$p" 100 && return 0
+    log "WebSocket server $s ($mode) did not come up on port $p"
+    exit 1
+}
+
+wsbench() { # section name round wsload-args...: one run, as bench() does
+    local sec=$1 s=$2 k="ws_$2" r=$3 out u0 s0 u1 s1
+    shift 3
+    read -r u0 s0 < <(cpu_of "${pid[$k]}")
+    out=$(taskset -c "$CLIENT_CPU" "$here/bin/wsload" "$@" "127.0.0.1:${port[$k]}" 2>/dev/null) || true
+    read -r u1 s1 < <(cpu_of "${pid[$k]}")
+    [[ -n $out ]] || out='{"messages":0,"failed":true}'
+    printf '{"section":"%s","server":"%s","round":%s,"args":"%s","result":%s,"cpu":{"user":%s,"sys":%s,"hz":%s}}\n' \
+        "$sec" "$s" "$r" "$*" "$out" $((u1 - u0)) $((s1 - s0)) "$(getconf CLK_TCK)" >>"$raw"
+    sleep 0.3 # the server closes the last run's connections
+}
+
+ws_strace() { # mode label wsload-args...: system calls per message under strace
+    local mode=$1 what=$2 s out spid
+    shift 2
+    for s in $WS_SERVERS; do
+        log "ws syscalls $what: $s"
+        stop_server "ws_$s"
+        start_ws "$s" "$mode"
+        strace -c -f -o "$work/strace.txt" -p "${pid[ws_$s]}" 2>/dev/null &
+        spid=$!
+        sleep 0.5
+        out=$(taskset -c "$CLIENT_CPU" "$here/bin/wsload" "$@" "127.0.0.1:${port[ws_$s]}" 2>/dev/null) || true
+        sleep 0.2
+        kill -INT "$spid" 2>/dev/null || true
+        wait "$spid" 2>/dev/null || true
+        [[ -n $out ]] || out='{}'
+        strace_record "$work/strace.txt" ws_syscalls "$s" "$what" "$out" messages >>"$raw"
+    done
+}
+
+if has_section ws; then
+    for s in $WS_SERVERS; do
+        start_ws "$s" echo
+    done
+    for sz in $WS_SIZES; do
+        for r in $(seq "$ROUNDS"); do
+            for s in $WS_SERVERS; do
+                log "ws echo c=$WS_CONNS size=$sz round $r: $s"
+                wsbench ws_echo "$s" "$r" echo -c "$WS_CONNS" -s "$sz" -d "$DURATION" -w "$WARMUP"
+            done
+        done
+    done
+    command -v strace >/dev/null &&
+        ws_strace echo "echo c=$WS_CONNS size=64" echo -c "$WS_CONNS" -s 64 -d 2 -w 0
+    for s in $WS_SERVERS; do
+        stop_server "ws_$s"
+        start_ws "$s" fanout
+    done
+    for sz in $FANOUT_SIZES; do
+        for w in $FANOUT_WINDOWS; do
+            for r in $(seq "$ROUNDS"); do
+                for s in $WS_SERVERS; do
+                    log "ws fanout receivers=$FANOUT_RECEIVERS size=$sz window=$w round $r: $s"
+                    wsbench ws_fanout "$s" "$r" fanout -c "$FANOUT_RECEIVERS" -s "$sz" -W "$w" \
+                        -d "$DURATION" -w "$WARMUP"
+                done
+            done
+        done
+    done
+    command -v strace >/dev/null &&
+        ws_strace fanout "fanout receivers=$FANOUT_RECEIVERS size=64 window=16" \
+            fanout -c "$FANOUT_RECEIVERS" -s 64 -W 16 -d 2 -w 0
+    for s in $WS_SERVERS; do
+        stop_server "ws_$s"
+    done
+fi
+
 # ---- 100 000 connections held with heartbeats -------------------------------------
 # Servers of the comparison are stopped first: hold.sh wants both cores.
 if has_section hold; then
@@ -351,19 +608,34 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---- report ---------------------------------------------------------------------
 cmd=""
 for v in ROUNDS DURATION WARMUP CONNS SIZES PIPELINES SERVERS CHURN_CONNS IDLE_COUNTS \
-    STRACE_MSGS CG_MSGS SECTIONS HOLD_N HOLD_HB_MS HOLD_WINDOW BENCH; do
+    STRACE_MSGS CG_MSGS SECTIONS HOLD_N HOLD_HB_MS HOLD_WINDOW UNIX_SERVERS UNIX_CONNS \
+    UNIX_SIZES UNIX_PIPELINES WS_SERVERS WS_CONNS WS_SIZES FANOUT_RECEIVERS FANOUT_SIZES \
+    FANOUT_WINDOWS KEEP BENCH; do
     if env | grep -q "^$v="; then
         cmd+="$v=\"${!v}\" "
     fi
 done
 cmd+="bench/run.sh"
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-python3 "$here/report.py" "$raw" \
+versions="liburing $(pkg-config --modversion liburing), libuv $(pkg-config --modversion libuv), libevent $(pkg-config --modversion libevent), libev $(awk '/define EV_VERSION_MAJOR/ {a=$3} /define EV_VERSION_MINOR/ {b=$3} END {print a"."b}' /usr/include/ev.h)"
+if has_section ws; then
+    versions+=", libwebsockets $(pkg-config --modversion libwebsockets 2>/dev/null || echo '?')"
+    versions+=", Node $(node --version 2>/dev/null || echo '?') with ws $(node -p 'require("./node/node_modules/ws/package.json").version' 2>/dev/null || echo '?')"
+fi
+versions+=", $(${CC:-cc} --version | head -1)"
+# Sections not run this time keep their runs (and the description of the run that
+# made them) from the last raw file, so one section can be run again on its own.
+keep=()
+if [[ $KEEP == 1 && -f $here/${OUT%.md}.jsonl ]]; then
+    keep=(--keep "$here/${OUT%.md}.jsonl")
+fi
+python3 "$here/report.py" "$raw" "${keep[@]}" --merged "$work/merged.jsonl" \
+    --sections "$SECTIONS" --unix-servers "$UNIX_SERVERS" --ws-servers "$WS_SERVERS" \
     --command "$cmd" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --kernel "$(uname -r)" \
     --cpu "$cpu ($(nproc) cores)" --servers "$SERVERS" --rounds "$ROUNDS" \
     --duration "$DURATION" --warmup "$WARMUP" --elapsed "$elapsed" \
-    --load "before: $load_before; after: $load_after" \
-    --versions "liburing $(pkg-config --modversion liburing), libuv $(pkg-config --modversion libuv), libevent $(pkg-config --modversion libevent), libev $(awk '/define EV_VERSION_MAJOR/ {a=$3} /define EV_VERSION_MINOR/ {b=$3} END {print a"."b}' /usr/include/ev.h), $(${CC:-cc} --version | head -1)" \
-    >"$here/$OUT"
-cp "$raw" "$here/${OUT%.md}.jsonl"
+    --load "before: $load_before; after: $load_after" --versions "$versions" \
+    >"$work/report.md"
+mv "$work/report.md" "$here/$OUT"
+cp "$work/merged.jsonl" "$here/${OUT%.md}.jsonl"
 log "wrote $here/$OUT (raw runs: ${OUT%.md}.jsonl) in ${elapsed}s"

@@ -1484,6 +1484,47 @@ TT_EXTERN const char *tt_group_name(const tt_group_t *g);
 TT_EXTERN int tt_group_broadcast(tt_group_t *g, const void *buf, size_t len,
                                  const tt_conn_t *except);
 
+/* ---- rooms across nodes (Redis pub/sub) -----------------------------------------
+ * A cluster link (one per loop) connects to Redis; a group bound to a channel
+ * delivers each broadcast locally and publishes it once, and delivers to its
+ * local members what the other nodes published there. "All but the sender" holds
+ * across nodes (each message carries its node and sender), and each message
+ * reaches each member once. While Redis is away local delivery goes on and
+ * cross-node messages are counted as lost, never queued; the link reconnects
+ * with backoff and subscribes again. See docs/scaling.md. */
+
+typedef struct tt_cluster tt_cluster_t;
+
+typedef struct tt_cluster_opts {
+    const char *host;       /* Redis' address (numeric); NULL: 127.0.0.1 */
+    uint16_t port;          /* 0: 6379 */
+    uint64_t min_delay_ms;  /* reconnect backoff, doubling from here; 0: 100 */
+    uint64_t max_delay_ms;  /* ... up to here; 0: 5000 */
+    size_t max_in_flight;   /* publishes Redis has not answered yet: beyond this a
+                               broadcast is counted lost, not queued; 0: 10000 */
+} tt_cluster_opts_t;
+
+typedef struct tt_cluster_stats {
+    uint64_t published;   /* broadcasts handed to Redis */
+    uint64_t received;    /* messages from other nodes delivered here */
+    uint64_t lost;        /* broadcasts not published (Redis away, or too many in flight) */
+    uint64_t reconnects;  /* links re-established */
+    bool pub_up, sub_up;  /* the publishing and the subscribed link are connected */
+    char node[17];        /* this node's id (random, hex) */
+} tt_cluster_stats_t;
+
+/* Returns 0, -EINVAL, -ENOMEM. The links connect from the loop (a Redis that is
+ * not there yet is retried with backoff). The cluster keeps the loop alive until
+ * tt_cluster_close. */
+TT_EXTERN int tt_cluster_start(tt_loop_t *loop, const tt_cluster_opts_t *opts,
+                               tt_cluster_t **out);
+/* Unbind every group and close the links. Returns 0 or -EINVAL. */
+TT_EXTERN int tt_cluster_close(tt_cluster_t *cl);
+/* Bind `g` (same loop) to `channel` (copied, 1..200 bytes). Returns 0, -EINVAL,
+ * -EBUSY (already bound), -ENOMEM. */
+TT_EXTERN int tt_group_bind(tt_group_t *g, tt_cluster_t *cl, const char *channel);
+TT_EXTERN int tt_cluster_get_stats(const tt_cluster_t *cl, tt_cluster_stats_t *out);
+
 /* ---- workers: one loop per core ---------------------------------------------------
  * A worker set lives from tt_workers_start() to tt_workers_stop(): N threads, each
  * running its own loop with its own server on the same address. A connection

@@ -19,7 +19,7 @@ for path in sorted(src.glob("*/*.[ch]")):
         continue
     for n, line in enumerate(path.read_text().splitlines(), 1):
         m = re.match(r'\s*#\s*include\s+"([^"]+)"', line)
-        if not m or m.group(1) == "tether.h":
+        if not m or m.group(1) == "tether.h" or m.group(1).startswith("tether/"):
             continue
         target = m.group(1).split("/")
         if len(target) != 2 or target[0] not in RANK:

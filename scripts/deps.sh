@@ -5,11 +5,16 @@ set -euo pipefail
 # libuv/libevent/libev: the comparison servers of make bench, liburing its io_uring
 # floor; util-linux: taskset; libhiredis-dev + redis-server: the hiredis adapter's
 # example and test, against a real Redis; libssl-dev: OpenSSL 3 (WebSocket hashes); zlib1g-dev: permessage-deflate;
-# python3-websockets: a WebSocket peer of the tests (Node's ws comes from npm, below).
+# python3-websockets: a WebSocket peer of the tests (Node's ws comes from npm, below);
+# chromium + chromium-driver + python3-selenium: the browser tests (tests/browser),
+# headless Chromium through WebDriver, the driver from the same Debian source as the
+# browser so their versions always match.
+# libwebsockets-dev: the libwebsockets server of make bench's WebSocket section.
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libcriterion-dev
       libc-ares-dev iproute2 nftables netcat-openbsd socat python3 strace procps
       dnsmasq-base util-linux libuv1-dev libevent-dev libev-dev liburing-dev
-      libhiredis-dev redis-server libssl-dev zlib1g-dev python3-websockets)
+      libhiredis-dev redis-server libssl-dev zlib1g-dev python3-websockets
+      chromium chromium-driver python3-selenium libwebsockets-dev)
 # Node.js runs the WebSocket interop peer (and the unix-socket peer): Debian's when
 # the machine has none of its own.
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs npm)

@@ -4,18 +4,23 @@
  * (and EPOLLIN dropped, so a slow reader pushes back on its writer through TCP
  * instead of growing our buffer).
  *
- * usage: echo_epoll PORT      listens on 127.0.0.1:PORT; SIGINT/SIGTERM end it. */
+ * usage: echo_epoll PORT        listens on 127.0.0.1:PORT; SIGINT/SIGTERM end it.
+ *        echo_epoll unix:PATH   listens on a Unix stream socket at PATH instead
+ *                               (unix:@NAME: the abstract name NAME); the file is
+ *                               replaced if it exists and removed on exit. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define READ_BUF_SIZE (64 * 1024)
@@ -32,6 +37,7 @@ struct pending {
 static struct pending *pend;
 static size_t npend;
 static int epfd = -1;
+static const char *unix_path; /* "unix:..." argument without the prefix, or NULL */
 static char rbuf[READ_BUF_SIZE];
 
 static int pend_reserve(int fd)
@@ -147,7 +153,8 @@ static void on_accept(int lfd)
 
         if (fd < 0)
             return; /* EAGAIN, or EMFILE etc.: level-triggered, we will be back */
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (unix_path == NULL)
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         ev.data.fd = fd;
         if (pend_reserve(fd) < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
             close(fd);
@@ -173,16 +180,44 @@ fail:
     return -1;
 }
 
+/* A Unix stream listener at `path` ("@name": abstract). */
+static int listen_unix(const char *path)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    size_t n = strlen(path);
+    socklen_t len;
+    int fd;
+
+    if (n == 0 || n >= sizeof(sun.sun_path))
+        return -1;
+    memcpy(sun.sun_path, path, n);
+    if (path[0] == '@')
+        sun.sun_path[0] = '\0';
+    else
+        unlink(path);
+    len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (path[0] == '@' ? 0 : 1));
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (bind(fd, (struct sockaddr *)&sun, len) < 0 || listen(fd, SOMAXCONN) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 int main(int argc, char **argv)
 {
     struct epoll_event evs[MAX_EVENTS];
     struct epoll_event ev = {.events = EPOLLIN};
     sigset_t mask;
-    int lfd, sfd, port;
+    int lfd, sfd, port = 0;
     int running = 1;
 
-    if (argc != 2 || (port = atoi(argv[1])) <= 0 || port > 65535) {
-        fprintf(stderr, "usage: %s PORT\n", argv[0]);
+    if (argc == 2 && strncmp(argv[1], "unix:", 5) == 0)
+        unix_path = argv[1] + 5;
+    else if (argc != 2 || (port = atoi(argv[1])) <= 0 || port > 65535) {
+        fprintf(stderr, "usage: %s PORT | unix:PATH\n", argv[0]);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -192,7 +227,7 @@ int main(int argc, char **argv)
     sigaddset(&mask, SIGTERM);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    lfd = listen_on(port);
+    lfd = unix_path != NULL ? listen_unix(unix_path) : listen_on(port);
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (sfd < 0 || lfd < 0 || epfd < 0) {
         perror("echo_epoll");
@@ -227,6 +262,8 @@ int main(int argc, char **argv)
         free(pend[fd].buf);
     free(pend);
     close(lfd);
+    if (unix_path != NULL && unix_path[0] != '@')
+        unlink(unix_path);
     close(sfd);
     close(epfd);
     return 0;

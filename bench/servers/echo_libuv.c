@@ -3,10 +3,16 @@
  * before the next alloc_cb), uv_try_write() first, and a uv_write() of a copy only
  * for the part the socket did not take.
  *
- * usage: echo_libuv PORT      listens on 127.0.0.1:PORT; SIGINT/SIGTERM end it. */
+ * usage: echo_libuv PORT        listens on 127.0.0.1:PORT; SIGINT/SIGTERM end it.
+ *        echo_libuv unix:PATH   listens on a Unix stream socket at PATH instead, with
+ *                               uv_pipe_t for the listener and the connections (the
+ *                               read and write paths are the same uv_stream_t calls);
+ *                               the file is replaced if it exists. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #define READ_BUF_SIZE (64 * 1024)
@@ -17,7 +23,11 @@ struct write_req {
 };
 
 static uv_loop_t *loop;
-static uv_tcp_t server;
+static union {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+} server;
+static int use_pipe;
 static uv_signal_t sig_int, sig_term;
 static char rbuf[READ_BUF_SIZE];
 
@@ -87,21 +97,26 @@ fail:
 
 static void on_connection(uv_stream_t *srv, int status)
 {
-    uv_tcp_t *c;
+    uv_stream_t *c;
+    int err;
 
     if (status < 0)
         return;
-    c = malloc(sizeof(*c));
-    if (c == NULL || uv_tcp_init(loop, c) < 0) {
+    c = malloc(use_pipe ? sizeof(uv_pipe_t) : sizeof(uv_tcp_t));
+    if (c == NULL)
+        return;
+    err = use_pipe ? uv_pipe_init(loop, (uv_pipe_t *)c, 0) : uv_tcp_init(loop, (uv_tcp_t *)c);
+    if (err < 0) {
         free(c);
         return;
     }
-    if (uv_accept(srv, (uv_stream_t *)c) < 0) {
+    if (uv_accept(srv, c) < 0) {
         uv_close((uv_handle_t *)c, on_close);
         return;
     }
-    uv_tcp_nodelay(c, 1);
-    uv_read_start((uv_stream_t *)c, alloc_cb, read_cb);
+    if (!use_pipe)
+        uv_tcp_nodelay((uv_tcp_t *)c, 1);
+    uv_read_start(c, alloc_cb, read_cb);
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -126,16 +141,32 @@ static void on_signal(uv_signal_t *s, int signum)
 int main(int argc, char **argv)
 {
     struct sockaddr_in sin;
-    int port, err;
+    int port = 0, err;
 
-    if (argc != 2 || (port = atoi(argv[1])) <= 0 || port > 65535) {
-        fprintf(stderr, "usage: %s PORT\n", argv[0]);
+    if (argc == 2 && strncmp(argv[1], "unix:", 5) == 0 && argv[1][5] != '\0') {
+        use_pipe = 1;
+    } else if (argc != 2 || (port = atoi(argv[1])) <= 0 || port > 65535) {
+        fprintf(stderr, "usage: %s PORT | unix:PATH\n", argv[0]);
         return 2;
     }
+    /* A write to a peer that has gone raises SIGPIPE on a Unix socket (libuv does not
+     * send with MSG_NOSIGNAL there); Node ignores it the same way. */
+    signal(SIGPIPE, SIG_IGN);
     loop = uv_default_loop();
-    uv_ip4_addr("127.0.0.1", port, &sin);
-    uv_tcp_init(loop, &server);
-    err = uv_tcp_bind(&server, (const struct sockaddr *)&sin, 0);
+    if (use_pipe) {
+        const char *path = argv[1] + 5;
+
+        uv_pipe_init(loop, &server.pipe, 0);
+        if (path[0] != '@')
+            unlink(path);
+        /* libuv takes a leading NUL byte as the abstract namespace only through
+         * uv_pipe_bind2; a path is what this benchmark uses. */
+        err = uv_pipe_bind(&server.pipe, path);
+    } else {
+        uv_ip4_addr("127.0.0.1", port, &sin);
+        uv_tcp_init(loop, &server.tcp);
+        err = uv_tcp_bind(&server.tcp, (const struct sockaddr *)&sin, 0);
+    }
     if (err == 0)
         err = uv_listen((uv_stream_t *)&server, SOMAXCONN, on_connection);
     if (err < 0) {

@@ -2,8 +2,10 @@
  * straight to tt_send(), which writes them at once when nothing is queued and
  * copies only what the socket did not take. TCP_NODELAY is tether's default.
  *
- * usage: echo_tether PORT [HEARTBEAT_MS [DEAD_AFTER_MS [reuseport]]]
- *   listens on 127.0.0.1:PORT; SIGINT/SIGTERM end it. With HEARTBEAT_MS every
+ * usage: echo_tether PORT|unix:PATH [HEARTBEAT_MS [DEAD_AFTER_MS [reuseport]]]
+ *   listens on 127.0.0.1:PORT, or on a Unix stream socket at PATH (unix:@NAME:
+ *   abstract; a stale socket file is replaced, the file removed on exit);
+ *   SIGINT/SIGTERM end it. With HEARTBEAT_MS every
  *   connection sends a 1-byte heartbeat after that long without writing, which is
  *   how bench/heartbeat_cpu.sh measures the CPU cost of heartbeating idle
  *   connections. DEAD_AFTER_MS (default 0: never) closes a connection whose peer
@@ -12,6 +14,7 @@
  *   "reuseport" listens with SO_REUSEPORT, so several processes share the port
  *   (bench/hold.sh: more connections than one process may hold descriptors). */
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,11 +82,14 @@ int main(int argc, char **argv)
     struct sigaction sa;
     tt_server_t *srv;
     tt_addr_t addr;
-    int port, err;
+    int port = 0, err;
+    bool is_unix;
 
-    if (argc < 2 || argc > 5 || (port = atoi(argv[1])) <= 0 || port > 65535 ||
+    is_unix = argc >= 2 && strncmp(argv[1], TT_UNIX_PREFIX, strlen(TT_UNIX_PREFIX)) == 0;
+    if (argc < 2 || argc > 5 || (!is_unix && ((port = atoi(argv[1])) <= 0 || port > 65535)) ||
         (argc == 5 && strcmp(argv[4], "reuseport") != 0)) {
-        fprintf(stderr, "usage: %s PORT [HEARTBEAT_MS [DEAD_AFTER_MS [reuseport]]]\n", argv[0]);
+        fprintf(stderr, "usage: %s PORT|unix:PATH [HEARTBEAT_MS [DEAD_AFTER_MS [reuseport]]]\n",
+                argv[0]);
         return 2;
     }
     if (argc >= 3)
@@ -95,7 +101,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     err = tt_loop_init(&loop);
     if (err == 0)
-        err = tt_addr_parse(&addr, "127.0.0.1", (uint16_t)port);
+        err = is_unix ? tt_addr_parse(&addr, argv[1], 0)
+                      : tt_addr_parse(&addr, "127.0.0.1", (uint16_t)port);
     if (err == 0)
         err = tt_server_listen(loop, &addr, &opts, &h, NULL, &srv);
     if (err < 0) {

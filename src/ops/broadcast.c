@@ -236,6 +236,7 @@ struct tt_group {
     char *name;
     member_t *head;
     size_t count;
+    tt__group_remote_t remote; /* bound to a channel: publish is set */
 };
 
 static member_t *find_member(const tt_group_t *g, const tt_conn_t *c)
@@ -297,6 +298,8 @@ int tt_group_close(tt_group_t *g)
         return -EINVAL;
     while (g->head != NULL)
         unlink_member(g->head);
+    if (g->remote.unbind != NULL)
+        g->remote.unbind(g->remote.arg);
     g->loop->handles--;
     free(g->name);
     free(g);
@@ -351,13 +354,34 @@ size_t tt_group_count(const tt_group_t *g) { return g != NULL ? g->count : 0; }
 
 const char *tt_group_name(const tt_group_t *g) { return g != NULL ? g->name : NULL; }
 
+int tt__group_set_remote(tt_group_t *g, const tt__group_remote_t *r)
+{
+    if (r != NULL && g->remote.publish != NULL)
+        return -EBUSY;
+    if (r != NULL)
+        g->remote = *r;
+    else
+        memset(&g->remote, 0, sizeof(g->remote));
+    return 0;
+}
+
 int tt_group_broadcast(tt_group_t *g, const void *buf, size_t len, const tt_conn_t *except)
+{
+    int sent;
+
+    if (g == NULL || (buf == NULL && len > 0))
+        return -EINVAL;
+    sent = tt__group_deliver(g, buf, len, except);
+    if (sent >= 0 && g->remote.publish != NULL)
+        g->remote.publish(g->remote.arg, buf, len, except); /* once, whatever the members */
+    return sent;
+}
+
+int tt__group_deliver(tt_group_t *g, const void *buf, size_t len, const tt_conn_t *except)
 {
     tt__payload_t *p;
     int sent = 0;
 
-    if (g == NULL || (buf == NULL && len > 0))
-        return -EINVAL;
     p = tt__payload_new(buf, len);
     if (p == NULL)
         return -ENOMEM;

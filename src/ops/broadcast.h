@@ -26,4 +26,17 @@ int tt__payload_send(tt__payload_t *p, tt_conn_t *c);
  * how many connections took it. Runs on srv's loop. */
 int tt__payload_send_server(tt__payload_t *p, tt_server_t *srv, uint64_t except_id);
 
+/* Rooms across nodes (cluster.c): a group bound to a channel publishes each of its
+ * broadcasts through `publish` after the local delivery; `unbind` is told when
+ * the group closes. */
+typedef struct tt__group_remote {
+    void (*publish)(void *arg, const void *buf, size_t len, const tt_conn_t *except);
+    void (*unbind)(void *arg);
+    void *arg;
+} tt__group_remote_t;
+/* 0, or -EBUSY (bound already). NULL unbinds. */
+int tt__group_set_remote(tt_group_t *g, const tt__group_remote_t *r);
+/* The local half of tt_group_broadcast: what came from another node. */
+int tt__group_deliver(tt_group_t *g, const void *buf, size_t len, const tt_conn_t *except);
+
 #endif

@@ -373,6 +373,49 @@ Test(tlscli, echo_ws_with_a_certificate_serves_wss)
                "exit 0\n");
 }
 
+/* chat --ws with a certificate: both listeners speak TLS, a wss:// client and a
+ * line client over TLS share the room, and SIGHUP gives both the new certificate. */
+Test(tlscli, chat_ws_listener_speaks_tls_too_and_reloads_with_the_other)
+{
+    run_script("cp $T/srv.pem $T/cur.pem; cp $T/srv.key $T/cur.key\n"
+               "timeout --foreground 40 $TETHER chat --listen 127.0.0.1:0 --ws 127.0.0.1:0 "
+               "--tls-cert $T/cur.pem --tls-key $T/cur.key > $T/chat.out 2> $T/chat.err &\n"
+               "CHAT=$!\n"
+               "for i in $(seq 100); do grep -q websocket $T/chat.out && break; sleep 0.05; done\n"
+               "LP=$(sed -n 's/.*127.0.0.1:\\([0-9]*\\) (tls)$/\\1/p' $T/chat.out)\n"
+               "WP=$(sed -n 's/.*127.0.0.1:\\([0-9]*\\) (websocket, tls)$/\\1/p' $T/chat.out)\n"
+               "[ -n \"$LP\" ] && [ -n \"$WP\" ] || fail \"chat: $(cat $T/chat.out $T/chat.err)\"\n"
+               "timeout 10 /usr/bin/python3 -c '\n"
+               "import asyncio, ssl, sys, websockets\n"
+               "async def main():\n"
+               "    ctx = ssl.create_default_context(cafile=sys.argv[1])\n"
+               "    url = \"wss://localhost:%s/\" % sys.argv[2]\n"
+               "    async with websockets.connect(url, ssl=ctx) as ws:\n"
+               "        print(\"ready\", flush=True)\n"
+               "        while True:\n"
+               "            m = await ws.recv()\n"
+               "            if \"from a line client\" in m: print(m, flush=True); return\n"
+               "asyncio.run(main())' $T/ca.pem $WP > $T/ws.out 2> $T/ws.err &\n"
+               "W=$!\n"
+               "for i in $(seq 100); do grep -q ready $T/ws.out && break; sleep 0.05; done\n"
+               "(echo 'from a line client'; sleep 0.5) | timeout 10 $TETHER cat --tls "
+               "--tls-ca $T/ca.pem localhost:$LP > /dev/null\n"
+               "wait $W || fail \"wss client: $(cat $T/ws.out $T/ws.err)\"\n"
+               "grep -q '^\\[127.0.0.1:[0-9]*\\] from a line client$' $T/ws.out || "
+               "fail \"wss heard: $(cat $T/ws.out)\"\n"
+               "grep -q 'joined (websocket) (TLSv1.3 ' $T/chat.err || "
+               "fail \"log: $(cat $T/chat.err)\"\n"
+               "cp $T/srv2.pem $T/cur.pem; cp $T/srv2.key $T/cur.key\n"
+               "kill -HUP $CHAT\n"
+               "for i in $(seq 100); do grep -q 'tls reload' $T/chat.err && break; "
+               "sleep 0.05; done\n"
+               "for PORT in $LP $WP; do\n"
+               "  [ \"$(serial)\" = serial=2002 ] || fail \"port $PORT after reload: $(serial)\"\n"
+               "done\n"
+               "kill -TERM $CHAT; wait $CHAT || fail \"chat exit $?\"\n"
+               "exit 0\n");
+}
+
 Test(tlscli, stat_shows_tls_version_and_cipher_per_connection)
 {
     run_script("start_echo --tls-cert $T/srv.pem --tls-key $T/srv.key --admin $T/adm.sock\n"

@@ -258,15 +258,16 @@ static void report_reload(const cli_tls_t *t, int err, const char *why)
         say("tls reload: new connections get the certificate in %s", t->cert);
 }
 
-int cli_tls_reload(const cli_tls_t *t, tt_server_t *srv)
+int cli_tls_reload(const cli_tls_t *t, tt_server_t *const *srvs, size_t n)
 {
     char why[WHY_LEN];
     tt_tls_ctx_t *ctx;
     int err = make_ctx(t, &ctx, why);
 
     if (err == 0) {
-        err = tt_server_set_tls(srv, ctx);
-        tt_tls_ctx_free(ctx); /* the server holds its own reference */
+        for (size_t i = 0; i < n && err == 0; i++)
+            err = tt_server_set_tls(srvs[i], ctx);
+        tt_tls_ctx_free(ctx); /* each server holds its own reference */
         if (err < 0)
             snprintf(why, WHY_LEN, "%s", tt_strerror(err));
     }

@@ -81,10 +81,10 @@ int cli_tls_check(const char *cmd, bool server, cli_tls_t *t);
  * missing or unreadable is named, as is a certificate and key that do not match.
  * Returns 0, or the error after one line on stderr. */
 int cli_tls_make(const cli_tls_t *t, tt_tls_ctx_t **out);
-/* SIGHUP: make a new server context from the same files and give it to `srv`
- * (tt_server_set_tls: new handshakes use it). On failure the server keeps the one
- * it has and one line on stderr says why. Returns 0 or the error. */
-int cli_tls_reload(const cli_tls_t *t, tt_server_t *srv);
+/* SIGHUP: make a new server context from the same files and give it to each of
+ * the `n` servers (tt_server_set_tls: new handshakes use it). On failure they keep
+ * the one they have and one line on stderr says why. Returns 0 or the error. */
+int cli_tls_reload(const cli_tls_t *t, tt_server_t *const *srvs, size_t n);
 /* The same for every worker of `set` (from the main thread). */
 int cli_tls_reload_workers(const cli_tls_t *t, tt_workers_t *set);
 

@@ -5,13 +5,20 @@
  * by tether's line codec (a bare "\n" or "\r\n", so nc, telnet and tether cat all
  * work), capped by --max-line. With --workers N the clients are spread over N
  * loops and lines cross loops through tt_workers_broadcast. SIGINT/SIGTERM shut
- * down gracefully: clients are told, ended, and the counts are printed. */
+ * down gracefully: clients are told, ended, and the counts are printed.
+ *
+ * --ws ADDR adds a WebSocket listener to the same room: each text message from a
+ * WebSocket client is a line for the others, each line reaches the WebSocket
+ * clients as one text message without its newline. They are members of one group,
+ * so a line is framed once for all of them. GET / without the upgrade headers
+ * answers with the built-in page (chat_page.c), any other path 404. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "chat_page.h"
 #include "cli.h"
 #include "cli_tls.h"
 
@@ -30,6 +37,8 @@
  * NULL for) the first clients' join notices. */
 static __thread tt_workers_t *workers;
 static tt_server_t *server;   /* single loop */
+static tt_server_t *ws_server; /* --ws: the WebSocket listener */
+static tt_group_t *ws_room;    /* --ws: its open clients, one frame for all */
 static bool quiet;
 static cli_tls_t tls; /* --tls-*: read again on SIGHUP */
 
@@ -52,11 +61,17 @@ static void usage(FILE *f)
             "      --admin SOCKET      serve the connection table for `tether stat`\n"
             "                          (default: none)\n"
             "      --metrics ADDR:PORT serve Prometheus metrics over HTTP (default: none)\n"
+            "      --ws ADDR:PORT      also listen for WebSocket clients there, in the same\n"
+            "                          room (text messages, no newline); GET / without\n"
+            "                          the upgrade serves a chat page (default: none;\n"
+            "                          not with --workers). With the TLS options below it\n"
+            "                          is wss:// too\n"
             CLI_TLS_USAGE_SERVER
             "  -q, --quiet             do not log joins and leaves on stderr (default:\n"
             "                          log them)\n"
             "  -h, --help              this text\n\n"
-            "Prints 'tether chat: listening on ADDR:PORT' on stdout once listening.\n"
+            "Prints 'tether chat: listening on ADDR:PORT' on stdout once listening, then\n"
+            "with --ws 'tether chat: listening on ADDR:PORT (websocket)'.\n"
             "SIGINT or SIGTERM tells every client, ends the connections (destroying\n"
             "what is left after %d s) and exits 0.\n\n"
             "Exit status: 0 stopped by a signal, 1 could not listen (or stdout is\n"
@@ -74,13 +89,77 @@ static int parse_queue_cap(const char *text, size_t *out)
     return 0;
 }
 
-/* Send to everyone but `except`, on this loop or across all workers. */
+/* Length of the well-formed UTF-8 sequence (RFC 3629) at s[0..n), 0 if it is not
+ * one (overlong, surrogate, past U+10FFFF, cut short). */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    size_t len;
+    uint32_t cp, min;
+
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        len = 2, cp = s[0] & 0x1fu, min = 0x80;
+    else if ((s[0] & 0xf0) == 0xe0)
+        len = 3, cp = s[0] & 0x0fu, min = 0x800;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        len = 4, cp = s[0] & 0x07u, min = 0x10000;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3fu);
+    }
+    return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : len;
+}
+
+static bool utf8_valid(const char *text, size_t len)
+{
+    for (size_t i = 0, n; i < len; i += n)
+        if ((n = utf8_seq((const unsigned char *)text + i, len - i)) == 0)
+            return false;
+    return true;
+}
+
+/* Each byte that starts no well-formed sequence becomes '?'. */
+static void utf8_fix(char *text, size_t len)
+{
+    for (size_t i = 0, n; i < len; i += n)
+        if ((n = utf8_seq((const unsigned char *)text + i, len - i)) == 0) {
+            text[i] = '?';
+            n = 1;
+        }
+}
+
+/* Send a line (ending in "\n") to everyone but `except`, on this loop or across all
+ * workers. WebSocket clients get it as one text message without the newline, framed
+ * once for the whole group. A text message must be UTF-8 (a browser drops the
+ * connection on anything else) while a line client may send any bytes, so their
+ * copy has each bad byte replaced with '?'. */
 static void say(tt_conn_t *except, const char *text, size_t len)
 {
-    if (workers != NULL)
+    if (workers != NULL) {
         tt_workers_broadcast(workers, text, len, except);
-    else
-        tt_server_broadcast(server, text, len, except);
+        return;
+    }
+    tt_server_broadcast(server, text, len, except);
+    if (ws_room == NULL || tt_group_count(ws_room) == 0)
+        return;
+    len--; /* the newline */
+    if (utf8_valid(text, len)) {
+        tt_group_broadcast(ws_room, text, len, except);
+        return;
+    }
+    char *fixed = malloc(len);
+    if (fixed == NULL)
+        return;
+    memcpy(fixed, text, len);
+    utf8_fix(fixed, len);
+    tt_group_broadcast(ws_room, fixed, len, except);
+    free(fixed);
 }
 
 static void on_open(tt_conn_t *c)
@@ -99,12 +178,19 @@ static void on_open(tt_conn_t *c)
     /* Unix clients rarely bind a name: tell them apart by process. */
     if (strcmp(name, TT_UNIX_PREFIX) == 0 && tt_conn_peer_cred(c, &cred) == 0)
         snprintf(name, NAME_MAX_LEN, "unix:pid%d", (int)cred.pid);
+    bool ws = tt_conn_is_websocket(c); /* on_open of the WebSocket listener: after the 101 */
+    if (ws && tt_group_join(ws_room, c) < 0) {
+        free(name);
+        tt_destroy(c, 0);
+        return;
+    }
     tt_conn_set_data(c, name);
     int n = snprintf(line, sizeof(line), "* %s joined\n", name);
     say(c, line, (size_t)n);
     if (!quiet) {
         char desc[CLI_TLS_DESC_LEN];
-        fprintf(stderr, "tether chat: %s joined%s\n", name, cli_tls_desc(c, desc));
+        fprintf(stderr, "tether chat: %s joined%s%s\n", name, ws ? " (websocket)" : "",
+                cli_tls_desc(c, desc));
     }
 }
 
@@ -114,14 +200,28 @@ static void on_message(tt_conn_t *c, const void *msg, size_t len)
     char stack[8192];
     char *buf = stack;
 
+    bool ws = tt_conn_is_websocket(c);
+    size_t nlen = strlen(name);
+
     /* telnet ends lines with "\r\n": the codec took the "\n", drop the "\r". */
-    if (len > 0 && ((const char *)msg)[len - 1] == '\r')
+    if (!ws && len > 0 && ((const char *)msg)[len - 1] == '\r')
         len--;
-    size_t need = strlen(name) + len + 5; /* "[" name "] " msg "\n" and the NUL */
+    size_t need = nlen + len + 4; /* "[" name "] " msg "\n" */
     if (need > sizeof(stack) && (buf = malloc(need)) == NULL)
         return;
-    int n = snprintf(buf, need, "[%s] %.*s\n", name, (int)len, (const char *)msg);
-    say(c, buf, (size_t)n);
+    char *body = buf + nlen + 3;
+    buf[0] = '[';
+    memcpy(buf + 1, name, nlen);
+    memcpy(buf + 1 + nlen, "] ", 2);
+    if (len > 0)
+        memcpy(body, msg, len);
+    /* A WebSocket message is one line for the line clients, whatever it holds: a
+     * newline inside would let its sender write a line that looks like another's. */
+    for (size_t i = 0; ws && i < len; i++)
+        if (body[i] == '\n' || body[i] == '\r')
+            body[i] = ' ';
+    body[len] = '\n';
+    say(c, buf, need);
     if (buf != stack)
         free(buf);
 }
@@ -148,23 +248,48 @@ static const tt_conn_handlers_t handlers = {
 
 static void on_shutdown(tt_server_t *srv, size_t ended, size_t destroyed, void *arg)
 {
-    (void)srv, (void)arg;
-    fprintf(stderr, "tether chat: shut down: %zu ended, %zu destroyed\n", ended, destroyed);
+    (void)arg;
+    bool ws = srv == ws_server;
+    fprintf(stderr, "tether chat: shut down%s: %zu ended, %zu destroyed\n",
+            ws ? " (websocket)" : "", ended, destroyed);
+    if (ws && ws_room != NULL) { /* every member has closed: the group goes last */
+        tt_group_close(ws_room);
+        ws_room = NULL;
+    }
+}
+
+/* --ws: a request without the upgrade headers. The page on "/", nothing else. */
+static void serve_http(tt_conn_t *c, const tt_http_request_t *req, tt_http_response_t *res,
+                       void *arg)
+{
+    static const char not_found[] = "not found\n", not_allowed[] = "method not allowed\n";
+    (void)c, (void)arg;
+    res->content_type = "text/plain; charset=utf-8";
+    res->headers = "Cache-Control: no-store\r\n";
+    if (strcmp(req->path, "/") != 0) {
+        res->status = 404;
+        res->body = not_found;
+        res->body_len = sizeof(not_found) - 1;
+    } else if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+        res->status = 405;
+        res->headers = "Allow: GET, HEAD\r\nCache-Control: no-store\r\n";
+        res->body = not_allowed;
+        res->body_len = sizeof(not_allowed) - 1;
+    } else {
+        /* Everything is inline and the script talks only to where the page came
+         * from: the policy says so, so nothing else can be loaded into it. */
+        res->status = 200;
+        res->content_type = "text/html; charset=utf-8";
+        res->headers = "Cache-Control: no-store\r\n"
+                       "X-Content-Type-Options: nosniff\r\n"
+                       "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
+                       "style-src 'unsafe-inline'; connect-src 'self'; img-src data:\r\n";
+        res->body = cli_chat_page;
+        res->body_len = cli_chat_page_len;
+    }
 }
 
 static const tt_addr_t *metrics_addr; /* --metrics */
-
-/* SIGHUP: read the certificate files again. */
-static bool stopping; /* single loop: the server is shutting down */
-
-static void reload_single(void *arg)
-{
-    (void)arg;
-    if (!stopping)
-        cli_tls_reload(&tls, server);
-}
-
-static void reload_workers(tt_workers_t *set) { cli_tls_reload_workers(&tls, set); }
 
 static tt_admin_opts_t admin_opts(const char *admin_path)
 {
@@ -172,7 +297,36 @@ static tt_admin_opts_t admin_opts(const char *admin_path)
     return ao;
 }
 
-static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_path)
+/* Close what run_single opened, before anything ran. */
+static bool stopping; /* single loop: the servers are shutting down */
+
+/* SIGHUP: read the certificate files again, for both listeners. */
+static void reload_single(void *arg)
+{
+    tt_server_t *srvs[2] = {server, ws_server};
+    (void)arg;
+    if (!stopping)
+        cli_tls_reload(&tls, srvs, ws_server != NULL ? 2 : 1);
+}
+
+static void reload_workers(tt_workers_t *set) { cli_tls_reload_workers(&tls, set); }
+
+static void close_early(tt_loop_t *loop, tt_admin_t *admin)
+{
+    if (admin != NULL)
+        tt_admin_close(admin);
+    if (ws_server != NULL)
+        tt_server_close(ws_server);
+    if (ws_room != NULL)
+        tt_group_close(ws_room);
+    ws_server = NULL;
+    ws_room = NULL;
+    tt_server_close(server);
+    tt_loop_run(loop, TT_RUN_NOWAIT);
+}
+
+static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
+                      const tt_server_opts_t *ws_so, const char *admin_path)
 {
     tt_loop_t *loop;
     tt_admin_t *admin = NULL;
@@ -191,34 +345,45 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
         tt_loop_close(loop);
         return CLI_EXIT_FAIL;
     }
+    if (ws_addr != NULL) {
+        if ((err = tt_group_init(loop, "websocket", &ws_room)) < 0) {
+            cli_error("chat: %s", tt_strerror(err));
+            goto fail;
+        }
+        err = tt_server_listen(loop, ws_addr, ws_so, &handlers, NULL, &ws_server);
+        if (err < 0) {
+            ws_server = NULL;
+            cli_listen_error(cli_addr_str(ws_addr, text), ws_addr, err);
+            goto fail;
+        }
+    }
     if (admin_path != NULL || metrics_addr != NULL) {
         tt_admin_opts_t ao = admin_opts(admin_path);
         err = tt_admin_start(server, &ao, &admin);
         if (err < 0) {
+            admin = NULL;
             cli_admin_error("chat", &ao, err);
-            tt_server_close(server);
-            tt_loop_run(loop, TT_RUN_NOWAIT);
-            tt_loop_close(loop);
-            return CLI_EXIT_FAIL;
+            goto fail;
         }
     }
     /* Signals first: SIGPIPE is ignored before the first line is printed. */
     err = cli_signals_install(loop);
     if (err == 0 && tls.on)
         err = cli_signals_on_hup(reload_single, NULL);
-    if (err < 0)
+    if (err < 0) {
         cli_error("signals: %s", tt_strerror(err));
-    tt_server_addr(server, &bound);
-    if (err < 0 || cli_print_listening(stdout, &bound, tls.on ? " (tls)" : NULL) < 0 ||
-        cli_print_metrics(admin) < 0) {
-        if (admin != NULL)
-            tt_admin_close(admin);
-        tt_server_close(server);
-        tt_loop_run(loop, TT_RUN_NOWAIT);
-        cli_signals_restore();
-        tt_loop_close(loop);
-        return CLI_EXIT_FAIL;
+        goto fail;
     }
+    tt_server_addr(server, &bound);
+    if (cli_print_listening(stdout, &bound, tls.on ? " (tls)" : NULL) < 0)
+        goto fail;
+    if (ws_server != NULL) {
+        tt_server_addr(ws_server, &bound);
+        if (cli_print_listening(stdout, &bound, tls.on ? " (websocket, tls)" : " (websocket)") < 0)
+            goto fail;
+    }
+    if (cli_print_metrics(admin) < 0)
+        goto fail;
     tt_loop_run(loop, TT_RUN_DEFAULT); /* until SIGINT/SIGTERM */
 
     say(NULL, "* server shutting down\n", 23);
@@ -226,6 +391,8 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
         tt_admin_close(admin);
     stopping = true;
     tt_server_shutdown(server, SHUTDOWN_MS, on_shutdown, NULL);
+    if (ws_server != NULL) /* WebSocket clients get a close frame with 1001 */
+        tt_server_shutdown(ws_server, SHUTDOWN_MS, on_shutdown, NULL);
     /* A second signal (timeout(1) sends one on) stops this run too: the shutdown
      * is under way and ends by its own deadline, so run on until it has. */
     while (tt_loop_run(loop, TT_RUN_DEFAULT) == 1)
@@ -233,6 +400,12 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, const char *admin_p
     cli_signals_restore();
     err = tt_loop_close(loop);
     return err == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+
+fail:
+    close_early(loop, admin);
+    cli_signals_restore(); /* nothing when it was not installed */
+    tt_loop_close(loop);
+    return CLI_EXIT_FAIL;
 }
 
 static void on_worker_start(tt_workers_t *set, unsigned index, tt_loop_t *loop, tt_server_t *srv,
@@ -256,16 +429,17 @@ int cmd_chat(int argc, char **argv)
                                          {"max-queue", required_argument, NULL, 'Q'},
                                          {"admin", required_argument, NULL, 'A'},
                                          {"metrics", required_argument, NULL, 'P'},
+                                         {"ws", required_argument, NULL, 'w'},
                                          {"quiet", no_argument, NULL, 'q'},
                                          {"help", no_argument, NULL, 'h'},
                                          CLI_TLS_LONGOPTS_SERVER,
                                          {NULL, 0, NULL, 0}};
-    const char *listen_text = CHAT_DEFAULT_LISTEN, *admin_path = NULL;
+    const char *listen_text = CHAT_DEFAULT_LISTEN, *admin_path = NULL, *ws_text = NULL;
     tt_server_opts_t so = {0};
     tt_frame_opts_t frame;
     unsigned long max_line = CHAT_DEFAULT_MAX_LINE, nworkers = 1, max_conns = 0;
     size_t max_queue = DEFAULT_MAX_QUEUE;
-    tt_addr_t addr, maddr;
+    tt_addr_t addr, maddr, ws_addr;
     bool first = true;
     int c;
 
@@ -300,6 +474,9 @@ int cmd_chat(int argc, char **argv)
                 return CLI_EXIT_USAGE;
             metrics_addr = &maddr;
             break;
+        case 'w':
+            ws_text = optarg;
+            break;
         case 'q':
             quiet = true;
             break;
@@ -320,12 +497,28 @@ int cmd_chat(int argc, char **argv)
         return CLI_EXIT_USAGE;
     if (cli_tls_check("chat", true, &tls) != 0)
         return CLI_EXIT_USAGE;
-    if (cli_tls_make(&tls, &so.tls) < 0)
-        return CLI_EXIT_FAIL;
     frame = tt_frame_line(max_line);
     so.frame = &frame;
     so.max_conns = max_conns;
     so.queue_cap = max_queue;
+    /* The WebSocket listener: the same limits; a message is at most a line. */
+    tt_ws_opts_t wso = {.max_message = max_line,
+                        .deflate = true,
+                        .default_kind = TT_WS_TEXT,
+                        .http = serve_http};
+    tt_server_opts_t ws_so = so;
+    ws_so.frame = NULL;
+    ws_so.websocket = &wso;
+    if (ws_text != NULL) {
+        if (nworkers > 1)
+            return cli_usage_error("chat", "--ws works with one loop only (not with --workers)");
+        if (cli_parse_addr("chat", ws_text, false, &ws_addr) < 0)
+            return CLI_EXIT_USAGE;
+    }
+    /* One context for both listeners (the WebSocket one is wss:// then). */
+    if (cli_tls_make(&tls, &so.tls) < 0)
+        return CLI_EXIT_FAIL;
+    ws_so.tls = so.tls;
     if (nworkers > 1) {
         tt_admin_opts_t ao = admin_opts(admin_path);
         cli_workers_t w = {.cmd = "chat",
@@ -342,7 +535,7 @@ int cmd_chat(int argc, char **argv)
         tt_tls_ctx_free(so.tls);
         return status;
     }
-    int status = run_single(&addr, &so, admin_path);
+    int status = run_single(&addr, &so, ws_text != NULL ? &ws_addr : NULL, &ws_so, admin_path);
     tt_tls_ctx_free(so.tls); /* after every connection that used it */
     return status;
 }

@@ -130,7 +130,7 @@ static void reload_single(void *arg)
 {
     (void)arg;
     if (g_echo.srv != NULL)
-        cli_tls_reload(&g_tls, g_echo.srv);
+        cli_tls_reload(&g_tls, &g_echo.srv, 1);
 }
 
 static void reload_workers(tt_workers_t *set) { cli_tls_reload_workers(&g_tls, set); }
