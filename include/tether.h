@@ -841,7 +841,8 @@ TT_EXTERN int tt_send_messagev(tt_conn_t *conn, const struct iovec *iov, int iov
  * error return free_cb is NOT called and the caller still owns buf; if the
  * connection had to be closed for lack of memory after the header was queued, it
  * is closed with TT_CLOSE_IO_ERROR and -ENOMEM is returned. Returns as
- * tt_send_message. */
+ * tt_send_message, plus -EOPNOTSUPP on a WebSocket client (its frames are masked,
+ * so the payload must be copied: use tt_ws_send). */
 TT_EXTERN int tt_send_message_owned(tt_conn_t *conn, void *buf, size_t len, tt_free_cb free_cb,
                                     void *arg);
 /* Queue a ping control frame (options with control on). The peer's pong is
@@ -850,7 +851,8 @@ TT_EXTERN int tt_send_message_owned(tt_conn_t *conn, void *buf, size_t len, tt_f
 TT_EXTERN int tt_send_ping(tt_conn_t *conn);
 
 /* ---- websocket ----------------------------------------------------------------
- * RFC 6455 server side over TCP, with permessage-deflate (RFC 7692). A WebSocket
+ * RFC 6455 over TCP, with permessage-deflate (RFC 7692); the server side here, the
+ * client side (tt_ws_connect) in the websocket client section. A WebSocket
  * connection is a tether connection whose framing is WebSocket: it first reads
  * one HTTP/1.1 request (bounded in bytes, header count and time); an upgrade
  * request that passes the checks and the accept hook is answered with 101, then
@@ -978,7 +980,8 @@ TT_EXTERN int tt_ws_send(tt_conn_t *conn, tt_ws_kind_t kind, const void *buf, si
 TT_EXTERN int tt_ws_send_text(tt_conn_t *conn, const char *text);
 /* Start the closing handshake: send a close frame with `code` (1000..4999, one
  * the RFC lets an endpoint send) and `reason` (UTF-8, at most 123 bytes; NULL:
- * none). Messages that arrive afterwards are dropped; the connection ends when
+ * none). Messages that arrive afterwards are dropped (a client with
+ * read_after_close still gets them); the connection ends when
  * the peer answers (TT_CLOSE_WS_CLOSED) or after close_timeout_ms
  * (TT_CLOSE_LINGER_TIMEOUT). Returns 0, -EINVAL, -ENOTCONN, or -EPIPE (a close
  * frame was already sent). */
@@ -1189,6 +1192,73 @@ TT_EXTERN int tt_connect_host(tt_loop_t *loop, const char *host, uint16_t port,
                               const tt_connect_opts_t *opts, const tt_conn_handlers_t *h,
                               void *data, tt_conn_t **out);
 
+/* ---- websocket client -------------------------------------------------------------
+ * A connection made by tt_ws_connect() lives, like any client connection, until
+ * its on_close; it gets exactly one on_close even if it never became WebSocket.
+ *
+ * RFC 6455 client side, with permessage-deflate. The connection is made as by
+ * tt_connect_host (name lookup, Happy Eyeballs), then the upgrade request goes out
+ * (a random key, version 13, the subprotocols and the deflate offer, the extra
+ * headers) and the answer is checked strictly: status 101, Upgrade, Connection,
+ * Sec-WebSocket-Accept, a subprotocol only among those offered, deflate
+ * parameters we can honour. on_open comes after that; from then on the
+ * connection is a WebSocket connection as on the server side (the websocket
+ * section: on_message with tt_conn_message_kind, tt_ws_send, tt_ws_close, close
+ * codes in tt_close_info_t), except that every frame we send is masked with a
+ * fresh key and a masked frame from the server is refused with 1002.
+ *
+ * A connection that never became WebSocket gets no on_open: the connect's own
+ * failures (TT_CLOSE_CONNECT_FAILED, TT_CLOSE_CONNECT_TIMEOUT) as for
+ * tt_connect_host; an answer that is not a valid 101 closes with
+ * TT_CLOSE_PROTOCOL_ERROR (error TT_EPROTOCOL, the HTTP status in info.detail,
+ * 0 when there was none, and the reason in info.reason: "wrong or missing
+ * Sec-WebSocket-Accept", ...); no valid 101 within handshake_timeout_ms is
+ * TT_CLOSE_CONNECT_TIMEOUT (-ETIMEDOUT) with a reason that says so.
+ * docs/websocket.md. */
+
+#define TT_WS_MAX_URL 4096 /* bytes of a ws:// URL */
+
+typedef struct tt_ws_client_opts {
+    tt_connect_opts_t connect; /* as tt_connect_host's (lookup, attempts, timeout) */
+    /* Subprotocols offered, in order of preference, comma-separated ("chat, v2"):
+     * tokens, none twice. The server may pick one (tt_ws_protocol) or none. NULL:
+     * none offered. Copied. */
+    const char *subprotocols;
+    /* Extra request header fields, each "Name: value\r\n" (Origin, Authorization,
+     * Cookie...); not Host, Upgrade, Connection, Content-Length,
+     * Transfer-Encoding or Sec-WebSocket-*, which the handshake writes. NULL: none.
+     * Copied. */
+    const char *headers;
+    bool deflate;             /* offer permessage-deflate (the server resets its
+                                 compressor after each message) */
+    size_t max_message;       /* bytes of a message (inflated); bigger: closed with
+                                 1009. 0: TT_WS_DEFAULT_MAX_MESSAGE */
+    size_t max_header_bytes;  /* the answer's status line + fields; more: refused.
+                                 0: TT_WS_DEFAULT_MAX_HEADER_BYTES */
+    size_t max_headers;       /* the answer's header fields, 1..64. 0: 64 */
+    uint32_t handshake_timeout_ms; /* from the call to a valid 101, the lookup and
+                                      the connect included. 0: TT_WS_DEFAULT_HANDSHAKE_MS */
+    uint32_t close_timeout_ms;     /* from our close frame to the end of the TCP
+                                      connection. 0: TT_WS_DEFAULT_CLOSE_MS */
+    tt_ws_kind_t default_kind;     /* what tt_send_message sends; 0: TT_WS_BINARY */
+    /* After our close frame (tt_ws_close, tt_end), keep delivering the messages
+     * the server sends until its own close frame, as reading goes on after
+     * tt_end on a plain stream (what an echo server sent back before it saw our
+     * close still arrives). Off: they are dropped, as on the server side. */
+    bool read_after_close;
+} tt_ws_client_opts_t;
+
+/* Connect to `url`, "ws://HOST[:PORT][/PATH][?QUERY]" (HOST a name, IPv4 or
+ * [IPv6]; PORT 80 when not given; no user info, no fragment), and upgrade. On 0,
+ * *out is a connection in TT_STATE_CONNECTING; on_open or on_close follows from
+ * the loop. tt_ws_send before on_open gives -ENOTCONN. `h` is copied; `opts`
+ * (may be NULL) and its strings are copied. Returns 0, -EINVAL (NULL argument,
+ * a malformed URL or header list, a bad option), -EPROTONOSUPPORT (a wss:// URL:
+ * not supported yet), -ENOMEM, or tt_connect_host's errors; then no connection
+ * exists. */
+TT_EXTERN int tt_ws_connect(tt_loop_t *loop, const char *url, const tt_ws_client_opts_t *opts,
+                            const tt_conn_handlers_t *h, void *data, tt_conn_t **out);
+
 /* ---- reconnecting client ----------------------------------------------------------
  * A client lives from tt_client_start() until tt_client_close(); it owns the
  * successive connections it makes to one host and port, each of which still gets
@@ -1227,6 +1297,13 @@ typedef struct tt_client_opts {
                                   into the same queue chunk (up to 16 KiB, or that
                                   send's size); all dropped bytes are counted in the
                                   lost connection's bytes_unsent */
+    /* WebSocket: every connection is made as by tt_ws_connect with these options
+     * (their `connect` is not used: the one above is), redoing the upgrade each
+     * time; host is then the ws:// URL and port is ignored. A host that is a
+     * ws:// URL is WebSocket with default options when this is NULL. The
+     * connection counts as made (on_connected, the backoff reset) after the 101.
+     * Not with keep_unsent. */
+    const struct tt_ws_client_opts *websocket;
 } tt_client_opts_t;
 
 /* Start a client: the first attempt is made at once (from the loop). After a
@@ -1523,6 +1600,13 @@ TT_EXTERN int tt_cluster_close(tt_cluster_t *cl);
 /* Bind `g` (same loop) to `channel` (copied, 1..200 bytes). Returns 0, -EINVAL,
  * -EBUSY (already bound), -ENOMEM. */
 TT_EXTERN int tt_group_bind(tt_group_t *g, tt_cluster_t *cl, const char *channel);
+/* The same, but what other nodes publish goes to on_remote (with the payload as
+ * the broadcasting node gave it) instead of to the group's members: for an app
+ * that delivers in its own way (the CLI's chat turns lines into WebSocket text).
+ * The group's own broadcasts still publish. */
+typedef void (*tt_cluster_remote_cb)(tt_group_t *g, const void *buf, size_t len, void *arg);
+TT_EXTERN int tt_group_bind_cb(tt_group_t *g, tt_cluster_t *cl, const char *channel,
+                               tt_cluster_remote_cb on_remote, void *arg);
 TT_EXTERN int tt_cluster_get_stats(const tt_cluster_t *cl, tt_cluster_stats_t *out);
 
 /* ---- workers: one loop per core ---------------------------------------------------
@@ -1655,6 +1739,9 @@ typedef struct tt_admin_opts {
     /* Connections open at once on each endpoint; 0: 16. Over it, table clients
      * wait in the backlog and metrics clients get 503 and a close. */
     size_t max_conns;
+    /* Single-server mode: the metrics also show this cluster link's figures
+     * (published, received, lost, reconnects, and whether each link is up). */
+    const tt_cluster_t *cluster;
 } tt_admin_opts_t;
 
 /* The table format: a header line of tab-separated column names (id, worker, local,

@@ -187,6 +187,7 @@ struct tt_admin {
     uint64_t timeout_ms;
     tt__wnode_t sweep;   /* destroys connections older than timeout_ms */
     tt__zombie_t zombie;
+    const tt_cluster_t *cluster; /* its figures join the metrics */
 };
 
 typedef struct visit_ctx {
@@ -220,6 +221,32 @@ static void visit_worker(tt_workers_t *set, unsigned index, tt_loop_t *loop, tt_
     free(local.buf);
 }
 
+static void cluster_metrics(text_t *t, const tt_cluster_t *cl)
+{
+    tt_cluster_stats_t st;
+    static const struct {
+        const char *name, *help;
+    } m[] = {
+        {"tether_cluster_published_total", "Broadcasts published to Redis."},
+        {"tether_cluster_received_total", "Messages from other nodes delivered here."},
+        {"tether_cluster_lost_total", "Broadcasts not published (Redis away or too slow)."},
+        {"tether_cluster_reconnects_total", "Redis links established."},
+    };
+    uint64_t v[4];
+
+    if (tt_cluster_get_stats(cl, &st) < 0)
+        return;
+    v[0] = st.published, v[1] = st.received, v[2] = st.lost, v[3] = st.reconnects;
+    for (size_t i = 0; i < 4; i++)
+        text_printf(t, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", m[i].name, m[i].help,
+                    m[i].name, m[i].name, v[i]);
+    text_printf(t, "# HELP tether_cluster_link_up Whether the Redis link is connected.\n"
+                   "# TYPE tether_cluster_link_up gauge\n"
+                   "tether_cluster_link_up{link=\"publish\"} %d\n"
+                   "tether_cluster_link_up{link=\"subscribe\"} %d\n",
+                st.pub_up ? 1 : 0, st.sub_up ? 1 : 0);
+}
+
 static int render(tt_admin_t *a, bool table, text_t *t)
 {
     if (a->set == NULL) {
@@ -231,6 +258,8 @@ static int render(tt_admin_t *a, bool table, text_t *t)
             tt_server_totals_t tot;
             tt_server_get_totals(a->srv, &tot);
             metrics(t, &tot, 1, false);
+            if (a->cluster != NULL)
+                cluster_metrics(t, a->cluster);
         }
         return t->err;
     }
@@ -466,6 +495,7 @@ static int endpoints_open(tt_admin_t *a, const tt_admin_opts_t *o)
     int err;
 
     a->timeout_ms = o->timeout_ms != 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+    a->cluster = o->cluster;
     tt__wnode_init(&a->sweep, sweep_cb);
     if (o->unix_path != NULL && (err = open_unix(a, o->unix_path, &tso, &th)) < 0)
         return err;

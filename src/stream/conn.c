@@ -251,8 +251,13 @@ void tt__conn_opened(tt_conn_t *c)
         if (tt__conn_is_closing(c))
             return;
     }
-    if (c->ext != NULL && c->ext->open_waits > 0)
-        return; /* a layer's own opening first (tt__conn_layer_opened) */
+    if (c->ext != NULL && c->ext->open_waits > 0) {
+        /* A layer's own opening first (tt__conn_layer_opened); what it queued to
+         * open with (a WebSocket client's upgrade request) goes now. */
+        if (!tt__sendq_empty(&c->sq))
+            flush(c, true);
+        return;
+    }
     if (c->h->h.on_open != NULL)
         c->h->h.on_open(c);
     if (tt__conn_is_closing(c))

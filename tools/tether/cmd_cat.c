@@ -7,12 +7,20 @@
  * end our side is half-closed (FIN). Bytes from the peer go to stdout through a
  * writer thread (writer.h), so a slow stdout pauses reading from the socket
  * (tt_conn_read_stop) instead of blocking the loop. The tool exits when both
- * directions are finished: our FIN sent and the peer's FIN received. */
+ * directions are finished: our FIN sent and the peer's FIN received.
+ *
+ * WebSocket (`tether cat ws://HOST:PORT/PATH`): stdin is read line by line on a
+ * thread of its own (any kind of stdin, blocking reads) and each line goes as a
+ * text message (binary when it is not UTF-8); each message received goes to
+ * stdout followed by a newline. At the end of stdin a close frame with 1000 is
+ * sent, and the tool exits once the server has answered it. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,6 +44,9 @@ typedef struct cat {
     const char *where; /* the address as the user typed it, for messages */
     bool listening;
     bool verbose;
+    bool ws;         /* a ws:// URL */
+    bool ws_full;    /* the send queue passed its high-water mark: wait for on_drain */
+    bool ws_closing; /* stdin ended: our close frame is sent */
     int status; /* exit status so far */
 } cat_t;
 
@@ -48,10 +59,16 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: tether cat [options] ADDR:PORT\n"
                "       tether cat [options] --listen ADDR:PORT\n"
+               "       tether cat [options] ws://HOST[:PORT][/PATH]\n"
                "\n"
                "Copy stdin to a TCP connection and the connection to stdout. At the end of\n"
                "stdin our side is half-closed (FIN); the tool exits once the peer has\n"
                "closed its side too and everything it sent is on stdout.\n"
+               "\n"
+               "With a ws:// URL, a WebSocket client: each stdin line is a text message\n"
+               "(binary if it is not UTF-8), each message received is written to stdout\n"
+               "with a newline; at the end of stdin a close (1000) is sent and the tool\n"
+               "exits once the server has answered it. wss:// is not supported yet.\n"
                "\n"
                "  -l, --listen ADDR:PORT  accept one connection there instead of\n"
                "                          connecting (then stop listening); port 0 picks\n"
@@ -225,6 +242,265 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
     }
 }
 
+/* ---- ws:// ------------------------------------------------------------------------ */
+
+/* stdin lines, from the reading thread to the loop. The thread blocks while more
+ * than IN_HIGH_WATER bytes wait here; the loop stops taking them while the
+ * connection's send queue is over its high-water mark (until on_drain). */
+#define IN_HIGH_WATER ((size_t)1 << 20)
+
+typedef struct line {
+    struct line *next;
+    size_t len;
+    char text[];
+} line_t;
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    line_t *head, *tail;
+    size_t bytes;
+    bool eof, posted, stop;
+    int err;
+} g_in = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, false, false,
+          false, 0};
+
+static void ws_drain(cat_t *st);
+
+static void in_ready(tt_loop_t *loop, void *arg)
+{
+    (void)loop, (void)arg;
+    pthread_mutex_lock(&g_in.mu);
+    g_in.posted = false;
+    pthread_mutex_unlock(&g_in.mu);
+    ws_drain(&g_cat);
+}
+
+/* Under g_in.mu: tell the loop, once per batch (never after stop: the loop may be
+ * gone). */
+static void in_wake(void)
+{
+    if (!g_in.posted && !g_in.stop && tt_loop_post(g_cat.loop, in_ready, NULL) == 0)
+        g_in.posted = true;
+}
+
+static void *stdin_main(void *arg)
+{
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int err = 0;
+
+    (void)arg;
+    while ((n = getline(&buf, &cap, stdin)) >= 0) {
+        if (n > 0 && buf[n - 1] == '\n')
+            n--;
+        line_t *l = malloc(sizeof(*l) + (size_t)n);
+        if (l == NULL) {
+            err = -ENOMEM;
+            break;
+        }
+        l->next = NULL;
+        l->len = (size_t)n;
+        memcpy(l->text, buf, (size_t)n);
+        pthread_mutex_lock(&g_in.mu);
+        while (g_in.bytes > IN_HIGH_WATER && !g_in.stop)
+            pthread_cond_wait(&g_in.cv, &g_in.mu);
+        if (g_in.stop) {
+            pthread_mutex_unlock(&g_in.mu);
+            free(l);
+            break;
+        }
+        if (g_in.tail != NULL)
+            g_in.tail->next = l;
+        else
+            g_in.head = l;
+        g_in.tail = l;
+        g_in.bytes += l->len;
+        in_wake();
+        pthread_mutex_unlock(&g_in.mu);
+    }
+    if (err == 0 && ferror(stdin))
+        err = -errno;
+    free(buf);
+    pthread_mutex_lock(&g_in.mu);
+    g_in.eof = true;
+    g_in.err = err;
+    in_wake();
+    pthread_mutex_unlock(&g_in.mu);
+    return NULL;
+}
+
+/* Send the lines that wait, as long as the queue takes them; at the end of stdin,
+ * the close frame. */
+static void ws_drain(cat_t *st)
+{
+    while (st->conn != NULL && tt_conn_is_websocket(st->conn) && !st->ws_full &&
+           !st->ws_closing) {
+        pthread_mutex_lock(&g_in.mu);
+        line_t *l = g_in.head;
+        if (l != NULL) {
+            g_in.head = l->next;
+            if (g_in.head == NULL)
+                g_in.tail = NULL;
+            g_in.bytes -= l->len;
+            pthread_cond_signal(&g_in.cv);
+        }
+        bool eof = g_in.eof;
+        int err = g_in.err;
+        pthread_mutex_unlock(&g_in.mu);
+        if (l == NULL) {
+            if (!eof)
+                return;
+            if (err < 0) {
+                cli_error("read stdin: %s", tt_strerror(err));
+                st->status = CLI_EXIT_FAIL;
+            }
+            st->ws_closing = true;
+            err = tt_ws_close(st->conn, TT_WS_NORMAL, NULL);
+            if (err < 0 && err != -EPIPE) /* -EPIPE: the server's close came first */
+                tt_destroy(st->conn, 0);
+            return;
+        }
+        int r = tt_ws_send(st->conn, TT_WS_TEXT, l->text, l->len);
+        if (r == -EINVAL) /* not UTF-8: the bytes as they are */
+            r = tt_ws_send(st->conn, TT_WS_BINARY, l->text, l->len);
+        free(l);
+        if (r == -EPIPE)
+            return; /* the server closed first: on_close follows */
+        if (r < 0) {
+            cli_error("%s: send: %s", st->where, tt_strerror(r));
+            st->status = CLI_EXIT_FAIL;
+            tt_destroy(st->conn, 0);
+            return;
+        }
+        if (r == TT_SEND_FULL)
+            st->ws_full = true;
+    }
+}
+
+static void ws_open(tt_conn_t *c)
+{
+    cat_t *st = &g_cat;
+    char buf[TT_ADDR_STRLEN];
+    tt_addr_t peer;
+    int err;
+
+    st->conn = c;
+    if (st->verbose && tt_conn_peer_addr(c, &peer) == 0)
+        fprintf(stderr, "tether cat: connected to %s (websocket%s%s%s)\n", cli_addr_str(&peer, buf),
+                *tt_ws_protocol(c) ? ", protocol " : "", tt_ws_protocol(c),
+                tt_ws_deflated(c) ? ", deflate" : "");
+    if (cli_liveness_opts(&g_cat_live) != NULL &&
+        (err = tt_conn_set_liveness(c, cli_liveness_opts(&g_cat_live))) < 0)
+        cli_error("liveness: %s", tt_strerror(err)); /* carry on without it */
+    ws_drain(st);
+}
+
+static void ws_on_drain(tt_conn_t *c)
+{
+    (void)c;
+    g_cat.ws_full = false;
+    ws_drain(&g_cat);
+}
+
+/* Errors of a WebSocket client, one line each. */
+static void ws_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    cat_t *st = &g_cat;
+    char why[CLI_REASON_LEN];
+
+    st->conn = NULL;
+    switch (info->kind) {
+    case TT_CLOSE_WS_CLOSED:
+        /* The server closing first with a code other than normal or going away
+         * is its error to report. */
+        if (!st->ws_closing && info->ws_code != TT_WS_NORMAL && info->ws_code != TT_WS_GOING_AWAY &&
+            info->ws_code != TT_WS_NO_STATUS) {
+            cli_error("%s: closed by the server: %d%s%s", st->where, info->ws_code,
+                      *info->ws_reason ? " " : "", info->ws_reason);
+            st->status = CLI_EXIT_FAIL;
+        }
+        break;
+    case TT_CLOSE_LOCAL_DESTROY:
+        break; /* we destroyed it, and said why then */
+    case TT_CLOSE_CONNECT_FAILED:
+        cli_error("connect %s: %s", st->where, tt_strerror(info->error));
+        st->status = CLI_EXIT_FAIL;
+        break;
+    default:
+        if (*info->reason != '\0' && info->detail > 0 && info->detail != 101)
+            cli_error("connect %s: %s (HTTP %d)", st->where, info->reason, info->detail);
+        else if (*info->reason != '\0')
+            cli_error("connect %s: %s", st->where, info->reason);
+        else if (info->kind == TT_CLOSE_CONNECT_TIMEOUT)
+            cli_error("connect %s: %s", st->where, tt_strerror(-ETIMEDOUT));
+        else if (info->ws_local_code != 0 && info->kind != TT_CLOSE_LINGER_TIMEOUT)
+            cli_error("%s: %s (we closed with %d)", st->where, cli_close_reason(info, why),
+                      info->ws_local_code);
+        else
+            cli_error("%s: %s", st->where, cli_close_reason(info, why));
+        st->status = CLI_EXIT_FAIL;
+        break;
+    }
+    if (st->verbose)
+        fprintf(stderr, "tether cat: closed (%s), code %d from the server, %d from us\n",
+                tt_close_kind_name(info->kind), info->ws_code, info->ws_local_code);
+    (void)c;
+}
+
+static int ws_start(cat_t *st, const tt_connect_opts_t *copts)
+{
+    const tt_conn_handlers_t h = {.on_open = ws_open, .on_message = on_message,
+                                  .on_drain = ws_on_drain, .on_close = ws_close};
+    tt_ws_client_opts_t wo = {.connect = *copts, .default_kind = TT_WS_TEXT,
+                              .read_after_close = true}; /* the answers to our last lines */
+    pthread_t th;
+    tt_conn_t *c;
+    int err;
+
+    /* The whole opening (lookup, connect, upgrade) within the connect timeout. */
+    if (copts->timeout_ms > 0)
+        wo.handshake_timeout_ms = copts->timeout_ms > UINT32_MAX ? UINT32_MAX
+                                                                : (uint32_t)copts->timeout_ms;
+    err = tt_ws_connect(st->loop, st->where, &wo, &h, NULL, &c);
+    if (err == -EINVAL) {
+        cli_usage_error("cat", "bad WebSocket URL '%s': expected ws://HOST[:PORT][/PATH]",
+                        st->where);
+        return err;
+    }
+    if (err < 0) {
+        cli_error("connect %s: %s", st->where,
+                  err == -EPROTONOSUPPORT ? "wss:// is not supported yet" : tt_strerror(err));
+        return err;
+    }
+    err = pthread_create(&th, NULL, stdin_main, NULL);
+    if (err != 0) {
+        cli_error("stdin reader: %s", strerror(err));
+        tt_destroy(c, 0);
+        return -err;
+    }
+    /* Never joined: it may sit in a read of a terminal when the server goes away. */
+    pthread_detach(th);
+    return 0;
+}
+
+/* The loop is about to go: the reader thread may no longer post to it. */
+static void ws_stop(void)
+{
+    pthread_mutex_lock(&g_in.mu);
+    g_in.stop = true;
+    while (g_in.head != NULL) {
+        line_t *l = g_in.head;
+        g_in.head = l->next;
+        free(l);
+    }
+    g_in.tail = NULL;
+    g_in.bytes = 0;
+    pthread_cond_broadcast(&g_in.cv);
+    pthread_mutex_unlock(&g_in.mu);
+}
+
 /* ---- the command -------------------------------------------------------------- */
 
 static void stop_all(cat_t *st)
@@ -303,11 +579,16 @@ int cmd_cat(int argc, char **argv)
         if (optind >= argc)
             return cli_usage_error("cat", "missing ADDR:PORT");
         st->where = argv[optind++];
+        st->ws = strncasecmp(st->where, "ws://", 5) == 0 || strncasecmp(st->where, "wss://", 6) == 0;
     }
     if (optind < argc)
         return cli_usage_error("cat", "unexpected argument '%s'", argv[optind]);
-    if (st->listening ? cli_parse_addr("cat", st->where, false, &addr) < 0
-                      : cli_parse_host("cat", st->where, host, sizeof(host), &port) < 0)
+    if (st->ws && cli_framing_opts(&g_cat_frame) != NULL)
+        return cli_usage_error("cat", "--framing does not apply to a ws:// URL (WebSocket "
+                                      "has its own)");
+    if (st->ws ? false
+               : st->listening ? cli_parse_addr("cat", st->where, false, &addr) < 0
+                               : cli_parse_host("cat", st->where, host, sizeof(host), &port) < 0)
         return CLI_EXIT_USAGE;
     if (cli_tls_check("cat", st->listening, &g_cat_tls) != 0)
         return CLI_EXIT_USAGE;
@@ -347,6 +628,10 @@ int cmd_cat(int argc, char **argv)
                 stop_all(st);
             }
         }
+    } else if (st->ws) {
+        err = ws_start(st, &copts);
+        if (err < 0)
+            st->status = err == -EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
     } else {
         tt_conn_t *c;
         err = tt_connect_host(st->loop, host, port, &copts, &h, NULL, &c); /* by name */
@@ -379,6 +664,8 @@ int cmd_cat(int argc, char **argv)
     }
     if (in_flags >= 0)
         fcntl(STDIN_FILENO, F_SETFL, in_flags);
+    if (st->ws)
+        ws_stop();
     err = tt_loop_close(st->loop);
     tt_tls_ctx_free(tls);
     if (err < 0 && st->status == CLI_EXIT_OK) {

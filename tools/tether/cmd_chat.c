@@ -61,6 +61,8 @@ static void usage(FILE *f)
             "      --admin SOCKET      serve the connection table for `tether stat`\n"
             "                          (default: none)\n"
             "      --metrics ADDR:PORT serve Prometheus metrics over HTTP (default: none)\n"
+            "      --cluster redis://HOST:PORT[/CHANNEL]  one room across every node bound to\n"
+            "                        the channel (default tether-chat), through Redis pub/sub\n"
             "      --ws ADDR:PORT      also listen for WebSocket clients there, in the same\n"
             "                          room (text messages, no newline); GET / without\n"
             "                          the upgrade serves a chat page (default: none;\n"
@@ -80,6 +82,36 @@ static void usage(FILE *f)
 }
 
 /* --max-queue: "4M", "512K", "0" (0: the library's default cap, 64 MiB). */
+/* redis://HOST:PORT[/CHANNEL]; HOST numeric (IPv6 in brackets), CHANNEL default
+ * tether-chat. */
+static int parse_redis_url(const char *url, char *host, size_t hsize, uint16_t *port, char *chan,
+                           size_t csize)
+{
+    static const char scheme[] = "redis://";
+    char hp[128];
+    tt_addr_t a;
+    const char *rest, *slash;
+
+    if (strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+        return -EINVAL;
+    rest = url + sizeof(scheme) - 1;
+    slash = strchr(rest, '/');
+    size_t hl = slash != NULL ? (size_t)(slash - rest) : strlen(rest);
+    if (hl == 0 || hl >= sizeof(hp))
+        return -EINVAL;
+    memcpy(hp, rest, hl);
+    hp[hl] = '\0';
+    if (tt_addr_parse_hostport(&a, hp) < 0 || tt_addr_is_unix(&a) || tt_addr_port(&a) == 0 ||
+        tt_addr_format_host(&a, host, hsize) < 0)
+        return -EINVAL;
+    *port = tt_addr_port(&a);
+    const char *ch = slash != NULL && slash[1] != '\0' ? slash + 1 : "tether-chat";
+    if (strlen(ch) >= csize)
+        return -EINVAL;
+    snprintf(chan, csize, "%s", ch);
+    return 0;
+}
+
 static int parse_queue_cap(const char *text, size_t *out)
 {
     uint64_t v;
@@ -139,7 +171,27 @@ static void utf8_fix(char *text, size_t len)
  * once for the whole group. A text message must be UTF-8 (a browser drops the
  * connection on anything else) while a line client may send any bytes, so their
  * copy has each bad byte replaced with '?'. */
+static void say_here(tt_conn_t *except, const char *text, size_t len);
+
+/* --cluster: the other nodes' lines come through Redis to this node's clients. */
+static tt_cluster_t *cluster;
+static tt_group_t *cluster_room; /* no members: its broadcasts only publish */
+
+static void from_other_node(tt_group_t *g, const void *buf, size_t len, void *arg)
+{
+    (void)g, (void)arg;
+    if (len > 0 && ((const char *)buf)[len - 1] == '\n')
+        say_here(NULL, buf, len);
+}
+
 static void say(tt_conn_t *except, const char *text, size_t len)
+{
+    say_here(except, text, len);
+    if (cluster_room != NULL)
+        tt_group_broadcast(cluster_room, text, len, except); /* published once */
+}
+
+static void say_here(tt_conn_t *except, const char *text, size_t len)
 {
     if (workers != NULL) {
         tt_workers_broadcast(workers, text, len, except);
@@ -321,9 +373,18 @@ static void close_early(tt_loop_t *loop, tt_admin_t *admin)
         tt_group_close(ws_room);
     ws_server = NULL;
     ws_room = NULL;
+    if (cluster != NULL)
+        tt_cluster_close(cluster);
+    if (cluster_room != NULL)
+        tt_group_close(cluster_room);
+    cluster = NULL;
+    cluster_room = NULL;
     tt_server_close(server);
     tt_loop_run(loop, TT_RUN_NOWAIT);
 }
+
+static const tt_cluster_opts_t *cluster_opts; /* --cluster */
+static const char *cluster_channel;
 
 static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
                       const tt_server_opts_t *ws_so, const char *admin_path)
@@ -357,8 +418,18 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
             goto fail;
         }
     }
+    if (cluster_opts != NULL) {
+        if ((err = tt_group_init(loop, "cluster", &cluster_room)) < 0 ||
+            (err = tt_cluster_start(loop, cluster_opts, &cluster)) < 0 ||
+            (err = tt_group_bind_cb(cluster_room, cluster, cluster_channel, from_other_node,
+                                    NULL)) < 0) {
+            cli_error("chat: --cluster: %s", tt_strerror(err));
+            goto fail;
+        }
+    }
     if (admin_path != NULL || metrics_addr != NULL) {
         tt_admin_opts_t ao = admin_opts(admin_path);
+        ao.cluster = cluster;
         err = tt_admin_start(server, &ao, &admin);
         if (err < 0) {
             admin = NULL;
@@ -386,7 +457,13 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
         goto fail;
     tt_loop_run(loop, TT_RUN_DEFAULT); /* until SIGINT/SIGTERM */
 
-    say(NULL, "* server shutting down\n", 23);
+    say_here(NULL, "* server shutting down\n", 23); /* this node's clients only */
+    if (cluster != NULL) {
+        tt_cluster_close(cluster); /* unbinds the room */
+        tt_group_close(cluster_room);
+        cluster = NULL;
+        cluster_room = NULL;
+    }
     if (admin != NULL)
         tt_admin_close(admin);
     stopping = true;
@@ -431,6 +508,7 @@ int cmd_chat(int argc, char **argv)
                                          {"metrics", required_argument, NULL, 'P'},
                                          {"ws", required_argument, NULL, 'w'},
                                          {"quiet", no_argument, NULL, 'q'},
+                                         {"cluster", required_argument, NULL, 'C'},
                                          {"help", no_argument, NULL, 'h'},
                                          CLI_TLS_LONGOPTS_SERVER,
                                          {NULL, 0, NULL, 0}};
@@ -440,6 +518,8 @@ int cmd_chat(int argc, char **argv)
     unsigned long max_line = CHAT_DEFAULT_MAX_LINE, nworkers = 1, max_conns = 0;
     size_t max_queue = DEFAULT_MAX_QUEUE;
     tt_addr_t addr, maddr, ws_addr;
+    tt_cluster_opts_t copts = {0};
+    char chost[64], cchan[201];
     bool first = true;
     int c;
 
@@ -480,6 +560,15 @@ int cmd_chat(int argc, char **argv)
         case 'q':
             quiet = true;
             break;
+        case 'C':
+            if (parse_redis_url(optarg, chost, sizeof(chost), &copts.port, cchan,
+                                sizeof(cchan)) < 0)
+                return cli_usage_error("chat", "bad --cluster '%s': expected "
+                                       "redis://HOST:PORT[/CHANNEL] (HOST numeric)", optarg);
+            copts.host = chost;
+            cluster_opts = &copts;
+            cluster_channel = cchan;
+            break;
         case 'h':
             usage(stdout);
             return CLI_EXIT_OK;
@@ -515,6 +604,8 @@ int cmd_chat(int argc, char **argv)
         if (cli_parse_addr("chat", ws_text, false, &ws_addr) < 0)
             return CLI_EXIT_USAGE;
     }
+    if (nworkers > 1 && cluster_opts != NULL)
+        return cli_usage_error("chat", "--cluster works with one loop only (not with --workers)");
     /* One context for both listeners (the WebSocket one is wss:// then). */
     if (cli_tls_make(&tls, &so.tls) < 0)
         return CLI_EXIT_FAIL;
