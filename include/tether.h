@@ -1839,7 +1839,10 @@ typedef struct tt_admin_opts {
 
 /* The table format: a header line of tab-separated column names (id, worker, local,
  * peer, state, age_ms, bytes_in, bytes_out, pkts_in, pkts_out, msgs_in, msgs_out,
- * queued, rtt_us, retrans), then one tab-separated row per connection. */
+ * queued, rtt_us, retrans, tls, cipher, pid, uid, gid), then one tab-separated row
+ * per connection. tls and cipher are the TLS version and cipher ("TLSv1.3",
+ * "TLS_AES_256_GCM_SHA384"), pid, uid and gid a Unix peer's credentials; "-" when
+ * there are none. */
 
 /* Serve `srv` (on its loop). Returns 0, -EINVAL (nothing to serve, timeout above
  * TT_TIMEOUT_MAX), -ENAMETOOLONG, -EEXIST (a non-socket file at unix_path),

@@ -67,7 +67,7 @@ static void text_printf(text_t *t, const char *fmt, ...)
 
 #define TABLE_HEADER                                                                            \
     "id\tworker\tlocal\tpeer\tstate\tage_ms\tbytes_in\tbytes_out\tpkts_in\tpkts_out\tmsgs_in\t" \
-    "msgs_out\tqueued\trtt_us\tretrans\tpid\tuid\tgid\n"
+    "msgs_out\tqueued\trtt_us\tretrans\ttls\tcipher\tpid\tuid\tgid\n"
 
 typedef struct row_ctx {
     text_t *t;
@@ -79,6 +79,7 @@ static int add_row(tt_conn_t *c, void *arg)
     row_ctx_t *r = arg;
     tt_conn_stats_t st;
     tt_tcp_info_t ti;
+    tt_tls_info_t tls;
     char local[TT_ADDR_STRLEN] = "-", peer[TT_ADDR_STRLEN] = "-";
     char cred[48] = "-\t-\t-"; /* a Unix peer's SO_PEERCRED; "-" for TCP */
 
@@ -92,12 +93,19 @@ static int add_row(tt_conn_t *c, void *arg)
     if (st.has_cred)
         snprintf(cred, sizeof(cred), "%" PRId32 "\t%" PRIu32 "\t%" PRIu32, st.cred.pid,
                  st.cred.uid, st.cred.gid);
+    /* TLS version and cipher once the handshake is done; "-" for a plain connection
+     * and one still shaking hands (the names have no tab or space in them). */
+    if (tt_conn_tls_info(c, &tls) < 0 || !tls.done || tls.version[0] == '\0')
+        strcpy(tls.version, "-");
+    if (strcmp(tls.version, "-") == 0 || tls.cipher[0] == '\0')
+        strcpy(tls.cipher, "-");
     text_printf(r->t,
                 "%" PRIu64 "\t%u\t%s\t%s\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
-                "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%u\t%u\t%s\n",
+                "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%u\t%u\t%s\t%s\t%s\n",
                 st.id, r->worker, local, peer, tt_conn_state_name(st.state), st.age_ms,
                 st.bytes_in, st.bytes_out, st.packets_in, st.packets_out, st.messages_in,
-                st.messages_out, st.queued_bytes, ti.rtt_us, ti.retransmits_total, cred);
+                st.messages_out, st.queued_bytes, ti.rtt_us, ti.retransmits_total, tls.version,
+                tls.cipher, cred);
     return 0;
 }
 

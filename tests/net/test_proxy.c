@@ -844,7 +844,7 @@ Test(proxy, cli_echo_says_proxy_protocol_error)
     err[elen] = '\0';
     fclose(ef);
     unlink(errpath);
-    cr_assert(strstr(err, "closed: proxy protocol error (v1 line too long)") != NULL,
+    cr_assert(strstr(err, "closed: proxy protocol error: v1 line too long") != NULL,
               "echo's stderr:\n%s", err);
     cr_assert(strstr(err, "open from") == NULL, "echo's stderr:\n%s", err);
 }

@@ -207,16 +207,15 @@ void cli_listen_error(const char *where, const tt_addr_t *addr, int err)
 
 const char *cli_close_reason(const tt_close_info_t *info, char *buf)
 {
-    /* A layer's own words, when it has some: "proxy protocol error (bad signature)". */
-    char kind[CLI_REASON_LEN];
+    /* A layer's own words (TLS: "hostname mismatch"; PROXY: "bad signature") say
+     * more than the errno. */
     if (info->reason != NULL && info->reason[0] != '\0')
-        snprintf(kind, sizeof(kind), "%s (%s)", tt_close_kind_name(info->kind), info->reason);
+        snprintf(buf, CLI_REASON_LEN, "%s: %s", tt_close_kind_name(info->kind), info->reason);
+    else if (info->error != 0)
+        snprintf(buf, CLI_REASON_LEN, "%s: %s", tt_close_kind_name(info->kind),
+                 tt_strerror(info->error));
     else
-        snprintf(kind, sizeof(kind), "%s", tt_close_kind_name(info->kind));
-    if (info->error != 0)
-        snprintf(buf, CLI_REASON_LEN, "%.100s: %s", kind, tt_strerror(info->error));
-    else
-        snprintf(buf, CLI_REASON_LEN, "%s", kind);
+        snprintf(buf, CLI_REASON_LEN, "%s", tt_close_kind_name(info->kind));
     return buf;
 }
 
@@ -287,12 +286,28 @@ int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
  * the loop as usual. The watch does not keep the loop running by itself. */
 static tt_signal_t *sig_watch;
 static int sig_caught;
+static void (*hup_fn)(void *arg); /* cli_signals_on_hup */
+static void *hup_arg;
 
 static void on_signal(tt_signal_t *s, int signo, void *data)
 {
     (void)s;
+    if (signo == SIGHUP) {
+        if (hup_fn != NULL)
+            hup_fn(hup_arg);
+        return;
+    }
     sig_caught = signo;
     tt_loop_stop(data);
+}
+
+int cli_signals_on_hup(void (*fn)(void *arg), void *arg)
+{
+    if (sig_watch == NULL || fn == NULL)
+        return -EINVAL;
+    hup_fn = fn;
+    hup_arg = arg;
+    return tt_signal_start(sig_watch, SIGHUP);
 }
 
 int cli_signals_install(tt_loop_t *loop)
@@ -321,6 +336,7 @@ void cli_signals_restore(void)
     if (sig_watch != NULL)
         tt_signal_close(sig_watch); /* the dispositions from before come back */
     sig_watch = NULL;
+    hup_fn = NULL;
 }
 
 int cli_signal_caught(void) { return sig_caught; }
@@ -439,6 +455,8 @@ int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_se
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    if (w->on_hup != NULL)
+        sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN); /* a closed stdout gives EPIPE, not death */
     err = tt_workers_start(addr, &wo, so, h, NULL, &set);
@@ -459,8 +477,12 @@ int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_se
         tt_workers_stop(set, 0);
         return CLI_EXIT_FAIL;
     }
-    *sig = 0;
-    sigwait(&sigs, sig);
+    do {
+        *sig = 0;
+        sigwait(&sigs, sig);
+        if (*sig == SIGHUP)
+            w->on_hup(set); /* on this thread; the workers serve on meanwhile */
+    } while (*sig == SIGHUP);
     if (w->before_stop != NULL)
         w->before_stop(set);
     if (admin != NULL)

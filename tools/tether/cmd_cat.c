@@ -27,6 +27,7 @@
 #include "cli.h"
 #include "cli_framing.h"
 #include "cli_liveness.h"
+#include "cli_tls.h"
 #include "writer.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
@@ -52,6 +53,7 @@ typedef struct cat {
 static cat_t g_cat;
 static cli_liveness_t g_cat_live; /* --idle-timeout, --heartbeat, --detect-within */
 static cli_framing_t g_cat_frame; /* --framing, --max-frame */
+static cli_tls_t g_cat_tls;       /* --tls, --tls-* */
 
 static void usage(FILE *f)
 {
@@ -81,12 +83,15 @@ static void usage(FILE *f)
                "      --proxy-source ADDR:PORT  the client the header names (default:\n"
                "                          our own address); the destination is always\n"
                "                          the address connected to\n"
+               CLI_TLS_USAGE_CAT
                "      --udp               datagrams instead (see 'tether cat --udp --help')\n"
                "  -h, --help              this text\n"
                "\n"
                "To connect, ADDR is IPv4, [IPv6] or a host name (resolved without blocking);\n"
                "with --listen it is numeric, localhost, or empty (:PORT) for all addresses.\n"
-               "A regular file on stdin is sent with sendfile(2).\n"
+               "A regular file on stdin is sent with sendfile(2). Over TLS the end of stdin\n"
+               "sends close_notify, and the peer's close_notify is its clean end (a FIN\n"
+               "without it is 'tls truncated', exit 1).\n"
                "\n"
                "Exit status: 0 both sides closed cleanly, 1 connection or I/O error (a\n"
                "one-line message on stderr), 2 bad usage, 128+N stopped by signal N.\n",
@@ -137,6 +142,11 @@ static void on_open(tt_conn_t *c)
     tt_addr_t peer;
     int err;
 
+    if (st->conn != NULL && st->conn != c) {
+        /* --listen over TLS: another client finished its handshake first. */
+        tt_destroy(c, 0);
+        return;
+    }
     st->conn = c;
     if (st->srv != NULL) {
         /* One connection only: stop listening now (pending clients are refused). */
@@ -144,9 +154,10 @@ static void on_open(tt_conn_t *c)
         st->srv = NULL;
     }
     if (st->verbose && tt_conn_peer_addr(c, &peer) == 0) {
-        char cred[CLI_CRED_LEN];
-        fprintf(stderr, "tether cat: %s %s%s\n", st->listening ? "connection from" : "connected to",
-                cli_addr_str(&peer, buf), cli_cred_str(c, cred));
+        char cred[CLI_CRED_LEN], tls[CLI_TLS_DESC_LEN];
+        fprintf(stderr, "tether cat: %s %s%s%s\n",
+                st->listening ? "connection from" : "connected to", cli_addr_str(&peer, buf),
+                cli_cred_str(c, cred), cli_tls_desc(c, tls));
     }
     /* The peer may take as long as it likes to answer after our FIN. */
     tt_conn_set_linger(c, 0);
@@ -192,8 +203,17 @@ static void on_message(tt_conn_t *c, const void *msg, size_t len)
 static void on_close(tt_conn_t *c, const tt_close_info_t *info)
 {
     cat_t *st = &g_cat;
-    (void)c;
+    char why[CLI_REASON_LEN];
 
+    if (c != st->conn) {
+        /* --listen over TLS: a client that never finished its handshake, or one that
+         * came second. Said, but it is not the connection the command is about. */
+        if (info->kind != TT_CLOSE_LOCAL_DESTROY) /* its address is gone with its socket */
+            fprintf(stderr, "tether cat: client #%llu: %s%s\n",
+                    (unsigned long long)tt_conn_id(c), cli_close_reason(info, why),
+                    st->srv != NULL ? " (still listening)" : "");
+        return;
+    }
     st->conn = NULL;
     switch (info->kind) {
     case TT_CLOSE_PEER_CLOSED:
@@ -209,17 +229,20 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
         cli_error("connect %s: %s", st->where, tt_strerror(-ETIMEDOUT));
         st->status = CLI_EXIT_FAIL;
         break;
-    default: {
-        char why[CLI_REASON_LEN];
-        cli_error("%s: %s", st->where, cli_close_reason(info, why));
+    default:
+        /* Over TLS the name verified is part of the story ("hostname mismatch"). */
+        if (g_cat_tls.servername != NULL && !st->listening)
+            cli_error("%s (as %s): %s", st->where, g_cat_tls.servername,
+                      cli_close_reason(info, why));
+        else
+            cli_error("%s: %s", st->where, cli_close_reason(info, why));
         st->status = CLI_EXIT_FAIL;
         break;
-    }
     }
     if (st->verbose) {
         char cred[CLI_CRED_LEN];
         fprintf(stderr, "tether cat: closed (%s), %llu bytes sent%s\n",
-                tt_close_kind_name(info->kind), (unsigned long long)info->bytes_written,
+                cli_close_reason(info, why), (unsigned long long)info->bytes_written,
                 cli_cred_str(c, cred));
     }
 }
@@ -504,12 +527,15 @@ int cmd_cat(int argc, char **argv)
                                              {"proxy-source", required_argument, NULL, 'S'},
                                              CLI_LIVENESS_LONGOPTS,
                                              CLI_FRAMING_LONGOPTS,
+                                             CLI_TLS_LONGOPTS_CLIENT,
                                              {NULL, 0, NULL, 0}};
     const tt_conn_handlers_t h = {.on_open = on_open, .on_data = on_data, .on_close = on_close,
                                   .on_message = on_message};
     const cli_writer_cbs_t wcbs = {.on_low = out_low, .on_error = out_error, .arg = &g_cat};
     cat_t *st = &g_cat;
     tt_connect_opts_t copts = {.timeout_ms = DEFAULT_TIMEOUT_MS};
+    tt_server_opts_t so = {0};
+    tt_tls_ctx_t *tls = NULL;
     tt_addr_t addr, proxy_src;
     char host[256];
     uint16_t port = 0;
@@ -562,6 +588,10 @@ int cmd_cat(int argc, char **argv)
                 return CLI_EXIT_USAGE;
             break;
         default:
+            if (CLI_IS_TLS_OPT(ch)) {
+                cli_tls_option(ch, optarg, &g_cat_tls);
+                break;
+            }
             return CLI_EXIT_USAGE;
         }
     }
@@ -584,6 +614,13 @@ int cmd_cat(int argc, char **argv)
                : st->listening ? cli_parse_addr("cat", st->where, false, &addr) < 0
                                : cli_parse_host("cat", st->where, host, sizeof(host), &port) < 0)
         return CLI_EXIT_USAGE;
+    if (cli_tls_check("cat", st->listening, &g_cat_tls) != 0)
+        return CLI_EXIT_USAGE;
+    if (cli_tls_make(&g_cat_tls, &tls) < 0)
+        return CLI_EXIT_FAIL;
+    so.tls = tls;
+    copts.tls = tls;
+    copts.tls_servername = g_cat_tls.servername; /* else the host name, as typed */
 
     /* tt_send_file makes a stream stdin non-blocking, and O_NONBLOCK belongs to the
      * open file description, which the shell or other processes may share: put the
@@ -593,22 +630,24 @@ int cmd_cat(int argc, char **argv)
     err = tt_loop_init(&st->loop);
     if (err < 0) {
         cli_error("%s", tt_strerror(err));
+        tt_tls_ctx_free(tls);
         return CLI_EXIT_FAIL;
     }
     err = cli_writer_start(&st->out, st->loop, STDOUT_FILENO, STDOUT_HIGH_WATER, &wcbs);
     if (err < 0) {
         cli_error("stdout writer: %s", tt_strerror(err));
         tt_loop_close(st->loop);
+        tt_tls_ctx_free(tls);
         return CLI_EXIT_FAIL;
     }
     if (st->listening) {
-        err = tt_server_listen(st->loop, &addr, NULL, &h, NULL, &st->srv);
+        err = tt_server_listen(st->loop, &addr, &so, &h, NULL, &st->srv);
         if (err < 0) {
             cli_listen_error(st->where, &addr, err);
             st->status = CLI_EXIT_FAIL;
         } else {
             tt_server_addr(st->srv, &addr);
-            if (cli_print_listening(stderr, &addr, NULL) < 0) {
+            if (cli_print_listening(stderr, &addr, tls != NULL ? " (tls)" : NULL) < 0) {
                 st->status = CLI_EXIT_FAIL;
                 stop_all(st);
             }
@@ -623,6 +662,8 @@ int cmd_cat(int argc, char **argv)
         if (err < 0) {
             cli_error("connect %s: %s", st->where, tt_strerror(err));
             st->status = CLI_EXIT_FAIL;
+        } else {
+            st->conn = c; /* so a signal during the connect or handshake ends it */
         }
     }
     err = cli_signals_install(st->loop);
@@ -650,6 +691,7 @@ int cmd_cat(int argc, char **argv)
     if (st->ws)
         ws_stop();
     err = tt_loop_close(st->loop);
+    tt_tls_ctx_free(tls);
     if (err < 0 && st->status == CLI_EXIT_OK) {
         cli_error("closing the loop: %s", tt_strerror(err));
         st->status = CLI_EXIT_FAIL;

@@ -21,6 +21,7 @@
 
 #include "chat_page.h"
 #include "cli.h"
+#include "cli_tls.h"
 
 #define NAME_MAX_LEN (TT_ADDR_STRLEN + 2)
 #define SHUTDOWN_MS 2000 /* graceful end for every client, then destroy */
@@ -40,6 +41,7 @@ static tt_server_t *server;   /* single loop */
 static tt_server_t *ws_server; /* --ws: the WebSocket listener */
 static tt_group_t *ws_room;    /* --ws: its open clients, one frame for all */
 static bool quiet;
+static cli_tls_t tls; /* --tls-*: read again on SIGHUP */
 
 static void usage(FILE *f)
 {
@@ -65,8 +67,10 @@ static void usage(FILE *f)
             "      --ws ADDR:PORT      also listen for WebSocket clients there, in the same\n"
             "                          room (text messages, no newline); GET / without\n"
             "                          the upgrade serves a chat page (default: none;\n"
-            "                          not with --workers)\n"
+            "                          not with --workers). With the TLS options below it\n"
+            "                          is wss:// too\n"
             CLI_PROXY_USAGE
+            CLI_TLS_USAGE_SERVER
             "  -q, --quiet             do not log joins and leaves on stderr (default:\n"
             "                          log them)\n"
             "  -h, --help              this text\n\n"
@@ -237,8 +241,11 @@ static void on_open(tt_conn_t *c)
     tt_conn_set_data(c, name);
     int n = snprintf(line, sizeof(line), "* %s joined\n", name);
     say(c, line, (size_t)n);
-    if (!quiet)
-        fprintf(stderr, "tether chat: %s joined%s\n", name, ws ? " (websocket)" : "");
+    if (!quiet) {
+        char desc[CLI_TLS_DESC_LEN];
+        fprintf(stderr, "tether chat: %s joined%s%s\n", name, ws ? " (websocket)" : "",
+                cli_tls_desc(c, desc));
+    }
 }
 
 static void on_message(tt_conn_t *c, const void *msg, size_t len)
@@ -289,8 +296,11 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
     }
     int n = snprintf(line, sizeof(line), "* %s left\n", name);
     say(NULL, line, (size_t)n); /* a closing connection takes no more sends anyway */
-    if (!quiet)
-        fprintf(stderr, "tether chat: %s left (%s)\n", name, tt_close_kind_name(info->kind));
+    if (!quiet) {
+        const char *r = info->reason != NULL ? info->reason : "";
+        fprintf(stderr, "tether chat: %s left (%s%s%s)\n", name, tt_close_kind_name(info->kind),
+                r[0] != '\0' ? ": " : "", r);
+    }
     free(name);
 }
 
@@ -349,6 +359,19 @@ static tt_admin_opts_t admin_opts(const char *admin_path)
 }
 
 /* Close what run_single opened, before anything ran. */
+static bool stopping; /* single loop: the servers are shutting down */
+
+/* SIGHUP: read the certificate files again, for both listeners. */
+static void reload_single(void *arg)
+{
+    tt_server_t *srvs[2] = {server, ws_server};
+    (void)arg;
+    if (!stopping)
+        cli_tls_reload(&tls, srvs, ws_server != NULL ? 2 : 1);
+}
+
+static void reload_workers(tt_workers_t *set) { cli_tls_reload_workers(&tls, set); }
+
 static void close_early(tt_loop_t *loop, tt_admin_t *admin)
 {
     if (admin != NULL)
@@ -425,16 +448,18 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
     }
     /* Signals first: SIGPIPE is ignored before the first line is printed. */
     err = cli_signals_install(loop);
+    if (err == 0 && tls.on)
+        err = cli_signals_on_hup(reload_single, NULL);
     if (err < 0) {
         cli_error("signals: %s", tt_strerror(err));
         goto fail;
     }
     tt_server_addr(server, &bound);
-    if (cli_print_listening(stdout, &bound, NULL) < 0)
+    if (cli_print_listening(stdout, &bound, tls.on ? " (tls)" : NULL) < 0)
         goto fail;
     if (ws_server != NULL) {
         tt_server_addr(ws_server, &bound);
-        if (cli_print_listening(stdout, &bound, " (websocket)") < 0)
+        if (cli_print_listening(stdout, &bound, tls.on ? " (websocket, tls)" : " (websocket)") < 0)
             goto fail;
     }
     if (cli_print_metrics(admin) < 0)
@@ -450,6 +475,7 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
     }
     if (admin != NULL)
         tt_admin_close(admin);
+    stopping = true;
     tt_server_shutdown(server, SHUTDOWN_MS, on_shutdown, NULL);
     if (ws_server != NULL) /* WebSocket clients get a close frame with 1001 */
         tt_server_shutdown(ws_server, SHUTDOWN_MS, on_shutdown, NULL);
@@ -494,6 +520,7 @@ int cmd_chat(int argc, char **argv)
                                          {"cluster", required_argument, NULL, 'C'},
                                          {"proxy-protocol", required_argument, NULL, 'X'},
                                          {"help", no_argument, NULL, 'h'},
+                                         CLI_TLS_LONGOPTS_SERVER,
                                          {NULL, 0, NULL, 0}};
     const char *listen_text = CHAT_DEFAULT_LISTEN, *admin_path = NULL, *ws_text = NULL;
     tt_server_opts_t so = {0};
@@ -560,12 +587,18 @@ int cmd_chat(int argc, char **argv)
             usage(stdout);
             return CLI_EXIT_OK;
         default:
+            if (CLI_IS_TLS_OPT(c)) {
+                cli_tls_option(c, optarg, &tls);
+                break;
+            }
             return CLI_EXIT_USAGE;
         }
     }
     if (optind != argc)
         return cli_usage_error("chat", "unexpected argument '%s'", argv[optind]);
     if (cli_parse_addr("chat", listen_text, false, &addr) < 0)
+        return CLI_EXIT_USAGE;
+    if (cli_tls_check("chat", true, &tls) != 0)
         return CLI_EXIT_USAGE;
     frame = tt_frame_line(max_line);
     so.frame = &frame;
@@ -587,6 +620,10 @@ int cmd_chat(int argc, char **argv)
     }
     if (nworkers > 1 && cluster_opts != NULL)
         return cli_usage_error("chat", "--cluster works with one loop only (not with --workers)");
+    /* One context for both listeners (the WebSocket one is wss:// then). */
+    if (cli_tls_make(&tls, &so.tls) < 0)
+        return CLI_EXIT_FAIL;
+    ws_so.tls = so.tls;
     if (nworkers > 1) {
         tt_admin_opts_t ao = admin_opts(admin_path);
         cli_workers_t w = {.cmd = "chat",
@@ -594,11 +631,16 @@ int cmd_chat(int argc, char **argv)
                            .shutdown_ms = SHUTDOWN_MS,
                            .admin = admin_path != NULL || metrics_addr != NULL ? &ao : NULL,
                            .on_start = on_worker_start,
-                           .before_stop = announce_shutdown};
+                           .before_stop = announce_shutdown,
+                           .on_hup = tls.on ? reload_workers : NULL,
+                           .suffix = tls.on ? " (tls)" : NULL};
         int sig, status = cli_serve_workers(&w, &addr, &so, &handlers, &sig);
         if (status == CLI_EXIT_OK)
             fprintf(stderr, "tether chat: shut down (signal %d)\n", sig);
+        tt_tls_ctx_free(so.tls);
         return status;
     }
-    return run_single(&addr, &so, ws_text != NULL ? &ws_addr : NULL, &ws_so, admin_path);
+    int status = run_single(&addr, &so, ws_text != NULL ? &ws_addr : NULL, &ws_so, admin_path);
+    tt_tls_ctx_free(so.tls); /* after every connection that used it */
+    return status;
 }
