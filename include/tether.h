@@ -328,9 +328,12 @@ typedef enum tt_close_kind {
     TT_CLOSE_TLS_HANDSHAKE_FAILED, /* TLS: no handshake (TT_ETLS); reason says why:
                                    "hostname mismatch", "unknown CA", an alert... */
     TT_CLOSE_TLS_HANDSHAKE_TIMEOUT, /* TLS: the handshake did not finish in time */
-    TT_CLOSE_TLS_ERROR          /* TLS: a record or protocol failure after the
+    TT_CLOSE_TLS_ERROR,         /* TLS: a record or protocol failure after the
                                    handshake (bad record, renegotiation refused);
                                    reason says which (TT_ETLS) */
+    TT_CLOSE_PROXY_ERROR        /* PROXY protocol: the header was missing, malformed,
+                                   of a version not accepted, or too slow; reason
+                                   says which (-EPROTO, TT_EOF, -ETIMEDOUT) */
 } tt_close_kind_t;
 
 /* What a connection had done when it closed: enough to tell what may not have
@@ -841,7 +844,8 @@ TT_EXTERN int tt_send_messagev(tt_conn_t *conn, const struct iovec *iov, int iov
  * error return free_cb is NOT called and the caller still owns buf; if the
  * connection had to be closed for lack of memory after the header was queued, it
  * is closed with TT_CLOSE_IO_ERROR and -ENOMEM is returned. Returns as
- * tt_send_message. */
+ * tt_send_message, plus -EOPNOTSUPP on a WebSocket client (its frames are masked,
+ * so the payload must be copied: use tt_ws_send). */
 TT_EXTERN int tt_send_message_owned(tt_conn_t *conn, void *buf, size_t len, tt_free_cb free_cb,
                                     void *arg);
 /* Queue a ping control frame (options with control on). The peer's pong is
@@ -850,7 +854,8 @@ TT_EXTERN int tt_send_message_owned(tt_conn_t *conn, void *buf, size_t len, tt_f
 TT_EXTERN int tt_send_ping(tt_conn_t *conn);
 
 /* ---- websocket ----------------------------------------------------------------
- * RFC 6455 server side over TCP, with permessage-deflate (RFC 7692). A WebSocket
+ * RFC 6455 over TCP, with permessage-deflate (RFC 7692); the server side here, the
+ * client side (tt_ws_connect) in the websocket client section. A WebSocket
  * connection is a tether connection whose framing is WebSocket: it first reads
  * one HTTP/1.1 request (bounded in bytes, header count and time); an upgrade
  * request that passes the checks and the accept hook is answered with 101, then
@@ -978,7 +983,8 @@ TT_EXTERN int tt_ws_send(tt_conn_t *conn, tt_ws_kind_t kind, const void *buf, si
 TT_EXTERN int tt_ws_send_text(tt_conn_t *conn, const char *text);
 /* Start the closing handshake: send a close frame with `code` (1000..4999, one
  * the RFC lets an endpoint send) and `reason` (UTF-8, at most 123 bytes; NULL:
- * none). Messages that arrive afterwards are dropped; the connection ends when
+ * none). Messages that arrive afterwards are dropped (a client with
+ * read_after_close still gets them); the connection ends when
  * the peer answers (TT_CLOSE_WS_CLOSED) or after close_timeout_ms
  * (TT_CLOSE_LINGER_TIMEOUT). Returns 0, -EINVAL, -ENOTCONN, or -EPIPE (a close
  * frame was already sent). */
@@ -1070,6 +1076,73 @@ typedef struct tt_tls_start_opts {
 } tt_tls_start_opts_t;
 TT_EXTERN int tt_conn_start_tls(tt_conn_t *conn, const tt_tls_start_opts_t *opts);
 
+/* ---- PROXY protocol -----------------------------------------------------------
+ * HAProxy's PROXY protocol, versions 1 (text) and 2 (binary, with TLVs): a load
+ * balancer in front of a server sends one header with the client's addresses
+ * before the client's bytes. Servers read it (tt_server_opts_t.proxy), clients
+ * send it (tt_connect_opts_t.send_proxy). The header's source is the
+ * connection's peer address from then on (tt_conn_peer_addr, the stats, the live
+ * table); the rest is in tt_conn_proxy_info. Limits: a v1 line is at most 107
+ * bytes, a v2 header at most TT_PROXY_V2_MAX bytes (TLVs included); longer ones
+ * are refused. See docs/proxy.md. */
+
+typedef enum tt_proxy_mode {
+    TT_PROXY_OFF = 0,  /* no header is read */
+    TT_PROXY_V1,       /* a v1 header is required */
+    TT_PROXY_V2,       /* a v2 header is required */
+    TT_PROXY_ANY,      /* a header of either version is required */
+    TT_PROXY_OPTIONAL  /* a header of either version if the first bytes are one,
+                          else the bytes are the client's own; a client that
+                          sends nothing opens at the timeout, headerless (one
+                          that sent the start of a signature and stalled is
+                          closed as a slow header) */
+} tt_proxy_mode_t;
+
+#define TT_DEFAULT_PROXY_TIMEOUT_MS 3000 /* the header's deadline when none is given */
+#define TT_PROXY_V2_MAX 2048             /* the longest v2 header read, in bytes */
+
+/* A TLV's value, lent: valid until on_close returns; len 0 when absent. */
+typedef struct tt_proxy_bytes {
+    const uint8_t *data;
+    size_t len;
+} tt_proxy_bytes_t;
+
+typedef struct tt_proxy_info {
+    int version;         /* 1 or 2 */
+    bool local;          /* no client address in it: a v2 LOCAL header (health
+                            checks), v1 UNKNOWN, or a v2 UNSPEC or UNIX family; the
+                            connection keeps its own addresses */
+    tt_addr_t source;    /* the client, as the header says (the socket's peer when
+                            local) */
+    tt_addr_t dest;      /* where the client connected to (the socket's local
+                            address when local) */
+    tt_addr_t balancer;  /* the socket's real peer: the balancer */
+    /* v2 TLVs (all zero for v1). */
+    tt_proxy_bytes_t alpn;      /* PP2_TYPE_ALPN: "h2", "http/1.1" */
+    tt_proxy_bytes_t authority; /* PP2_TYPE_AUTHORITY: the SNI host name */
+    tt_proxy_bytes_t unique_id; /* PP2_TYPE_UNIQUE_ID */
+    bool ssl;                   /* a PP2_TYPE_SSL TLV came */
+    uint8_t ssl_client;         /* its client bits: PP2_CLIENT_SSL 0x01, _CERT_CONN
+                                   0x02, _CERT_SESS 0x04 */
+    uint32_t ssl_verify;        /* 0: the client's certificate was verified */
+    tt_proxy_bytes_t ssl_version, ssl_cn, ssl_cipher, ssl_sig_alg, ssl_key_alg;
+    tt_proxy_bytes_t aws;       /* PP2_TYPE_AWS (0xEA), raw: subtype and value */
+    tt_proxy_bytes_t azure;     /* PP2_TYPE_AZURE (0xEE), raw */
+    tt_proxy_bytes_t gcp;       /* PP2_TYPE_GCP (0xE0), raw */
+    tt_proxy_bytes_t tlvs;      /* the whole TLV block, for any other type (see
+                                   tt_proxy_tlv_find) */
+} tt_proxy_info_t;
+
+/* What the header said, for a connection of a server with `proxy` on, from
+ * on_open until on_close returns. Returns 0, -EINVAL, -ENOENT (no header: PROXY
+ * off, or TT_PROXY_OPTIONAL and the client sent none). */
+TT_EXTERN int tt_conn_proxy_info(const tt_conn_t *conn, tt_proxy_info_t *out);
+/* The first TLV of `type` in info->tlvs (any type, vendors' too): *out lent as
+ * above. Returns 0, -EINVAL, -ENOENT (none). */
+TT_EXTERN int tt_proxy_tlv_find(const tt_proxy_info_t *info, uint8_t type, tt_proxy_bytes_t *out);
+/* "off", "v1", "v2", "any", "optional"; "unknown" otherwise. Never NULL. */
+TT_EXTERN const char *tt_proxy_mode_name(tt_proxy_mode_t mode);
+
 /* ---- client -------------------------------------------------------------------
  * A client connection is created by tt_connect() and lives until its on_close. */
 
@@ -1089,6 +1162,16 @@ typedef struct tt_connect_opts {
     tt_tls_ctx_t *tls;
     const char *tls_servername;
     uint64_t tls_handshake_timeout_ms; /* 0: TT_DEFAULT_TLS_HANDSHAKE_MS */
+    /* PROXY protocol (see its section): send a header of this version (1 or 2;
+     * 0: none) as the very first bytes once connected, before anything queued
+     * and before TLS. It says the client is proxy_source and it connected to
+     * proxy_dest (copied at the call); NULL: the socket's own local and peer
+     * address. Both must be TCP over the same IP family (-EINVAL at the call
+     * when both are given and differ; a default that differs closes the
+     * connection with -EAFNOSUPPORT). Not on Unix sockets (-EOPNOTSUPP). */
+    int send_proxy;
+    const tt_addr_t *proxy_source;
+    const tt_addr_t *proxy_dest;
 } tt_connect_opts_t;
 
 /* Start a non-blocking connect to a numeric address. On 0, *out is a connection in
@@ -1189,6 +1272,75 @@ TT_EXTERN int tt_connect_host(tt_loop_t *loop, const char *host, uint16_t port,
                               const tt_connect_opts_t *opts, const tt_conn_handlers_t *h,
                               void *data, tt_conn_t **out);
 
+/* ---- websocket client -------------------------------------------------------------
+ * A connection made by tt_ws_connect() lives, like any client connection, until
+ * its on_close; it gets exactly one on_close even if it never became WebSocket.
+ *
+ * RFC 6455 client side, with permessage-deflate. The connection is made as by
+ * tt_connect_host (name lookup, Happy Eyeballs), then the upgrade request goes out
+ * (a random key, version 13, the subprotocols and the deflate offer, the extra
+ * headers) and the answer is checked strictly: status 101, Upgrade, Connection,
+ * Sec-WebSocket-Accept, a subprotocol only among those offered, deflate
+ * parameters we can honour. on_open comes after that; from then on the
+ * connection is a WebSocket connection as on the server side (the websocket
+ * section: on_message with tt_conn_message_kind, tt_ws_send, tt_ws_close, close
+ * codes in tt_close_info_t), except that every frame we send is masked with a
+ * fresh key and a masked frame from the server is refused with 1002.
+ *
+ * A connection that never became WebSocket gets no on_open: the connect's own
+ * failures (TT_CLOSE_CONNECT_FAILED, TT_CLOSE_CONNECT_TIMEOUT) as for
+ * tt_connect_host; an answer that is not a valid 101 closes with
+ * TT_CLOSE_PROTOCOL_ERROR (error TT_EPROTOCOL, the HTTP status in info.detail,
+ * 0 when there was none, and the reason in info.reason: "wrong or missing
+ * Sec-WebSocket-Accept", ...); no valid 101 within handshake_timeout_ms is
+ * TT_CLOSE_CONNECT_TIMEOUT (-ETIMEDOUT) with a reason that says so.
+ * docs/websocket.md. */
+
+#define TT_WS_MAX_URL 4096 /* bytes of a ws:// URL */
+
+typedef struct tt_ws_client_opts {
+    tt_connect_opts_t connect; /* as tt_connect_host's (lookup, attempts, timeout) */
+    /* Subprotocols offered, in order of preference, comma-separated ("chat, v2"):
+     * tokens, none twice. The server may pick one (tt_ws_protocol) or none. NULL:
+     * none offered. Copied. */
+    const char *subprotocols;
+    /* Extra request header fields, each "Name: value\r\n" (Origin, Authorization,
+     * Cookie...); not Host, Upgrade, Connection, Content-Length,
+     * Transfer-Encoding or Sec-WebSocket-*, which the handshake writes. NULL: none.
+     * Copied. */
+    const char *headers;
+    bool deflate;             /* offer permessage-deflate (the server resets its
+                                 compressor after each message) */
+    size_t max_message;       /* bytes of a message (inflated); bigger: closed with
+                                 1009. 0: TT_WS_DEFAULT_MAX_MESSAGE */
+    size_t max_header_bytes;  /* the answer's status line + fields; more: refused.
+                                 0: TT_WS_DEFAULT_MAX_HEADER_BYTES */
+    size_t max_headers;       /* the answer's header fields, 1..64. 0: 64 */
+    uint32_t handshake_timeout_ms; /* from the call to a valid 101, the lookup and
+                                      the connect included. 0: TT_WS_DEFAULT_HANDSHAKE_MS */
+    uint32_t close_timeout_ms;     /* from our close frame to the end of the TCP
+                                      connection. 0: TT_WS_DEFAULT_CLOSE_MS */
+    tt_ws_kind_t default_kind;     /* what tt_send_message sends; 0: TT_WS_BINARY */
+    /* After our close frame (tt_ws_close, tt_end), keep delivering the messages
+     * the server sends until its own close frame, as reading goes on after
+     * tt_end on a plain stream (what an echo server sent back before it saw our
+     * close still arrives). Off: they are dropped, as on the server side. */
+    bool read_after_close;
+} tt_ws_client_opts_t;
+
+/* Connect to `url`, "ws://HOST[:PORT][/PATH][?QUERY]" (HOST a name, IPv4 or
+ * [IPv6]; PORT 80 when not given; no user info, no fragment), and upgrade;
+ * "wss://..." (port 443) the same over TLS: opts->connect.tls, or a context made
+ * for it that trusts the system's CAs; the URL's host is verified. On 0,
+ * *out is a connection in TT_STATE_CONNECTING; on_open or on_close follows from
+ * the loop. tt_ws_send before on_open gives -ENOTCONN. `h` is copied; `opts`
+ * (may be NULL) and its strings are copied. Returns 0, -EINVAL (NULL argument,
+ * a malformed URL or header list, a bad option, TLS asked for on a ws:// URL),
+ * -ENOMEM, or tt_connect_host's errors; then no connection
+ * exists. */
+TT_EXTERN int tt_ws_connect(tt_loop_t *loop, const char *url, const tt_ws_client_opts_t *opts,
+                            const tt_conn_handlers_t *h, void *data, tt_conn_t **out);
+
 /* ---- reconnecting client ----------------------------------------------------------
  * A client lives from tt_client_start() until tt_client_close(); it owns the
  * successive connections it makes to one host and port, each of which still gets
@@ -1227,6 +1379,13 @@ typedef struct tt_client_opts {
                                   into the same queue chunk (up to 16 KiB, or that
                                   send's size); all dropped bytes are counted in the
                                   lost connection's bytes_unsent */
+    /* WebSocket: every connection is made as by tt_ws_connect with these options
+     * (their `connect` is not used: the one above is), redoing the upgrade each
+     * time; host is then the ws:// URL and port is ignored. A host that is a
+     * ws:// URL is WebSocket with default options when this is NULL. The
+     * connection counts as made (on_connected, the backoff reset) after the 101.
+     * Not with keep_unsent. */
+    const struct tt_ws_client_opts *websocket;
 } tt_client_opts_t;
 
 /* Start a client: the first attempt is made at once (from the loop). After a
@@ -1304,6 +1463,15 @@ typedef struct tt_server_opts {
      * kind (no on_open, on_close as always). Swap with tt_server_set_tls. */
     tt_tls_ctx_t *tls;
     uint64_t tls_handshake_timeout_ms; /* 0: TT_DEFAULT_TLS_HANDSHAKE_MS */
+    /* PROXY protocol (see its section): each accepted connection reads the
+     * balancer's header first, before any layer (TLS included) sees a byte; the
+     * client it names becomes the peer address, and allow/deny lists, the audit
+     * hook and max_conns_per_ip apply to it then, not to the balancer at accept.
+     * A missing, malformed or too slow header closes the connection with
+     * TT_CLOSE_PROXY_ERROR, before on_open. TCP listeners only (-EOPNOTSUPP on a
+     * Unix one). */
+    tt_proxy_mode_t proxy;
+    uint64_t proxy_timeout_ms; /* 0: TT_DEFAULT_PROXY_TIMEOUT_MS */
 } tt_server_opts_t;
 
 /* Server events passed to tt_server_opts_t.on_event (see docs/servers.md). */
@@ -1392,7 +1560,9 @@ TT_EXTERN int tt_server_foreach(tt_server_t *srv, int (*fn)(tt_conn_t *conn, voi
 typedef enum tt_audit_event {
     TT_AUDIT_CONNECT = 1, /* before a TCP or UDP socket connects (addr: the peer) */
     TT_AUDIT_BIND,        /* before a listener or UDP socket binds (addr: local) */
-    TT_AUDIT_ACCEPT,      /* after accept, before on_open (addr: the peer) */
+    TT_AUDIT_ACCEPT,      /* after accept, before on_open (addr: the peer; with the
+                             PROXY protocol on, the client the header named, once
+                             it is read) */
     TT_AUDIT_SENDTO       /* before a datagram goes to an explicit address */
 } tt_audit_event_t;
 
@@ -1523,6 +1693,13 @@ TT_EXTERN int tt_cluster_close(tt_cluster_t *cl);
 /* Bind `g` (same loop) to `channel` (copied, 1..200 bytes). Returns 0, -EINVAL,
  * -EBUSY (already bound), -ENOMEM. */
 TT_EXTERN int tt_group_bind(tt_group_t *g, tt_cluster_t *cl, const char *channel);
+/* The same, but what other nodes publish goes to on_remote (with the payload as
+ * the broadcasting node gave it) instead of to the group's members: for an app
+ * that delivers in its own way (the CLI's chat turns lines into WebSocket text).
+ * The group's own broadcasts still publish. */
+typedef void (*tt_cluster_remote_cb)(tt_group_t *g, const void *buf, size_t len, void *arg);
+TT_EXTERN int tt_group_bind_cb(tt_group_t *g, tt_cluster_t *cl, const char *channel,
+                               tt_cluster_remote_cb on_remote, void *arg);
 TT_EXTERN int tt_cluster_get_stats(const tt_cluster_t *cl, tt_cluster_stats_t *out);
 
 /* ---- workers: one loop per core ---------------------------------------------------
@@ -1655,11 +1832,17 @@ typedef struct tt_admin_opts {
     /* Connections open at once on each endpoint; 0: 16. Over it, table clients
      * wait in the backlog and metrics clients get 503 and a close. */
     size_t max_conns;
+    /* Single-server mode: the metrics also show this cluster link's figures
+     * (published, received, lost, reconnects, and whether each link is up). */
+    const tt_cluster_t *cluster;
 } tt_admin_opts_t;
 
 /* The table format: a header line of tab-separated column names (id, worker, local,
  * peer, state, age_ms, bytes_in, bytes_out, pkts_in, pkts_out, msgs_in, msgs_out,
- * queued, rtt_us, retrans), then one tab-separated row per connection. */
+ * queued, rtt_us, retrans, tls, cipher, pid, uid, gid), then one tab-separated row
+ * per connection. tls and cipher are the TLS version and cipher ("TLSv1.3",
+ * "TLS_AES_256_GCM_SHA384"), pid, uid and gid a Unix peer's credentials; "-" when
+ * there are none. */
 
 /* Serve `srv` (on its loop). Returns 0, -EINVAL (nothing to serve, timeout above
  * TT_TIMEOUT_MAX), -ENAMETOOLONG, -EEXIST (a non-socket file at unix_path),

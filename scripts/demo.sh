@@ -13,7 +13,7 @@ set -uo pipefail
 BUILD=${1:-build}
 TETHER=$BUILD/tether
 EXAMPLES=$BUILD/examples
-DEMO_TIMEOUT=${DEMO_TIMEOUT:-30} # seconds, for everything
+DEMO_TIMEOUT=${DEMO_TIMEOUT:-40} # seconds, for everything
 STEP_TIMEOUT=10                  # seconds, for any one command
 
 SECTIONS=(
@@ -21,6 +21,7 @@ SECTIONS=(
     "demo_cli_echo|The CLI: tether echo, with tether cat piping lines through it"
     "demo_cli_send|The CLI: tether send into tether cat --listen, checked with sha256sum"
     "demo_websocket|WebSocket: tether echo --ws and a Python websockets client, text and binary"
+    "demo_tls|TLS: tether echo with a throwaway certificate; tether cat, openssl s_client"
     "demo_liveness|Liveness: a client vanishes (no FIN, no RST); the server notices within its deadline"
     "demo_chat|Servers at scale: tether chat, three clients, and the live table from tether stat"
 )
@@ -186,6 +187,93 @@ demo_websocket() {
     sed 's/^/  | /' "$TMP/wsecho.err"
     [ "$st" -eq 0 ] || fail "tether echo --ws exited with status $st" || return 1
     ok "tether echo --ws exited 0"
+}
+
+# make_certs DIR: a throwaway CA and a certificate for localhost and 127.0.0.1 that it
+# signed, made with the openssl CLI now (never kept: DIR is under $TMP).
+make_certs() {
+    local d=$1
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n' \
+        >"$d/leaf.ext"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/ca.key" &&
+        openssl req -x509 -new -key "$d/ca.key" -subj "/CN=tether demo CA" -days 1 \
+            -out "$d/ca.pem" &&
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/server.key" &&
+        openssl req -new -key "$d/server.key" -subj /CN=localhost -out "$d/server.csr" &&
+        openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+            -CAcreateserial -days 1 -extfile "$d/leaf.ext" -out "$d/server.pem"
+}
+
+demo_tls() {
+    local d=$TMP/tls line port out st
+
+    if ! command -v openssl >/dev/null; then
+        fail "the openssl command is missing (scripts/deps.sh installs it)"
+        return 1
+    fi
+    step "a throwaway CA and a certificate for localhost, made with openssl in a temp dir"
+    mkdir -p "$d"
+    make_certs "$d" >"$TMP/certs.log" 2>&1 || {
+        sed 's/^/  | /' "$TMP/certs.log"
+        fail "openssl could not make the certificates"
+        return 1
+    }
+    openssl x509 -in "$d/server.pem" -noout -subject -issuer | sed 's/^/  | /'
+
+    step "start a TLS echo server with that certificate"
+    printf '  $ tether echo --listen 127.0.0.1:0 --verbose \\\n'
+    printf '        --tls-cert server.pem --tls-key server.key &\n'
+    start_bg tlsecho "$TETHER" echo --listen 127.0.0.1:0 --verbose \
+        --tls-cert "$d/server.pem" --tls-key "$d/server.key" </dev/null
+    local echo_pid=$BG_PID
+    line=$(wait_for_line "$TMP/tlsecho.out" "listening on") || {
+        fail "tether echo did not report its address: $(cat "$TMP/tlsecho.err")"
+        return 1
+    }
+    echo "  $line"
+    port=$(sed -n 's/.*:\([0-9][0-9]*\) (tls)$/\1/p' <<<"$line")
+
+    step "tether cat --tls, verifying the server against our CA; at the end of stdin it" \
+        "sends close_notify and waits for the server's"
+    printf '  $ printf '"'"'hello over TLS\\nsecond line\\n'"'"' |\n'
+    printf '      tether cat --tls --tls-ca ca.pem localhost:%s\n' "$port"
+    out=$(printf 'hello over TLS\nsecond line\n' |
+        timeout "$STEP_TIMEOUT" "$TETHER" cat --tls --tls-ca "$d/ca.pem" "localhost:$port")
+    st=$?
+    printf '%s\n' "$out" | sed 's/^/  | /'
+    [ "$st" -eq 0 ] || fail "tether cat --tls exited with status $st" || return 1
+    [ "$out" = $'hello over TLS\nsecond line' ] ||
+        fail "the echo differs from what was sent" || return 1
+    ok "both lines came back; tether cat exited 0 after the close_notify exchange"
+
+    step "openssl s_client as a second client"
+    printf '  $ openssl s_client -quiet -connect 127.0.0.1:%s \\\n' "$port"
+    printf '        -servername localhost -CAfile ca.pem\n'
+    out=$( (printf 'from openssl s_client\n'; sleep 0.5) |
+        timeout "$STEP_TIMEOUT" openssl s_client -quiet -connect "127.0.0.1:$port" \
+            -servername localhost -CAfile "$d/ca.pem" -verify_return_error 2>"$TMP/s_client.err")
+    printf '%s\n' "$out" | sed 's/^/  | /'
+    [ "$out" = 'from openssl s_client' ] ||
+        fail "s_client got '$out': $(cat "$TMP/s_client.err")" || return 1
+    ok "s_client verified the certificate and got its line back"
+
+    step "a client that does not trust our CA is refused, and says why in one line"
+    printf '  $ echo x | tether cat --tls localhost:%s\n' "$port"
+    echo x | timeout "$STEP_TIMEOUT" "$TETHER" cat --tls "localhost:$port" \
+        >/dev/null 2>"$TMP/refused.err"
+    st=$?
+    sed 's/^/  | /' "$TMP/refused.err"
+    [ "$st" -eq 1 ] || fail "expected exit 1, got $st" || return 1
+    grep -q 'tls handshake failed: .' "$TMP/refused.err" || fail "no reason given" || return 1
+    ok "exit 1, the host and the reason named"
+
+    step "stop the server with SIGINT; its log shows each connection's TLS version and" \
+        "cipher, and how it ended (a peer gone without close_notify: 'tls truncated')"
+    stop_bg "$echo_pid" INT
+    st=$BG_STATUS
+    sed 's/^/  | /' "$TMP/tlsecho.err"
+    [ "$st" -eq 0 ] || fail "tether echo exited with status $st" || return 1
+    ok "tether echo exited 0"
 }
 
 demo_cli_send() {

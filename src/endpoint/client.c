@@ -7,6 +7,7 @@
 
 #include "stream/conn.h"
 #include "endpoint/connector.h"
+#include "proto/proxy_conn.h"
 #include "proto/tls.h"
 
 int tt__connect_tls_check(const tt_connect_opts_t *o, const char *host, const tt_addr_t *addr)
@@ -61,6 +62,9 @@ int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *
         err = tt__connect_tls_check(&o, NULL, addr);
     if (err < 0)
         return err;
+    err = tt__proxy_client_check(&o, addr);
+    if (err < 0)
+        return err;
 
     fd = tt__connect_socket(loop, addr, &o);
     if (fd < 0)
@@ -79,6 +83,8 @@ int tt_connect(tt_loop_t *loop, const tt_addr_t *addr, const tt_connect_opts_t *
     c->data = data;
     *out = c;
     err = tt__connect_tls(c, &o, NULL, addr);
+    if (err == 0 && tt__proxy_client_apply(c, &o) < 0)
+        err = -ENOMEM;
     if (err < 0) { /* -ENOMEM: the connection exists, so it closes through the loop */
         c->state = TT_STATE_CONNECTING;
         tt__conn_close(c, TT_CLOSE_CONNECT_FAILED, err);

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "endpoint/admission.h"
+#include "proto/proxy_conn.h"
 #include "stream/conn.h"
 #include "sys/sock.h"
 
@@ -336,6 +337,8 @@ int tt_connect_host(tt_loop_t *loop, const char *host, uint16_t port,
     err = tt__connect_check_local(&o, family);
     if (err == 0)
         err = tt__connect_tls_check(&o, host, NULL);
+    if (err == 0)
+        err = tt__proxy_client_check(&o, NULL);
     if (err < 0)
         return err;
     if (o.bind_addr != NULL)
@@ -386,6 +389,8 @@ int tt_connect_host(tt_loop_t *loop, const char *host, uint16_t port,
     ext->connector = cn;
     ext->connect_cancel = cancel_hook;
     err = tt__connect_tls(c, &o, host, NULL);
+    if (err == 0 && tt__proxy_client_apply(c, &o) < 0)
+        err = -ENOMEM;
     if (err < 0) { /* -ENOMEM: closes through the loop, like any failed connect */
         tt__conn_close(c, TT_CLOSE_CONNECT_FAILED, err);
         return 0;

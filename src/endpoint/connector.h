@@ -23,4 +23,14 @@ struct tt_conn;
 int tt__connect_tls(struct tt_conn *c, const tt_connect_opts_t *o, const char *host,
                     const tt_addr_t *addr);
 
+struct tt__ws_cfg;
+/* The connect options cfg's scheme needs (ws_client.c): for ws:// none (-EINVAL
+ * when `co` asks for TLS); for wss:// TLS, with co->tls set to a context made
+ * here (*made, the caller's to free) when the caller gave none. 0 or -errno. */
+int tt__ws_transport(const struct tt__ws_cfg *cfg, tt_connect_opts_t *co, tt_tls_ctx_t **made);
+/* A WebSocket client connection to cfg's URL (ws_client.c): tt_connect_host with
+ * `copts` (NULL: defaults), then the upgrade. Returns as tt_ws_connect. */
+int tt__ws_connect_cfg(tt_loop_t *loop, struct tt__ws_cfg *cfg, const tt_connect_opts_t *copts,
+                       const tt_conn_handlers_t *h, void *data, tt_conn_t **out);
+
 #endif

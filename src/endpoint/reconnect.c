@@ -26,12 +26,14 @@
 #include <net/if.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 
 #include "stream/conn.h"
 #include "endpoint/connector.h"
 #include "proto/tls.h"
+#include "proto/ws.h"
 
 #define DEFAULT_MIN_DELAY 100
 #define DEFAULT_MAX_DELAY 30000
@@ -59,6 +61,7 @@ struct tt_client {
     int last_err;
     uint64_t rng;         /* xorshift64 state for the jitter */
     tt__sendq_t held;     /* keep_unsent: bytes for the next connection */
+    struct tt__ws_cfg *ws; /* WebSocket: the URL and options, compiled once */
     tt__zombie_t zombie;
 };
 
@@ -70,6 +73,7 @@ static void client_free(tt__zombie_t *z)
     tt__sendq_clear(&cl->held, NULL, NULL); /* free callbacks run from the loop */
     tt_tls_ctx_free(cl->o.connect.tls);
     free((char *)cl->o.connect.tls_servername);
+    tt__ws_cfg_free(cl->ws);
     free(cl->host);
     free(cl);
 }
@@ -244,8 +248,11 @@ static void attempt_cb(tt__wnode_t *node)
         cl->ch.on_attempt(cl, cl->attempt, cl->wait_ms);
     if (cl->closed || tt__wnode_active(&cl->timer))
         return; /* closed, or (odd but allowed) something re-armed us */
-    err = tt_connect_host(cl->loop, cl->host, cl->port, &cl->o.connect, &cl->wrapped, cl->data,
-                          &c);
+    if (cl->ws != NULL) /* the upgrade again, with a fresh key */
+        err = tt__ws_connect_cfg(cl->loop, cl->ws, &cl->o.connect, &cl->wrapped, cl->data, &c);
+    else
+        err = tt_connect_host(cl->loop, cl->host, cl->port, &cl->o.connect, &cl->wrapped,
+                              cl->data, &c);
     if (err < 0) {
         cl->last_err = err;
         after_failure(cl);
@@ -279,10 +286,14 @@ int tt_client_start(tt_loop_t *loop, const char *host, uint16_t port,
     const tt_connect_opts_t *co;
     int err;
 
-    if (loop == NULL || host == NULL || out == NULL || strlen(host) > MAX_NAME)
+    if (loop == NULL || host == NULL || out == NULL)
         return -EINVAL;
     if (opts != NULL)
         o = *opts;
+    bool ws = o.websocket != NULL || strncasecmp(host, "ws://", 5) == 0 ||
+              strncasecmp(host, "wss://", 6) == 0;
+    if ((!ws && strlen(host) > MAX_NAME) || (ws && o.keep_unsent))
+        return -EINVAL; /* held raw frames would precede the next upgrade */
     co = &o.connect;
     if (o.min_delay_ms == 0)
         o.min_delay_ms = DEFAULT_MIN_DELAY;
@@ -294,7 +305,7 @@ int tt_client_start(tt_loop_t *loop, const char *host, uint16_t port,
         (co->family != AF_UNSPEC && co->family != AF_INET && co->family != AF_INET6))
         return -EINVAL;
     err = tt__connect_check_local(co, co->family);
-    if (err == 0)
+    if (err == 0 && !ws) /* a URL's TLS is its scheme's: tt__ws_transport below */
         err = tt__connect_tls_check(co, host, NULL);
     if (err < 0)
         return err;
@@ -302,11 +313,28 @@ int tt_client_start(tt_loop_t *loop, const char *host, uint16_t port,
     cl = calloc(1, sizeof(*cl));
     if (cl == NULL)
         return -ENOMEM;
+    tt_tls_ctx_t *made = NULL; /* wss:// without a context: one for every attempt */
+    if (ws) {
+        tt_connect_opts_t co2 = o.connect;
+        err = tt__ws_client_cfg_new(&cl->ws, host, o.websocket);
+        if (err == 0)
+            err = tt__ws_transport(cl->ws, &co2, &made); /* checked now, not per attempt */
+        if (err < 0) {
+            tt__ws_cfg_free(cl->ws);
+            free(cl);
+            return err;
+        }
+        o.connect.tls = co2.tls; /* kept (and resumed) across reconnects */
+        o.websocket = NULL; /* compiled: the caller's struct is not kept */
+        cl->o.websocket = NULL;
+    }
     cl->host = strdup(host);
     char *sn = co->tls_servername != NULL ? strdup(co->tls_servername) : NULL;
     if (cl->host == NULL || (co->tls_servername != NULL && sn == NULL)) {
         free(sn);
         free(cl->host);
+        tt__ws_cfg_free(cl->ws);
+        tt_tls_ctx_free(made);
         free(cl);
         return -ENOMEM;
     }
@@ -314,6 +342,7 @@ int tt_client_start(tt_loop_t *loop, const char *host, uint16_t port,
     cl->port = port;
     cl->o = o;
     cl->o.connect.tls = tt__tls_ctx_ref(co->tls); /* every reconnect shakes hands again */
+    tt_tls_ctx_free(made);
     cl->o.connect.tls_servername = sn;
     if (co->bind_addr != NULL) {
         cl->bind_addr = *co->bind_addr;

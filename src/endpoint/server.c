@@ -14,6 +14,7 @@
 #include "endpoint/server.h"
 #include "stream/conn.h"
 #include "proto/frame.h"
+#include "proto/proxy_conn.h"
 #include "proto/ws.h"
 #include "proto/tls.h"
 #include "stream/liveness.h"
@@ -223,12 +224,17 @@ static int admit_uid(const tt_server_t *s, int fd)
     return -EACCES;
 }
 
-/* Admission for one accepted client. 0 to keep it; else it was refused. */
+/* Admission for one accepted client. 0 to keep it; else it was refused. Behind
+ * a balancer (PROXY protocol on) the lists and the audit hook wait for the
+ * header: the address here is the balancer's (proxy_admit). */
 static int admit(tt_server_t *s, int fd, const tt_addr_t *peer)
 {
-    int err = s->is_unix ? admit_uid(s, fd) : tt__acl_check(&s->acl, peer);
-    if (err == 0)
-        err = tt__audit(s->loop, TT_AUDIT_ACCEPT, peer);
+    int err = 0;
+    if (s->o.proxy == TT_PROXY_OFF) {
+        err = s->is_unix ? admit_uid(s, fd) : tt__acl_check(&s->acl, peer);
+        if (err == 0)
+            err = tt__audit(s->loop, TT_AUDIT_ACCEPT, peer);
+    }
     if (err < 0) {
         refuse(s, fd, err, peer, true);
         return err;
@@ -244,8 +250,8 @@ static int admit(tt_server_t *s, int fd, const tt_addr_t *peer)
  * acceptor mode the adopting worker, not the acceptor: one count, one release). */
 static int admit_per_ip(tt_server_t *s, int fd, const tt_addr_t *peer)
 {
-    if (s->o.max_conns_per_ip == 0)
-        return 0;
+    if (s->o.max_conns_per_ip == 0 || s->o.proxy != TT_PROXY_OFF)
+        return 0; /* behind a balancer: counted on the client's address (proxy_admit) */
     long n = tt__ipcount_inc(&s->per_ip, peer, s->o.max_conns_per_ip);
     if (n <= 0) {
         int err = n < 0 ? (int)n : -EBUSY;
@@ -256,6 +262,35 @@ static int admit_per_ip(tt_server_t *s, int fd, const tt_addr_t *peer)
 }
 
 static void adopt(tt_server_t *s, int fd, const tt_addr_t *peer);
+
+/* PROXY protocol: what admit and admit_per_ip did at accept, now for the client
+ * the header named (or, when it named none, the socket's peer). A refusal is
+ * counted and reported like one at accept; the caller resets the connection. */
+static int proxy_admit(tt_conn_t *c, const tt_addr_t *peer)
+{
+    tt_server_t *s = c->server;
+    int err;
+
+    if (s == NULL) /* the server was closed meanwhile: only the loop's hook is left */
+        return tt__audit(c->loop, TT_AUDIT_ACCEPT, peer);
+    err = tt__acl_check(&s->acl, peer);
+    if (err == 0)
+        err = tt__audit(s->loop, TT_AUDIT_ACCEPT, peer);
+    if (err == 0 && s->o.max_conns_per_ip != 0) {
+        long n = tt__ipcount_inc(&s->per_ip, peer, s->o.max_conns_per_ip);
+        if (n <= 0) {
+            err = n < 0 ? (int)n : -EBUSY;
+        } else {
+            tt__ipcount_key(peer, c->ext->ip_key); /* ext exists: the proxy state is in it */
+            c->ext->ip_counted = true;
+        }
+    }
+    if (err < 0) {
+        s->refused++;
+        event(s, TT_SERVER_REFUSED, err, peer);
+    }
+    return err;
+}
 
 static void accept_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
 {
@@ -308,13 +343,13 @@ static void adopt(tt_server_t *s, int fd, const tt_addr_t *peer)
         tt__sock_set_bool(fd, IPPROTO_TCP, TCP_NODELAY, true);
     tt_conn_t *c = tt__conn_new(s->loop, fd, s->hs);
     if (c == NULL) {
-        if (s->o.max_conns_per_ip != 0)
+        if (s->o.max_conns_per_ip != 0 && s->o.proxy == TT_PROXY_OFF)
             tt__ipcount_dec(&s->per_ip, peer);
         refuse(s, fd, -ENOMEM, peer, true);
         return;
     }
     int err = s->is_unix ? tt__conn_mark_unix(c, NULL) : 0;
-    if (s->o.max_conns_per_ip != 0) {
+    if (s->o.max_conns_per_ip != 0 && s->o.proxy == TT_PROXY_OFF) {
         /* Released by tt__server_unlink from this key, whatever the socket says
          * by then. */
         tt__conn_ext_t *ext = tt__conn_ext(c);
@@ -333,8 +368,11 @@ static void adopt(tt_server_t *s, int fd, const tt_addr_t *peer)
     tt_conn_set_high_water(c, s->o.high_water);
     tt_conn_set_queue_cap(c, s->o.queue_cap);
     tt_conn_set_half_open(c, s->o.half_open);
-    /* TLS under everything; framing before liveness, which looks at it to
-     * decide how to ping. */
+    /* The PROXY header is read before any other layer sees a byte; TLS under
+     * everything else; framing before liveness, which looks at it to decide how
+     * to ping. */
+    if (err == 0 && s->o.proxy != TT_PROXY_OFF)
+        err = tt__proxy_apply(c, s->o.proxy, s->o.proxy_timeout_ms, proxy_admit);
     if (err == 0 && s->o.tls != NULL)
         err = tt__tls_apply(c, s->o.tls, NULL, NULL, s->o.tls_handshake_timeout_ms);
     if (err == 0 && s->frame != NULL)
@@ -447,6 +485,8 @@ static int check_opts(const tt_server_opts_t *o)
         return -EINVAL;
     if (tt__live_check(o->liveness, o->detect_within_ms) < 0)
         return -EINVAL;
+    if (tt__proxy_check_mode(o->proxy) < 0 || o->proxy_timeout_ms > TT_TIMEOUT_MAX)
+        return -EINVAL;
     if (tt__frame_check(o->frame) < 0 || tt__ws_check(o->websocket) < 0 ||
         (o->frame != NULL && o->websocket != NULL))
         return -EINVAL;
@@ -460,7 +500,8 @@ static int check_opts(const tt_server_opts_t *o)
 /* What a Unix domain listener cannot do: refused, not silently dropped. */
 static int check_unix_opts(const tt_server_opts_t *o)
 {
-    if (o->defer_accept_s != 0 || o->fastopen_qlen != 0 || o->max_conns_per_ip != 0)
+    if (o->defer_accept_s != 0 || o->fastopen_qlen != 0 || o->max_conns_per_ip != 0 ||
+        o->proxy != TT_PROXY_OFF)
         return -EOPNOTSUPP;
     return tt__live_check_unix(o->liveness);
 }

@@ -67,7 +67,7 @@ static void text_printf(text_t *t, const char *fmt, ...)
 
 #define TABLE_HEADER                                                                            \
     "id\tworker\tlocal\tpeer\tstate\tage_ms\tbytes_in\tbytes_out\tpkts_in\tpkts_out\tmsgs_in\t" \
-    "msgs_out\tqueued\trtt_us\tretrans\tpid\tuid\tgid\n"
+    "msgs_out\tqueued\trtt_us\tretrans\ttls\tcipher\tpid\tuid\tgid\n"
 
 typedef struct row_ctx {
     text_t *t;
@@ -79,6 +79,7 @@ static int add_row(tt_conn_t *c, void *arg)
     row_ctx_t *r = arg;
     tt_conn_stats_t st;
     tt_tcp_info_t ti;
+    tt_tls_info_t tls;
     char local[TT_ADDR_STRLEN] = "-", peer[TT_ADDR_STRLEN] = "-";
     char cred[48] = "-\t-\t-"; /* a Unix peer's SO_PEERCRED; "-" for TCP */
 
@@ -92,12 +93,19 @@ static int add_row(tt_conn_t *c, void *arg)
     if (st.has_cred)
         snprintf(cred, sizeof(cred), "%" PRId32 "\t%" PRIu32 "\t%" PRIu32, st.cred.pid,
                  st.cred.uid, st.cred.gid);
+    /* TLS version and cipher once the handshake is done; "-" for a plain connection
+     * and one still shaking hands (the names have no tab or space in them). */
+    if (tt_conn_tls_info(c, &tls) < 0 || !tls.done || tls.version[0] == '\0')
+        strcpy(tls.version, "-");
+    if (strcmp(tls.version, "-") == 0 || tls.cipher[0] == '\0')
+        strcpy(tls.cipher, "-");
     text_printf(r->t,
                 "%" PRIu64 "\t%u\t%s\t%s\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
-                "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%u\t%u\t%s\n",
+                "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%u\t%u\t%s\t%s\t%s\n",
                 st.id, r->worker, local, peer, tt_conn_state_name(st.state), st.age_ms,
                 st.bytes_in, st.bytes_out, st.packets_in, st.packets_out, st.messages_in,
-                st.messages_out, st.queued_bytes, ti.rtt_us, ti.retransmits_total, cred);
+                st.messages_out, st.queued_bytes, ti.rtt_us, ti.retransmits_total, tls.version,
+                tls.cipher, cred);
     return 0;
 }
 
@@ -179,6 +187,7 @@ struct tt_admin {
     uint64_t timeout_ms;
     tt__wnode_t sweep;   /* destroys connections older than timeout_ms */
     tt__zombie_t zombie;
+    const tt_cluster_t *cluster; /* its figures join the metrics */
 };
 
 typedef struct visit_ctx {
@@ -212,6 +221,32 @@ static void visit_worker(tt_workers_t *set, unsigned index, tt_loop_t *loop, tt_
     free(local.buf);
 }
 
+static void cluster_metrics(text_t *t, const tt_cluster_t *cl)
+{
+    tt_cluster_stats_t st;
+    static const struct {
+        const char *name, *help;
+    } m[] = {
+        {"tether_cluster_published_total", "Broadcasts published to Redis."},
+        {"tether_cluster_received_total", "Messages from other nodes delivered here."},
+        {"tether_cluster_lost_total", "Broadcasts not published (Redis away or too slow)."},
+        {"tether_cluster_reconnects_total", "Redis links established."},
+    };
+    uint64_t v[4];
+
+    if (tt_cluster_get_stats(cl, &st) < 0)
+        return;
+    v[0] = st.published, v[1] = st.received, v[2] = st.lost, v[3] = st.reconnects;
+    for (size_t i = 0; i < 4; i++)
+        text_printf(t, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", m[i].name, m[i].help,
+                    m[i].name, m[i].name, v[i]);
+    text_printf(t, "# HELP tether_cluster_link_up Whether the Redis link is connected.\n"
+                   "# TYPE tether_cluster_link_up gauge\n"
+                   "tether_cluster_link_up{link=\"publish\"} %d\n"
+                   "tether_cluster_link_up{link=\"subscribe\"} %d\n",
+                st.pub_up ? 1 : 0, st.sub_up ? 1 : 0);
+}
+
 static int render(tt_admin_t *a, bool table, text_t *t)
 {
     if (a->set == NULL) {
@@ -223,6 +258,8 @@ static int render(tt_admin_t *a, bool table, text_t *t)
             tt_server_totals_t tot;
             tt_server_get_totals(a->srv, &tot);
             metrics(t, &tot, 1, false);
+            if (a->cluster != NULL)
+                cluster_metrics(t, a->cluster);
         }
         return t->err;
     }
@@ -458,6 +495,7 @@ static int endpoints_open(tt_admin_t *a, const tt_admin_opts_t *o)
     int err;
 
     a->timeout_ms = o->timeout_ms != 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+    a->cluster = o->cluster;
     tt__wnode_init(&a->sweep, sweep_cb);
     if (o->unix_path != NULL && (err = open_unix(a, o->unix_path, &tso, &th)) < 0)
         return err;

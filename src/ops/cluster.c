@@ -55,6 +55,8 @@ struct binding {
     binding_t *next;
     tt_cluster_t *cl;
     tt_group_t *g;
+    tt_cluster_remote_cb on_remote; /* NULL: deliver to the members */
+    void *arg;
     size_t chan_len;
     char chan[MAX_CHANNEL + 1];
 };
@@ -103,8 +105,13 @@ static void deliver(tt_cluster_t *cl, const char *chan, size_t chan_len, const c
     p = colon + 1;
     for (binding_t *b = cl->bindings; b != NULL; b = b->next) {
         if (b->chan_len == chan_len && memcmp(b->chan, chan, chan_len) == 0) {
-            tt__group_deliver(b->g, p, (size_t)(end - p), NULL);
+            if (b->on_remote != NULL)
+                b->on_remote(b->g, p, (size_t)(end - p), b->arg);
+            else
+                tt__group_deliver(b->g, p, (size_t)(end - p), NULL);
             cl->st.received++;
+            if (cl->closing)
+                return; /* the callback closed the cluster */
         }
     }
 }
@@ -321,6 +328,12 @@ int tt_cluster_start(tt_loop_t *loop, const tt_cluster_opts_t *o, tt_cluster_t *
 
 int tt_group_bind(tt_group_t *g, tt_cluster_t *cl, const char *channel)
 {
+    return tt_group_bind_cb(g, cl, channel, NULL, NULL);
+}
+
+int tt_group_bind_cb(tt_group_t *g, tt_cluster_t *cl, const char *channel,
+                     tt_cluster_remote_cb on_remote, void *arg)
+{
     binding_t *b;
     size_t len;
     int err;
@@ -334,6 +347,8 @@ int tt_group_bind(tt_group_t *g, tt_cluster_t *cl, const char *channel)
         return -ENOMEM;
     b->cl = cl;
     b->g = g;
+    b->on_remote = on_remote;
+    b->arg = arg;
     b->chan_len = len;
     memcpy(b->chan, channel, len);
     tt__group_remote_t r = {.publish = publish, .unbind = unbind, .arg = b};

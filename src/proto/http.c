@@ -79,6 +79,31 @@ static int parse_request_line(const char *p, size_t n, tt__http_req_t *req)
     return 0;
 }
 
+/* status-line = HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 4). */
+static int parse_status_line(const char *p, size_t n, tt__http_req_t *resp)
+{
+    if (n < 12 || memcmp(p, "HTTP/", 5) != 0 || p[6] != '.' || p[5] < '0' || p[5] > '9' ||
+        p[7] < '0' || p[7] > '9' || p[8] != ' ')
+        return 400;
+    if (p[5] != '1')
+        return 505;
+    resp->minor = p[7] - '0';
+    for (int i = 9; i < 12; i++)
+        if (p[i] < '0' || p[i] > '9')
+            return 400;
+    resp->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    if (resp->status < 100)
+        return 400;
+    if (n > 12 && p[12] != ' ')
+        return 400; /* "HTTP/1.1 1010": the code is three digits */
+    size_t r = n > 12 ? 13 : 12;
+    for (size_t k = r; k < n; k++)
+        if (!is_value_char((unsigned char)p[k]))
+            return 400;
+    resp->reason = (tt__str_t){p + r, n - r};
+    return 0;
+}
+
 static int parse_content_length(tt__str_t v, tt__http_req_t *req)
 {
     uint64_t n = 0;
@@ -97,7 +122,8 @@ static int parse_content_length(tt__str_t v, tt__http_req_t *req)
     return 0;
 }
 
-static int parse_field(const char *p, size_t n, tt__http_req_t *req, size_t max_fields)
+static int parse_field(const char *p, size_t n, tt__http_req_t *req, size_t max_fields,
+                       bool response)
 {
     size_t i = 0, vs, ve;
 
@@ -121,6 +147,8 @@ static int parse_field(const char *p, size_t n, tt__http_req_t *req, size_t max_
     tt__http_field_t *f = &req->fields[req->nfields++];
     f->name = (tt__str_t){p, i};
     f->value = (tt__str_t){p + vs, ve - vs};
+    if (response)
+        return 0; /* the body is not read here: its framing does not matter */
     if (tt__str_ieq(f->name, "content-length"))
         return parse_content_length(f->value, req);
     if (tt__str_ieq(f->name, "transfer-encoding"))
@@ -128,7 +156,8 @@ static int parse_field(const char *p, size_t n, tt__http_req_t *req, size_t max_
     return 0;
 }
 
-int tt__http_parse(const char *buf, size_t len, const tt__http_limits_t *lim, tt__http_req_t *req)
+static int parse_head(const char *buf, size_t len, const tt__http_limits_t *lim,
+                      tt__http_req_t *req, bool response)
 {
     size_t max_head = lim != NULL && lim->max_head > 0 ? lim->max_head : DEFAULT_MAX_HEAD;
     size_t max_fields = lim != NULL && lim->max_fields > 0 ? lim->max_fields : TT__HTTP_MAX_FIELDS;
@@ -153,7 +182,7 @@ int tt__http_parse(const char *buf, size_t len, const tt__http_limits_t *lim, tt
         if (end == -1) {
             /* The request line still arriving: its method can already be wrong
              * (a TLS hello or a binary PROXY header on a plain HTTP port). */
-            if (!have_line) {
+            if (!have_line && !response) {
                 size_t i = pos;
                 while (i < len && is_tchar((unsigned char)buf[i]))
                     i++;
@@ -166,26 +195,41 @@ int tt__http_parse(const char *buf, size_t len, const tt__http_limits_t *lim, tt
         }
         size_t n = (size_t)end - pos;
         if (!have_line) {
-            if ((st = parse_request_line(buf + pos, n, req)) != 0)
+            st = response ? parse_status_line(buf + pos, n, req)
+                          : parse_request_line(buf + pos, n, req);
+            if (st != 0)
                 return st;
             have_line = true;
         } else if (n == 0) {
             req->head_len = pos + 2;
             break;
         } else {
-            if ((st = parse_field(buf + pos, n, req, max_fields)) != 0)
+            if ((st = parse_field(buf + pos, n, req, max_fields, response)) != 0)
                 return st;
             if (tt__str_ieq(req->fields[req->nfields - 1].name, "host"))
                 hosts++;
         }
         pos = (size_t)end + 2;
     }
+    if (response)
+        return TT__HTTP_OK;
     /* HTTP/1.1 needs exactly one Host (RFC 9112 3.2). */
     if (req->minor == 1 && hosts != 1)
         return 400;
     if (hosts > 1)
         return 400;
     return TT__HTTP_OK;
+}
+
+int tt__http_parse(const char *buf, size_t len, const tt__http_limits_t *lim, tt__http_req_t *req)
+{
+    return parse_head(buf, len, lim, req, false);
+}
+
+int tt__http_parse_response(const char *buf, size_t len, const tt__http_limits_t *lim,
+                            tt__http_req_t *resp)
+{
+    return parse_head(buf, len, lim, resp, true);
 }
 
 const tt__str_t *tt__http_get(const tt__http_req_t *req, const char *name)

@@ -30,6 +30,8 @@ typedef struct tt__http_field {
 
 #define TT__HTTP_MAX_FIELDS 64 /* the most header fields the struct can hold */
 
+/* A request head; tt__http_parse_response fills the same struct from a response
+ * head (status and reason instead of method and target). */
 typedef struct tt__http_req {
     tt__str_t method;
     tt__str_t target;   /* as sent: origin-form "/path?query" (or "*", or absolute) */
@@ -39,6 +41,8 @@ typedef struct tt__http_req {
     size_t head_len;    /* bytes of the head, the blank line included */
     uint64_t content_length; /* 0 when no Content-Length was sent */
     bool has_content_length;
+    int status;         /* a response's status code, 100..999 */
+    tt__str_t reason;   /* a response's reason phrase (may be empty) */
     size_t nfields;
     tt__http_field_t fields[TT__HTTP_MAX_FIELDS];
 } tt__http_req_t;
@@ -56,6 +60,15 @@ typedef struct tt__http_limits {
  * TT__HTTP_MORE, or the status to refuse with: 400 (malformed), 431 (head or field
  * count over the limit), 501 (Transfer-Encoding), 505 (not HTTP/1.0 or 1.1). */
 int tt__http_parse(const char *buf, size_t len, const tt__http_limits_t *lim, tt__http_req_t *req);
+
+/* Parse a response head (RFC 9112 4: "HTTP/1.x SP 3DIGIT SP [reason]", a
+ * missing SP before an empty reason tolerated) with the same rules for fields,
+ * except that no Host is required and Transfer-Encoding is only a field. Returns
+ * TT__HTTP_OK (resp filled), TT__HTTP_MORE, 400 (malformed), 431 (over the
+ * limits) or 505 (not HTTP/1.x): what a client that reads the answer to its
+ * request (the WebSocket upgrade) refuses. */
+int tt__http_parse_response(const char *buf, size_t len, const tt__http_limits_t *lim,
+                            tt__http_req_t *resp);
 
 /* The value of the first field named `name` (case-insensitive), or NULL. */
 const tt__str_t *tt__http_get(const tt__http_req_t *req, const char *name);

@@ -544,6 +544,8 @@ static void set_reason(tls_t *t, const char *fallback)
         snprintf(t->reason, sizeof(t->reason), "renegotiation refused");
     else if (v != X509_V_OK && !t->ctx->insecure)
         snprintf(t->reason, sizeof(t->reason), "%s", verify_reason(v));
+    else if (t->peer_alert == 116) /* certificate_required: OpenSSL 3.0 has no name */
+        snprintf(t->reason, sizeof(t->reason), "peer sent alert: certificate required");
     else if (t->peer_alert >= 0)
         snprintf(t->reason, sizeof(t->reason), "peer sent alert: %s",
                  SSL_alert_desc_string_long(t->peer_alert));
@@ -776,7 +778,12 @@ static void pump(tls_t *t, size_t pending)
             tt__conn_fail(c, t->wr_err);
             return;
         }
-        fail(t, TT_CLOSE_TLS_ERROR, TT_ETLS, "record error");
+        /* TLS 1.3: a client's handshake is done before the server has judged its
+         * certificate; a refusal is an alert right after. Before any application
+         * byte came, that is the handshake failing, not the records. */
+        fail(t, t->peer_alert >= 0 && c->bytes_in == 0 ? TT_CLOSE_TLS_HANDSHAKE_FAILED
+                                                       : TT_CLOSE_TLS_ERROR,
+             TT_ETLS, "record error");
         return;
     }
     deliver(t, lb->pbuf, got, pending);
@@ -841,6 +848,7 @@ static void tls_resumed(tt_conn_t *c)
 static void start(tls_t *t)
 {
     t->started = true;
+    tt__conn_wire_hold(t->conn, true); /* what the app sends now waits for the handshake */
     if (!SSL_is_server(t->ssl) || t->held_len > 0)
         tt__conn_want_write(t->conn, true); /* from the loop: tls_writable */
 }

@@ -1,7 +1,11 @@
-/* WebSocket on a connection, server side (RFC 6455, RFC 7692): the HTTP request
- * read and answered, then frames cut from the read path, messages reassembled
- * and delivered to on_message, control frames answered, the closing handshake
- * done both ways with a deadline, and the close codes handed to on_close.
+/* WebSocket on a connection (RFC 6455, RFC 7692), either role. A server reads
+ * the HTTP request and answers it; a client sends its upgrade request when the
+ * stream opens and checks the 101. Then, the same code for both: frames cut from
+ * the read path, messages reassembled and delivered to on_message, control
+ * frames answered, the closing handshake done both ways with a deadline, and the
+ * close codes handed to on_close. The role flag decides only what the RFC makes
+ * differ: who masks (a client masks every frame with a fresh key, a server
+ * none, and each refuses the other's kind with 1002) and who speaks first.
  *
  * The connection layer knows none of this: it calls the hooks in tt__conn_ext_t
  * (frame_input for every read, frame_eof at the peer's FIN, frame_ping for
@@ -33,7 +37,13 @@
  * server's reference and one per connection), with the deflaters they share. */
 typedef struct tt__ws_cfg {
     tt_ws_opts_t o;
-    char *subprotocols; /* o.subprotocols points here */
+    char *subprotocols; /* o.subprotocols points here (a client: its offer) */
+    /* A client's: what every upgrade request (one per connection) carries. */
+    bool client;
+    char *url_text;    /* url.resource points into it */
+    tt__ws_url_t url;
+    char *headers;     /* extra request fields; NULL: none */
+    bool read_after_close; /* messages after our close frame still go up */
     unsigned refs;
     size_t used;        /* message buffer bytes its connections hold (the budget) */
     z_stream *defl[16]; /* by window bits (9..15), made on first use */
@@ -41,6 +51,7 @@ typedef struct tt__ws_cfg {
 
 enum {
     S_HTTP,      /* reading the request head */
+    S_ANSWER,    /* a client: the request is sent (or queued), reading the answer */
     S_HTTP_DONE, /* answered without an upgrade: input is dropped, the stream ends */
     S_OPEN,      /* WebSocket */
     S_CLOSED     /* the closing handshake is done, or we failed the connection */
@@ -54,6 +65,7 @@ enum {
 typedef struct ws {
     tt_conn_t *conn;
     ws_cfg_t *cfg;
+    bool client;                      /* the role: we mask, the peer must not */
     uint8_t state;
     bool close_sent, close_rcvd;
     bool in_frame;
@@ -83,6 +95,8 @@ typedef struct ws {
     char reason[TT__WS_MAX_CONTROL - 2 + 1];
     uint8_t fail_kind; /* our refusal: the close kind on_close reports (0: none) */
     int fail_err;
+    const char *why;   /* a client's handshake failure, for info.reason */
+    char key[TT__WS_KEY_LEN + 1]; /* a client's Sec-WebSocket-Key */
     /* input held while the application paused reading */
     char *held;
     size_t held_len;
@@ -107,6 +121,8 @@ static void cfg_unref(ws_cfg_t *cfg)
         }
     }
     free(cfg->subprotocols);
+    free(cfg->url_text);
+    free(cfg->headers);
     free(cfg);
 }
 
@@ -168,10 +184,16 @@ void tt__ws_cfg_free(struct tt__ws_cfg *cfg) { cfg_unref(cfg); }
  * pings go: ahead of a stream source, and still after tt_end. */
 static int send_control(tt_conn_t *c, uint8_t opcode, const void *payload, size_t len)
 {
-    uint8_t f[2 + TT__WS_MAX_CONTROL];
-    size_t h = tt__ws_hdr_write(f, true, opcode, false, len, NULL);
-    if (len > 0)
+    uint8_t f[TT__WS_MAX_HEADER + TT__WS_MAX_CONTROL], key[4];
+    bool masked = c->ext->ws != NULL && ((ws_t *)c->ext->ws)->client;
+    if (masked)
+        tt__ws_mask_key(key);
+    size_t h = tt__ws_hdr_write(f, true, opcode, false, len, masked ? key : NULL);
+    if (len > 0) {
         memcpy(f + h, payload, len);
+        if (masked)
+            tt__ws_mask(f + h, len, key, 0);
+    }
     return tt__conn_send_control(c, f, h + len);
 }
 
@@ -256,6 +278,17 @@ static void timer_cb(tt__wnode_t *node)
     tt_conn_t *c = w->conn;
     static const char resp[] = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
                                "Content-Length: 0\r\n\r\n";
+
+    if (w->state == S_ANSWER) {
+        /* The whole opening took too long: the lookup, the connect or the 101. */
+        w->fail_kind = TT_CLOSE_CONNECT_TIMEOUT;
+        w->fail_err = -ETIMEDOUT;
+        w->why = tt_conn_state(c) == TT_STATE_CONNECTING
+                     ? "websocket handshake timeout (still connecting)"
+                     : "websocket handshake timeout (no answer to the upgrade request)";
+        tt__conn_close(c, TT_CLOSE_CONNECT_TIMEOUT, -ETIMEDOUT);
+        return;
+    }
 
     if (w->state == S_HTTP) {
         /* A request that takes too long holds its buffer: answer and end. */
@@ -497,6 +530,77 @@ static void http_input(ws_t *w, const char *buf, size_t n)
     handle_request(w, &req);
 }
 
+/* ---- the answer to a client's request ------------------------------------------------- */
+
+/* The server did not upgrade, or answered in a way we may not accept (4.1: the
+ * client fails the connection, with no close frame: WebSocket never began).
+ * `status` goes to info.detail (0: no status line), `why` to info.reason. */
+static void client_refused(ws_t *w, int status, const char *why)
+{
+    tt_conn_t *c = w->conn;
+
+    free(w->head);
+    w->head = NULL;
+    w->head_len = 0;
+    w->fail_kind = TT_CLOSE_PROTOCOL_ERROR;
+    w->fail_err = TT_EPROTOCOL;
+    w->why = why;
+    c->ext->close_detail = status;
+    tt__conn_close(c, TT_CLOSE_PROTOCOL_ERROR, TT_EPROTOCOL);
+}
+
+static void answer_input(ws_t *w, const char *buf, size_t n)
+{
+    tt__http_limits_t lim = {w->cfg->o.max_header_bytes, w->cfg->o.max_headers};
+    tt_conn_t *c = w->conn;
+    tt__http_req_t resp;
+    const char *why = NULL;
+    char *nb;
+
+    nb = realloc(w->head, w->head_len + n + 1);
+    if (nb == NULL) {
+        tt__conn_close(c, TT_CLOSE_IO_ERROR, -ENOMEM);
+        return;
+    }
+    memcpy(nb + w->head_len, buf, n);
+    w->head = nb;
+    w->head_len += n;
+    w->head[w->head_len] = '\0';
+    int r = tt__http_parse_response(w->head, w->head_len, &lim, &resp);
+    if (r == TT__HTTP_MORE)
+        return;
+    if (r != TT__HTTP_OK) {
+        client_refused(w, 0, r == 431 ? "the upgrade answer is over the header limits"
+                             : r == 505 ? "the upgrade answer is not HTTP/1.x"
+                                        : "malformed HTTP answer to the upgrade request");
+        return;
+    }
+    if (tt__ws_check_answer(&resp, w->key, w->cfg->o.subprotocols, w->cfg->o.deflate, &w->pmd,
+                            w->proto, sizeof(w->proto), &why) < 0) {
+        client_refused(w, resp.status, why);
+        return;
+    }
+    /* What followed the head is the server's first frames. */
+    char *rest = NULL;
+    size_t rest_len = w->head_len - resp.head_len;
+    if (rest_len > 0) {
+        if ((rest = malloc(rest_len)) == NULL) {
+            tt__conn_close(c, TT_CLOSE_IO_ERROR, -ENOMEM);
+            return;
+        }
+        memcpy(rest, w->head + resp.head_len, rest_len);
+    }
+    free(w->head);
+    w->head = NULL;
+    w->head_len = 0;
+    tt__wheel_stop(&c->loop->wheel, &w->timer);
+    w->state = S_OPEN;
+    tt__conn_layer_opened(c); /* on_open */
+    if (rest != NULL && !tt__conn_is_closing(c))
+        feed_frames(w, rest, rest_len);
+    free(rest);
+}
+
 /* ---- frames ---------------------------------------------------------------------- */
 
 /* Room for `add` more payload bytes in the message (never past max_message, which
@@ -581,16 +685,18 @@ static int payload(ws_t *w, const uint8_t *p, size_t n)
 
     if (h->opcode & 0x8) { /* control: at most 125 bytes, kept in the object */
         memcpy(w->ctl + w->fpos, p, n);
-        tt__ws_mask(w->ctl + w->fpos, n, h->mask, w->fpos);
+        if (h->masked)
+            tt__ws_mask(w->ctl + w->fpos, n, h->mask, w->fpos);
         return 0;
     }
-    if (w->state != S_OPEN || w->close_sent)
+    if (w->state != S_OPEN || (w->close_sent && !w->cfg->read_after_close))
         return 0; /* after our close frame: read and dropped */
     if (w->infl == NULL) {
         if ((r = msg_reserve(w, n)) < 0 || (r = charge(w)) < 0)
             return r;
         memcpy(w->msg.p + w->msg.len, p, n);
-        tt__ws_mask(w->msg.p + w->msg.len, n, h->mask, w->fpos);
+        if (h->masked) /* a server's frames to a client are not */
+            tt__ws_mask(w->msg.p + w->msg.len, n, h->mask, w->fpos);
         w->msg.len += n;
         return check_text(w);
     }
@@ -599,7 +705,8 @@ static int payload(ws_t *w, const uint8_t *p, size_t n)
         uint8_t chunk[UNMASK_CHUNK];
         size_t k = n - off < sizeof(chunk) ? n - off : sizeof(chunk);
         memcpy(chunk, p + off, k);
-        tt__ws_mask(chunk, k, h->mask, w->fpos + off);
+        if (h->masked)
+            tt__ws_mask(chunk, k, h->mask, w->fpos + off);
         r = tt__ws_inflate_feed(w->infl, chunk, k, false, w->cfg->o.max_message, true, &w->msg);
         if (r < 0 || (r = charge(w)) < 0)
             return r;
@@ -665,7 +772,7 @@ static int end_frame(ws_t *w)
     }
     if (!h->fin)
         return 0;
-    if (w->state != S_OPEN || w->close_sent) {
+    if (w->state != S_OPEN || (w->close_sent && !w->cfg->read_after_close)) {
         drop_message(w);
         return 0;
     }
@@ -693,7 +800,7 @@ static bool must_stop(ws_t *w)
 /* Feed frames; returns the bytes consumed (all of them unless it stopped). */
 static size_t frames(ws_t *w, const uint8_t *p, size_t n)
 {
-    tt__ws_rules_t rules = {.server = true, .allow_rsv1 = w->pmd.on};
+    tt__ws_rules_t rules = {.server = !w->client, .allow_rsv1 = w->pmd.on};
     size_t i = 0;
     int r;
 
@@ -777,6 +884,9 @@ static void ws_input(tt_conn_t *c, const char *buf, size_t n)
     case S_HTTP:
         http_input(w, buf, n);
         return;
+    case S_ANSWER:
+        answer_input(w, buf, n);
+        return;
     case S_OPEN:
         if (w->held != NULL) { /* earlier input still waits: keep the order */
             if (hold(w, buf, n) < 0)
@@ -826,6 +936,12 @@ static int ws_eof(tt_conn_t *c)
     if (w->held != NULL)
         return 1; /* paused: the end waits for tt_conn_read_start */
     switch (w->state) {
+    case S_ANSWER:
+        client_refused(w, 0, w->head_len > 0 ? "the server closed the connection in the "
+                                               "middle of its answer to the upgrade"
+                                             : "the server closed the connection without "
+                                               "answering the upgrade");
+        return 0;
     case S_HTTP:
         /* Gone before its request was complete: nothing to answer. */
         tt__conn_close(c, w->head_len > 0 ? TT_CLOSE_PROTOCOL_ERROR : TT_CLOSE_PEER_CLOSED,
@@ -870,7 +986,9 @@ static void ws_close_info(tt_conn_t *c, tt_close_info_t *info)
         info->kind = TT_CLOSE_WS_CLOSED; /* the closing handshake is what counts */
         info->error = 0;
     }
-    if (w->state == S_HTTP || w->state == S_HTTP_DONE)
+    if (w->why != NULL)
+        info->reason = w->why;
+    if (w->state == S_HTTP || w->state == S_HTTP_DONE || w->state == S_ANSWER)
         return; /* never WebSocket: no codes */
     info->ws_code = w->close_rcvd ? w->peer_code : TT__WS_ABNORMAL;
     info->ws_local_code = w->local_code;
@@ -885,13 +1003,14 @@ static int ws_end(tt_conn_t *c, const void *buf, size_t len)
     ws_t *w = ws_of(c);
     int err;
 
-    if (w == NULL || w->state == S_HTTP || w->state == S_HTTP_DONE)
+    if (w == NULL || w->state == S_HTTP || w->state == S_HTTP_DONE || w->state == S_ANSWER)
         return 0;
     if (w->state != S_OPEN || w->close_sent)
         return len > 0 ? -EPIPE : 0; /* raw bytes after a close frame: never */
     if (len > 0 && (err = tt_ws_send(c, w->cfg->o.default_kind, buf, len)) < 0)
         return err;
-    drop_message(w);
+    if (!w->cfg->read_after_close)
+        drop_message(w);
     send_close(w, TT__WS_NORMAL, NULL, 0);
     return 1;
 }
@@ -938,6 +1057,100 @@ int tt__ws_apply(tt_conn_t *c, struct tt__ws_cfg *cfg)
     c->ext->close_info = ws_close_info;
     c->ext->end_hook = ws_end;
     c->ext->open_waits++;
+    timer_start(w, cfg->o.handshake_timeout_ms);
+    return 0;
+}
+
+int tt__ws_client_cfg_new(struct tt__ws_cfg **out, const char *url,
+                          const tt_ws_client_opts_t *co)
+{
+    tt_ws_client_opts_t z = {0};
+    tt_ws_opts_t o = {0};
+    ws_cfg_t *cfg;
+    int err;
+
+    *out = NULL;
+    if (co == NULL)
+        co = &z;
+    if (url == NULL || strlen(url) > TT_WS_MAX_URL || !tt__ws_headers_ok(co->headers) ||
+        !tt__ws_protocols_ok(co->subprotocols) ||
+        (co->headers != NULL && strlen(co->headers) > TT_WS_DEFAULT_MAX_HEADER_BYTES))
+        return -EINVAL;
+    o.subprotocols = co->subprotocols;
+    o.max_message = co->max_message;
+    o.max_header_bytes = co->max_header_bytes;
+    o.max_headers = co->max_headers;
+    o.handshake_timeout_ms = co->handshake_timeout_ms;
+    o.close_timeout_ms = co->close_timeout_ms;
+    o.deflate = co->deflate;
+    o.default_kind = co->default_kind;
+    if ((err = tt__ws_cfg_new(&cfg, &o)) < 0)
+        return err;
+    cfg->client = true;
+    cfg->read_after_close = co->read_after_close;
+    if ((cfg->url_text = strdup(url)) == NULL ||
+        (co->headers != NULL && (cfg->headers = strdup(co->headers)) == NULL)) {
+        cfg_unref(cfg);
+        return -ENOMEM;
+    }
+    if (tt__ws_url_parse(cfg->url_text, &cfg->url) < 0) {
+        cfg_unref(cfg);
+        return -EINVAL;
+    }
+    *out = cfg;
+    return 0;
+}
+
+const char *tt__ws_cfg_host(const struct tt__ws_cfg *cfg, uint16_t *port, bool *secure)
+{
+    *port = cfg->url.port;
+    *secure = cfg->url.secure;
+    return cfg->url.host;
+}
+
+int tt__ws_client_apply(tt_conn_t *c, struct tt__ws_cfg *cfg)
+{
+    char *req;
+    size_t len;
+    ws_t *w;
+    int err;
+
+    if (tt__conn_ext(c) == NULL || (w = calloc(1, sizeof(*w))) == NULL)
+        return -ENOMEM;
+    if ((err = tt__ws_key_new(w->key)) < 0) {
+        free(w);
+        return err;
+    }
+    req = tt__ws_request(&cfg->url, w->key, cfg->o.subprotocols, cfg->o.deflate, cfg->headers,
+                         &len);
+    if (req == NULL) {
+        free(w);
+        return -ENOMEM;
+    }
+    /* Queued while connecting: the stream writes it as soon as it opens (over
+     * TLS, once that handshake is done), before anything else. */
+    err = tt_send(c, req, len);
+    free(req);
+    if (err < 0) {
+        free(w);
+        return err;
+    }
+    w->conn = c;
+    w->cfg = cfg;
+    w->client = true;
+    cfg->refs++;
+    w->state = S_ANSWER;
+    tt__wnode_init(&w->timer, timer_cb);
+    c->ext->ws = w;
+    c->ext->frame_input = ws_input;
+    c->ext->frame_free = ws_free;
+    c->ext->read_resumed = ws_read_resumed;
+    c->ext->frame_eof = ws_eof;
+    c->ext->frame_ping = ws_ping;
+    c->ext->close_info = ws_close_info;
+    c->ext->end_hook = ws_end;
+    c->ext->open_waits++;
+    /* From the call: the lookup and the connect count against it too. */
     timer_start(w, cfg->o.handshake_timeout_ms);
     return 0;
 }
@@ -997,7 +1210,9 @@ static int sendable(ws_t *w)
 
 static z_stream *deflater(ws_t *w)
 {
-    unsigned bits = w->pmd.server_bits >= 9 && w->pmd.server_bits <= 15 ? w->pmd.server_bits : 15;
+    /* Our compressor's window: the server's, or as a client the one it allowed us. */
+    unsigned want = w->client ? w->pmd.client_bits : w->pmd.server_bits;
+    unsigned bits = want >= 9 && want <= 15 ? want : 15;
     z_stream **z = &w->cfg->defl[bits];
 
     if (*z == NULL) {
@@ -1037,9 +1252,27 @@ int tt_ws_send(tt_conn_t *c, tt_ws_kind_t kind, const void *buf, size_t len)
             rsv1 = true;
         }
     }
-    size_t h = tt__ws_hdr_write(hdr, true, (uint8_t)kind, rsv1, len, NULL);
+    uint8_t key[4], small[2048], *masked = NULL;
+    if (w->client) {
+        /* A client masks every frame with a key of its own (5.3): the payload
+         * is masked in a copy (the compressed one is ours already). */
+        tt__ws_mask_key(key);
+        if (rsv1)
+            masked = z.p;
+        else if (len <= sizeof(small))
+            masked = small;
+        else if ((masked = malloc(len)) == NULL)
+            return -ENOMEM;
+        if (masked != buf && len > 0)
+            memcpy(masked, buf, len);
+        tt__ws_mask(masked, len, key, 0);
+        buf = masked;
+    }
+    size_t h = tt__ws_hdr_write(hdr, true, (uint8_t)kind, rsv1, len, w->client ? key : NULL);
     struct iovec v[2] = {{hdr, h}, {(void *)buf, len}};
     err = tt_sendv(c, v, len > 0 ? 2 : 1);
+    if (masked != NULL && masked != small && masked != z.p)
+        free(masked);
     free(z.p);
     if (err >= 0)
         c->ext->msgs_out++;
@@ -1102,7 +1335,8 @@ int tt_ws_close(tt_conn_t *c, int code, const char *reason)
         return err;
     if (tt__conn_is_closing(c))
         return -ENOTCONN;
-    drop_message(w);
+    if (!w->cfg->read_after_close) /* else what is under way still comes */
+        drop_message(w);
     send_close(w, (uint16_t)code, reason, rlen);
     return 0;
 }
@@ -1117,8 +1351,8 @@ static const char keys[2][16];
 const void *tt__ws_shared_key(const tt_conn_t *c)
 {
     ws_t *w = ws_of(c);
-    if (sendable(w) < 0)
-        return NULL;
+    if (sendable(w) < 0 || w->client)
+        return NULL; /* a client's frames are masked each its own way: never shared */
     int k = w->cfg->o.default_kind == TT_WS_TEXT ? 0 : 1;
     unsigned bits = w->pmd.on ? (w->pmd.server_bits >= 9 && w->pmd.server_bits <= 15
                                      ? w->pmd.server_bits : 15)
@@ -1132,6 +1366,8 @@ int tt__ws_wrap(const tt_conn_t *c, size_t len, unsigned char *hdr, size_t *hlen
     int err = sendable(w);
     if (err < 0)
         return err;
+    if (w->client)
+        return -EOPNOTSUPP; /* the payload would have to be masked: tt_ws_send copies */
     *hlen = tt__ws_hdr_write(hdr, true, (uint8_t)w->cfg->o.default_kind, false, len, NULL);
     return 0;
 }
@@ -1148,6 +1384,8 @@ int tt__ws_wrap_msg(const tt_conn_t *c, const void *msg, size_t len, unsigned ch
     *zlen = 0;
     if (err < 0)
         return err;
+    if (w->client)
+        return -EOPNOTSUPP;
     if (w->pmd.on && len >= DEFLATE_MIN) {
         z_stream *d = deflater(w);
         if (d != NULL && tt__ws_deflate_msg(d, msg, len, true, &z) == 0 && z.len < len) {

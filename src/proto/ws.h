@@ -22,6 +22,19 @@ void tt__ws_cfg_free(struct tt__ws_cfg *cfg);
  * which then waits for the 101). 0 or -ENOMEM. */
 int tt__ws_apply(tt_conn_t *c, struct tt__ws_cfg *cfg);
 
+/* Clients (endpoint/ws_client.c): options compiled once per tt_ws_connect or
+ * per reconnecting client, applied to each connection. */
+/* Compile `url` and `o` (NULL: defaults). 0, -EINVAL (a bad URL or option),
+ * -ENOMEM. wss:// URLs compile (secure is then set): the caller decides. */
+int tt__ws_client_cfg_new(struct tt__ws_cfg **out, const char *url, const tt_ws_client_opts_t *o);
+/* The URL's host (a name or a numeric address, lent), port, and scheme. */
+const char *tt__ws_cfg_host(const struct tt__ws_cfg *cfg, uint16_t *port, bool *secure);
+/* Make a connection just returned by tt_connect_host a WebSocket client: the
+ * upgrade request (a fresh key) is queued, to go out when the stream opens;
+ * on_open waits for a valid 101; the handshake timer runs from now. 0, -ENOMEM,
+ * -EIO (no random key), or tt_send's error. */
+int tt__ws_client_apply(tt_conn_t *c, struct tt__ws_cfg *cfg);
+
 /* Is WebSocket on for `c` (handshake done or not)? */
 bool tt__ws_on(const tt_conn_t *c);
 /* Framing's message calls on a WebSocket connection: a message of the default

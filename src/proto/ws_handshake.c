@@ -4,7 +4,9 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -290,10 +292,13 @@ size_t tt__ws_pmd_format(const tt__ws_pmd_t *p, bool response, char *out, size_t
     size_t n = 0;
     bool ok;
 
-    /* Our offer as a client: any window for the server, and we accept a limit on
-     * ours. The server's answer: what it agreed, windows only where below 15. */
+    /* Our offer as a client: the server resets its compressor after each message
+     * (so, as on the server side, an inflater lives for one message and an idle
+     * connection holds no zlib window), any window for it, and we accept a limit
+     * on ours. The server's answer: what it agreed, windows only where below 15. */
     if (!response)
-        ok = append(out, cap, &n, "permessage-deflate; client_max_window_bits", 0);
+        ok = append(out, cap, &n,
+                    "permessage-deflate; server_no_context_takeover; client_max_window_bits", 0);
     else
         ok = append(out, cap, &n, "permessage-deflate", 0) &&
              (!p->server_no_takeover || append(out, cap, &n, "; server_no_context_takeover", 0)) &&
@@ -321,4 +326,311 @@ int tt__ws_pmd_answer(tt__str_t value, tt__ws_pmd_t *out)
     }
     out->on = true;
     return 0;
+}
+
+/* ---- the client side ------------------------------------------------------------- */
+
+static bool host_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '.' || c == '_';
+}
+
+static bool ipv6_char(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+           c == ':' || c == '.';
+}
+
+static bool prefix_ieq(const char *s, const char *prefix)
+{
+    for (; *prefix != '\0'; s++, prefix++) {
+        char a = *s >= 'A' && *s <= 'Z' ? (char)(*s - 'A' + 'a') : *s;
+        if (a != *prefix)
+            return false;
+    }
+    return true;
+}
+
+int tt__ws_url_parse(const char *url, tt__ws_url_t *out)
+{
+    const char *p, *end, *hs, *he, *after;
+
+    memset(out, 0, sizeof(*out));
+    for (p = url; *p != '\0'; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '#')
+            return -EINVAL; /* no fragment (RFC 6455 3), no spaces or controls */
+    if (prefix_ieq(url, "ws://")) {
+        p = url + 5;
+    } else if (prefix_ieq(url, "wss://")) {
+        p = url + 6;
+        out->secure = true;
+    } else {
+        return -EINVAL;
+    }
+    end = p + strcspn(p, "/?");
+    if (*p == '[') {
+        hs = p + 1;
+        he = memchr(hs, ']', (size_t)(end - hs));
+        if (he == NULL)
+            return -EINVAL;
+        for (const char *q = hs; q < he; q++)
+            if (!ipv6_char(*q))
+                return -EINVAL;
+        out->ipv6 = true;
+        after = he + 1;
+    } else {
+        hs = p;
+        he = memchr(p, ':', (size_t)(end - p));
+        if (he == NULL)
+            he = end;
+        for (const char *q = hs; q < he; q++)
+            if (!host_char(*q))
+                return -EINVAL; /* user info ('@') among them */
+        after = he;
+    }
+    if (he == hs || (size_t)(he - hs) > TT__WS_HOST_MAX)
+        return -EINVAL;
+    memcpy(out->host, hs, (size_t)(he - hs));
+    out->host[he - hs] = '\0';
+    out->port = out->secure ? 443 : 80;
+    if (after < end) {
+        unsigned v = 0;
+        if (*after != ':' || end - after < 2 || end - after > 6)
+            return -EINVAL;
+        for (const char *q = after + 1; q < end; q++) {
+            if (*q < '0' || *q > '9')
+                return -EINVAL;
+            v = v * 10 + (unsigned)(*q - '0');
+        }
+        if (v == 0 || v > 65535)
+            return -EINVAL;
+        out->port = (uint16_t)v;
+        out->port_given = true;
+    }
+    out->resource = end;
+    out->resource_len = strlen(end);
+    return 0;
+}
+
+/* A token (RFC 9110 5.6.2) of n bytes at p. */
+static bool is_token(const char *p, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!ext_tchar(p[i]))
+            return false;
+    return true;
+}
+
+static bool reserved_field(const char *p, size_t n)
+{
+    static const char *const names[] = {"host", "upgrade", "connection", "content-length",
+                                        "transfer-encoding"};
+    tt__str_t s = {p, n};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (tt__str_ieq(s, names[i]))
+            return true;
+    return n >= 14 && tt__str_ieq((tt__str_t){p, 14}, "sec-websocket-");
+}
+
+bool tt__ws_headers_ok(const char *h)
+{
+    if (h == NULL)
+        return true;
+    while (*h != '\0') {
+        const char *colon = strchr(h, ':'), *eol = strstr(h, "\r\n");
+        if (colon == NULL || eol == NULL || colon > eol || !is_token(h, (size_t)(colon - h)) ||
+            reserved_field(h, (size_t)(colon - h)))
+            return false;
+        for (const char *q = colon + 1; q < eol; q++)
+            if (*q != '\t' && ((unsigned char)*q < 0x20 || *q == 0x7f))
+                return false; /* a bare CR or LF would start a field of its own */
+        h = eol + 2;
+    }
+    return true;
+}
+
+bool tt__ws_protocols_ok(const char *list)
+{
+    const char *p = list;
+
+    if (list == NULL)
+        return true;
+    for (;;) {
+        size_t n;
+        while (*p == ' ')
+            p++;
+        n = strcspn(p, ", ");
+        if (!is_token(p, n))
+            return false;
+        /* No name twice: the server's answer must name exactly one we offered. */
+        for (const char *q = list; q < p;) {
+            while (*q == ' ' || *q == ',')
+                q++;
+            size_t m = strcspn(q, ", ");
+            if (q < p && m == n && memcmp(q, p, n) == 0)
+                return false;
+            q += m;
+        }
+        p += n;
+        while (*p == ' ')
+            p++;
+        if (*p == '\0')
+            return true;
+        if (*p++ != ',')
+            return false;
+    }
+}
+
+char *tt__ws_request(const tt__ws_url_t *url, const char *key, const char *protocols,
+                     bool deflate, const char *headers, size_t *len)
+{
+    char port[8] = "", ext[96] = "";
+    bool slash = url->resource_len == 0 || url->resource[0] != '/';
+    tt__ws_pmd_t none = {0};
+    int n;
+
+    /* Host carries the port unless it is the scheme's (RFC 6455 4.1 point 4). */
+    if (url->port_given && url->port != (url->secure ? 443 : 80))
+        snprintf(port, sizeof(port), ":%u", url->port);
+    if (deflate)
+        tt__ws_pmd_format(&none, false, ext, sizeof(ext));
+    n = snprintf(NULL, 0,
+                 "GET %s%.*s HTTP/1.1\r\nHost: %s%s%s%s\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+                 "%s%s%s%s%s%s%s\r\n",
+                 slash ? "/" : "", (int)url->resource_len, url->resource, url->ipv6 ? "[" : "",
+                 url->host, url->ipv6 ? "]" : "", port, key,
+                 protocols != NULL ? "Sec-WebSocket-Protocol: " : "",
+                 protocols != NULL ? protocols : "", protocols != NULL ? "\r\n" : "",
+                 deflate ? "Sec-WebSocket-Extensions: " : "", ext, deflate ? "\r\n" : "",
+                 headers != NULL ? headers : "");
+    char *out = n > 0 ? malloc((size_t)n + 1) : NULL;
+    if (out == NULL)
+        return NULL;
+    snprintf(out, (size_t)n + 1,
+             "GET %s%.*s HTTP/1.1\r\nHost: %s%s%s%s\r\nUpgrade: websocket\r\n"
+             "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+             "%s%s%s%s%s%s%s\r\n",
+             slash ? "/" : "", (int)url->resource_len, url->resource, url->ipv6 ? "[" : "",
+             url->host, url->ipv6 ? "]" : "", port, key,
+             protocols != NULL ? "Sec-WebSocket-Protocol: " : "",
+             protocols != NULL ? protocols : "", protocols != NULL ? "\r\n" : "",
+             deflate ? "Sec-WebSocket-Extensions: " : "", ext, deflate ? "\r\n" : "",
+             headers != NULL ? headers : "");
+    *len = (size_t)n;
+    return out;
+}
+
+/* Is `name` (n bytes) one of the comma-separated `list`? Exact: subprotocol
+ * names are case-sensitive. */
+static bool in_list(const char *list, const char *name, size_t n)
+{
+    const char *p = list;
+    while (p != NULL && *p != '\0') {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t m = strcspn(p, ", ");
+        if (m == n && n > 0 && memcmp(p, name, n) == 0)
+            return true;
+        p += m;
+    }
+    return false;
+}
+
+static size_t count_fields(const tt__http_req_t *r, const char *name)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < r->nfields; i++)
+        k += tt__str_ieq(r->fields[i].name, name);
+    return k;
+}
+
+int tt__ws_check_answer(const tt__http_req_t *resp, const char *key, const char *protocols,
+                        bool deflate, tt__ws_pmd_t *pmd, char *proto, size_t cap,
+                        const char **why)
+{
+    char accept[TT__WS_ACCEPT_LEN + 1];
+    const tt__str_t *v;
+
+    memset(pmd, 0, sizeof(*pmd));
+    proto[0] = '\0';
+    if (resp->status != 101) {
+        *why = "the server answered without switching protocols (status is not 101)";
+        return -1;
+    }
+    if (resp->minor != 1) {
+        *why = "the upgrade answer is not HTTP/1.1";
+        return -1;
+    }
+    if (!tt__http_has_token(resp, "upgrade", "websocket")) {
+        *why = "the upgrade answer lacks Upgrade: websocket";
+        return -1;
+    }
+    if (!tt__http_has_token(resp, "connection", "upgrade")) {
+        *why = "the upgrade answer lacks Connection: Upgrade";
+        return -1;
+    }
+    tt__ws_accept_for(key, strlen(key), accept);
+    v = tt__http_get(resp, "sec-websocket-accept");
+    if (v == NULL || count_fields(resp, "sec-websocket-accept") != 1 ||
+        v->len != TT__WS_ACCEPT_LEN || accept[0] == '\0' ||
+        memcmp(v->p, accept, TT__WS_ACCEPT_LEN) != 0) {
+        *why = "wrong or missing Sec-WebSocket-Accept";
+        return -1;
+    }
+    v = tt__http_get(resp, "sec-websocket-protocol");
+    if (v != NULL) {
+        /* One name, one we offered (4.1 point 6). */
+        if (count_fields(resp, "sec-websocket-protocol") != 1 || protocols == NULL ||
+            !in_list(protocols, v->p, v->len) || v->len >= cap) {
+            *why = "the server chose a subprotocol we did not offer";
+            return -1;
+        }
+        memcpy(proto, v->p, v->len);
+        proto[v->len] = '\0';
+    }
+    v = tt__http_get(resp, "sec-websocket-extensions");
+    if (v != NULL && v->len > 0) {
+        if (!deflate || count_fields(resp, "sec-websocket-extensions") != 1) {
+            *why = "the server chose an extension we did not offer";
+            return -1;
+        }
+        /* It must grant the server_no_context_takeover we asked for (RFC 7692
+         * 7.1.1.1): our inflater does not outlive a message. */
+        if (tt__ws_pmd_answer(*v, pmd) < 0 || !pmd->server_no_takeover) {
+            memset(pmd, 0, sizeof(*pmd));
+            *why = "the server's permessage-deflate parameters cannot be honoured";
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Masks come 64 at a time: one call into the generator per 64 frames. Per thread,
+ * like a loop. */
+static _Thread_local uint8_t mask_pool[256];
+static _Thread_local unsigned mask_left;
+
+void tt__ws_mask_key(uint8_t key[4])
+{
+    if (mask_left == 0) {
+        if (RAND_bytes(mask_pool, sizeof(mask_pool)) != 1) {
+            /* The generator failed: a key still has to go out. getrandom(2) is
+             * the same kernel source OpenSSL seeds from. */
+            for (size_t i = 0; i < sizeof(mask_pool);) {
+                ssize_t n = getrandom(mask_pool + i, sizeof(mask_pool) - i, 0);
+                if (n > 0)
+                    i += (size_t)n;
+                else if (errno != EINTR)
+                    break;
+            }
+        }
+        mask_left = sizeof(mask_pool) / 4;
+    }
+    mask_left--;
+    memcpy(key, mask_pool + mask_left * 4, 4);
+    memset(mask_pool + mask_left * 4, 0, 4); /* a key is used once */
 }

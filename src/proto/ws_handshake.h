@@ -60,4 +60,52 @@ size_t tt__ws_pmd_format(const tt__ws_pmd_t *p, bool response, char *out, size_t
  * in RFC 7692, a value out of range, two extensions). */
 int tt__ws_pmd_answer(tt__str_t value, tt__ws_pmd_t *out);
 
+/* ---- the client side ------------------------------------------------------------- */
+
+/* A ws:// or wss:// URL (RFC 6455 3), split in place into a caller's copy. */
+#define TT__WS_HOST_MAX 254
+typedef struct tt__ws_url {
+    bool secure;                       /* wss */
+    char host[TT__WS_HOST_MAX + 1];    /* a name, IPv4, or IPv6 without brackets */
+    bool ipv6;                         /* host was [bracketed] */
+    uint16_t port;                     /* given, else 80 (ws) or 443 (wss) */
+    bool port_given;
+    const char *resource;              /* path and query, pointing into the URL */
+    size_t resource_len;               /* 0: none; the request puts "/" before it */
+} tt__ws_url_t;
+
+/* Split `url` (NUL-terminated). The scheme is case-insensitive; the host is a
+ * name of letters, digits, '-', '.', '_' or a [bracketed IPv6]; the port 1..65535;
+ * no user info, no fragment (3: "MUST NOT"), nothing but printable ASCII. 0 or
+ * -EINVAL. out->resource points into url. */
+int tt__ws_url_parse(const char *url, tt__ws_url_t *out);
+
+/* Whether `headers` (extra request fields, each "Name: value\r\n") is well formed
+ * and sets none of the fields the handshake writes itself (Host, Upgrade,
+ * Connection, Sec-WebSocket-*). NULL is fine. */
+bool tt__ws_headers_ok(const char *headers);
+/* Whether `list` is a comma-separated list of subprotocol tokens (RFC 6455
+ * 4.1: tokens, no duplicates). */
+bool tt__ws_protocols_ok(const char *list);
+
+/* The upgrade request for `url` with `key`: protocols (may be NULL), the
+ * permessage-deflate offer when `deflate`, then `headers` (may be NULL).
+ * Returns a malloc'd NUL-terminated request with its length in *len, or NULL
+ * (ENOMEM). */
+char *tt__ws_request(const tt__ws_url_t *url, const char *key, const char *protocols,
+                     bool deflate, const char *headers, size_t *len);
+
+/* What a client checks in the answer to its upgrade (4.1, 4.2.2; RFC 7692 7.1):
+ * status 101, Upgrade: websocket, Connection: upgrade, Sec-WebSocket-Accept for
+ * our key, a protocol only among those offered (copied into proto[cap], "" for
+ * none), and permessage-deflate only if offered, with parameters we can honour
+ * (into *pmd). Returns 0, or -1 with *why set to a static sentence. */
+int tt__ws_check_answer(const tt__http_req_t *resp, const char *key, const char *protocols,
+                        bool deflate, tt__ws_pmd_t *pmd, char *proto, size_t cap,
+                        const char **why);
+
+/* A fresh masking key for a client frame (RFC 6455 5.3: unpredictable, from a
+ * strong source): OpenSSL's generator, drawn in batches. */
+void tt__ws_mask_key(uint8_t key[4]);
+
 #endif

@@ -239,6 +239,15 @@ tt_conn_t *tt__conn_new(tt_loop_t *loop, int fd, tt__handlers_t *hs)
 
 void tt__conn_opened(tt_conn_t *c)
 {
+    if (c->ext != NULL && c->ext->proxy_send != NULL) {
+        /* A client's PROXY header: the first bytes on the wire, under TLS too. */
+        int err = c->ext->proxy_send(c);
+        c->ext->proxy_send = NULL;
+        if (err < 0) {
+            tt__conn_fail(c, err);
+            return;
+        }
+    }
     c->state = TT_STATE_OPEN;
     tt__wheel_stop(&c->loop->wheel, &c->deadline);
     if (c->flags & F_WANT_END)
@@ -251,8 +260,13 @@ void tt__conn_opened(tt_conn_t *c)
         if (tt__conn_is_closing(c))
             return;
     }
-    if (c->ext != NULL && c->ext->open_waits > 0)
-        return; /* a layer's own opening first (tt__conn_layer_opened) */
+    if (c->ext != NULL && c->ext->open_waits > 0) {
+        /* A layer's own opening first (tt__conn_layer_opened); what it queued to
+         * open with (a WebSocket client's upgrade request) goes now. */
+        if (!tt__sendq_empty(&c->sq))
+            flush(c, true);
+        return;
+    }
     if (c->h->h.on_open != NULL)
         c->h->h.on_open(c);
     if (tt__conn_is_closing(c))
@@ -397,6 +411,8 @@ static void finish_close(tt_conn_t *c)
     info.bytes_queued = c->sq.total;
     info.ws_reason = "";
     info.reason = "";
+    if (c->ext != NULL && c->ext->close_reason != NULL)
+        info.reason = c->ext->close_reason;
     if (c->ext != NULL && c->ext->close_info != NULL)
         c->ext->close_info(c, &info); /* before frame_free: the layer's state is gone then */
     if (c->ext != NULL && c->ext->wire_ops != NULL)
@@ -420,6 +436,8 @@ static void finish_close(tt_conn_t *c)
     c->state = TT_STATE_CLOSED;
     if (c->ext != NULL && c->ext->wire_ops != NULL)
         c->ext->wire_ops->free(c); /* after on_close: info.reason is the transform's text */
+    if (c->ext != NULL && c->ext->proxy_free != NULL)
+        c->ext->proxy_free(c); /* after on_close, which may still read the header */
     free(c->ext);
     tt__handlers_unref(c->h);
     loop->handles--;
@@ -1358,7 +1376,7 @@ const char *tt_close_kind_name(tt_close_kind_t k)
         "I/O error",       "idle timeout",      "heartbeat timeout",   "kernel timeout",
         "frame too large", "protocol error",    "server shutdown",     "websocket closed",
         "abnormal websocket close", "tls truncated",     "tls handshake failed",
-        "tls handshake timeout", "tls error"};
+        "tls handshake timeout", "tls error", "proxy protocol error"};
     return (unsigned)k < sizeof(names) / sizeof(names[0]) ? names[k] : "unknown";
 }
 
@@ -1501,6 +1519,10 @@ int tt_conn_peer_addr(const tt_conn_t *c, tt_addr_t *out)
     int fd = conn_fd_or_err(c);
     if (out == NULL)
         return -EINVAL;
+    if (fd >= 0 && c->ext != NULL && c->ext->peer_override != NULL) {
+        *out = *c->ext->peer_override; /* the client a PROXY header named */
+        return 0;
+    }
     return fd < 0 ? fd : tt__sock_peer(fd, out);
 }
 
@@ -1521,7 +1543,10 @@ int tt_conn_get_stats(const tt_conn_t *c, tt_conn_stats_t *out)
     out->state = tt_conn_state(c);
     if (c->io.fd >= 0 && !tt__conn_is_closing(c)) {
         tt__sock_local(c->io.fd, &out->local);
-        tt__sock_peer(c->io.fd, &out->peer);
+        if (c->ext != NULL && c->ext->peer_override != NULL)
+            out->peer = *c->ext->peer_override;
+        else
+            tt__sock_peer(c->io.fd, &out->peer);
     }
     out->age_ms = c->loop->now - c->created_ms;
     out->bytes_in = c->bytes_in;

@@ -59,6 +59,17 @@ typedef struct tt__conn_ext {
      * how many it consumed; the rest go on up at once. Returns -1 when it closed
      * the connection. It removes itself (sets this NULL) once the header is done. */
     ssize_t (*pre_input)(tt_conn_t *c, const char *buf, ssize_t n);
+    /* PROXY protocol (proto/proxy_conn.c): its state, freed after on_close (the
+     * addresses and TLVs stay readable until then); the client address that
+     * replaces the socket's peer everywhere (NULL: the socket's); a client's
+     * header, written raw by tt__conn_opened before anything else (0 or -errno). */
+    void *proxy;
+    void (*proxy_free)(tt_conn_t *c);
+    const tt_addr_t *peer_override;
+    int (*proxy_send)(tt_conn_t *c);
+    /* A layer's words for the close when it has no close_info hook of its own
+     * (static text; "" when none), copied to tt_close_info_t.reason. */
+    const char *close_reason;
     /* A transform between the socket and everything above it (TLS). */
     void *wire;
     const struct tt__wire_ops *wire_ops;

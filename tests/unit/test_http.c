@@ -162,3 +162,51 @@ Test(http, reasons)
     cr_assert_str_eq(tt__http_reason(431), "Request Header Fields Too Large");
     cr_assert_str_eq(tt__http_reason(999), "");
 }
+
+/* ---- response heads (the answer a WebSocket client reads) ---------------------------- */
+
+static int parse_resp(const char *s, tt__http_req_t *r)
+{
+    return tt__http_parse_response(s, strlen(s), NULL, r);
+}
+
+Test(http, a_switching_protocols_answer)
+{
+    static const char a[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                            "Connection: Upgrade\r\nTransfer-Encoding: chunked\r\n\r\n\x81\x00";
+    tt__http_req_t r;
+    cr_assert_eq(parse_resp(a, &r), TT__HTTP_OK);
+    cr_assert_eq(r.status, 101);
+    cr_assert_eq(r.minor, 1);
+    cr_assert(str_is(r.reason, "Switching Protocols"));
+    cr_assert_eq(r.nfields, 3, "no Host needed; Transfer-Encoding is only a field here");
+    cr_assert_eq(r.head_len, sizeof(a) - 1 - 2, "the frame after the head is not part of it");
+    for (size_t cut = 0; cut < r.head_len; cut++)
+        cr_assert_eq(tt__http_parse_response(a, cut, NULL, &r), TT__HTTP_MORE, "cut at %zu", cut);
+}
+
+Test(http, answers_with_an_empty_reason)
+{
+    tt__http_req_t r;
+    cr_assert_eq(parse_resp("HTTP/1.1 404 \r\n\r\n", &r), TT__HTTP_OK);
+    cr_assert_eq(r.status, 404);
+    cr_assert_eq(r.reason.len, 0);
+    cr_assert_eq(parse_resp("HTTP/1.0 200\r\n\r\n", &r), TT__HTTP_OK, "no SP: tolerated");
+    cr_assert_eq(r.minor, 0);
+}
+
+Test(http, bad_answers)
+{
+    static const char *const bad[] = {
+        "HTTP/1.1 10 Short\r\n\r\n", "HTTP/1.1 1010 Long\r\n\r\n", "HTTP/1.1 abc x\r\n\r\n",
+        "HTTP/1.1 099 Low\r\n\r\n",  "HTTP/11 101 x\r\n\r\n",       "SSH-2.0-OpenSSH_9.2\r\n\r\n",
+        "HTTP/1.1 101 ok\r\nBad Name: x\r\n\r\n", "HTTP/1.1 101 ok\r\n folded\r\n\r\n",
+        "HTTP/1.1 101 ok\nUpgrade: websocket\r\n\r\n", "HTTP/1.1 101 a\x01z\r\n\r\n"};
+    tt__http_req_t r;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_expect_eq(parse_resp(bad[i], &r), 400, "%s", bad[i]);
+    cr_expect_eq(parse_resp("HTTP/2.0 101 x\r\n\r\n", &r), 505);
+    tt__http_limits_t lim = {.max_head = 32};
+    static const char big[] = "HTTP/1.1 101 ok\r\nX-Long: aaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    cr_expect_eq(tt__http_parse_response(big, strlen(big), &lim, &r), 431);
+}

@@ -77,9 +77,18 @@ const char *cli_cred_str(const tt_conn_t *c, char *buf);
  * what is in the way (a live server, a file that is not a socket: left alone). */
 void cli_listen_error(const char *where, const tt_addr_t *addr, int err);
 /* Why a connection ended, for a message: "peer reset: Connection reset by peer",
- * or the kind alone when there is no error ("peer closed"). Returns buf. */
-#define CLI_REASON_LEN 160
+ * the kind and the layer's reason when it gives one ("tls handshake failed:
+ * hostname mismatch"), or the kind alone when there is no error ("peer closed").
+ * Returns buf. */
+#define CLI_REASON_LEN 384
 const char *cli_close_reason(const tt_close_info_t *info, char *buf);
+/* --proxy-protocol v1|v2|any|optional. 0, or a usage error printed and -EINVAL. */
+int cli_parse_proxy_mode(const char *cmd, const char *text, tt_proxy_mode_t *out);
+#define CLI_PROXY_USAGE                                                                           \
+    "      --proxy-protocol M  behind a load balancer: read its PROXY header first\n"              \
+    "                          (v1, v2, any: that version / either required;\n"                   \
+    "                          optional: one if it comes); the client it names is\n"             \
+    "                          the peer address everywhere\n"
 /* Seconds ("10", "0.5") to milliseconds, at most TT_TIMEOUT_MAX. 0 or -EINVAL. */
 int cli_parse_seconds(const char *text, uint64_t *ms);
 /* "4096", "64K", "4M", "1G" (powers of 1024): bytes into *out. 0 or -EINVAL (no
@@ -96,6 +105,9 @@ int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
 /* SIGINT and SIGTERM, through a signal watch on `loop`, are recorded and stop the
  * loop; SIGPIPE is ignored so a closed stdout gives EPIPE. Returns 0 or -errno. */
 int cli_signals_install(tt_loop_t *loop);
+/* SIGHUP through the same watch: fn(arg) runs on the loop's thread for each one,
+ * and the loop goes on. Call after cli_signals_install. Returns 0 or -errno. */
+int cli_signals_on_hup(void (*fn)(void *arg), void *arg);
 /* Close the watch (before tt_loop_close): the dispositions from before return. */
 void cli_signals_restore(void);
 /* The last SIGINT/SIGTERM received since install, or 0. */
@@ -119,7 +131,8 @@ int cli_print_metrics(const tt_admin_t *admin);
 
 /* --workers N for a server command: start the set (SO_REUSEPORT), the admin
  * endpoint if asked, print "tether CMD: listening on ADDR (N workers)", wait for
- * SIGINT/SIGTERM on this thread (the workers never see them), run before_stop,
+ * SIGINT/SIGTERM on this thread (the workers never see them; SIGHUP runs on_hup
+ * and waits on), run before_stop,
  * then stop gracefully within shutdown_ms. */
 typedef struct cli_workers {
     const char *cmd;              /* for messages: "echo", "chat" */
@@ -129,6 +142,8 @@ typedef struct cli_workers {
     void (*on_start)(tt_workers_t *set, unsigned index, tt_loop_t *loop, tt_server_t *srv,
                      void *arg);
     void (*before_stop)(tt_workers_t *set); /* after the signal, before the stop */
+    void (*on_hup)(tt_workers_t *set); /* SIGHUP, on the waiting thread; NULL: not
+                                          caught */
     const char *suffix;           /* appended to the listening line (" (websocket)"); NULL */
 } cli_workers_t;
 /* Returns CLI_EXIT_OK with the signal in *sig, or CLI_EXIT_FAIL after saying why. */

@@ -207,12 +207,30 @@ void cli_listen_error(const char *where, const tt_addr_t *addr, int err)
 
 const char *cli_close_reason(const tt_close_info_t *info, char *buf)
 {
-    if (info->error != 0)
+    /* A layer's own words (TLS: "hostname mismatch"; PROXY: "bad signature") say
+     * more than the errno. */
+    if (info->reason != NULL && info->reason[0] != '\0')
+        snprintf(buf, CLI_REASON_LEN, "%s: %s", tt_close_kind_name(info->kind), info->reason);
+    else if (info->error != 0)
         snprintf(buf, CLI_REASON_LEN, "%s: %s", tt_close_kind_name(info->kind),
                  tt_strerror(info->error));
     else
         snprintf(buf, CLI_REASON_LEN, "%s", tt_close_kind_name(info->kind));
     return buf;
+}
+
+int cli_parse_proxy_mode(const char *cmd, const char *text, tt_proxy_mode_t *out)
+{
+    static const tt_proxy_mode_t modes[] = {TT_PROXY_V1, TT_PROXY_V2, TT_PROXY_ANY,
+                                            TT_PROXY_OPTIONAL};
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        if (strcmp(text, tt_proxy_mode_name(modes[i])) == 0) {
+            *out = modes[i];
+            return 0;
+        }
+    }
+    cli_usage_error(cmd, "bad --proxy-protocol '%s': expected v1, v2, any or optional", text);
+    return -EINVAL;
 }
 
 int cli_parse_seconds(const char *text, uint64_t *ms)
@@ -268,12 +286,28 @@ int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
  * the loop as usual. The watch does not keep the loop running by itself. */
 static tt_signal_t *sig_watch;
 static int sig_caught;
+static void (*hup_fn)(void *arg); /* cli_signals_on_hup */
+static void *hup_arg;
 
 static void on_signal(tt_signal_t *s, int signo, void *data)
 {
     (void)s;
+    if (signo == SIGHUP) {
+        if (hup_fn != NULL)
+            hup_fn(hup_arg);
+        return;
+    }
     sig_caught = signo;
     tt_loop_stop(data);
+}
+
+int cli_signals_on_hup(void (*fn)(void *arg), void *arg)
+{
+    if (sig_watch == NULL || fn == NULL)
+        return -EINVAL;
+    hup_fn = fn;
+    hup_arg = arg;
+    return tt_signal_start(sig_watch, SIGHUP);
 }
 
 int cli_signals_install(tt_loop_t *loop)
@@ -302,6 +336,7 @@ void cli_signals_restore(void)
     if (sig_watch != NULL)
         tt_signal_close(sig_watch); /* the dispositions from before come back */
     sig_watch = NULL;
+    hup_fn = NULL;
 }
 
 int cli_signal_caught(void) { return sig_caught; }
@@ -420,6 +455,8 @@ int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_se
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    if (w->on_hup != NULL)
+        sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN); /* a closed stdout gives EPIPE, not death */
     err = tt_workers_start(addr, &wo, so, h, NULL, &set);
@@ -440,8 +477,12 @@ int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_se
         tt_workers_stop(set, 0);
         return CLI_EXIT_FAIL;
     }
-    *sig = 0;
-    sigwait(&sigs, sig);
+    do {
+        *sig = 0;
+        sigwait(&sigs, sig);
+        if (*sig == SIGHUP)
+            w->on_hup(set); /* on this thread; the workers serve on meanwhile */
+    } while (*sig == SIGHUP);
     if (w->before_stop != NULL)
         w->before_stop(set);
     if (admin != NULL)

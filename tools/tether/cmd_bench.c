@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_tls.h"
 #include "hdr.h"
 #include "tether.h"
 
@@ -76,6 +77,9 @@ struct opts {
     enum mode mode;
     uint32_t bind_first; /* host order; bind_count 0: no binding */
     uint32_t bind_count;
+    cli_tls_t tls;       /* --tls, --tls-* */
+    tt_tls_ctx_t *tls_ctx; /* shared by every connection of every thread */
+    const char *tls_name;  /* sent and verified: --tls-servername, or the host name */
 };
 
 /* State every worker reads; written by the coordinator before it posts "go" (the
@@ -397,7 +401,10 @@ static void on_close(tt_conn_t *conn, const tt_close_info_t *info)
     c->ts_head = 0;
     if (was_open)
         w->open_now--;
-    if (!was_open) {
+    if (!was_open && w->stopping && info->kind == TT_CLOSE_LOCAL_DESTROY) {
+        /* Churn: a slot still connecting (over TLS, still shaking hands) when the
+         * run ended was stopped by finish(), not refused. */
+    } else if (!was_open) {
         int err = info->error ? info->error : -ECONNABORTED;
 
         w->connect_errors++;
@@ -433,7 +440,9 @@ static const tt_conn_handlers_t handlers = {
 static int client_connect(struct client *c)
 {
     struct worker *w = c->w;
-    tt_connect_opts_t co = {.timeout_ms = CONNECT_TIMEOUT_MS};
+    tt_connect_opts_t co = {.timeout_ms = CONNECT_TIMEOUT_MS,
+                            .tls = w->o->tls_ctx,
+                            .tls_servername = w->o->tls_name};
     tt_addr_t bind_addr;
     int err;
 
@@ -682,12 +691,14 @@ static void usage(FILE *f)
                "      --bind-range A-B bind each connection to the next IPv4 source\n"
                "                       address in A..B (e.g. 127.0.0.2-127.0.0.254)\n"
                "      --json           one line of JSON instead of text\n"
+               CLI_TLS_USAGE_CLIENT
                "      --progress       one line a second on stderr while it runs (the\n"
                "                       default when stderr is a terminal)\n"
                "  -h, --help           this text\n"
                "\n"
-               "MiB/s counts payload one way. This is a load generator: point it only at\n"
-               "servers you run.\n"
+               "MiB/s counts payload one way. Over TLS every connection shakes hands before\n"
+               "the clock starts (with --churn each cycle does a full handshake: the rate is\n"
+               "handshakes/s). This is a load generator: point it only at servers you run.\n"
                "\n"
                "Exit status: 0 the run completed without an error; 1 the target could not\n"
                "be reached (reported at once, before any load), a connection failed or\n"
@@ -782,6 +793,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"json", no_argument, NULL, OPT_JSON},
         {"progress", no_argument, NULL, OPT_PROGRESS},
         {"help", no_argument, NULL, 'h'},
+        CLI_TLS_LONGOPTS_CLIENT,
         {NULL, 0, NULL, 0},
     };
     bool pipeline_set = false, first = true;
@@ -850,6 +862,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             usage(stdout);
             return 1;
         default:
+            if (CLI_IS_TLS_OPT(ch)) {
+                cli_tls_option(ch, optarg, &o->tls);
+                break;
+            }
             return -EINVAL; /* cli_getopt said why */
         }
         if (err < 0)
@@ -873,6 +889,11 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     o->target = argv[optind];
     if (cli_parse_host("bench", o->target, o->host, sizeof(o->host), &o->port) < 0)
         return -EINVAL;
+    if (cli_tls_check("bench", false, &o->tls) != 0)
+        return -EINVAL;
+    /* Every connection but the probe goes to the address the probe found: name the
+     * host for each of them, as tt_connect_host does for the probe. */
+    o->tls_name = cli_tls_name_for(&o->tls, o->host);
     if (o->mode != MODE_CLOSED && pipeline_set) {
         cli_usage_error("bench", "--pipeline is for the closed loop only (not with --rate or "
                                  "--churn)");
@@ -892,6 +913,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 struct probe {
     tt_addr_t addr;
     int err; /* 1 while pending */
+    char why[CLI_REASON_LEN]; /* a TLS failure's kind and reason, else "" */
 };
 
 static void probe_open(tt_conn_t *conn)
@@ -909,10 +931,13 @@ static void probe_close(tt_conn_t *conn, const tt_close_info_t *info)
 {
     struct probe *p = tt_conn_get_data(conn);
 
-    if (p->err == 1)
+    if (p->err == 1) {
         p->err = info->kind == TT_CLOSE_CONNECT_TIMEOUT ? -ETIMEDOUT
                  : info->error != 0                     ? info->error
                                                         : -ECONNABORTED;
+        if (info->kind >= TT_CLOSE_TLS_TRUNCATED && info->kind <= TT_CLOSE_TLS_ERROR)
+            cli_close_reason(info, p->why);
+    }
 }
 
 /* Connect once to HOST:PORT by the library's name lookup (tt_connect_host: every
@@ -922,7 +947,9 @@ static void probe_close(tt_conn_t *conn, const tt_close_info_t *info)
 static int probe_target(struct opts *o)
 {
     const tt_conn_handlers_t h = {.on_open = probe_open, .on_close = probe_close};
-    tt_connect_opts_t co = {.timeout_ms = CONNECT_TIMEOUT_MS};
+    tt_connect_opts_t co = {.timeout_ms = CONNECT_TIMEOUT_MS,
+                            .tls = o->tls_ctx,
+                            .tls_servername = o->tls.servername};
     struct probe p = {.err = 1};
     tt_loop_t *loop;
     tt_conn_t *conn;
@@ -940,7 +967,12 @@ static int probe_target(struct opts *o)
         p.err = err;
     tt_loop_close(loop);
     if (p.err != 0) {
-        cli_error("connect %s: %s", o->target, tt_strerror(p.err));
+        if (p.why[0] != '\0' && o->tls.servername != NULL)
+            cli_error("connect %s (as %s): %s", o->target, o->tls.servername, p.why);
+        else if (p.why[0] != '\0')
+            cli_error("connect %s: %s", o->target, p.why);
+        else
+            cli_error("connect %s: %s", o->target, tt_strerror(p.err));
         return p.err;
     }
     o->addr = p.addr;
@@ -1010,11 +1042,12 @@ static void report(const struct opts *o, const struct totals *t)
                "\"mib_per_s\":%.3f,\"latency_us\":{\"p50\":%.3f,\"p90\":%.3f,"
                "\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f,\"mean\":%.3f},"
                "\"opened\":%" PRIu64 ",\"connect_errors\":%" PRIu64 ",\"errors\":%" PRIu64
-               ",\"first_error\":\"%s\"}\n",
+               ",\"first_error\":\"%s\",\"tls\":%s}\n",
                o->target, mode_names[o->mode], o->connections, o->size,
                o->mode == MODE_CLOSED ? o->pipeline : 1, o->rate, o->threads, t->elapsed, o->warmup,
                t->counted, rate, mib, us[0], us[1], us[2], us[3], us[4], us[5], t->opened,
-               t->connect_errors, t->errors, t->first_error ? tt_err_name(t->first_error) : "");
+               t->connect_errors, t->errors, t->first_error ? tt_err_name(t->first_error) : "",
+               o->tls.on ? "true" : "false");
         return;
     }
     printf("tether bench %s: %s loop, %u connection%s, %zu-byte messages", o->target,
@@ -1023,7 +1056,7 @@ static void report(const struct opts *o, const struct totals *t)
         printf(", pipeline %u", o->pipeline);
     if (o->mode == MODE_RATE)
         printf(", %.0f msg/s scheduled", o->rate);
-    printf(", %u thread%s\n", o->threads, o->threads == 1 ? "" : "s");
+    printf(", %u thread%s%s\n", o->threads, o->threads == 1 ? "" : "s", o->tls.on ? ", TLS" : "");
     printf("  measured    %.3f s (after %.3f s warmup)\n", t->elapsed, o->warmup);
     printf("  %-11s %" PRIu64 " (%.1f/s)\n", o->mode == MODE_CHURN ? "connections" : "messages",
            t->counted, rate);
@@ -1059,11 +1092,13 @@ int cmd_bench(int argc, char **argv)
                   o.connections);
         return 1;
     }
-    if (probe_target(&o) < 0)
+    if (cli_tls_make(&o.tls, &o.tls_ctx) < 0)
         return 1;
+    if (probe_target(&o) < 0)
+        goto out;
     if (o.bind_count && o.addr.u.sa.sa_family != AF_INET) {
         cli_error("--bind-range: %s is not an IPv4 target", o.target);
-        return 1;
+        goto out;
     }
     sh.o = &o;
     atomic_init(&sh.counted, 0);
@@ -1197,5 +1232,6 @@ out:
     free(clients);
     free(ws);
     hdr_free(&t.hist);
+    tt_tls_ctx_free(o.tls_ctx); /* every loop is closed: no connection holds it */
     return rc;
 }

@@ -13,6 +13,7 @@
  * so a line is framed once for all of them. GET / without the upgrade headers
  * answers with the built-in page (chat_page.c), any other path 404. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 
 #include "chat_page.h"
 #include "cli.h"
+#include "cli_tls.h"
 
 #define NAME_MAX_LEN (TT_ADDR_STRLEN + 2)
 #define SHUTDOWN_MS 2000 /* graceful end for every client, then destroy */
@@ -39,6 +41,7 @@ static tt_server_t *server;   /* single loop */
 static tt_server_t *ws_server; /* --ws: the WebSocket listener */
 static tt_group_t *ws_room;    /* --ws: its open clients, one frame for all */
 static bool quiet;
+static cli_tls_t tls; /* --tls-*: read again on SIGHUP */
 
 static void usage(FILE *f)
 {
@@ -59,10 +62,15 @@ static void usage(FILE *f)
             "      --admin SOCKET      serve the connection table for `tether stat`\n"
             "                          (default: none)\n"
             "      --metrics ADDR:PORT serve Prometheus metrics over HTTP (default: none)\n"
+            "      --cluster redis://HOST:PORT[/CHANNEL]  one room across every node bound to\n"
+            "                        the channel (default tether-chat), through Redis pub/sub\n"
             "      --ws ADDR:PORT      also listen for WebSocket clients there, in the same\n"
             "                          room (text messages, no newline); GET / without\n"
             "                          the upgrade serves a chat page (default: none;\n"
-            "                          not with --workers)\n"
+            "                          not with --workers). With the TLS options below it\n"
+            "                          is wss:// too\n"
+            CLI_PROXY_USAGE
+            CLI_TLS_USAGE_SERVER
             "  -q, --quiet             do not log joins and leaves on stderr (default:\n"
             "                          log them)\n"
             "  -h, --help              this text\n\n"
@@ -76,6 +84,36 @@ static void usage(FILE *f)
 }
 
 /* --max-queue: "4M", "512K", "0" (0: the library's default cap, 64 MiB). */
+/* redis://HOST:PORT[/CHANNEL]; HOST numeric (IPv6 in brackets), CHANNEL default
+ * tether-chat. */
+static int parse_redis_url(const char *url, char *host, size_t hsize, uint16_t *port, char *chan,
+                           size_t csize)
+{
+    static const char scheme[] = "redis://";
+    char hp[128];
+    tt_addr_t a;
+    const char *rest, *slash;
+
+    if (strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+        return -EINVAL;
+    rest = url + sizeof(scheme) - 1;
+    slash = strchr(rest, '/');
+    size_t hl = slash != NULL ? (size_t)(slash - rest) : strlen(rest);
+    if (hl == 0 || hl >= sizeof(hp))
+        return -EINVAL;
+    memcpy(hp, rest, hl);
+    hp[hl] = '\0';
+    if (tt_addr_parse_hostport(&a, hp) < 0 || tt_addr_is_unix(&a) || tt_addr_port(&a) == 0 ||
+        tt_addr_format_host(&a, host, hsize) < 0)
+        return -EINVAL;
+    *port = tt_addr_port(&a);
+    const char *ch = slash != NULL && slash[1] != '\0' ? slash + 1 : "tether-chat";
+    if (strlen(ch) >= csize)
+        return -EINVAL;
+    snprintf(chan, csize, "%s", ch);
+    return 0;
+}
+
 static int parse_queue_cap(const char *text, size_t *out)
 {
     uint64_t v;
@@ -135,7 +173,27 @@ static void utf8_fix(char *text, size_t len)
  * once for the whole group. A text message must be UTF-8 (a browser drops the
  * connection on anything else) while a line client may send any bytes, so their
  * copy has each bad byte replaced with '?'. */
+static void say_here(tt_conn_t *except, const char *text, size_t len);
+
+/* --cluster: the other nodes' lines come through Redis to this node's clients. */
+static tt_cluster_t *cluster;
+static tt_group_t *cluster_room; /* no members: its broadcasts only publish */
+
+static void from_other_node(tt_group_t *g, const void *buf, size_t len, void *arg)
+{
+    (void)g, (void)arg;
+    if (len > 0 && ((const char *)buf)[len - 1] == '\n')
+        say_here(NULL, buf, len);
+}
+
 static void say(tt_conn_t *except, const char *text, size_t len)
+{
+    say_here(except, text, len);
+    if (cluster_room != NULL)
+        tt_group_broadcast(cluster_room, text, len, except); /* published once */
+}
+
+static void say_here(tt_conn_t *except, const char *text, size_t len)
 {
     if (workers != NULL) {
         tt_workers_broadcast(workers, text, len, except);
@@ -183,8 +241,11 @@ static void on_open(tt_conn_t *c)
     tt_conn_set_data(c, name);
     int n = snprintf(line, sizeof(line), "* %s joined\n", name);
     say(c, line, (size_t)n);
-    if (!quiet)
-        fprintf(stderr, "tether chat: %s joined%s\n", name, ws ? " (websocket)" : "");
+    if (!quiet) {
+        char desc[CLI_TLS_DESC_LEN];
+        fprintf(stderr, "tether chat: %s joined%s%s\n", name, ws ? " (websocket)" : "",
+                cli_tls_desc(c, desc));
+    }
 }
 
 static void on_message(tt_conn_t *c, const void *msg, size_t len)
@@ -224,12 +285,22 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
     char *name = tt_conn_get_data(c);
     char line[NAME_MAX_LEN + 64];
 
-    if (name == NULL)
+    if (name == NULL) {
+        /* Never joined: a balancer's header that was missing or bad. */
+        if (!quiet && info->kind == TT_CLOSE_PROXY_ERROR) {
+            char why[CLI_REASON_LEN];
+            fprintf(stderr, "tether chat: #%" PRIu64 " refused: %s\n", tt_conn_id(c),
+                    cli_close_reason(info, why));
+        }
         return;
+    }
     int n = snprintf(line, sizeof(line), "* %s left\n", name);
     say(NULL, line, (size_t)n); /* a closing connection takes no more sends anyway */
-    if (!quiet)
-        fprintf(stderr, "tether chat: %s left (%s)\n", name, tt_close_kind_name(info->kind));
+    if (!quiet) {
+        const char *r = info->reason != NULL ? info->reason : "";
+        fprintf(stderr, "tether chat: %s left (%s%s%s)\n", name, tt_close_kind_name(info->kind),
+                r[0] != '\0' ? ": " : "", r);
+    }
     free(name);
 }
 
@@ -288,6 +359,19 @@ static tt_admin_opts_t admin_opts(const char *admin_path)
 }
 
 /* Close what run_single opened, before anything ran. */
+static bool stopping; /* single loop: the servers are shutting down */
+
+/* SIGHUP: read the certificate files again, for both listeners. */
+static void reload_single(void *arg)
+{
+    tt_server_t *srvs[2] = {server, ws_server};
+    (void)arg;
+    if (!stopping)
+        cli_tls_reload(&tls, srvs, ws_server != NULL ? 2 : 1);
+}
+
+static void reload_workers(tt_workers_t *set) { cli_tls_reload_workers(&tls, set); }
+
 static void close_early(tt_loop_t *loop, tt_admin_t *admin)
 {
     if (admin != NULL)
@@ -298,9 +382,18 @@ static void close_early(tt_loop_t *loop, tt_admin_t *admin)
         tt_group_close(ws_room);
     ws_server = NULL;
     ws_room = NULL;
+    if (cluster != NULL)
+        tt_cluster_close(cluster);
+    if (cluster_room != NULL)
+        tt_group_close(cluster_room);
+    cluster = NULL;
+    cluster_room = NULL;
     tt_server_close(server);
     tt_loop_run(loop, TT_RUN_NOWAIT);
 }
+
+static const tt_cluster_opts_t *cluster_opts; /* --cluster */
+static const char *cluster_channel;
 
 static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
                       const tt_server_opts_t *ws_so, const char *admin_path)
@@ -334,8 +427,18 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
             goto fail;
         }
     }
+    if (cluster_opts != NULL) {
+        if ((err = tt_group_init(loop, "cluster", &cluster_room)) < 0 ||
+            (err = tt_cluster_start(loop, cluster_opts, &cluster)) < 0 ||
+            (err = tt_group_bind_cb(cluster_room, cluster, cluster_channel, from_other_node,
+                                    NULL)) < 0) {
+            cli_error("chat: --cluster: %s", tt_strerror(err));
+            goto fail;
+        }
+    }
     if (admin_path != NULL || metrics_addr != NULL) {
         tt_admin_opts_t ao = admin_opts(admin_path);
+        ao.cluster = cluster;
         err = tt_admin_start(server, &ao, &admin);
         if (err < 0) {
             admin = NULL;
@@ -345,25 +448,34 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
     }
     /* Signals first: SIGPIPE is ignored before the first line is printed. */
     err = cli_signals_install(loop);
+    if (err == 0 && tls.on)
+        err = cli_signals_on_hup(reload_single, NULL);
     if (err < 0) {
         cli_error("signals: %s", tt_strerror(err));
         goto fail;
     }
     tt_server_addr(server, &bound);
-    if (cli_print_listening(stdout, &bound, NULL) < 0)
+    if (cli_print_listening(stdout, &bound, tls.on ? " (tls)" : NULL) < 0)
         goto fail;
     if (ws_server != NULL) {
         tt_server_addr(ws_server, &bound);
-        if (cli_print_listening(stdout, &bound, " (websocket)") < 0)
+        if (cli_print_listening(stdout, &bound, tls.on ? " (websocket, tls)" : " (websocket)") < 0)
             goto fail;
     }
     if (cli_print_metrics(admin) < 0)
         goto fail;
     tt_loop_run(loop, TT_RUN_DEFAULT); /* until SIGINT/SIGTERM */
 
-    say(NULL, "* server shutting down\n", 23);
+    say_here(NULL, "* server shutting down\n", 23); /* this node's clients only */
+    if (cluster != NULL) {
+        tt_cluster_close(cluster); /* unbinds the room */
+        tt_group_close(cluster_room);
+        cluster = NULL;
+        cluster_room = NULL;
+    }
     if (admin != NULL)
         tt_admin_close(admin);
+    stopping = true;
     tt_server_shutdown(server, SHUTDOWN_MS, on_shutdown, NULL);
     if (ws_server != NULL) /* WebSocket clients get a close frame with 1001 */
         tt_server_shutdown(ws_server, SHUTDOWN_MS, on_shutdown, NULL);
@@ -405,7 +517,10 @@ int cmd_chat(int argc, char **argv)
                                          {"metrics", required_argument, NULL, 'P'},
                                          {"ws", required_argument, NULL, 'w'},
                                          {"quiet", no_argument, NULL, 'q'},
+                                         {"cluster", required_argument, NULL, 'C'},
+                                         {"proxy-protocol", required_argument, NULL, 'X'},
                                          {"help", no_argument, NULL, 'h'},
+                                         CLI_TLS_LONGOPTS_SERVER,
                                          {NULL, 0, NULL, 0}};
     const char *listen_text = CHAT_DEFAULT_LISTEN, *admin_path = NULL, *ws_text = NULL;
     tt_server_opts_t so = {0};
@@ -413,6 +528,8 @@ int cmd_chat(int argc, char **argv)
     unsigned long max_line = CHAT_DEFAULT_MAX_LINE, nworkers = 1, max_conns = 0;
     size_t max_queue = DEFAULT_MAX_QUEUE;
     tt_addr_t addr, maddr, ws_addr;
+    tt_cluster_opts_t copts = {0};
+    char chost[64], cchan[201];
     bool first = true;
     int c;
 
@@ -453,16 +570,35 @@ int cmd_chat(int argc, char **argv)
         case 'q':
             quiet = true;
             break;
+        case 'C':
+            if (parse_redis_url(optarg, chost, sizeof(chost), &copts.port, cchan,
+                                sizeof(cchan)) < 0)
+                return cli_usage_error("chat", "bad --cluster '%s': expected "
+                                       "redis://HOST:PORT[/CHANNEL] (HOST numeric)", optarg);
+            copts.host = chost;
+            cluster_opts = &copts;
+            cluster_channel = cchan;
+            break;
+        case 'X':
+            if (cli_parse_proxy_mode("chat", optarg, &so.proxy) < 0)
+                return CLI_EXIT_USAGE;
+            break;
         case 'h':
             usage(stdout);
             return CLI_EXIT_OK;
         default:
+            if (CLI_IS_TLS_OPT(c)) {
+                cli_tls_option(c, optarg, &tls);
+                break;
+            }
             return CLI_EXIT_USAGE;
         }
     }
     if (optind != argc)
         return cli_usage_error("chat", "unexpected argument '%s'", argv[optind]);
     if (cli_parse_addr("chat", listen_text, false, &addr) < 0)
+        return CLI_EXIT_USAGE;
+    if (cli_tls_check("chat", true, &tls) != 0)
         return CLI_EXIT_USAGE;
     frame = tt_frame_line(max_line);
     so.frame = &frame;
@@ -482,6 +618,12 @@ int cmd_chat(int argc, char **argv)
         if (cli_parse_addr("chat", ws_text, false, &ws_addr) < 0)
             return CLI_EXIT_USAGE;
     }
+    if (nworkers > 1 && cluster_opts != NULL)
+        return cli_usage_error("chat", "--cluster works with one loop only (not with --workers)");
+    /* One context for both listeners (the WebSocket one is wss:// then). */
+    if (cli_tls_make(&tls, &so.tls) < 0)
+        return CLI_EXIT_FAIL;
+    ws_so.tls = so.tls;
     if (nworkers > 1) {
         tt_admin_opts_t ao = admin_opts(admin_path);
         cli_workers_t w = {.cmd = "chat",
@@ -489,11 +631,16 @@ int cmd_chat(int argc, char **argv)
                            .shutdown_ms = SHUTDOWN_MS,
                            .admin = admin_path != NULL || metrics_addr != NULL ? &ao : NULL,
                            .on_start = on_worker_start,
-                           .before_stop = announce_shutdown};
+                           .before_stop = announce_shutdown,
+                           .on_hup = tls.on ? reload_workers : NULL,
+                           .suffix = tls.on ? " (tls)" : NULL};
         int sig, status = cli_serve_workers(&w, &addr, &so, &handlers, &sig);
         if (status == CLI_EXIT_OK)
             fprintf(stderr, "tether chat: shut down (signal %d)\n", sig);
+        tt_tls_ctx_free(so.tls);
         return status;
     }
-    return run_single(&addr, &so, ws_text != NULL ? &ws_addr : NULL, &ws_so, admin_path);
+    int status = run_single(&addr, &so, ws_text != NULL ? &ws_addr : NULL, &ws_so, admin_path);
+    tt_tls_ctx_free(so.tls); /* after every connection that used it */
+    return status;
 }

@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "cli_framing.h"
 #include "cli_liveness.h"
+#include "cli_tls.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:7000"
 #define SHUTDOWN_MS 2000
@@ -25,11 +26,14 @@ typedef struct echo {
 /* One process, one server: the handlers find the state here (accepted connections
  * start with user data NULL, and outlive the server's own pointer at shutdown). */
 static echo_t g_echo;
+static cli_tls_t g_tls; /* --tls-*: read again on SIGHUP */
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: tether echo [--listen ADDR:PORT] [--verbose] [--framing F] [--workers N]\n"
                "                   [--max-conns N] [--admin SOCKET] [--metrics ADDR:PORT] [--ws]\n"
+               "                   [--tls-cert FILE --tls-key FILE [--tls-ca FILE]\n"
+               "                    [--tls-verify-client] [--tls-alpn LIST]]\n"
                "\n"
                "Echo server: sends back every byte it receives. When a client ends its\n"
                "side, the server ends its side after the echo is flushed.\n"
@@ -44,9 +48,11 @@ static void usage(FILE *f)
                "                          in the kernel's backlog until one leaves\n"
                "      --admin SOCKET      serve the connection table for `tether stat`\n"
                "      --metrics ADDR:PORT serve Prometheus metrics over HTTP\n"
+               CLI_PROXY_USAGE
                "      --ws                speak WebSocket (RFC 6455, permessage-deflate): each\n"
                "                          message comes back with its kind (text or binary);\n"
                "                          the listening line ends with ' (websocket)'\n"
+               CLI_TLS_USAGE_SERVER
                CLI_LIVENESS_USAGE
                CLI_FRAMING_USAGE_ECHO
                "  -h, --help              this text\n"
@@ -61,12 +67,13 @@ static void usage(FILE *f)
 static void on_open(tt_conn_t *c)
 {
     if (g_echo.verbose) {
-        char buf[TT_ADDR_STRLEN], cred[CLI_CRED_LEN];
+        char buf[TT_ADDR_STRLEN], cred[CLI_CRED_LEN], tls[CLI_TLS_DESC_LEN];
         tt_addr_t peer;
         if (tt_conn_peer_addr(c, &peer) < 0)
             peer.len = 0;
-        fprintf(stderr, "tether echo: #%" PRIu64 " open from %s%s\n", tt_conn_id(c),
-                peer.len ? cli_addr_str(&peer, buf) : "?", cli_cred_str(c, cred));
+        fprintf(stderr, "tether echo: #%" PRIu64 " open from %s%s%s\n", tt_conn_id(c),
+                peer.len ? cli_addr_str(&peer, buf) : "?", cli_cred_str(c, cred),
+                cli_tls_desc(c, tls));
     }
 }
 
@@ -119,6 +126,16 @@ static void on_shutdown(tt_server_t *srv, size_t ended, size_t destroyed, void *
         fprintf(stderr, "tether echo: shut down: %zu ended, %zu destroyed\n", ended, destroyed);
 }
 
+/* SIGHUP: read the certificate files again. */
+static void reload_single(void *arg)
+{
+    (void)arg;
+    if (g_echo.srv != NULL)
+        cli_tls_reload(&g_tls, &g_echo.srv, 1);
+}
+
+static void reload_workers(tt_workers_t *set) { cli_tls_reload_workers(&g_tls, set); }
+
 /* Graceful shutdown of the single-loop server. Idempotent: a second signal during
  * shutdown finds nothing left to do (the deadline destroys stragglers). */
 static void shutdown_all(void)
@@ -142,8 +159,10 @@ int cmd_echo(int argc, char **argv)
                                              {"admin", required_argument, NULL, 'A'},
                                              {"metrics", required_argument, NULL, 'P'},
                                              {"ws", no_argument, NULL, 'w'},
+                                             {"proxy-protocol", required_argument, NULL, 'X'},
                                              CLI_LIVENESS_LONGOPTS,
                                              CLI_FRAMING_LONGOPTS,
+                                             CLI_TLS_LONGOPTS_SERVER,
                                              {NULL, 0, NULL, 0}};
     cli_liveness_t lv = {0};
     cli_framing_t fr = {0};
@@ -157,6 +176,7 @@ int cmd_echo(int argc, char **argv)
     tt_admin_t *admin = NULL;
     unsigned long workers = 1, max_conns = 0;
     bool first = true, ws = false;
+    tt_proxy_mode_t proxy = TT_PROXY_OFF;
     int ch, err, status = CLI_EXIT_OK;
 
     while ((ch = cli_getopt("echo", argc, argv, ":l:vh", longopts, &first)) != -1) {
@@ -184,6 +204,10 @@ int cmd_echo(int argc, char **argv)
         case 'w':
             ws = true;
             break;
+        case 'X':
+            if (cli_parse_proxy_mode("echo", optarg, &proxy) < 0)
+                return CLI_EXIT_USAGE;
+            break;
         case 'P':
             if (cli_parse_addr("echo", optarg, false, &maddr) < 0)
                 return CLI_EXIT_USAGE;
@@ -201,6 +225,10 @@ int cmd_echo(int argc, char **argv)
                 return CLI_EXIT_USAGE;
             break;
         default:
+            if (CLI_IS_TLS_OPT(ch)) {
+                cli_tls_option(ch, optarg, &g_tls);
+                break;
+            }
             return CLI_EXIT_USAGE;
         }
     }
@@ -208,22 +236,29 @@ int cmd_echo(int argc, char **argv)
         return cli_usage_error("echo", "unexpected argument '%s'", argv[optind]);
     if (cli_parse_addr("echo", listen, false, &addr) < 0)
         return CLI_EXIT_USAGE;
+    if (cli_tls_check("echo", true, &g_tls) != 0)
+        return CLI_EXIT_USAGE;
 
     tt_ws_opts_t wso = {.deflate = true};
     tt_server_opts_t so = {.liveness = cli_liveness_opts(&lv),
                            .frame = cli_framing_opts(&fr),
                            .max_conns = max_conns,
-                           .websocket = ws ? &wso : NULL};
+                           .websocket = ws ? &wso : NULL,
+                           .proxy = proxy};
     if (ws && so.frame != NULL)
         return cli_usage_error("echo", "--ws and --framing exclude each other");
-    const char *suffix = ws ? " (websocket)" : NULL;
+    if (cli_tls_make(&g_tls, &so.tls) < 0)
+        return CLI_EXIT_FAIL;
+    const char *suffix = ws ? (g_tls.on ? " (websocket, tls)" : " (websocket)")
+                            : (g_tls.on ? " (tls)" : NULL);
     bool serve_admin = ao.unix_path != NULL || ao.metrics_addr != NULL;
     if (workers > 1) {
         cli_workers_t w = {.cmd = "echo", .count = (unsigned)workers,
                            .shutdown_ms = SHUTDOWN_MS, .admin = serve_admin ? &ao : NULL,
-                           .suffix = suffix};
+                           .suffix = suffix, .on_hup = g_tls.on ? reload_workers : NULL};
         int sig;
         status = cli_serve_workers(&w, &addr, &so, &h, &sig);
+        tt_tls_ctx_free(so.tls);
         if (status == CLI_EXIT_OK && g_echo.verbose)
             fprintf(stderr, "tether echo: stopped by signal %d; %" PRIu64 " connections closed\n",
                     sig, (uint64_t)atomic_load(&g_echo.closed));
@@ -233,12 +268,14 @@ int cmd_echo(int argc, char **argv)
     err = tt_loop_init(&loop);
     if (err < 0) {
         cli_error("echo: %s", tt_strerror(err));
+        tt_tls_ctx_free(so.tls);
         return CLI_EXIT_FAIL;
     }
     err = tt_server_listen(loop, &addr, &so, &h, NULL, &g_echo.srv);
     if (err < 0) {
         cli_listen_error(listen, &addr, err);
         tt_loop_close(loop);
+        tt_tls_ctx_free(so.tls);
         return CLI_EXIT_FAIL;
     }
     if (serve_admin && (err = tt_admin_start(g_echo.srv, &ao, &admin)) < 0) {
@@ -246,9 +283,12 @@ int cmd_echo(int argc, char **argv)
         tt_server_close(g_echo.srv);
         tt_loop_run(loop, TT_RUN_NOWAIT);
         tt_loop_close(loop);
+        tt_tls_ctx_free(so.tls);
         return CLI_EXIT_FAIL;
     }
     err = cli_signals_install(loop);
+    if (err == 0 && g_tls.on)
+        err = cli_signals_on_hup(reload_single, NULL);
     if (err < 0) {
         cli_error("echo: signals: %s", tt_strerror(err));
         shutdown_all();
@@ -277,6 +317,7 @@ int cmd_echo(int argc, char **argv)
     }
     cli_signals_restore();
     err = tt_loop_close(loop);
+    tt_tls_ctx_free(so.tls); /* after every connection that used it */
     if (err < 0) {
         cli_error("echo: closing the loop: %s", tt_strerror(err));
         return CLI_EXIT_FAIL;

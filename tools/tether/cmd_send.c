@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_tls.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_LINGER_MS 30000
@@ -33,6 +34,7 @@ typedef struct send_state {
 } send_t;
 
 static send_t g_send;
+static cli_tls_t g_send_tls; /* --tls, --tls-* */
 
 static void usage(FILE *f)
 {
@@ -48,7 +50,11 @@ static void usage(FILE *f)
                "  -w, --timeout SECONDS   connect timeout (default %d; 0: the kernel's)\n"
                "      --linger SECONDS    how long to wait for the peer's FIN after ours\n"
                "                          (default %d; 0: forever)\n"
+               CLI_TLS_USAGE_CLIENT
                "  -h, --help              this text\n"
+               "\n"
+               "Over TLS the file is read and encrypted in bounded chunks, N counts the\n"
+               "file's bytes, and the graceful end is close_notify both ways.\n"
                "\n"
                "Exit status: 0 the whole file was written and both sides closed cleanly,\n"
                "1 the file could not be read or the connection failed or ended early (a\n"
@@ -95,6 +101,16 @@ static void on_close(tt_conn_t *c, const tt_close_info_t *info)
     }
     if (st->status != CLI_EXIT_OK)
         return; /* already explained */
+    if (!st->opened) { /* the TLS handshake failed: say so, naming the host */
+        char why[CLI_REASON_LEN];
+        if (g_send_tls.servername != NULL)
+            cli_error("connect %s (as %s): %s", st->where, g_send_tls.servername,
+                      cli_close_reason(info, why));
+        else
+            cli_error("connect %s: %s", st->where, cli_close_reason(info, why));
+        st->status = CLI_EXIT_FAIL;
+        return;
+    }
     if (graceful && complete) {
         double dt = cli_now_s() - st->t_open;
         printf("%" PRIu64 " bytes sent to %s in %.3f s (%.1f MiB/s)\n", info->bytes_written,
@@ -119,8 +135,10 @@ int cmd_send(int argc, char **argv)
     static const struct option longopts[] = {{"timeout", required_argument, NULL, 'w'},
                                              {"linger", required_argument, NULL, OPT_LINGER},
                                              {"help", no_argument, NULL, 'h'},
+                                             CLI_TLS_LONGOPTS_CLIENT,
                                              {NULL, 0, NULL, 0}};
     const tt_conn_handlers_t h = {.on_open = on_open, .on_data = on_data, .on_close = on_close};
+    cli_tls_t *tls = &g_send_tls;
     tt_connect_opts_t copts = {.timeout_ms = DEFAULT_TIMEOUT_MS};
     send_t *st = &g_send;
     struct stat sb;
@@ -147,6 +165,10 @@ int cmd_send(int argc, char **argv)
             usage(stdout);
             return CLI_EXIT_OK;
         default:
+            if (CLI_IS_TLS_OPT(ch)) {
+                cli_tls_option(ch, optarg, tls);
+                break;
+            }
             return CLI_EXIT_USAGE;
         }
     }
@@ -159,6 +181,8 @@ int cmd_send(int argc, char **argv)
     st->where = argv[optind];
     st->path = argv[optind + 1];
     if (cli_parse_host("send", st->where, host, sizeof(host), &port) < 0)
+        return CLI_EXIT_USAGE;
+    if (cli_tls_check("send", false, tls) != 0)
         return CLI_EXIT_USAGE;
 
     /* Open the file first: a missing file is reported before touching the network.
@@ -194,10 +218,16 @@ int cmd_send(int argc, char **argv)
                    ? (uint64_t)sb.st_size - st->offset
                    : 0;
 
+    if (cli_tls_make(tls, &copts.tls) < 0) {
+        close(st->fd);
+        return CLI_EXIT_FAIL;
+    }
+    copts.tls_servername = tls->servername; /* else the host name, as typed */
     err = tt_loop_init(&loop);
     if (err < 0) {
         cli_error("%s", tt_strerror(err));
         close(st->fd);
+        tt_tls_ctx_free(copts.tls);
         return CLI_EXIT_FAIL;
     }
     err = tt_connect_host(loop, host, port, &copts, &h, NULL, &c); /* names resolve on the loop */
@@ -225,6 +255,7 @@ int cmd_send(int argc, char **argv)
         fcntl(STDIN_FILENO, F_SETFL, in_flags);
     fflush(stdout);
     err = tt_loop_close(loop);
+    tt_tls_ctx_free(copts.tls);
     if (err < 0 && st->status == CLI_EXIT_OK) {
         cli_error("closing the loop: %s", tt_strerror(err));
         st->status = CLI_EXIT_FAIL;

@@ -164,6 +164,8 @@ fail:
 
 static int buf_append(buf_t *b, const void *p, size_t n)
 {
+    if (n == 0)
+        return 0; /* an empty message: nothing to copy (and maybe no buffer yet) */
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 64 * 1024;
         while (cap < b->len + n)
