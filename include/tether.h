@@ -1537,6 +1537,13 @@ TT_EXTERN tt_loop_t *tt_server_loop(const tt_server_t *srv);
  * descriptors). */
 TT_EXTERN bool tt_server_is_paused(const tt_server_t *srv);
 
+/* Close the listener now and accept nothing more; the connections go on (a
+ * graceful shutdown may follow). After a hand-over the successor holds the same
+ * socket, so nothing is refused: then give the connections accepted last a moment
+ * for what they have in flight before tt_server_shutdown ends them. Returns 0 or
+ * -EINVAL (NULL or closed). */
+TT_EXTERN int tt_server_stop_accepting(tt_server_t *srv);
+
 /* Reported once a graceful shutdown has finished: how many connections ended
  * gracefully within the deadline and how many were destroyed at it. The server is
  * freed when this returns. */

@@ -713,6 +713,15 @@ static void close_listener(tt_server_t *s)
     tt__unix_unlink_ours(tt_addr_unix_path(&s->addr), &s->ufile);
 }
 
+int tt_server_stop_accepting(tt_server_t *s)
+{
+    if (s == NULL || s->closed)
+        return -EINVAL;
+    tt__wheel_stop(&s->loop->wheel, &s->retry); /* no resume after a pause either */
+    close_listener(s);
+    return 0;
+}
+
 int tt_server_close(tt_server_t *s)
 {
     if (s == NULL || s->closed)

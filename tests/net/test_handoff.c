@@ -41,13 +41,10 @@ static void echo(tt_conn_t *c, const void *d, size_t n, size_t p)
     tt_send(c, d, n);
 }
 
-static void taken(tt_handoff_t *h, int status, void *arg)
+static void drained(tt_timer_t *t, void *arg)
 {
     node_t *nd = arg;
-    if (status != 0)
-        return; /* a successor failed: keep serving */
-    tt_handoff_close(h);
-    nd->offer = NULL;
+    tt_timer_close(t);
     if (nd->srv != NULL) {
         tt_server_shutdown(nd->srv, 2000, NULL, NULL);
         nd->srv = NULL;
@@ -56,6 +53,32 @@ static void taken(tt_handoff_t *h, int status, void *arg)
         tt_workers_stop(nd->workers, 2000);
         nd->workers = NULL;
     }
+}
+
+static void stop_accepting(tt_workers_t *set, unsigned i, tt_loop_t *loop, tt_server_t *srv,
+                           void *arg)
+{
+    (void)set, (void)i, (void)loop, (void)arg;
+    if (srv != NULL)
+        tt_server_stop_accepting(srv);
+}
+
+/* The successor serves: accept no more, give what is in flight a moment (a
+ * connection accepted just now may not have been read yet), then end gracefully. */
+static void taken(tt_handoff_t *h, int status, void *arg)
+{
+    node_t *nd = arg;
+    tt_timer_t *t;
+    if (status != 0)
+        return; /* a successor failed: keep serving */
+    tt_handoff_close(h);
+    nd->offer = NULL;
+    if (nd->srv != NULL)
+        tt_server_stop_accepting(nd->srv);
+    if (nd->workers != NULL)
+        tt_workers_visit(nd->workers, stop_accepting, NULL);
+    cr_assert_eq(tt_timer_init(nd->loop, &t, drained, nd), 0);
+    cr_assert_eq(tt_timer_start(t, 250, 0), 0);
 }
 
 /* Serve (on inherited sockets when `take`), report the port on `out`, offer the
@@ -125,6 +148,40 @@ static pid_t start_node(const char *path, bool take, unsigned workers, uint16_t 
     cr_assert_eq(read(p[0], port, sizeof(*port)), (ssize_t)sizeof(*port),
                  "node %d failed before serving", (int)pid);
     close(p[0]);
+    return pid;
+}
+
+/* ---- the same with the command line: tether echo --handoff / --takeover -------- */
+
+static pid_t start_cli(const char *path, bool take, unsigned workers, uint16_t *port)
+{
+    char cmd[512], line[256], wk[32] = "";
+    int p[2];
+
+    if (workers > 0)
+        snprintf(wk, sizeof(wk), " --workers %u", workers);
+    snprintf(cmd, sizeof(cmd), "exec %s echo %s%s --handoff %s%s%s", th_build_path("tether"),
+             take ? "" : "--listen 127.0.0.1:0", take ? "" : wk, path, take ? " --takeover " : "",
+             take ? path : "");
+    cr_assert_eq(pipe(p), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dup2(p[1], STDOUT_FILENO);
+        close(p[0]);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    FILE *out = fdopen(p[0], "r");
+    setvbuf(out, NULL, _IONBF, 0);
+    struct pollfd pf = {.fd = p[0], .events = POLLIN};
+    cr_assert_eq(poll(&pf, 1, 10000), 1, "%s: no listening line", cmd);
+    cr_assert_not_null(fgets(line, sizeof(line), out), "%s: died before listening", cmd);
+    fclose(out);
+    char *at = strstr(line, "listening on 127.0.0.1:");
+    cr_assert_not_null(at, "%s", line);
+    *port = (uint16_t)atoi(at + strlen("listening on 127.0.0.1:"));
     return pid;
 }
 
@@ -199,7 +256,7 @@ static void exits_zero(pid_t pid)
               WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
-static void chain(unsigned workers)
+static void chain_with(pid_t (*start)(const char *, bool, unsigned, uint16_t *), unsigned workers)
 {
     char path[64];
     uint16_t port, p2;
@@ -207,12 +264,12 @@ static void chain(unsigned workers)
     pthread_t th;
 
     snprintf(path, sizeof(path), "unix:@tether-handoff-%d", (int)getpid());
-    pid_t pid = start_node(path, false, workers, &port);
+    pid_t pid = start(path, false, workers, &port);
     l.port = port;
     cr_assert_eq(pthread_create(&th, NULL, load_main, &l), 0);
     usleep(200000);
     for (int i = 0; i < HANDOVERS; i++) {
-        pid_t next = start_node(path, true, workers, &p2);
+        pid_t next = start(path, true, workers, &p2);
         cr_assert_eq(p2, port, "the successor serves another port");
         exits_zero(pid); /* let go, drained, gone */
         pid = next;
@@ -239,12 +296,35 @@ static void chain(unsigned workers)
 
 Test(handoff, five_handovers_refuse_and_reset_nothing, .timeout = 60)
 {
-    chain(0);
+    chain_with(start_node, 0);
 }
 
 Test(handoff, five_handovers_with_two_workers, .timeout = 60)
 {
-    chain(2);
+    chain_with(start_node, 2);
+}
+
+Test(handoff, cli_echo_five_handovers, .timeout = 60)
+{
+    chain_with(start_cli, 0);
+}
+
+Test(handoff, cli_echo_five_handovers_with_two_workers, .timeout = 60)
+{
+    chain_with(start_cli, 2);
+}
+
+Test(handoff, cli_takeover_with_listen_is_a_usage_error)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "%s echo --listen 127.0.0.1:0 --takeover unix:@x 2>/dev/null",
+             th_build_path("tether"));
+    int st = system(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "status %d", st);
+    snprintf(cmd, sizeof(cmd), "%s echo --takeover unix:@tether-nobody-%d 2>/dev/null",
+             th_build_path("tether"), (int)getpid());
+    st = system(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "nobody offering: status %d", st);
 }
 
 /* A successor that takes the sockets and dies before it serves changes nothing:

@@ -145,6 +145,11 @@ typedef struct cli_workers {
     void (*on_hup)(tt_workers_t *set); /* SIGHUP, on the waiting thread; NULL: not
                                           caught */
     const char *suffix;           /* appended to the listening line (" (websocket)"); NULL */
+    const char *handoff;          /* --handoff SOCKET: offer the listeners; NULL: none */
+    const int *listen_fds;        /* --takeover: the predecessor's listeners (count: nfds) */
+    unsigned nfds;
+    const char *takeover;         /* --takeover SOCKET (NULL: none), and the link to tell */
+    int link;                     /* once serving */
 } cli_workers_t;
 /* Returns CLI_EXIT_OK with the signal in *sig, or CLI_EXIT_FAIL after saying why. */
 int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_server_opts_t *so,

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "cli_handoff.h"
 
 /* ---- messages ----------------------------------------------------------------- */
 
@@ -443,7 +444,8 @@ int cli_print_metrics(const tt_admin_t *admin)
 int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_server_opts_t *so,
                       const tt_conn_handlers_t *h, int *sig)
 {
-    tt_workers_opts_t wo = {.count = w->count, .on_start = w->on_start};
+    tt_workers_opts_t wo = {.count = w->count, .on_start = w->on_start,
+                            .listen_fds = w->listen_fds, .nfds = w->nfds};
     tt_workers_t *set;
     tt_admin_t *admin = NULL;
     tt_addr_t bound;
@@ -459,9 +461,12 @@ int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_se
         sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN); /* a closed stdout gives EPIPE, not death */
-    err = tt_workers_start(addr, &wo, so, h, NULL, &set);
+    err = tt_workers_start(w->nfds > 0 ? NULL : addr, &wo, so, h, NULL, &set);
     if (err < 0) {
-        cli_listen_error(cli_addr_str(addr, buf), addr, err);
+        if (w->nfds > 0)
+            cli_error("%s: --takeover %s: %s", w->cmd, w->takeover, tt_strerror(err));
+        else
+            cli_listen_error(cli_addr_str(addr, buf), addr, err);
         return CLI_EXIT_FAIL;
     }
     if (w->admin != NULL && (err = tt_admin_start_workers(set, w->admin, &admin)) < 0) {
@@ -470,10 +475,20 @@ int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_se
         return CLI_EXIT_FAIL;
     }
     tt_workers_addr(set, &bound);
-    snprintf(buf, sizeof(buf), " (%u workers)%s", w->count, w->suffix != NULL ? w->suffix : "");
+    snprintf(buf, sizeof(buf), " (%u workers)%s", tt_workers_count(set),
+             w->suffix != NULL ? w->suffix : "");
     if (cli_print_listening(stdout, &bound, buf) < 0 || cli_print_metrics(admin) < 0) {
         if (admin != NULL)
             tt_admin_close(admin);
+        tt_workers_stop(set, 0);
+        return CLI_EXIT_FAIL;
+    }
+    if (w->takeover != NULL)
+        cli_takeover_ready(w->cmd, w->takeover, w->link);
+    if (w->handoff != NULL && cli_offer_workers(w->cmd, set, w->handoff) != CLI_EXIT_OK) {
+        if (admin != NULL)
+            tt_admin_close(admin);
+        cli_offer_workers_close(set);
         tt_workers_stop(set, 0);
         return CLI_EXIT_FAIL;
     }
@@ -483,6 +498,10 @@ int cli_serve_workers(const cli_workers_t *w, const tt_addr_t *addr, const tt_se
         if (*sig == SIGHUP)
             w->on_hup(set); /* on this thread; the workers serve on meanwhile */
     } while (*sig == SIGHUP);
+    if (w->handoff != NULL) {
+        cli_offer_workers_close(set);
+        cli_offer_workers_drain(set);
+    }
     if (w->before_stop != NULL)
         w->before_stop(set);
     if (admin != NULL)

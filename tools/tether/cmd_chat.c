@@ -21,6 +21,7 @@
 
 #include "chat_page.h"
 #include "cli.h"
+#include "cli_handoff.h"
 #include "cli_tls.h"
 
 #define NAME_MAX_LEN (TT_ADDR_STRLEN + 2)
@@ -71,6 +72,7 @@ static void usage(FILE *f)
             "                          is wss:// too\n"
             CLI_PROXY_USAGE
             CLI_TLS_USAGE_SERVER
+            CLI_HANDOFF_USAGE
             "  -q, --quiet             do not log joins and leaves on stderr (default:\n"
             "                          log them)\n"
             "  -h, --help              this text\n\n"
@@ -395,13 +397,54 @@ static void close_early(tt_loop_t *loop, tt_admin_t *admin)
 static const tt_cluster_opts_t *cluster_opts; /* --cluster */
 static const char *cluster_channel;
 
+/* --handoff / --takeover (the line listener first, then the WebSocket one). */
+static const char *handoff_path, *takeover_path;
+static int taken_fds[CLI_HANDOFF_MAX], takeover_link = -1;
+static size_t taken_n;
+static tt_loop_t *single_loop;
+
+static void drained(tt_timer_t *t, void *arg)
+{
+    (void)arg;
+    tt_timer_close(t);
+    tt_loop_stop(single_loop); /* on to the graceful shutdown, as on SIGTERM */
+}
+
+/* Accept no more, give what is in flight a moment, then shut down. */
+static void handed_over(void *arg)
+{
+    tt_timer_t *t;
+    (void)arg;
+    tt_server_stop_accepting(server);
+    if (ws_server != NULL)
+        tt_server_stop_accepting(ws_server);
+    if (tt_timer_init(single_loop, &t, drained, NULL) < 0 ||
+        tt_timer_start(t, CLI_HANDOFF_DRAIN_MS, 0) < 0)
+        tt_loop_stop(single_loop);
+}
+
+static int listen_on(tt_loop_t *loop, size_t i, tt_addr_t *addr, const tt_server_opts_t *so,
+                     tt_server_t **out)
+{
+    char text[TT_ADDR_STRLEN];
+    int err = i < taken_n ? tt_server_listen_fd(loop, taken_fds[i], so, &handlers, NULL, out)
+                          : tt_server_listen(loop, addr, so, &handlers, NULL, out);
+    if (err < 0 && i < taken_n)
+        cli_error("chat: --takeover %s: %s", takeover_path, tt_strerror(err));
+    else if (err < 0)
+        cli_listen_error(cli_addr_str(addr, text), addr, err);
+    if (i < taken_n)
+        taken_fds[i] = -1; /* the server's now, even on failure */
+    return err;
+}
+
 static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
                       const tt_server_opts_t *ws_so, const char *admin_path)
 {
+    cli_offer_t offer = {.cmd = "chat", .on_taken = handed_over};
     tt_loop_t *loop;
     tt_admin_t *admin = NULL;
     tt_addr_t bound;
-    char text[TT_ADDR_STRLEN];
     int err;
 
     err = tt_loop_init(&loop);
@@ -409,9 +452,9 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
         cli_error("chat: %s", tt_strerror(err));
         return CLI_EXIT_FAIL;
     }
-    err = tt_server_listen(loop, addr, so, &handlers, NULL, &server);
+    single_loop = loop;
+    err = listen_on(loop, 0, addr, so, &server);
     if (err < 0) {
-        cli_listen_error(cli_addr_str(addr, text), addr, err);
         tt_loop_close(loop);
         return CLI_EXIT_FAIL;
     }
@@ -420,10 +463,9 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
             cli_error("chat: %s", tt_strerror(err));
             goto fail;
         }
-        err = tt_server_listen(loop, ws_addr, ws_so, &handlers, NULL, &ws_server);
+        err = listen_on(loop, 1, ws_addr, ws_so, &ws_server);
         if (err < 0) {
             ws_server = NULL;
-            cli_listen_error(cli_addr_str(ws_addr, text), ws_addr, err);
             goto fail;
         }
     }
@@ -464,7 +506,16 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
     }
     if (cli_print_metrics(admin) < 0)
         goto fail;
-    tt_loop_run(loop, TT_RUN_DEFAULT); /* until SIGINT/SIGTERM */
+    if (takeover_link >= 0) {
+        cli_takeover_ready("chat", takeover_path, takeover_link);
+        takeover_link = -1;
+    }
+    int lfds[2] = {tt_server_fd(server), ws_server != NULL ? tt_server_fd(ws_server) : -1};
+    if (handoff_path != NULL &&
+        cli_offer_start(&offer, loop, handoff_path, lfds, ws_server != NULL ? 2 : 1) != 0)
+        goto fail;
+    tt_loop_run(loop, TT_RUN_DEFAULT); /* until SIGINT/SIGTERM, or handed over */
+    cli_offer_close(&offer);
 
     say_here(NULL, "* server shutting down\n", 23); /* this node's clients only */
     if (cluster != NULL) {
@@ -488,6 +539,14 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
     return err == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 
 fail:
+    cli_offer_close(&offer);
+    if (takeover_link >= 0)
+        close(takeover_link); /* the predecessor serves on */
+    takeover_link = -1;
+    for (size_t i = 0; i < taken_n; i++)
+        if (taken_fds[i] >= 0)
+            close(taken_fds[i]);
+    taken_n = 0;
     close_early(loop, admin);
     cli_signals_restore(); /* nothing when it was not installed */
     tt_loop_close(loop);
@@ -518,6 +577,8 @@ int cmd_chat(int argc, char **argv)
                                          {"ws", required_argument, NULL, 'w'},
                                          {"quiet", no_argument, NULL, 'q'},
                                          {"cluster", required_argument, NULL, 'C'},
+                                         {"handoff", required_argument, NULL, 'H'},
+                                         {"takeover", required_argument, NULL, 'T'},
                                          {"proxy-protocol", required_argument, NULL, 'X'},
                                          {"help", no_argument, NULL, 'h'},
                                          CLI_TLS_LONGOPTS_SERVER,
@@ -530,13 +591,14 @@ int cmd_chat(int argc, char **argv)
     tt_addr_t addr, maddr, ws_addr;
     tt_cluster_opts_t copts = {0};
     char chost[64], cchan[201];
-    bool first = true;
+    bool first = true, listen_given = false;
     int c;
 
     while ((c = cli_getopt("chat", argc, argv, ":l:qh", opts, &first)) != -1) {
         switch (c) {
         case 'l':
             listen_text = optarg;
+            listen_given = true;
             break;
         case 'L':
             if (cli_parse_count("chat", "--max-line", optarg, TT_FRAME_MAX_LIMIT, &max_line) != 0)
@@ -569,6 +631,12 @@ int cmd_chat(int argc, char **argv)
             break;
         case 'q':
             quiet = true;
+            break;
+        case 'H':
+            handoff_path = optarg;
+            break;
+        case 'T':
+            takeover_path = optarg;
             break;
         case 'C':
             if (parse_redis_url(optarg, chost, sizeof(chost), &copts.port, cchan,
@@ -620,9 +688,31 @@ int cmd_chat(int argc, char **argv)
     }
     if (nworkers > 1 && cluster_opts != NULL)
         return cli_usage_error("chat", "--cluster works with one loop only (not with --workers)");
+    if (takeover_path != NULL && listen_given)
+        return cli_usage_error("chat", "--takeover starts from a predecessor's listeners: "
+                                       "no --listen");
     /* One context for both listeners (the WebSocket one is wss:// then). */
     if (cli_tls_make(&tls, &so.tls) < 0)
         return CLI_EXIT_FAIL;
+    if (takeover_path != NULL &&
+        cli_takeover("chat", takeover_path, taken_fds, CLI_HANDOFF_MAX, &taken_n,
+                     &takeover_link) != CLI_EXIT_OK) {
+        tt_tls_ctx_free(so.tls);
+        return CLI_EXIT_FAIL;
+    }
+    /* A predecessor with --ws handed over two listeners (lines, then WebSocket):
+     * its successor says --ws too (the address is then the inherited one). */
+    if (takeover_path != NULL && ws_text != NULL && taken_n != 2) {
+        cli_error("chat: --takeover %s: %zu listener(s) offered, --ws needs the line and the "
+                  "WebSocket one", takeover_path, taken_n);
+        close(takeover_link);
+        for (size_t i = 0; i < taken_n; i++)
+            close(taken_fds[i]);
+        tt_tls_ctx_free(so.tls);
+        return CLI_EXIT_FAIL;
+    }
+    if (takeover_path != NULL && ws_text == NULL && taken_n > 1)
+        nworkers = taken_n; /* one worker for each of the predecessor's listeners */
     ws_so.tls = so.tls;
     if (nworkers > 1) {
         tt_admin_opts_t ao = admin_opts(admin_path);
@@ -633,7 +723,12 @@ int cmd_chat(int argc, char **argv)
                            .on_start = on_worker_start,
                            .before_stop = announce_shutdown,
                            .on_hup = tls.on ? reload_workers : NULL,
-                           .suffix = tls.on ? " (tls)" : NULL};
+                           .suffix = tls.on ? " (tls)" : NULL,
+                           .handoff = handoff_path,
+                           .listen_fds = taken_n > 0 ? taken_fds : NULL,
+                           .nfds = (unsigned)taken_n,
+                           .takeover = takeover_path,
+                           .link = takeover_link};
         int sig, status = cli_serve_workers(&w, &addr, &so, &handlers, &sig);
         if (status == CLI_EXIT_OK)
             fprintf(stderr, "tether chat: shut down (signal %d)\n", sig);

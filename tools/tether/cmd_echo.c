@@ -8,8 +8,10 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "cli_handoff.h"
 #include "cli_framing.h"
 #include "cli_liveness.h"
 #include "cli_tls.h"
@@ -19,6 +21,7 @@
 
 typedef struct echo {
     tt_server_t *srv;
+    tt_admin_t *admin;
     bool verbose;
     atomic_uint_fast64_t closed, abnormal; /* counted on every worker's thread */
 } echo_t;
@@ -34,6 +37,7 @@ static void usage(FILE *f)
                "                   [--max-conns N] [--admin SOCKET] [--metrics ADDR:PORT] [--ws]\n"
                "                   [--tls-cert FILE --tls-key FILE [--tls-ca FILE]\n"
                "                    [--tls-verify-client] [--tls-alpn LIST]]\n"
+               "                   [--handoff SOCKET] [--takeover SOCKET]\n"
                "\n"
                "Echo server: sends back every byte it receives. When a client ends its\n"
                "side, the server ends its side after the echo is flushed.\n"
@@ -53,6 +57,7 @@ static void usage(FILE *f)
                "                          message comes back with its kind (text or binary);\n"
                "                          the listening line ends with ' (websocket)'\n"
                CLI_TLS_USAGE_SERVER
+               CLI_HANDOFF_USAGE
                CLI_LIVENESS_USAGE
                CLI_FRAMING_USAGE_ECHO
                "  -h, --help              this text\n"
@@ -136,6 +141,33 @@ static void reload_single(void *arg)
 
 static void reload_workers(tt_workers_t *set) { cli_tls_reload_workers(&g_tls, set); }
 
+static void shutdown_all(void);
+
+static void drained(tt_timer_t *t, void *arg)
+{
+    (void)arg;
+    tt_timer_close(t);
+    if (g_echo.admin != NULL) {
+        tt_admin_close(g_echo.admin);
+        g_echo.admin = NULL;
+    }
+    shutdown_all();
+}
+
+/* --handoff: a successor serves on our listeners. Accept no more, give what is
+ * in flight a moment, then finish what is open and go. */
+static void handed_over(void *arg)
+{
+    tt_timer_t *t;
+    (void)arg;
+    if (g_echo.srv == NULL)
+        return;
+    tt_server_stop_accepting(g_echo.srv);
+    if (tt_timer_init(tt_server_loop(g_echo.srv), &t, drained, NULL) < 0 ||
+        tt_timer_start(t, CLI_HANDOFF_DRAIN_MS, 0) < 0)
+        drained(t, NULL);
+}
+
 /* Graceful shutdown of the single-loop server. Idempotent: a second signal during
  * shutdown finds nothing left to do (the deadline destroys stragglers). */
 static void shutdown_all(void)
@@ -160,6 +192,8 @@ int cmd_echo(int argc, char **argv)
                                              {"metrics", required_argument, NULL, 'P'},
                                              {"ws", no_argument, NULL, 'w'},
                                              {"proxy-protocol", required_argument, NULL, 'X'},
+                                             {"handoff", required_argument, NULL, 'H'},
+                                             {"takeover", required_argument, NULL, 'T'},
                                              CLI_LIVENESS_LONGOPTS,
                                              CLI_FRAMING_LONGOPTS,
                                              CLI_TLS_LONGOPTS_SERVER,
@@ -169,7 +203,11 @@ int cmd_echo(int argc, char **argv)
     const tt_conn_handlers_t h = {
         .on_open = on_open, .on_data = on_data, .on_drain = on_drain, .on_close = on_close,
         .on_message = on_message};
-    const char *listen = DEFAULT_LISTEN;
+    const char *listen = DEFAULT_LISTEN, *handoff = NULL, *takeover = NULL;
+    bool listen_given = false;
+    int fds[CLI_HANDOFF_MAX], link = -1;
+    size_t nfds = 0;
+    cli_offer_t offer = {.cmd = "echo", .on_taken = handed_over};
     tt_loop_t *loop;
     tt_addr_t addr, maddr;
     tt_admin_opts_t ao = {0};
@@ -183,6 +221,13 @@ int cmd_echo(int argc, char **argv)
         switch (ch) {
         case 'l':
             listen = optarg;
+            listen_given = true;
+            break;
+        case 'H':
+            handoff = optarg;
+            break;
+        case 'T':
+            takeover = optarg;
             break;
         case 'v':
             g_echo.verbose = true;
@@ -247,15 +292,28 @@ int cmd_echo(int argc, char **argv)
                            .proxy = proxy};
     if (ws && so.frame != NULL)
         return cli_usage_error("echo", "--ws and --framing exclude each other");
+    if (takeover != NULL && listen_given)
+        return cli_usage_error("echo", "--takeover starts from a predecessor's listeners: "
+                                       "no --listen");
     if (cli_tls_make(&g_tls, &so.tls) < 0)
         return CLI_EXIT_FAIL;
+    /* From here on the predecessor serves until we tell it we do. */
+    if (takeover != NULL &&
+        cli_takeover("echo", takeover, fds, CLI_HANDOFF_MAX, &nfds, &link) != CLI_EXIT_OK) {
+        tt_tls_ctx_free(so.tls);
+        return CLI_EXIT_FAIL;
+    }
+    if (nfds > 1)
+        workers = nfds; /* one worker for each of the predecessor's listeners */
     const char *suffix = ws ? (g_tls.on ? " (websocket, tls)" : " (websocket)")
                             : (g_tls.on ? " (tls)" : NULL);
     bool serve_admin = ao.unix_path != NULL || ao.metrics_addr != NULL;
     if (workers > 1) {
         cli_workers_t w = {.cmd = "echo", .count = (unsigned)workers,
                            .shutdown_ms = SHUTDOWN_MS, .admin = serve_admin ? &ao : NULL,
-                           .suffix = suffix, .on_hup = g_tls.on ? reload_workers : NULL};
+                           .suffix = suffix, .on_hup = g_tls.on ? reload_workers : NULL,
+                           .handoff = handoff, .listen_fds = nfds > 0 ? fds : NULL,
+                           .nfds = (unsigned)nfds, .takeover = takeover, .link = link};
         int sig;
         status = cli_serve_workers(&w, &addr, &so, &h, &sig);
         tt_tls_ctx_free(so.tls);
@@ -271,9 +329,15 @@ int cmd_echo(int argc, char **argv)
         tt_tls_ctx_free(so.tls);
         return CLI_EXIT_FAIL;
     }
-    err = tt_server_listen(loop, &addr, &so, &h, NULL, &g_echo.srv);
+    err = nfds > 0 ? tt_server_listen_fd(loop, fds[0], &so, &h, NULL, &g_echo.srv)
+                   : tt_server_listen(loop, &addr, &so, &h, NULL, &g_echo.srv);
     if (err < 0) {
-        cli_listen_error(listen, &addr, err);
+        if (nfds > 0)
+            cli_error("echo: --takeover %s: %s", takeover, tt_strerror(err));
+        else
+            cli_listen_error(listen, &addr, err);
+        if (link >= 0)
+            close(link); /* the predecessor serves on */
         tt_loop_close(loop);
         tt_tls_ctx_free(so.tls);
         return CLI_EXIT_FAIL;
@@ -301,20 +365,36 @@ int cmd_echo(int argc, char **argv)
                 tt_admin_close(admin);
                 admin = NULL;
             }
+            if (link >= 0)
+                close(link);
             shutdown_all();
             status = CLI_EXIT_FAIL;
+        } else {
+            if (link >= 0)
+                cli_takeover_ready("echo", takeover, link);
+            int lfd = tt_server_fd(g_echo.srv);
+            g_echo.admin = admin;
+            if (handoff != NULL && cli_offer_start(&offer, loop, handoff, &lfd, 1) != CLI_EXIT_OK) {
+                if (admin != NULL)
+                    tt_admin_close(admin);
+                g_echo.admin = admin = NULL;
+                shutdown_all();
+                status = CLI_EXIT_FAIL;
+            }
         }
     }
 
     /* Runs until a signal stops it (the server keeps the loop alive); then shut
      * down and run again to deliver every on_close. */
     while (tt_loop_run(loop, TT_RUN_DEFAULT) == 1) {
-        if (admin != NULL) {
-            tt_admin_close(admin);
-            admin = NULL;
+        if (g_echo.admin != NULL) {
+            tt_admin_close(g_echo.admin);
+            g_echo.admin = NULL;
         }
+        cli_offer_close(&offer);
         shutdown_all();
     }
+    cli_offer_close(&offer);
     cli_signals_restore();
     err = tt_loop_close(loop);
     tt_tls_ctx_free(so.tls); /* after every connection that used it */
