@@ -1873,6 +1873,31 @@ TT_EXTERN int tt_admin_close(tt_admin_t *admin);
  * -EINVAL, or -ENOMEM. */
 TT_EXTERN int tt_server_format_table(tt_server_t *srv, char **out, size_t *len);
 
+/* The follow feed: every open and close of a server's accepted connections as it
+ * happens (`tether stat --follow`, the dashboard). The table socket answers a
+ * client that sends "FOLLOW\n" with one line per event instead of the table:
+ *   open <TAB> id <TAB> peer
+ *   close <TAB> id <TAB> peer <TAB> kind <TAB> reason ("-" if none) <TAB> bytes_in <TAB> bytes_out
+ * A follower whose queue passes 64 KiB is dropped; at most 8 follow at once
+ * (more are told "error\ttoo many followers"); single-server mode only. A
+ * client that sends "TABLE\n", sends nothing for 100 ms, or ends, gets the table. */
+typedef struct tt_follow tt_follow_t;
+typedef struct tt_follow_event {
+    bool open;            /* true: accepted; false: closing */
+    tt_conn_t *conn;      /* lent; its figures (tt_conn_get_stats) are still readable */
+    tt_close_kind_t kind; /* close only */
+    int error;            /* close only: negative errno or 0 */
+    const char *reason;   /* close only: a layer's words, "" if none; lent */
+} tt_follow_event_t;
+typedef void (*tt_follow_cb)(const tt_follow_event_t *ev, void *arg);
+/* Call `cb` on srv's loop for each open and close from now on, until
+ * tt_follow_stop() (which must come before the server closes). The callback must
+ * not close the server or start or stop a follow; it may send on other
+ * connections. Returns 0, -EINVAL or -ENOMEM. */
+TT_EXTERN int tt_follow_start(tt_server_t *srv, tt_follow_cb cb, void *arg, tt_follow_t **out);
+/* Stop and free. Returns 0 or -EINVAL. */
+TT_EXTERN int tt_follow_stop(tt_follow_t *f);
+
 /* ---- udp ----------------------------------------------------------------------
  * A UDP socket lives from tt_udp_open() until the on_close that follows
  * tt_udp_close(); it gets exactly one on_close, and the handle is freed when that

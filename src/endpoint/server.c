@@ -63,7 +63,23 @@ struct tt_server {
     tt__unix_file_t ufile;
     uint32_t *uids;
     size_t nuids;
+    tt__srv_obs_t *obs; /* observers of opens and closes (server.h) */
 };
+
+void tt__server_observe(tt_server_t *s, tt__srv_obs_t *o)
+{
+    o->next = s->obs;
+    s->obs = o;
+}
+
+void tt__server_unobserve(tt_server_t *s, tt__srv_obs_t *o)
+{
+    for (tt__srv_obs_t **p = &s->obs; *p != NULL; p = &(*p)->next)
+        if (*p == o) {
+            *p = o->next;
+            return;
+        }
+}
 
 static void event(tt_server_t *s, int ev, int err, const tt_addr_t *peer)
 {
@@ -128,6 +144,9 @@ void tt__server_unlink(tt_conn_t *c)
 {
     tt_server_t *s = c->server;
 
+    if (!s->closed)
+        for (tt__srv_obs_t *o = s->obs; o != NULL; o = o->next)
+            o->closed(o, c);
     /* The key counted at accept: asking the socket now would fail after a reset
      * (getpeername gives ENOTCONN), and the address would be locked out for good. */
     if (c->ext != NULL && c->ext->ip_counted) {
@@ -383,6 +402,8 @@ static void adopt(tt_server_t *s, int fd, const tt_addr_t *peer)
         tt__live_apply(c, s->live); /* best effort, like the options above */
     link_conn(s, c);
     s->accepted++;
+    for (tt__srv_obs_t *o = s->obs; o != NULL; o = o->next)
+        o->opened(o, c);
     if (at_limit(s) && !s->o.limit_close && s->io.fd >= 0) {
         set_accepting(s, false);
         event(s, TT_SERVER_PAUSED, 0, NULL);

@@ -15,4 +15,18 @@ int tt__server_new_adopting(tt_loop_t *loop, const tt_addr_t *addr, const tt_ser
  * 0, -ESHUTDOWN, -ENOMEM. Must run on srv's loop. */
 int tt__server_adopt(tt_server_t *srv, int fd, const tt_addr_t *peer);
 
+/* Observers of a server's connections (the operations layer's follow feed): told
+ * when an accepted connection joins the server and when it leaves it (at the
+ * start of its close, before on_close, while its figures and close kind can
+ * still be read; not when the server closes and its connections live on). The
+ * server holds the node, not a copy; unregister before the server closes.
+ * Callbacks must not close the server, nor register or unregister observers. */
+typedef struct tt__srv_obs {
+    void (*opened)(struct tt__srv_obs *o, tt_conn_t *c);
+    void (*closed)(struct tt__srv_obs *o, tt_conn_t *c);
+    struct tt__srv_obs *next;
+} tt__srv_obs_t;
+void tt__server_observe(tt_server_t *srv, tt__srv_obs_t *o);
+void tt__server_unobserve(tt_server_t *srv, tt__srv_obs_t *o);
+
 #endif

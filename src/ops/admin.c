@@ -20,6 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "endpoint/server.h"
 #include "proto/http.h"
 #include "stream/conn.h"
 #include "sys/sock.h"
@@ -174,6 +175,69 @@ int tt_server_format_table(tt_server_t *srv, char **out, size_t *len)
 /* Longest HTTP request head we read: a scraper sends one short line and a few
  * headers; more than this is not a metrics request. */
 #define REQUEST_MAX 2048
+/* The table socket: a client that has not said what it wants by then gets the
+ * table (a plain reader that connects and reads, as before the follow mode). */
+#define GRACE_MS 100
+#define FOLLOW_CAP ((size_t)64 << 10) /* a follower further behind is dropped */
+#define MAX_FOLLOWERS 8
+#define LINE_MAX_REQ 16 /* "FOLLOW\n", "TABLE\n" */
+
+/* ---- the follow feed ---------------------------------------------------------------- */
+
+struct tt_follow {
+    tt__srv_obs_t obs;
+    tt_server_t *srv;
+    tt_follow_cb cb;
+    void *arg;
+};
+
+static void follow_opened(tt__srv_obs_t *o, tt_conn_t *c)
+{
+    tt_follow_t *f = tt__container_of(o, tt_follow_t, obs);
+    tt_follow_event_t ev = {.open = true, .conn = c, .reason = ""};
+    f->cb(&ev, f->arg);
+}
+
+static void follow_closed(tt__srv_obs_t *o, tt_conn_t *c)
+{
+    tt_follow_t *f = tt__container_of(o, tt_follow_t, obs);
+    tt_follow_event_t ev = {.open = false,
+                            .conn = c,
+                            .kind = (tt_close_kind_t)c->close_kind,
+                            .error = c->close_err,
+                            .reason = ""};
+    if (c->ext != NULL && c->ext->close_reason != NULL)
+        ev.reason = c->ext->close_reason;
+    f->cb(&ev, f->arg);
+}
+
+int tt_follow_start(tt_server_t *srv, tt_follow_cb cb, void *arg, tt_follow_t **out)
+{
+    tt_follow_t *f;
+
+    if (srv == NULL || cb == NULL || out == NULL)
+        return -EINVAL;
+    f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return -ENOMEM;
+    f->obs.opened = follow_opened;
+    f->obs.closed = follow_closed;
+    f->srv = srv;
+    f->cb = cb;
+    f->arg = arg;
+    tt__server_observe(srv, &f->obs);
+    *out = f;
+    return 0;
+}
+
+int tt_follow_stop(tt_follow_t *f)
+{
+    if (f == NULL)
+        return -EINVAL;
+    tt__server_unobserve(f->srv, &f->obs);
+    free(f);
+    return 0;
+}
 
 struct tt_admin {
     tt_loop_t *loop;
@@ -188,7 +252,19 @@ struct tt_admin {
     tt__wnode_t sweep;   /* destroys connections older than timeout_ms */
     tt__zombie_t zombie;
     const tt_cluster_t *cluster; /* its figures join the metrics */
+    tt__wnode_t grace;   /* answers table clients that said nothing */
+    tt_follow_t *follow; /* while anyone follows */
+    size_t nfollowers;
 };
+
+/* A client of the table socket: undecided, answered, or following. */
+enum { TC_PENDING, TC_ANSWERED, TC_FOLLOW };
+typedef struct table_client {
+    tt_admin_t *a; /* NULL once the endpoint closed */
+    int mode;
+    size_t len;
+    char buf[LINE_MAX_REQ];
+} table_client_t;
 
 typedef struct visit_ctx {
     pthread_mutex_t mu;
@@ -301,12 +377,15 @@ static void reply(tt_conn_t *c, text_t *t, const char *http_head)
 typedef struct sweep_ctx {
     uint64_t now, timeout_ms;
     size_t left;
+    bool table; /* the table socket: followers stay as long as they read */
 } sweep_ctx_t;
 
 static int sweep_conn(tt_conn_t *c, void *arg)
 {
     sweep_ctx_t *sc = arg;
-    if (tt__conn_is_closing(c))
+    table_client_t *tc = sc->table ? tt_conn_get_data(c) : NULL;
+
+    if (tt__conn_is_closing(c) || (tc != NULL && tc->mode == TC_FOLLOW))
         return 0;
     if (sc->now - c->created_ms >= sc->timeout_ms)
         tt_destroy(c, 0); /* silent, slow or stuck: the endpoint owes it nothing */
@@ -318,10 +397,11 @@ static int sweep_conn(tt_conn_t *c, void *arg)
 static void sweep_cb(tt__wnode_t *node)
 {
     tt_admin_t *a = tt__container_of(node, tt_admin_t, sweep);
-    sweep_ctx_t sc = {a->loop->now, a->timeout_ms, 0};
+    sweep_ctx_t sc = {a->loop->now, a->timeout_ms, 0, true};
 
     if (a->table != NULL)
         tt_server_foreach(a->table, sweep_conn, &sc);
+    sc.table = false;
     if (a->metrics != NULL)
         tt_server_foreach(a->metrics, sweep_conn, &sc);
     if (sc.left > 0)
@@ -338,14 +418,164 @@ static void sweep_arm(tt_admin_t *a)
 
 /* ---- the table on the Unix socket ----------------------------------------------------- */
 
-static void table_open(tt_conn_t *c)
+static void send_table(tt_conn_t *c, table_client_t *tc)
 {
     tt_admin_t *a = tt_server_get_data(tt_conn_server(c));
     text_t t = {0};
 
-    sweep_arm(a);
+    tc->mode = TC_ANSWERED;
     render(a, true, &t);
     reply(c, &t, NULL);
+}
+
+static int follow_send_one(tt_conn_t *c, void *arg)
+{
+    const text_t *line = arg;
+    table_client_t *tc = tt_conn_get_data(c);
+    tt_conn_stats_t st;
+
+    if (tc == NULL || tc->mode != TC_FOLLOW || tt__conn_is_closing(c))
+        return 0;
+    tt_conn_get_stats(c, &st);
+    /* Never wait for a follower: one that fell this far behind goes. */
+    if (st.queued_bytes + line->len > FOLLOW_CAP ||
+        tt_send(c, line->buf, line->len) < 0)
+        tt_destroy(c, 0);
+    return 0;
+}
+
+static void follow_event(const tt_follow_event_t *ev, void *arg)
+{
+    tt_admin_t *a = arg;
+    tt_conn_stats_t st;
+    char peer[TT_ADDR_STRLEN] = "-";
+    char buf[512];
+    text_t line = {buf, 0, sizeof(buf), 0};
+    int n;
+
+    if (a->table == NULL)
+        return;
+    tt_conn_get_stats(ev->conn, &st);
+    if (st.peer.len > 0)
+        tt_addr_format(&st.peer, peer, sizeof(peer));
+    if (ev->open)
+        n = snprintf(buf, sizeof(buf), "open\t%" PRIu64 "\t%s\n", st.id, peer);
+    else
+        n = snprintf(buf, sizeof(buf), "close\t%" PRIu64 "\t%s\t%s\t%.200s\t%" PRIu64 "\t%" PRIu64 "\n",
+                     st.id, peer, tt_close_kind_name(ev->kind),
+                     ev->reason[0] != '\0' ? ev->reason : "-", st.bytes_in, st.bytes_out);
+    if (n <= 0)
+        return;
+    line.len = (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1;
+    tt_server_foreach(a->table, follow_send_one, &line);
+}
+
+static void follow_begin(tt_conn_t *c, table_client_t *tc)
+{
+    tt_admin_t *a = tt_server_get_data(tt_conn_server(c));
+
+    tc->mode = TC_ANSWERED;
+    if (a->set != NULL) {
+        tt_send_text(c, "error\tfollow needs a single-loop server\n");
+        tt_end(c, NULL, 0);
+        return;
+    }
+    if (a->nfollowers >= MAX_FOLLOWERS) {
+        tt_send_text(c, "error\ttoo many followers\n");
+        tt_end(c, NULL, 0);
+        return;
+    }
+    if (a->follow == NULL && tt_follow_start(a->srv, follow_event, a, &a->follow) < 0) {
+        tt_send_text(c, "error\tout of memory\n");
+        tt_end(c, NULL, 0);
+        return;
+    }
+    tc->mode = TC_FOLLOW;
+    a->nfollowers++;
+}
+
+static int grace_conn(tt_conn_t *c, void *arg)
+{
+    tt_admin_t *a = arg;
+    table_client_t *tc = tt_conn_get_data(c);
+
+    if (tc == NULL || tc->mode != TC_PENDING || tt__conn_is_closing(c))
+        return 0;
+    if (a->loop->now - c->created_ms >= GRACE_MS)
+        send_table(c, tc);
+    else if (!tt__wnode_active(&a->grace))
+        tt__wheel_start(&a->loop->wheel, &a->grace, tt__loop_deadline(a->loop, GRACE_MS / 4));
+    return 0;
+}
+
+static void grace_cb(tt__wnode_t *node)
+{
+    tt_admin_t *a = tt__container_of(node, tt_admin_t, grace);
+    if (a->table != NULL)
+        tt_server_foreach(a->table, grace_conn, a);
+}
+
+static void table_open(tt_conn_t *c)
+{
+    tt_admin_t *a = tt_server_get_data(tt_conn_server(c));
+    table_client_t *tc = calloc(1, sizeof(*tc));
+
+    sweep_arm(a);
+    if (tc == NULL) {
+        tt_destroy(c, 0);
+        return;
+    }
+    tc->mode = TC_PENDING;
+    tc->a = a;
+    tt_conn_set_data(c, tc);
+    if (!tt__wnode_active(&a->grace))
+        tt__wheel_start(&a->loop->wheel, &a->grace, tt__loop_deadline(a->loop, GRACE_MS / 4));
+}
+
+static void table_data(tt_conn_t *c, const void *data, size_t len, size_t pending)
+{
+    table_client_t *tc = tt_conn_get_data(c);
+    (void)pending;
+
+    if (tc == NULL || tc->mode != TC_PENDING || tt_conn_server(c) == NULL)
+        return; /* decided already: what else comes is ignored */
+    size_t take = len < sizeof(tc->buf) - tc->len ? len : sizeof(tc->buf) - tc->len;
+    memcpy(tc->buf + tc->len, data, take);
+    tc->len += take;
+    char *nl = memchr(tc->buf, '\n', tc->len);
+    if (nl == NULL && tc->len < sizeof(tc->buf))
+        return;
+    size_t n = nl != NULL ? (size_t)(nl - tc->buf) : tc->len;
+    if (n > 0 && tc->buf[n - 1] == '\r')
+        n--;
+    if (n == 6 && memcmp(tc->buf, "FOLLOW", 6) == 0)
+        follow_begin(c, tc);
+    else
+        send_table(c, tc); /* "TABLE", or anything else */
+}
+
+static void table_end(tt_conn_t *c)
+{
+    table_client_t *tc = tt_conn_get_data(c);
+    if (tc != NULL && tc->mode == TC_PENDING && tt_conn_server(c) != NULL)
+        send_table(c, tc);
+    else
+        tt_end(c, NULL, 0); /* a follower that hung up its side */
+}
+
+static void table_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    table_client_t *tc = tt_conn_get_data(c);
+    tt_admin_t *a = tc != NULL ? tc->a : NULL; /* unlinked from the server by now */
+    (void)info;
+
+    if (tc != NULL && tc->mode == TC_FOLLOW && a != NULL && a->nfollowers > 0 &&
+        --a->nfollowers == 0 && a->follow != NULL) {
+        tt_follow_stop(a->follow);
+        a->follow = NULL;
+    }
+    tt_conn_set_data(c, NULL);
+    free(tc);
 }
 
 /* ---- metrics over HTTP ---------------------------------------------------------------- */
@@ -478,7 +708,10 @@ static int open_unix(tt_admin_t *a, const char *path, tt_server_opts_t *so,
 
 static int endpoints_open(tt_admin_t *a, const tt_admin_opts_t *o)
 {
-    tt_conn_handlers_t th = {.on_open = table_open};
+    tt_conn_handlers_t th = {.on_open = table_open,
+                             .on_data = table_data,
+                             .on_end = table_end,
+                             .on_close = table_close};
     tt_conn_handlers_t mh = {.on_open = metrics_open,
                              .on_data = metrics_data,
                              .on_end = metrics_end,
@@ -486,7 +719,7 @@ static int endpoints_open(tt_admin_t *a, const tt_admin_opts_t *o)
     size_t max = o->max_conns != 0 ? o->max_conns : DEFAULT_MAX_CONNS;
     /* The table: over the limit, clients wait in the backlog (tether stat has a
      * timeout of its own). Metrics: over it, a scraper is told at once. */
-    tt_server_opts_t tso = {.max_conns = max};
+    tt_server_opts_t tso = {.max_conns = max, .half_open = true};
     tt_server_opts_t mso = {.max_conns = max,
                             .limit_close = true,
                             .limit_message = "HTTP/1.0 503 Service Unavailable\r\n"
@@ -497,6 +730,7 @@ static int endpoints_open(tt_admin_t *a, const tt_admin_opts_t *o)
     a->timeout_ms = o->timeout_ms != 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
     a->cluster = o->cluster;
     tt__wnode_init(&a->sweep, sweep_cb);
+    tt__wnode_init(&a->grace, grace_cb);
     if (o->unix_path != NULL && (err = open_unix(a, o->unix_path, &tso, &th)) < 0)
         return err;
     if (o->metrics_addr != NULL) {
@@ -510,7 +744,11 @@ static int endpoints_open(tt_admin_t *a, const tt_admin_opts_t *o)
 
 static int destroy_conn(tt_conn_t *c, void *arg)
 {
-    (void)arg;
+    if (arg != NULL) { /* the table socket's: their on_close must not find us */
+        table_client_t *tc = tt_conn_get_data(c);
+        if (tc != NULL)
+            tc->a = NULL;
+    }
     tt_destroy(c, 0);
     return 0;
 }
@@ -520,8 +758,13 @@ static int destroy_conn(tt_conn_t *c, void *arg)
 static void endpoints_close(tt_admin_t *a)
 {
     tt__wheel_stop(&a->loop->wheel, &a->sweep);
+    tt__wheel_stop(&a->loop->wheel, &a->grace);
+    if (a->follow != NULL) {
+        tt_follow_stop(a->follow);
+        a->follow = NULL;
+    }
     if (a->table != NULL) {
-        tt_server_foreach(a->table, destroy_conn, NULL);
+        tt_server_foreach(a->table, destroy_conn, a);
         /* Removes the socket file if it is still ours; freed at the end of the
          * round, like any server. */
         tt_server_close(a->table);

@@ -23,6 +23,7 @@
 #include "cli.h"
 #include "cli_handoff.h"
 #include "cli_tls.h"
+#include "dashboard.h"
 
 #define NAME_MAX_LEN (TT_ADDR_STRLEN + 2)
 #define SHUTDOWN_MS 2000 /* graceful end for every client, then destroy */
@@ -38,6 +39,9 @@
  * worker is already listening, so a global written there would race with (and be
  * NULL for) the first clients' join notices. */
 static __thread tt_workers_t *workers;
+static cli_dash_t *dash;     /* --dashboard (single loop) */
+static const char *dash_text, *dash_token;
+static tt_addr_t dash_addr;
 static tt_server_t *server;   /* single loop */
 static tt_server_t *ws_server; /* --ws: the WebSocket listener */
 static tt_group_t *ws_room;    /* --ws: its open clients, one frame for all */
@@ -73,6 +77,7 @@ static void usage(FILE *f)
             CLI_PROXY_USAGE
             CLI_TLS_USAGE_SERVER
             CLI_HANDOFF_USAGE
+            CLI_DASHBOARD_USAGE
             "  -q, --quiet             do not log joins and leaves on stderr (default:\n"
             "                          log them)\n"
             "  -h, --help              this text\n\n"
@@ -376,6 +381,8 @@ static void reload_workers(tt_workers_t *set) { cli_tls_reload_workers(&tls, set
 
 static void close_early(tt_loop_t *loop, tt_admin_t *admin)
 {
+    cli_dash_close(dash);
+    dash = NULL;
     if (admin != NULL)
         tt_admin_close(admin);
     if (ws_server != NULL)
@@ -506,6 +513,8 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
     }
     if (cli_print_metrics(admin) < 0)
         goto fail;
+    if (dash_text != NULL && cli_dash_start(loop, server, "chat", &dash_addr, dash_token, &dash) < 0)
+        goto fail;
     if (takeover_link >= 0) {
         cli_takeover_ready("chat", takeover_path, takeover_link);
         takeover_link = -1;
@@ -524,6 +533,8 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
         cluster = NULL;
         cluster_room = NULL;
     }
+    cli_dash_close(dash); /* it follows server: before server goes */
+    dash = NULL;
     if (admin != NULL)
         tt_admin_close(admin);
     stopping = true;
@@ -582,6 +593,7 @@ int cmd_chat(int argc, char **argv)
                                          {"proxy-protocol", required_argument, NULL, 'X'},
                                          {"help", no_argument, NULL, 'h'},
                                          CLI_TLS_LONGOPTS_SERVER,
+                                         CLI_DASHBOARD_LONGOPTS,
                                          {NULL, 0, NULL, 0}};
     const char *listen_text = CHAT_DEFAULT_LISTEN, *admin_path = NULL, *ws_text = NULL;
     tt_server_opts_t so = {0};
@@ -651,6 +663,16 @@ int cmd_chat(int argc, char **argv)
             if (cli_parse_proxy_mode("chat", optarg, &so.proxy) < 0)
                 return CLI_EXIT_USAGE;
             break;
+        case CLI_OPT_DASHBOARD:
+            if (cli_dash_parse("chat", optarg, &dash_addr) < 0)
+                return CLI_EXIT_USAGE;
+            dash_text = optarg;
+            break;
+        case CLI_OPT_DASHBOARD_TOKEN:
+            if (optarg[0] == '\0' || strpbrk(optarg, "&=#%+ ") != NULL)
+                return cli_usage_error("chat", "--dashboard-token: letters, digits, '-', '_', '.'");
+            dash_token = optarg;
+            break;
         case 'h':
             usage(stdout);
             return CLI_EXIT_OK;
@@ -686,6 +708,10 @@ int cmd_chat(int argc, char **argv)
         if (cli_parse_addr("chat", ws_text, false, &ws_addr) < 0)
             return CLI_EXIT_USAGE;
     }
+    if (dash_token != NULL && dash_text == NULL)
+        return cli_usage_error("chat", "--dashboard-token needs --dashboard");
+    if (nworkers > 1 && dash_text != NULL)
+        return cli_usage_error("chat", "--dashboard works with one loop only (not with --workers)");
     if (nworkers > 1 && cluster_opts != NULL)
         return cli_usage_error("chat", "--cluster works with one loop only (not with --workers)");
     if (takeover_path != NULL && listen_given)

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -15,6 +16,7 @@
 #include "cli_framing.h"
 #include "cli_liveness.h"
 #include "cli_tls.h"
+#include "dashboard.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:7000"
 #define SHUTDOWN_MS 2000
@@ -22,6 +24,7 @@
 typedef struct echo {
     tt_server_t *srv;
     tt_admin_t *admin;
+    cli_dash_t *dash;
     bool verbose;
     atomic_uint_fast64_t closed, abnormal; /* counted on every worker's thread */
 } echo_t;
@@ -38,6 +41,7 @@ static void usage(FILE *f)
                "                   [--tls-cert FILE --tls-key FILE [--tls-ca FILE]\n"
                "                    [--tls-verify-client] [--tls-alpn LIST]]\n"
                "                   [--handoff SOCKET] [--takeover SOCKET]\n"
+               "                   [--dashboard ADDR [--dashboard-token T]]\n"
                "\n"
                "Echo server: sends back every byte it receives. When a client ends its\n"
                "side, the server ends its side after the echo is flushed.\n"
@@ -58,6 +62,7 @@ static void usage(FILE *f)
                "                          the listening line ends with ' (websocket)'\n"
                CLI_TLS_USAGE_SERVER
                CLI_HANDOFF_USAGE
+               CLI_DASHBOARD_USAGE
                CLI_LIVENESS_USAGE
                CLI_FRAMING_USAGE_ECHO
                "  -h, --help              this text\n"
@@ -174,6 +179,8 @@ static void shutdown_all(void)
 {
     tt_server_t *srv = g_echo.srv;
 
+    cli_dash_close(g_echo.dash); /* it follows srv: before srv goes */
+    g_echo.dash = NULL;
     if (srv == NULL)
         return;
     g_echo.srv = NULL;
@@ -197,6 +204,7 @@ int cmd_echo(int argc, char **argv)
                                              CLI_LIVENESS_LONGOPTS,
                                              CLI_FRAMING_LONGOPTS,
                                              CLI_TLS_LONGOPTS_SERVER,
+                                             CLI_DASHBOARD_LONGOPTS,
                                              {NULL, 0, NULL, 0}};
     cli_liveness_t lv = {0};
     cli_framing_t fr = {0};
@@ -209,7 +217,8 @@ int cmd_echo(int argc, char **argv)
     size_t nfds = 0;
     cli_offer_t offer = {.cmd = "echo", .on_taken = handed_over};
     tt_loop_t *loop;
-    tt_addr_t addr, maddr;
+    tt_addr_t addr, maddr, daddr;
+    const char *dash_text = NULL, *dash_token = NULL;
     tt_admin_opts_t ao = {0};
     tt_admin_t *admin = NULL;
     unsigned long workers = 1, max_conns = 0;
@@ -258,6 +267,16 @@ int cmd_echo(int argc, char **argv)
                 return CLI_EXIT_USAGE;
             ao.metrics_addr = &maddr;
             break;
+        case CLI_OPT_DASHBOARD:
+            if (cli_dash_parse("echo", optarg, &daddr) < 0)
+                return CLI_EXIT_USAGE;
+            dash_text = optarg;
+            break;
+        case CLI_OPT_DASHBOARD_TOKEN:
+            if (optarg[0] == '\0' || strpbrk(optarg, "&=#%+ ") != NULL)
+                return cli_usage_error("echo", "--dashboard-token: letters, digits, '-', '_', '.'");
+            dash_token = optarg;
+            break;
         case CLI_OPT_IDLE_TIMEOUT:
         case CLI_OPT_HEARTBEAT:
         case CLI_OPT_DETECT_WITHIN:
@@ -283,6 +302,10 @@ int cmd_echo(int argc, char **argv)
         return CLI_EXIT_USAGE;
     if (cli_tls_check("echo", true, &g_tls) != 0)
         return CLI_EXIT_USAGE;
+    if (dash_token != NULL && dash_text == NULL)
+        return cli_usage_error("echo", "--dashboard-token needs --dashboard");
+    if (dash_text != NULL && workers > 1)
+        return cli_usage_error("echo", "--dashboard works with one loop only (not with --workers)");
 
     tt_ws_opts_t wso = {.deflate = true};
     tt_server_opts_t so = {.liveness = cli_liveness_opts(&lv),
@@ -360,7 +383,9 @@ int cmd_echo(int argc, char **argv)
     } else {
         tt_server_addr(g_echo.srv, &addr);
         if (cli_print_listening(stdout, &addr, suffix) < 0 ||
-            cli_print_metrics(admin) < 0) { /* stdout is gone: say so, exit 1 */
+            cli_print_metrics(admin) < 0 ||
+            (dash_text != NULL &&
+             cli_dash_start(loop, g_echo.srv, "echo", &daddr, dash_token, &g_echo.dash) < 0)) { /* stdout is gone: say so, exit 1 */
             if (admin != NULL) {
                 tt_admin_close(admin);
                 admin = NULL;

@@ -37,7 +37,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: tether stat SOCKET [--sort COLUMN] [--reverse] [--watch SECONDS] "
             "[--count N]\n"
-            "                   [--timeout SECONDS]\n\n"
+            "                   [--timeout SECONDS]\n"
+            "       tether stat SOCKET --follow\n\n"
             "Print the live connection table a server serves on its admin socket\n"
             "(tether echo/chat --admin SOCKET): one row per connection, with totals.\n\n"
             "  -s, --sort COLUMN     sort by this column (id, worker, local, peer, state,\n"
@@ -47,6 +48,9 @@ static void usage(FILE *f)
             "  -r, --reverse         largest first\n"
             "  -w, --watch SECONDS   refresh every SECONDS until interrupted\n"
             "  -n, --count N         with --watch: stop after N refreshes\n"
+            "  -f, --follow          print each open and close as it happens, one line each\n"
+            "                        (open ID PEER; close ID PEER KIND REASON BYTES_IN\n"
+            "                        BYTES_OUT), until interrupted or the server goes\n"
             "  -t, --timeout SECONDS give up on a table not complete by then; default 5\n"
             "  -h, --help            this text\n");
 }
@@ -61,12 +65,13 @@ static uint64_t now_ms(void)
 /* Read everything the endpoint sends until it closes, within timeout_ms and at
  * most MAX_REPLY bytes: a socket planted at the path that never answers, or one
  * that never stops, must not hold or exhaust us. 0, -ETIMEDOUT, -EFBIG, -errno. */
-static int fetch(const char *path, uint64_t timeout_ms, char **out)
+/* Connect to the endpoint and say what we want ("TABLE\n" or "FOLLOW\n"). A
+ * non-blocking connect on a Unix socket is done at once, or EAGAIN while the
+ * server's backlog is full (it is busy): try again until the deadline. The fd,
+ * or -errno, -ETIMEDOUT. */
+static int open_endpoint(const char *path, uint64_t end, const char *request)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    size_t len = 0, cap = 1 << 16;
-    uint64_t end = now_ms() + timeout_ms;
-    char *buf = NULL;
     int fd, err;
 
     if (strlen(path) >= sizeof(sun.sun_path))
@@ -75,19 +80,35 @@ static int fetch(const char *path, uint64_t timeout_ms, char **out)
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
-    /* Non-blocking connect on a Unix socket is done at once, or EAGAIN while the
-     * server's backlog is full (it is busy): try again until the deadline. */
     while (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
         err = -errno;
-        if (err != -EAGAIN)
-            goto fail;
-        if (now_ms() >= end) {
-            err = -ETIMEDOUT;
-            goto fail;
+        if (err != -EAGAIN || now_ms() >= end) {
+            close(fd);
+            return err != -EAGAIN ? err : -ETIMEDOUT;
         }
         struct timespec ts = {0, 10 * 1000000};
         nanosleep(&ts, NULL);
     }
+    /* A few bytes into an empty socket buffer: never short. MSG_NOSIGNAL: an
+     * endpoint that already closed gives EPIPE, not a signal. */
+    if (send(fd, request, strlen(request), MSG_NOSIGNAL) < 0) {
+        err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+static int fetch(const char *path, uint64_t timeout_ms, char **out)
+{
+    size_t len = 0, cap = 1 << 16;
+    uint64_t end = now_ms() + timeout_ms;
+    char *buf = NULL;
+    int fd, err;
+
+    fd = open_endpoint(path, end, "TABLE\n");
+    if (fd < 0)
+        return fd;
     buf = malloc(cap);
     if (buf == NULL) {
         err = -ENOMEM;
@@ -316,6 +337,55 @@ static int show(const char *path, const char *sort_name, uint64_t timeout_ms)
     return CLI_EXIT_OK;
 }
 
+/* --follow: one line per open and close, as the server pushes them, until the
+ * server goes or we are interrupted. The lines are the server's, tab-separated
+ * (docs/cli.md); an "error" line is a refusal and goes to stderr. */
+static int follow(const char *path, uint64_t timeout_ms)
+{
+    char buf[8192];
+    size_t len = 0;
+    int fd = open_endpoint(path, now_ms() + timeout_ms, "FOLLOW\n");
+
+    if (fd < 0) {
+        cli_error("stat %s: %s", path, tt_strerror(fd));
+        return CLI_EXIT_FAIL;
+    }
+    while (!interrupted) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, -1) < 0)
+            continue; /* EINTR: look at the flag */
+        ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        char *start = buf, *nl;
+        while ((nl = memchr(start, '\n', len - (size_t)(start - buf))) != NULL) {
+            *nl = '\0';
+            if (strncmp(start, "error\t", 6) == 0) {
+                cli_error("stat %s: %s", path, start + 6);
+                close(fd);
+                return CLI_EXIT_FAIL;
+            }
+            printf("%s\n", start);
+            start = nl + 1;
+        }
+        len -= (size_t)(start - buf);
+        memmove(buf, start, len);
+        if (len == sizeof(buf))
+            len = 0; /* a line this long is not ours: drop it */
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+            clearerr(stdout);
+            cli_error("write stdout: %s", tt_strerror(-EPIPE));
+            close(fd);
+            return CLI_EXIT_FAIL;
+        }
+    }
+    close(fd);
+    return CLI_EXIT_OK;
+}
+
 int cmd_stat(int argc, char **argv)
 {
     static const struct option opts[] = {{"sort", required_argument, NULL, 's'},
@@ -323,16 +393,20 @@ int cmd_stat(int argc, char **argv)
                                          {"watch", required_argument, NULL, 'w'},
                                          {"count", required_argument, NULL, 'n'},
                                          {"timeout", required_argument, NULL, 't'},
+                                         {"follow", no_argument, NULL, 'f'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *sort_name = NULL;
     uint64_t watch_ms = 0, timeout_ms = DEFAULT_TIMEOUT_MS;
     long count = -1;
-    bool first = true;
+    bool first = true, follow_mode = false;
     int c;
 
-    while ((c = cli_getopt("stat", argc, argv, ":s:rw:n:t:h", opts, &first)) != -1) {
+    while ((c = cli_getopt("stat", argc, argv, ":s:rw:n:t:fh", opts, &first)) != -1) {
         switch (c) {
+        case 'f':
+            follow_mode = true;
+            break;
         case 's':
             sort_name = optarg;
             break;
@@ -363,6 +437,13 @@ int cmd_stat(int argc, char **argv)
     }
     if (optind + 1 != argc)
         return cli_usage_error("stat", "expected one SOCKET path");
+    if (follow_mode) {
+        if (watch_ms != 0 || sort_name != NULL)
+            return cli_usage_error("stat", "--follow takes no --watch or --sort");
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        return follow(argv[optind], timeout_ms);
+    }
     if (watch_ms == 0)
         return show(argv[optind], sort_name, timeout_ms);
 
