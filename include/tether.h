@@ -1875,7 +1875,8 @@ TT_EXTERN int tt_server_format_table(tt_server_t *srv, char **out, size_t *len);
 
 /* The follow feed: every open and close of a server's accepted connections as it
  * happens (`tether stat --follow`, the dashboard). The table socket answers a
- * client that sends "FOLLOW\n" with one line per event instead of the table:
+ * client that sends "FOLLOW\n" with "following" (from then on nothing is
+ * missed), then one line per event instead of the table:
  *   open <TAB> id <TAB> peer
  *   close <TAB> id <TAB> peer <TAB> kind <TAB> reason ("-" if none) <TAB> bytes_in <TAB> bytes_out
  * A follower whose queue passes 64 KiB is dropped; at most 8 follow at once

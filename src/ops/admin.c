@@ -492,6 +492,7 @@ static void follow_begin(tt_conn_t *c, table_client_t *tc)
     }
     tc->mode = TC_FOLLOW;
     a->nfollowers++;
+    tt_send_text(c, "following\n"); /* from here on, no event is missed */
 }
 
 static int grace_conn(tt_conn_t *c, void *arg)

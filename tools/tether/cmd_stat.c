@@ -368,7 +368,10 @@ static int follow(const char *path, uint64_t timeout_ms)
                 close(fd);
                 return CLI_EXIT_FAIL;
             }
-            printf("%s\n", start);
+            if (strcmp(start, "following") == 0)
+                fprintf(stderr, "tether stat: following %s\n", path);
+            else
+                printf("%s\n", start);
             start = nl + 1;
         }
         len -= (size_t)(start - buf);
