@@ -1886,6 +1886,8 @@ typedef struct tt_follow tt_follow_t;
 typedef struct tt_follow_event {
     bool open;            /* true: accepted; false: closing */
     tt_conn_t *conn;      /* lent; its figures (tt_conn_get_stats) are still readable */
+    tt_addr_t peer;       /* the client (a PROXY header's when there is one); len 0
+                             when the socket no longer knows it (after a reset) */
     tt_close_kind_t kind; /* close only */
     int error;            /* close only: negative errno or 0 */
     const char *reason;   /* close only: a layer's words, "" if none; lent */

@@ -191,10 +191,23 @@ struct tt_follow {
     void *arg;
 };
 
+/* The peer while the socket is still open: tt_conn_get_stats gives none for a
+ * closing connection, but at the start of its close the socket still knows it
+ * (unless it was reset). */
+static void peer_of(const tt_conn_t *c, tt_addr_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (c->ext != NULL && c->ext->peer_override != NULL)
+        *out = *c->ext->peer_override;
+    else if (c->io.fd >= 0 && tt__sock_peer(c->io.fd, out) < 0)
+        out->len = 0;
+}
+
 static void follow_opened(tt__srv_obs_t *o, tt_conn_t *c)
 {
     tt_follow_t *f = tt__container_of(o, tt_follow_t, obs);
     tt_follow_event_t ev = {.open = true, .conn = c, .reason = ""};
+    peer_of(c, &ev.peer);
     f->cb(&ev, f->arg);
 }
 
@@ -208,6 +221,7 @@ static void follow_closed(tt__srv_obs_t *o, tt_conn_t *c)
                             .reason = ""};
     if (c->ext != NULL && c->ext->close_reason != NULL)
         ev.reason = c->ext->close_reason;
+    peer_of(c, &ev.peer);
     f->cb(&ev, f->arg);
 }
 
@@ -456,8 +470,8 @@ static void follow_event(const tt_follow_event_t *ev, void *arg)
     if (a->table == NULL)
         return;
     tt_conn_get_stats(ev->conn, &st);
-    if (st.peer.len > 0)
-        tt_addr_format(&st.peer, peer, sizeof(peer));
+    if (ev->peer.len > 0)
+        tt_addr_format(&ev->peer, peer, sizeof(peer));
     if (ev->open)
         n = snprintf(buf, sizeof(buf), "open\t%" PRIu64 "\t%s\n", st.id, peer);
     else

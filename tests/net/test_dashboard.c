@@ -178,6 +178,7 @@ Test(dashboard, stat_follow_sees_a_short_lived_connection_open_and_close, .timeo
     snprintf(idtext, sizeof(idtext), "close\t%lu\t", id);
     cr_expect_eq(strncmp(line, idtext, strlen(idtext)), 0, "want '%s...': %s", idtext, line);
     cr_expect_not_null(strstr(line, "\t3\t3\n"), "bytes in and out are 3: %s", line);
+    cr_expect_not_null(strstr(line, want), "close line without the peer %s: %s", want, line);
 
     /* The table still answers a plain `tether stat`, without the follower in it. */
     snprintf(cmd, sizeof(cmd), "%s stat %s 2>&1", th_build_path("tether"), path);
