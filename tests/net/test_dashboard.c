@@ -344,3 +344,101 @@ Test(dashboard, workers_are_refused_as_a_usage_error, .timeout = 10)
     int st = system(cmd);
     cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 2, "status %d", st);
 }
+
+/* ---- the library call under both: tt_follow_start ---------------------------------- */
+
+typedef struct fev {
+    int n;
+    bool open[8];
+    uint64_t id[8];
+    tt_close_kind_t kind[8];
+    uint16_t port[8];
+    uint64_t bytes_in[8];
+    bool done;
+} fev_t;
+
+static fev_t fevs;
+
+static void on_fev(const tt_follow_event_t *ev, void *arg)
+{
+    fev_t *f = arg;
+    tt_conn_stats_t st;
+    if (f->n >= 8)
+        return;
+    tt_conn_get_stats(ev->conn, &st);
+    f->open[f->n] = ev->open;
+    f->id[f->n] = st.id;
+    f->kind[f->n] = ev->kind;
+    f->port[f->n] = ev->peer.len > 0 ? tt_addr_port(&ev->peer) : 0;
+    f->bytes_in[f->n] = st.bytes_in;
+    f->n++;
+    f->done = f->n >= 4;
+}
+
+/* The second client is destroyed by the server when it says "kill". */
+static void fol_data(tt_conn_t *c, const void *data, size_t len, size_t pending)
+{
+    (void)pending;
+    if (len >= 4 && memcmp(data, "kill", 4) == 0)
+        tt_destroy(c, 0);
+}
+
+Test(dashboard, tt_follow_start_reports_each_open_and_close_with_its_kind, .timeout = 20)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr;
+    tt_follow_t *fol;
+    const tt_conn_handlers_t h = {.on_data = fol_data};
+    memset(&fevs, 0, sizeof(fevs));
+
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    tt_server_t *srv = th_listen(loop, &h, NULL, &addr);
+    cr_assert_not_null(srv);
+    cr_assert_eq(tt_follow_start(NULL, on_fev, &fevs, &fol), -EINVAL);
+    cr_assert_eq(tt_follow_start(srv, NULL, &fevs, &fol), -EINVAL);
+    cr_assert_eq(tt_follow_stop(NULL), -EINVAL);
+    cr_assert_eq(tt_follow_start(srv, on_fev, &fevs, &fol), 0);
+
+    int a = th_tcp_connect_blocking(&addr), b = th_tcp_connect_blocking(&addr);
+    struct sockaddr_in sa, sb;
+    socklen_t la = sizeof(sa), lb = sizeof(sb);
+    getsockname(a, (struct sockaddr *)&sa, &la);
+    getsockname(b, (struct sockaddr *)&sb, &lb);
+    cr_assert_eq(send(a, "bye", 3, MSG_NOSIGNAL), 3);
+    usleep(20000);
+    close(a); /* an orderly end from the peer */
+    cr_assert_eq(send(b, "kill", 4, MSG_NOSIGNAL), 4);
+    cr_assert(th_run_until(loop, &fevs.done, 5000), "%d events", fevs.n);
+
+    cr_expect_eq(fevs.n, 4);
+    int opens = 0, closes = 0;
+    for (int i = 0; i < fevs.n; i++) {
+        bool is_a = fevs.port[i] == ntohs(sa.sin_port), is_b = fevs.port[i] == ntohs(sb.sin_port);
+        cr_expect(is_a || is_b, "event %d: peer port %u is neither client", i, fevs.port[i]);
+        if (fevs.open[i]) {
+            opens++;
+            continue;
+        }
+        closes++;
+        if (is_a) {
+            cr_expect_eq(fevs.kind[i], TT_CLOSE_PEER_CLOSED, "a: %s",
+                         tt_close_kind_name(fevs.kind[i]));
+            cr_expect_eq(fevs.bytes_in[i], 3);
+        } else {
+            cr_expect_eq(fevs.kind[i], TT_CLOSE_LOCAL_DESTROY, "b: %s", tt_close_kind_name(fevs.kind[i]));
+            cr_expect_eq(fevs.bytes_in[i], 4);
+        }
+    }
+    cr_expect_eq(opens, 2);
+    cr_expect_eq(closes, 2);
+
+    /* Stopped: a third client is not reported. */
+    cr_assert_eq(tt_follow_stop(fol), 0);
+    int c = th_tcp_connect_blocking(&addr);
+    close(c);
+    close(b);
+    tt_server_close(srv);
+    th_run(loop, 3000);
+    cr_expect_eq(fevs.n, 4);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
