@@ -442,3 +442,43 @@ Test(dashboard, tt_follow_start_reports_each_open_and_close_with_its_kind, .time
     cr_expect_eq(fevs.n, 4);
     cr_assert_eq(tt_loop_close(loop), 0);
 }
+
+Test(dashboard, follow_on_a_worker_set_says_it_needs_one_loop, .timeout = 20, .fini = reap)
+{
+    char path[108], extra[200], cmd[512], got[1024];
+    proc_t echo;
+    unsigned port;
+
+    sock_path(path, sizeof(path));
+    snprintf(extra, sizeof(extra), "--workers 2 --admin %s", path);
+    start_echo(&echo, extra, &port, NULL);
+    snprintf(cmd, sizeof(cmd), "%s stat --follow %s 2>&1", th_build_path("tether"), path);
+    FILE *f = popen(cmd, "r");
+    size_t n = fread(got, 1, sizeof(got) - 1, f);
+    got[n] = '\0';
+    int st = pclose(f);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 1, "status %d: %s", st, got);
+    cr_expect_not_null(strstr(got, "follow needs a single-loop server"), "%s", got);
+    cr_expect_eq(stop(&echo), 0);
+}
+
+Test(dashboard, chat_serves_a_dashboard_of_its_line_clients, .timeout = 30, .fini = reap)
+{
+    static char got[65536];
+    char cmd[512], line[256];
+    proc_t chat;
+    unsigned port, dash;
+
+    snprintf(cmd, sizeof(cmd), "exec %s chat --listen 127.0.0.1:0 --quiet --dashboard :0",
+             th_build_path("tether"));
+    spawn(&chat, cmd);
+    read_line(&chat, line, sizeof(line), "listening line");
+    cr_assert_eq(sscanf(line, "tether chat: listening on 127.0.0.1:%u", &port), 1, "%s", line);
+    read_line(&chat, line, sizeof(line), "dashboard line");
+    cr_assert_eq(sscanf(line, "tether chat: listening on 127.0.0.1:%u", &dash), 1, "%s", line);
+    cr_assert_not_null(strstr(line, " (dashboard)\n"), "%s", line);
+    http(dash, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", got, sizeof(got));
+    cr_expect_eq(strncmp(got, "HTTP/1.1 200", 12), 0, "%.200s", got);
+    cr_expect_not_null(strstr(got, "<title>tether dashboard</title>"));
+    cr_expect_eq(stop(&chat), 0);
+}
