@@ -1,7 +1,11 @@
 /* Operations endpoints: the live connection table on a Unix socket (read by
  * `tether stat`) and a Prometheus text exposition of server totals over HTTP.
  *
- * Both reply to each client and end the connection; they use tether's own
+ * A table client may instead ask to follow ("FOLLOW\n"): it stays and gets a line
+ * per open and close of the server's connections (tt_follow_start, below, on the
+ * server's observer list), dropped at a queue cap so it never holds the server.
+ *
+ * Otherwise both reply to each client and end the connection; they use tether's own
  * connections for the writing, so a slow reader of a large table costs queue
  * memory under the usual cap, never a blocked loop. For a worker set the
  * endpoint runs on its own thread and loop and gathers from every worker with

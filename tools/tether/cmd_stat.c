@@ -2,7 +2,8 @@
  *
  * Reads the admin endpoint's tab-separated table (a header line, then one row per
  * connection), sorts it by any column and prints aligned columns with a totals
- * line. --watch refreshes until interrupted. */
+ * line. --watch refreshes until interrupted; --follow prints each open and close
+ * the server pushes, as it happens. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
