@@ -479,7 +479,8 @@ static void follow_event(const tt_follow_event_t *ev, void *arg)
     if (ev->open)
         n = snprintf(buf, sizeof(buf), "open\t%" PRIu64 "\t%s\n", st.id, peer);
     else
-        n = snprintf(buf, sizeof(buf), "close\t%" PRIu64 "\t%s\t%s\t%.200s\t%" PRIu64 "\t%" PRIu64 "\n",
+        n = snprintf(buf, sizeof(buf),
+                     "close\t%" PRIu64 "\t%s\t%s\t%.200s\t%" PRIu64 "\t%" PRIu64 "\n",
                      st.id, peer, tt_close_kind_name(ev->kind),
                      ev->reason[0] != '\0' ? ev->reason : "-", st.bytes_in, st.bytes_out);
     if (n <= 0)

@@ -282,7 +282,8 @@ static void peer(unsigned port, unsigned dash, const char *token, int min_ok)
 {
     char cmd[1024];
     static char got[65536];
-    snprintf(cmd, sizeof(cmd), "timeout 30 /usr/bin/python3 %s/tests/net/ws/dash_peer.py %u %u %s 2>&1",
+    snprintf(cmd, sizeof(cmd),
+             "timeout 30 /usr/bin/python3 %s/tests/net/ws/dash_peer.py %u %u %s 2>&1",
              TT_SOURCE_DIR, port, dash, token);
     FILE *f = popen(cmd, "r");
     cr_assert_not_null(f);
@@ -425,7 +426,8 @@ Test(dashboard, tt_follow_start_reports_each_open_and_close_with_its_kind, .time
                          tt_close_kind_name(fevs.kind[i]));
             cr_expect_eq(fevs.bytes_in[i], 3);
         } else {
-            cr_expect_eq(fevs.kind[i], TT_CLOSE_LOCAL_DESTROY, "b: %s", tt_close_kind_name(fevs.kind[i]));
+            cr_expect_eq(fevs.kind[i], TT_CLOSE_LOCAL_DESTROY, "b: %s",
+                         tt_close_kind_name(fevs.kind[i]));
             cr_expect_eq(fevs.bytes_in[i], 4);
         }
     }

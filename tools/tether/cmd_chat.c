@@ -513,7 +513,8 @@ static int run_single(tt_addr_t *addr, tt_server_opts_t *so, tt_addr_t *ws_addr,
     }
     if (cli_print_metrics(admin) < 0)
         goto fail;
-    if (dash_text != NULL && cli_dash_start(loop, server, "chat", &dash_addr, dash_token, &dash) < 0)
+    if (dash_text != NULL &&
+        cli_dash_start(loop, server, "chat", &dash_addr, dash_token, &dash) < 0)
         goto fail;
     if (takeover_link >= 0) {
         cli_takeover_ready("chat", takeover_path, takeover_link);

@@ -382,10 +382,10 @@ int cmd_echo(int argc, char **argv)
         status = CLI_EXIT_FAIL;
     } else {
         tt_server_addr(g_echo.srv, &addr);
-        if (cli_print_listening(stdout, &addr, suffix) < 0 ||
-            cli_print_metrics(admin) < 0 ||
+        /* stdout is gone (or the dashboard could not start, said already): exit 1 */
+        if (cli_print_listening(stdout, &addr, suffix) < 0 || cli_print_metrics(admin) < 0 ||
             (dash_text != NULL &&
-             cli_dash_start(loop, g_echo.srv, "echo", &daddr, dash_token, &g_echo.dash) < 0)) { /* stdout is gone: say so, exit 1 */
+             cli_dash_start(loop, g_echo.srv, "echo", &daddr, dash_token, &g_echo.dash) < 0)) {
             if (admin != NULL) {
                 tt_admin_close(admin);
                 admin = NULL;
