@@ -193,6 +193,18 @@ static SSL_CTX *base_ctx(bool server, int minv)
     return s;
 }
 
+/* The restrictions a deployment may want: -EINVAL when OpenSSL takes none of them. */
+static int set_algorithms(SSL_CTX *s, const char *ciphers, const char *suites, const char *groups)
+{
+    if ((ciphers != NULL && SSL_CTX_set_cipher_list(s, ciphers) != 1) ||
+        (suites != NULL && SSL_CTX_set_ciphersuites(s, suites) != 1) ||
+        (groups != NULL && SSL_CTX_set1_groups_list(s, groups) != 1)) {
+        ERR_clear_error();
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static tt_tls_ctx_t *ctx_alloc(void)
 {
     tt_tls_ctx_t *ctx = calloc(1, sizeof(*ctx));
@@ -220,6 +232,8 @@ static int server_ssl_ctx(tt_tls_ctx_t *ctx, const tt_tls_server_opts_t *o, cons
         err = load_pem_pair(s, o->cert_pem, o->key_pem);
     if (err == 0 && SSL_CTX_check_private_key(s) != 1)
         err = -EINVAL;
+    if (err == 0)
+        err = set_algorithms(s, o->ciphers, o->ciphersuites, o->groups);
     if (err == 0 && o->ca_file != NULL) {
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->ca_file);
         if ((err = readable(o->ca_file)) == 0 &&
@@ -346,7 +360,8 @@ int tt_tls_client_ctx(const tt_tls_client_opts_t *o, tt_tls_ctx_t **out)
         return -ENOMEM;
     }
     SSL_CTX *s = ctx->ssl;
-    if (o->alpn != NULL && (err = alpn_wire(o->alpn, &ctx->alpn, &ctx->alpn_len)) == 0 &&
+    err = set_algorithms(s, o->ciphers, o->ciphersuites, o->groups);
+    if (err == 0 && o->alpn != NULL && (err = alpn_wire(o->alpn, &ctx->alpn, &ctx->alpn_len)) == 0 &&
         SSL_CTX_set_alpn_protos(s, ctx->alpn, (unsigned)ctx->alpn_len) != 0)
         err = -ENOMEM;
     if (err == 0 && !o->insecure) {

@@ -161,3 +161,40 @@ Test(tls_groups, proxy_header_goes_before_the_handshake)
     tt_group_close(room);
     tt_server_close(srv);
 }
+
+/* ---- algorithms a deployment restricts ------------------------------------------- */
+
+static char g_cipher[64];
+
+static void cipher_open(tt_conn_t *c)
+{
+    tt_tls_info_t ti;
+    if (tt_conn_tls_info(c, &ti) == 0)
+        snprintf(g_cipher, sizeof(g_cipher), "%s", ti.cipher);
+    S.opened++;
+    tt_destroy(c, 0);
+}
+
+Test(tls_groups, ciphersuites_and_groups_are_honoured_and_checked)
+{
+    tt_tls_ctx_t *bad;
+    tt_tls_server_opts_t so = {.cert_file = certs.server.cert, .key_file = certs.server.key,
+                               .ciphersuites = "TLS_CHACHA20_POLY1305_SHA256",
+                               .groups = "P-256"};
+    tt_tls_ctx_free(sctx);
+    cr_assert_eq(tt_tls_server_ctx(&so, &sctx), 0);
+    so.ciphersuites = "NOT_A_SUITE";
+    cr_assert_eq(tt_tls_server_ctx(&so, &bad), -EINVAL);
+    cr_assert_eq(tt_tls_client_ctx(&(tt_tls_client_opts_t){.groups = "nonsense"}, &bad), -EINVAL);
+    start_server(NULL);
+    tt_conn_t *c;
+    tt_conn_handlers_t h = {.on_open = cipher_open};
+    tt_connect_opts_t o = {.tls = cctx, .tls_servername = "localhost"};
+    cr_assert_eq(tt_connect(loop, &saddr, &o, &h, NULL, &c), 0);
+    uint64_t end = th_now_ms() + 5000;
+    while (S.opened < 1 && th_now_ms() < end)
+        tt_loop_run(loop, TT_RUN_ONCE);
+    cr_expect_str_eq(g_cipher, "TLS_CHACHA20_POLY1305_SHA256");
+    tt_group_close(room);
+    tt_server_close(srv);
+}
