@@ -1306,9 +1306,10 @@ int tt_conn_read_start(tt_conn_t *c)
     c->flags |= F_READING;
     if (c->state == TT_STATE_OPEN)
         update_interest(c);
-    /* Input a layer above held back while reading was stopped (framed messages
-     * of the read that was under way) goes first, from the loop. */
-    if (c->ext != NULL && c->ext->read_resumed != NULL)
+    /* Input a layer held back while reading was stopped (framed messages of the
+     * read that was under way, ciphertext a transform had not decrypted yet)
+     * goes first, from the loop. */
+    if (c->ext != NULL && (c->ext->read_resumed != NULL || c->ext->wire_ops != NULL))
         schedule(c, F_PEND_READ);
     return 0;
 }

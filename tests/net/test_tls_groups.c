@@ -198,3 +198,64 @@ Test(tls_groups, ciphersuites_and_groups_are_honoured_and_checked)
     tt_group_close(room);
     tt_server_close(srv);
 }
+
+/* ---- reading stopped in the middle of a read ---------------------------------------- */
+
+static struct {
+    size_t got;
+    int pauses;
+    tt_timer_t *t;
+    tt_conn_t *c;
+} R;
+
+static void resume_cb(tt_timer_t *t, void *arg)
+{
+    (void)t, (void)arg;
+    tt_conn_read_start(R.c);
+}
+
+/* Each read stops reading: what the same TCP read held beyond the first record
+ * (ciphertext not yet decrypted) must come after read_start, in order, all of it. */
+static void stop_data(tt_conn_t *c, const void *d, size_t n, size_t p)
+{
+    (void)p;
+    const unsigned char *b = d;
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(b[i], (unsigned char)((R.got + i) % 251), "byte %zu out of order", R.got + i);
+    R.got += n;
+    R.pauses++;
+    tt_conn_read_stop(c);
+    tt_timer_start(R.t, 2, 0);
+}
+
+static void big_open(tt_conn_t *c)
+{
+    size_t len = 512 * 1024;
+    unsigned char *buf = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (unsigned char)(i % 251);
+    tt_send(c, buf, len);
+    free(buf);
+    tt_end(c, NULL, 0);
+}
+
+Test(tls_groups, read_stop_inside_a_read_holds_the_rest_and_read_start_delivers_it)
+{
+    tt_conn_handlers_t sh = {.on_open = big_open};
+    tt_server_opts_t so = {.tls = sctx};
+    saddr = th_loopback(0);
+    cr_assert_eq(tt_server_listen(loop, &saddr, &so, &sh, NULL, &srv), 0);
+    cr_assert_eq(tt_server_addr(srv, &saddr), 0);
+    memset(&R, 0, sizeof(R));
+    cr_assert_eq(tt_timer_init(loop, &R.t, resume_cb, NULL), 0);
+    tt_conn_handlers_t ch = {.on_data = stop_data};
+    tt_connect_opts_t o = {.tls = cctx, .tls_servername = "localhost"};
+    cr_assert_eq(tt_connect(loop, &saddr, &o, &ch, NULL, &R.c), 0);
+    uint64_t end = th_now_ms() + 10000;
+    while (R.got < 512 * 1024 && th_now_ms() < end)
+        tt_loop_run(loop, TT_RUN_ONCE);
+    cr_expect_eq(R.got, 512 * 1024, "got %zu after %d pauses", R.got, R.pauses);
+    tt_timer_close(R.t);
+    tt_destroy(R.c, 0);
+    tt_server_close(srv);
+}
