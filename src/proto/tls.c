@@ -440,6 +440,7 @@ typedef struct tls {
     bool read_wants_write;
     bool waits_open; /* counted in open_waits */
     bool started;    /* the handshake may begin (a STARTTLS client waits for its plain bytes) */
+    bool eof_held;   /* the peer's FIN came behind ciphertext still held */
     char reason[160];
 } tls_t;
 
@@ -815,6 +816,32 @@ static void feed(tls_t *t, const char *buf, size_t n, size_t pending)
     t->in_len = 0;
 }
 
+/* The peer's FIN, once every byte before it has been through: after its
+ * close_notify the stream layer has ended the read side already (no FIN is read
+ * then); without one, what it sent may be cut short. */
+static void peer_fin(tls_t *t)
+{
+    tt_conn_t *c = t->conn;
+
+    if (t->held_len > 0) { /* older ciphertext first: it may hold the close_notify */
+        t->eof_held = true;
+        if (tt__conn_wants_input(c) || !t->done)
+            feed(t, t->held, t->held_len, 0);
+        if (tt__conn_is_closing(c) || !tt__conn_wants_input(c) || t->held_len > 0)
+            return; /* ended, or the app stopped reading: tls_resumed goes on */
+    }
+    t->eof_held = false;
+    {
+        if (!t->done) {
+            snprintf(t->reason, sizeof(t->reason), "connection closed during the handshake");
+            tt__conn_close(c, TT_CLOSE_TLS_HANDSHAKE_FAILED, TT_ETLS);
+        } else {
+            snprintf(t->reason, sizeof(t->reason), "the peer closed without close_notify");
+            tt__conn_close(c, TT_CLOSE_TLS_TRUNCATED, TT_ETRUNCATED);
+        }
+    }
+}
+
 static void tls_input(tt_conn_t *c, const char *buf, ssize_t n, size_t pending)
 {
     tls_t *t = tls_of(c);
@@ -824,13 +851,7 @@ static void tls_input(tt_conn_t *c, const char *buf, ssize_t n, size_t pending)
         return;
     }
     if (n == 0) {
-        if (!t->done) {
-            snprintf(t->reason, sizeof(t->reason), "connection closed during the handshake");
-            tt__conn_close(c, TT_CLOSE_TLS_HANDSHAKE_FAILED, TT_ETLS);
-        } else {
-            snprintf(t->reason, sizeof(t->reason), "the peer closed without close_notify");
-            tt__conn_close(c, TT_CLOSE_TLS_TRUNCATED, TT_ETRUNCATED);
-        }
+        peer_fin(t);
         return;
     }
     c->ext->wire_in += (uint64_t)n;
@@ -855,6 +876,8 @@ static void tls_resumed(tt_conn_t *c)
 
     if (t->held_len > 0)
         feed(t, t->held, t->held_len, 0);
+    if (t->eof_held && !tt__conn_is_closing(c) && tt__conn_wants_input(c))
+        peer_fin(t);
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */
