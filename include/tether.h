@@ -1017,6 +1017,9 @@ typedef struct tt_tls_server_opts {
                               NULL: no ALPN */
     int min_version;       /* TT_TLS_1_2 (0) or TT_TLS_1_3 */
     bool no_tickets;       /* session tickets (resumption) are on unless set */
+    const char *ciphers;   /* TLS 1.2 cipher list (OpenSSL syntax); NULL: OpenSSL's */
+    const char *ciphersuites; /* TLS 1.3 suites, "TLS_AES_128_GCM_SHA256:..."; NULL: OpenSSL's */
+    const char *groups;    /* key exchange groups, "X25519:P-256"; NULL: OpenSSL's */
 } tt_tls_server_opts_t;
 
 typedef struct tt_tls_client_opts {
@@ -1029,6 +1032,9 @@ typedef struct tt_tls_client_opts {
     int min_version;       /* TT_TLS_1_2 (0) or TT_TLS_1_3 */
     bool insecure;         /* verify nothing: neither the chain nor the name
                               (tests only) */
+    const char *ciphers;   /* as for servers */
+    const char *ciphersuites;
+    const char *groups;
 } tt_tls_client_opts_t;
 
 /* Make a context. Returns 0, -EINVAL (bad options; an unreadable or mismatched

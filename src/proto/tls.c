@@ -193,6 +193,18 @@ static SSL_CTX *base_ctx(bool server, int minv)
     return s;
 }
 
+/* The restrictions a deployment may want: -EINVAL when OpenSSL takes none of them. */
+static int set_algorithms(SSL_CTX *s, const char *ciphers, const char *suites, const char *groups)
+{
+    if ((ciphers != NULL && SSL_CTX_set_cipher_list(s, ciphers) != 1) ||
+        (suites != NULL && SSL_CTX_set_ciphersuites(s, suites) != 1) ||
+        (groups != NULL && SSL_CTX_set1_groups_list(s, groups) != 1)) {
+        ERR_clear_error();
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static tt_tls_ctx_t *ctx_alloc(void)
 {
     tt_tls_ctx_t *ctx = calloc(1, sizeof(*ctx));
@@ -220,6 +232,8 @@ static int server_ssl_ctx(tt_tls_ctx_t *ctx, const tt_tls_server_opts_t *o, cons
         err = load_pem_pair(s, o->cert_pem, o->key_pem);
     if (err == 0 && SSL_CTX_check_private_key(s) != 1)
         err = -EINVAL;
+    if (err == 0)
+        err = set_algorithms(s, o->ciphers, o->ciphersuites, o->groups);
     if (err == 0 && o->ca_file != NULL) {
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->ca_file);
         if ((err = readable(o->ca_file)) == 0 &&
@@ -346,7 +360,8 @@ int tt_tls_client_ctx(const tt_tls_client_opts_t *o, tt_tls_ctx_t **out)
         return -ENOMEM;
     }
     SSL_CTX *s = ctx->ssl;
-    if (o->alpn != NULL && (err = alpn_wire(o->alpn, &ctx->alpn, &ctx->alpn_len)) == 0 &&
+    err = set_algorithms(s, o->ciphers, o->ciphersuites, o->groups);
+    if (err == 0 && o->alpn != NULL && (err = alpn_wire(o->alpn, &ctx->alpn, &ctx->alpn_len)) == 0 &&
         SSL_CTX_set_alpn_protos(s, ctx->alpn, (unsigned)ctx->alpn_len) != 0)
         err = -ENOMEM;
     if (err == 0 && !o->insecure) {
@@ -425,6 +440,7 @@ typedef struct tls {
     bool read_wants_write;
     bool waits_open; /* counted in open_waits */
     bool started;    /* the handshake may begin (a STARTTLS client waits for its plain bytes) */
+    bool eof_held;   /* the peer's FIN came behind ciphertext still held */
     char reason[160];
 } tls_t;
 
@@ -800,6 +816,32 @@ static void feed(tls_t *t, const char *buf, size_t n, size_t pending)
     t->in_len = 0;
 }
 
+/* The peer's FIN, once every byte before it has been through: after its
+ * close_notify the stream layer has ended the read side already (no FIN is read
+ * then); without one, what it sent may be cut short. */
+static void peer_fin(tls_t *t)
+{
+    tt_conn_t *c = t->conn;
+
+    if (t->held_len > 0) { /* older ciphertext first: it may hold the close_notify */
+        t->eof_held = true;
+        if (tt__conn_wants_input(c) || !t->done)
+            feed(t, t->held, t->held_len, 0);
+        if (tt__conn_is_closing(c) || !tt__conn_wants_input(c) || t->held_len > 0)
+            return; /* ended, or the app stopped reading: tls_resumed goes on */
+    }
+    t->eof_held = false;
+    {
+        if (!t->done) {
+            snprintf(t->reason, sizeof(t->reason), "connection closed during the handshake");
+            tt__conn_close(c, TT_CLOSE_TLS_HANDSHAKE_FAILED, TT_ETLS);
+        } else {
+            snprintf(t->reason, sizeof(t->reason), "the peer closed without close_notify");
+            tt__conn_close(c, TT_CLOSE_TLS_TRUNCATED, TT_ETRUNCATED);
+        }
+    }
+}
+
 static void tls_input(tt_conn_t *c, const char *buf, ssize_t n, size_t pending)
 {
     tls_t *t = tls_of(c);
@@ -809,13 +851,7 @@ static void tls_input(tt_conn_t *c, const char *buf, ssize_t n, size_t pending)
         return;
     }
     if (n == 0) {
-        if (!t->done) {
-            snprintf(t->reason, sizeof(t->reason), "connection closed during the handshake");
-            tt__conn_close(c, TT_CLOSE_TLS_HANDSHAKE_FAILED, TT_ETLS);
-        } else {
-            snprintf(t->reason, sizeof(t->reason), "the peer closed without close_notify");
-            tt__conn_close(c, TT_CLOSE_TLS_TRUNCATED, TT_ETRUNCATED);
-        }
+        peer_fin(t);
         return;
     }
     c->ext->wire_in += (uint64_t)n;
@@ -840,6 +876,8 @@ static void tls_resumed(tt_conn_t *c)
 
     if (t->held_len > 0)
         feed(t, t->held, t->held_len, 0);
+    if (t->eof_held && !tt__conn_is_closing(c) && tt__conn_wants_input(c))
+        peer_fin(t);
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */

@@ -237,6 +237,18 @@ tt_conn_t *tt__conn_new(tt_loop_t *loop, int fd, tt__handlers_t *hs)
     return c;
 }
 
+/* Every layer is open: on_open, then what was queued meanwhile (and an end or a
+ * destroy asked for already). */
+static void open_now(tt_conn_t *c)
+{
+    if (c->h->h.on_open != NULL)
+        c->h->h.on_open(c);
+    if (tt__conn_is_closing(c))
+        return;
+    if (!tt__sendq_empty(&c->sq) || (c->flags & (F_WANT_END | F_DESTROY_SOON)))
+        flush(c, true);
+}
+
 void tt__conn_opened(tt_conn_t *c)
 {
     if (c->ext != NULL && c->ext->proxy_send != NULL) {
@@ -267,26 +279,15 @@ void tt__conn_opened(tt_conn_t *c)
             flush(c, true);
         return;
     }
-    if (c->h->h.on_open != NULL)
-        c->h->h.on_open(c);
-    if (tt__conn_is_closing(c))
-        return;
-    if (!tt__sendq_empty(&c->sq) || (c->flags & (F_WANT_END | F_DESTROY_SOON)))
-        flush(c, true);
+    open_now(c);
 }
 
 void tt__conn_layer_opened(tt_conn_t *c)
 {
     if (tt__conn_is_closing(c) || c->ext == NULL || c->ext->open_waits == 0)
         return;
-    if (--c->ext->open_waits > 0)
-        return;
-    if (c->h->h.on_open != NULL)
-        c->h->h.on_open(c);
-    if (tt__conn_is_closing(c))
-        return;
-    if (!tt__sendq_empty(&c->sq) || (c->flags & (F_WANT_END | F_DESTROY_SOON)))
-        flush(c, true);
+    if (--c->ext->open_waits == 0)
+        open_now(c);
 }
 
 void tt__conn_wire_hold(tt_conn_t *c, bool hold)
@@ -1305,9 +1306,10 @@ int tt_conn_read_start(tt_conn_t *c)
     c->flags |= F_READING;
     if (c->state == TT_STATE_OPEN)
         update_interest(c);
-    /* Input a layer above held back while reading was stopped (framed messages
-     * of the read that was under way) goes first, from the loop. */
-    if (c->ext != NULL && c->ext->read_resumed != NULL)
+    /* Input a layer held back while reading was stopped (framed messages of the
+     * read that was under way, ciphertext a transform had not decrypted yet)
+     * goes first, from the loop. */
+    if (c->ext != NULL && (c->ext->read_resumed != NULL || c->ext->wire_ops != NULL))
         schedule(c, F_PEND_READ);
     return 0;
 }

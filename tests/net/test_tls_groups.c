@@ -161,3 +161,116 @@ Test(tls_groups, proxy_header_goes_before_the_handshake)
     tt_group_close(room);
     tt_server_close(srv);
 }
+
+/* ---- algorithms a deployment restricts ------------------------------------------- */
+
+static char g_cipher[64];
+
+static void cipher_open(tt_conn_t *c)
+{
+    tt_tls_info_t ti;
+    if (tt_conn_tls_info(c, &ti) == 0)
+        snprintf(g_cipher, sizeof(g_cipher), "%s", ti.cipher);
+    S.opened++;
+    tt_destroy(c, 0);
+}
+
+Test(tls_groups, ciphersuites_and_groups_are_honoured_and_checked)
+{
+    tt_tls_ctx_t *bad;
+    tt_tls_server_opts_t so = {.cert_file = certs.server.cert, .key_file = certs.server.key,
+                               .ciphersuites = "TLS_CHACHA20_POLY1305_SHA256",
+                               .groups = "P-256"};
+    tt_tls_ctx_free(sctx);
+    cr_assert_eq(tt_tls_server_ctx(&so, &sctx), 0);
+    so.ciphersuites = "NOT_A_SUITE";
+    cr_assert_eq(tt_tls_server_ctx(&so, &bad), -EINVAL);
+    cr_assert_eq(tt_tls_client_ctx(&(tt_tls_client_opts_t){.groups = "nonsense"}, &bad), -EINVAL);
+    start_server(NULL);
+    tt_conn_t *c;
+    tt_conn_handlers_t h = {.on_open = cipher_open};
+    tt_connect_opts_t o = {.tls = cctx, .tls_servername = "localhost"};
+    cr_assert_eq(tt_connect(loop, &saddr, &o, &h, NULL, &c), 0);
+    uint64_t end = th_now_ms() + 5000;
+    while (S.opened < 1 && th_now_ms() < end)
+        tt_loop_run(loop, TT_RUN_ONCE);
+    cr_expect_str_eq(g_cipher, "TLS_CHACHA20_POLY1305_SHA256");
+    tt_group_close(room);
+    tt_server_close(srv);
+}
+
+/* ---- reading stopped in the middle of a read ---------------------------------------- */
+
+static struct {
+    size_t got;
+    int pauses;
+    tt_timer_t *t;
+    tt_conn_t *c;
+    bool closed;
+    tt_close_kind_t kind;
+} R;
+
+static void stop_close(tt_conn_t *c, const tt_close_info_t *info)
+{
+    (void)c;
+    R.closed = true;
+    R.kind = info->kind;
+}
+
+static void resume_cb(tt_timer_t *t, void *arg)
+{
+    (void)t, (void)arg;
+    if (!R.closed)
+        tt_conn_read_start(R.c);
+}
+
+/* Each delivery stops reading and a timer starts it again: every byte comes, in
+ * order, and the close_notify at the end is still the orderly end. (One read's
+ * records are decrypted into one delivery, so ciphertext is held back only when
+ * a read's plaintext overflows the loop's buffer; this covers the pauses around
+ * it, not that rare case itself.) */
+static void stop_data(tt_conn_t *c, const void *d, size_t n, size_t p)
+{
+    (void)p;
+    const unsigned char *b = d;
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(b[i], (unsigned char)((R.got + i) % 251), "byte %zu out of order", R.got + i);
+    R.got += n;
+    R.pauses++;
+    tt_conn_read_stop(c);
+    tt_timer_start(R.t, 2, 0);
+}
+
+static void big_open(tt_conn_t *c)
+{
+    size_t len = 512 * 1024;
+    unsigned char *buf = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (unsigned char)(i % 251);
+    tt_send(c, buf, len);
+    free(buf);
+    tt_end(c, NULL, 0);
+}
+
+Test(tls_groups, read_stop_inside_a_read_holds_the_rest_and_read_start_delivers_it)
+{
+    tt_conn_handlers_t sh = {.on_open = big_open};
+    tt_server_opts_t so = {.tls = sctx};
+    saddr = th_loopback(0);
+    cr_assert_eq(tt_server_listen(loop, &saddr, &so, &sh, NULL, &srv), 0);
+    cr_assert_eq(tt_server_addr(srv, &saddr), 0);
+    memset(&R, 0, sizeof(R));
+    cr_assert_eq(tt_timer_init(loop, &R.t, resume_cb, NULL), 0);
+    tt_conn_handlers_t ch = {.on_data = stop_data, .on_close = stop_close};
+    tt_connect_opts_t o = {.tls = cctx, .tls_servername = "localhost"};
+    cr_assert_eq(tt_connect(loop, &saddr, &o, &ch, NULL, &R.c), 0);
+    uint64_t end = th_now_ms() + 10000;
+    while (!R.closed && th_now_ms() < end)
+        tt_loop_run(loop, TT_RUN_ONCE);
+    cr_expect_eq(R.got, 512 * 1024, "got %zu after %d pauses", R.got, R.pauses);
+    cr_expect(R.closed, "no close after %zu bytes", R.got);
+    /* The close_notify was behind held ciphertext: still an orderly end. */
+    cr_expect_eq(R.kind, TT_CLOSE_PEER_CLOSED, "closed as %s", tt_close_kind_name(R.kind));
+    tt_timer_close(R.t);
+    tt_server_close(srv);
+}
