@@ -244,12 +244,12 @@ static void *load_main(void *arg)
 static void exits_zero(pid_t pid)
 {
     int status = -1;
-    for (int i = 0; i < 500 && waitpid(pid, &status, WNOHANG) == 0; i++)
+    for (int i = 0; i < 1500 && waitpid(pid, &status, WNOHANG) == 0; i++)
         usleep(10000);
     if (waitpid(pid, &status, WNOHANG) == 0) {
         kill(pid, SIGKILL);
         waitpid(pid, &status, 0);
-        cr_assert_fail("predecessor %d did not exit within 5 s of the hand-over", (int)pid);
+        cr_assert_fail("predecessor %d did not exit within 15 s of the hand-over", (int)pid);
     }
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
               "predecessor %d: status %d (exit %d)", (int)pid, status,
