@@ -60,7 +60,7 @@ echo "   redis-server on 127.0.0.1:$RPORT"
 echo "-- three chat nodes behind the balancer, one room through Redis"
 NODE_PORTS=()
 for i in 1 2 3; do
-    "$TETHER" chat --listen 127.0.0.1:0 --proxy-protocol v1 \
+    "$TETHER" chat --listen 127.0.0.1:0 --proxy-protocol any \
         --cluster "redis://127.0.0.1:$RPORT/demo-room" </dev/null >"$TMP/node$i.out" 2>"$TMP/node$i.err" &
     PIDS+=($!)
     line=$(wait_line "$TMP/node$i.out" "listening on") || die "node $i did not start"
@@ -68,7 +68,7 @@ for i in 1 2 3; do
     echo "   node $i: $line"
 done
 
-echo "-- HAProxy in front (tcp mode, round robin, send-proxy)"
+echo "-- HAProxy in front (tcp mode, round robin; PROXY v1 to nodes 1 and 3, v2 to node 2)"
 HPORT=$(free_port)
 {
     printf 'global\n    maxconn 100\ndefaults\n    mode tcp\n    timeout connect 2s\n'
@@ -76,7 +76,9 @@ HPORT=$(free_port)
     printf 'frontend chat\n    bind 127.0.0.1:%s\n    default_backend nodes\n' "$HPORT"
     printf 'backend nodes\n    balance roundrobin\n'
     for i in 0 1 2; do
-        printf '    server node%d 127.0.0.1:%s send-proxy\n' "$i" "${NODE_PORTS[$i]}"
+        send=send-proxy
+        [ "$i" -eq 1 ] && send=send-proxy-v2
+        printf '    server node%d 127.0.0.1:%s %s\n' "$i" "${NODE_PORTS[$i]}" "$send"
     done
 } >"$TMP/haproxy.cfg"
 haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
@@ -90,7 +92,7 @@ echo "   haproxy on 127.0.0.1:$HPORT"
 sleep 0.5 # the nodes' Redis links and subscriptions
 
 echo "-- three clients through the balancer (one per node), each says a line"
-python3 - "$HPORT" <<'EOF' || die "the clients did not all hear each other"
+python3 - "$HPORT" "$TMP/clients" <<'EOF' || die "the clients did not all hear each other"
 import socket, sys, time
 port = int(sys.argv[1])
 names = ["alice", "bob", "carol"]
@@ -98,6 +100,8 @@ socks = []
 for n in names:  # round robin: one client per node
     s = socket.create_connection(("127.0.0.1", port), 5)
     s.settimeout(0.2)
+    with open(sys.argv[2], "a") as f:  # the address each node must name
+        f.write("127.0.0.1:%d\n" % s.getsockname()[1])
     socks.append(s)
     time.sleep(0.1)
 time.sleep(0.5)
@@ -123,9 +127,12 @@ for n in names:
         print(f"   {n} did not hear both others"); ok = False
 sys.exit(0 if ok else 1)
 EOF
-echo "-- what the nodes logged (the clients' own addresses, through the PROXY header)"
+echo "-- what the nodes logged: the clients' own addresses, through the PROXY header"
 sleep 0.2
 for i in 1 2 3; do
-    grep -m1 "joined" "$TMP/node$i.err" | sed "s/^/   node $i: /"
+    grep "joined" "$TMP/node$i.err" | sed "s/^/   node $i: /"
 done
+while read -r addr; do
+    grep -q "$addr joined" "$TMP"/node*.err || die "no node named the client $addr (it saw the balancer)"
+done <"$TMP/clients"
 echo "cluster-demo: ok"
