@@ -1037,16 +1037,10 @@ static void ws_free(tt_conn_t *c)
     free(w);
 }
 
-int tt__ws_apply(tt_conn_t *c, struct tt__ws_cfg *cfg)
+/* The layer's hooks on the connection, either role; on_open waits for the
+ * handshake. */
+static void install(tt_conn_t *c, ws_t *w)
 {
-    ws_t *w;
-
-    if (tt__conn_ext(c) == NULL || (w = calloc(1, sizeof(*w))) == NULL)
-        return -ENOMEM;
-    w->conn = c;
-    w->cfg = cfg;
-    cfg->refs++;
-    w->state = S_HTTP;
     tt__wnode_init(&w->timer, timer_cb);
     c->ext->ws = w;
     c->ext->frame_input = ws_input;
@@ -1057,6 +1051,19 @@ int tt__ws_apply(tt_conn_t *c, struct tt__ws_cfg *cfg)
     c->ext->close_info = ws_close_info;
     c->ext->end_hook = ws_end;
     c->ext->open_waits++;
+}
+
+int tt__ws_apply(tt_conn_t *c, struct tt__ws_cfg *cfg)
+{
+    ws_t *w;
+
+    if (tt__conn_ext(c) == NULL || (w = calloc(1, sizeof(*w))) == NULL)
+        return -ENOMEM;
+    w->conn = c;
+    w->cfg = cfg;
+    cfg->refs++;
+    w->state = S_HTTP;
+    install(c, w);
     timer_start(w, cfg->o.handshake_timeout_ms);
     return 0;
 }
@@ -1140,16 +1147,7 @@ int tt__ws_client_apply(tt_conn_t *c, struct tt__ws_cfg *cfg)
     w->client = true;
     cfg->refs++;
     w->state = S_ANSWER;
-    tt__wnode_init(&w->timer, timer_cb);
-    c->ext->ws = w;
-    c->ext->frame_input = ws_input;
-    c->ext->frame_free = ws_free;
-    c->ext->read_resumed = ws_read_resumed;
-    c->ext->frame_eof = ws_eof;
-    c->ext->frame_ping = ws_ping;
-    c->ext->close_info = ws_close_info;
-    c->ext->end_hook = ws_end;
-    c->ext->open_waits++;
+    install(c, w);
     /* From the call: the lookup and the connect count against it too. */
     timer_start(w, cfg->o.handshake_timeout_ms);
     return 0;
