@@ -451,8 +451,6 @@ static tls_t *tls_of(const tt_conn_t *c)
     return c->ext != NULL && c->ext->wire_ops == &wire_ops ? c->ext->wire : NULL;
 }
 
-bool tt__tls_on(const tt_conn_t *c) { return tls_of(c) != NULL; }
-
 /* ---- the BIO: reads from the current view, writes the socket ----------------------- */
 
 static int bio_write(BIO *b, const char *buf, size_t len, size_t *put)

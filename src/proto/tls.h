@@ -15,6 +15,5 @@ int tt__tls_apply(tt_conn_t *c, tt_tls_ctx_t *ctx, const char *servername, const
 tt_tls_ctx_t *tt__tls_ctx_ref(tt_tls_ctx_t *ctx);
 bool tt__tls_ctx_is_server(const tt_tls_ctx_t *ctx);
 bool tt__tls_ctx_insecure(const tt_tls_ctx_t *ctx);
-bool tt__tls_on(const tt_conn_t *c);
 
 #endif

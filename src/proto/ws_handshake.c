@@ -497,7 +497,8 @@ char *tt__ws_request(const tt__ws_url_t *url, const char *key, const char *proto
         snprintf(port, sizeof(port), ":%u", url->port);
     if (deflate)
         tt__ws_pmd_format(&none, false, ext, sizeof(ext));
-    n = snprintf(NULL, 0,
+    char *out;
+    n = asprintf(&out,
                  "GET %s%.*s HTTP/1.1\r\nHost: %s%s%s%s\r\nUpgrade: websocket\r\n"
                  "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
                  "%s%s%s%s%s%s%s\r\n",
@@ -507,19 +508,8 @@ char *tt__ws_request(const tt__ws_url_t *url, const char *key, const char *proto
                  protocols != NULL ? protocols : "", protocols != NULL ? "\r\n" : "",
                  deflate ? "Sec-WebSocket-Extensions: " : "", ext, deflate ? "\r\n" : "",
                  headers != NULL ? headers : "");
-    char *out = n > 0 ? malloc((size_t)n + 1) : NULL;
-    if (out == NULL)
+    if (n < 0)
         return NULL;
-    snprintf(out, (size_t)n + 1,
-             "GET %s%.*s HTTP/1.1\r\nHost: %s%s%s%s\r\nUpgrade: websocket\r\n"
-             "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-             "%s%s%s%s%s%s%s\r\n",
-             slash ? "/" : "", (int)url->resource_len, url->resource, url->ipv6 ? "[" : "",
-             url->host, url->ipv6 ? "]" : "", port, key,
-             protocols != NULL ? "Sec-WebSocket-Protocol: " : "",
-             protocols != NULL ? protocols : "", protocols != NULL ? "\r\n" : "",
-             deflate ? "Sec-WebSocket-Extensions: " : "", ext, deflate ? "\r\n" : "",
-             headers != NULL ? headers : "");
     *len = (size_t)n;
     return out;
 }
