@@ -82,6 +82,10 @@ void cli_listen_error(const char *where, const tt_addr_t *addr, int err);
  * Returns buf. */
 #define CLI_REASON_LEN 384
 const char *cli_close_reason(const tt_close_info_t *info, char *buf);
+/* A listener that serves one page on "/": answer any other path (404) or a method
+ * other than GET and HEAD (405) in plain text, and return true; false when the
+ * request is for the page (res then holds plain-text defaults to overwrite). */
+bool cli_http_one_page(const tt_http_request_t *req, tt_http_response_t *res);
 /* --proxy-protocol v1|v2|any|optional. 0, or a usage error printed and -EINVAL. */
 int cli_parse_proxy_mode(const char *cmd, const char *text, tt_proxy_mode_t *out);
 #define CLI_PROXY_USAGE                                                                           \

@@ -206,6 +206,28 @@ void cli_listen_error(const char *where, const tt_addr_t *addr, int err)
     cli_error("listen %s: %s%s", where, tt_strerror(err), why);
 }
 
+bool cli_http_one_page(const tt_http_request_t *req, tt_http_response_t *res)
+{
+    static const char not_found[] = "not found\n", not_allowed[] = "method not allowed\n";
+
+    res->content_type = "text/plain; charset=utf-8";
+    res->headers = "Cache-Control: no-store\r\n";
+    if (strcmp(req->path, "/") != 0) {
+        res->status = 404;
+        res->body = not_found;
+        res->body_len = sizeof(not_found) - 1;
+        return true;
+    }
+    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+        res->status = 405;
+        res->headers = "Allow: GET, HEAD\r\nCache-Control: no-store\r\n";
+        res->body = not_allowed;
+        res->body_len = sizeof(not_allowed) - 1;
+        return true;
+    }
+    return false;
+}
+
 const char *cli_close_reason(const tt_close_info_t *info, char *buf)
 {
     /* A layer's own words (TLS: "hostname mismatch"; PROXY: "bad signature") say

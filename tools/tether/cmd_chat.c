@@ -330,20 +330,8 @@ static void on_shutdown(tt_server_t *srv, size_t ended, size_t destroyed, void *
 static void serve_http(tt_conn_t *c, const tt_http_request_t *req, tt_http_response_t *res,
                        void *arg)
 {
-    static const char not_found[] = "not found\n", not_allowed[] = "method not allowed\n";
     (void)c, (void)arg;
-    res->content_type = "text/plain; charset=utf-8";
-    res->headers = "Cache-Control: no-store\r\n";
-    if (strcmp(req->path, "/") != 0) {
-        res->status = 404;
-        res->body = not_found;
-        res->body_len = sizeof(not_found) - 1;
-    } else if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
-        res->status = 405;
-        res->headers = "Allow: GET, HEAD\r\nCache-Control: no-store\r\n";
-        res->body = not_allowed;
-        res->body_len = sizeof(not_allowed) - 1;
-    } else {
+    if (!cli_http_one_page(req, res)) {
         /* Everything is inline and the script talks only to where the page came
          * from: the policy says so, so nothing else can be loaded into it. */
         res->status = 200;

@@ -222,23 +222,13 @@ static int ws_accept(tt_conn_t *c, const tt_http_request_t *req, void *arg)
 static void serve_http(tt_conn_t *c, const tt_http_request_t *req, tt_http_response_t *res,
                        void *arg)
 {
-    static const char not_found[] = "not found\n", not_allowed[] = "method not allowed\n",
-                      forbidden[] = "forbidden: add ?token=... to the URL\n";
+    static const char forbidden[] = "forbidden: add ?token=... to the URL\n";
     cli_dash_t *d = arg;
     (void)c;
 
-    res->content_type = "text/plain; charset=utf-8";
-    res->headers = "Cache-Control: no-store\r\n";
-    if (strcmp(req->path, "/") != 0) {
-        res->status = 404;
-        res->body = not_found;
-        res->body_len = sizeof(not_found) - 1;
-    } else if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
-        res->status = 405;
-        res->headers = "Allow: GET, HEAD\r\nCache-Control: no-store\r\n";
-        res->body = not_allowed;
-        res->body_len = sizeof(not_allowed) - 1;
-    } else if (!token_ok(d, req->query)) {
+    if (cli_http_one_page(req, res))
+        return;
+    if (!token_ok(d, req->query)) {
         res->status = 403;
         res->body = forbidden;
         res->body_len = sizeof(forbidden) - 1;
