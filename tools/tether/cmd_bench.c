@@ -8,7 +8,9 @@
  *    sends a new one for each that completes; latency is from send to completion.
  *  - open loop (--rate R): R messages/s in total, sent on a fixed schedule whatever
  *    the replies do; latency is from the *scheduled* send time, so a stalled server
- *    is charged for every message it delayed (no coordinated omission).
+ *    is charged for every message it delayed (no coordinated omission). Slots of the
+ *    schedule that could not be sent on time (every connection blocked) are counted
+ *    as late; slots of the window not answered by its end as missed.
  *  - churn (--churn): each connection slot connects, does one exchange, closes and
  *    starts over; the rate is connections per second, latency covers the whole
  *    connect + exchange.
@@ -55,6 +57,10 @@
 /* Open loop: below this gap to the next scheduled send the worker polls instead of
  * sleeping, because the loop's timers tick in whole milliseconds. */
 #define SPIN_NS (2 * NS_PER_MS)
+/* Open loop: a message sent more than this after its scheduled time counts as late
+ * (the generator could not keep its schedule: every connection was blocked or
+ * saturated, or the client itself fell behind). */
+#define LATE_NS NS_PER_MS
 #define HDR_BITS 8 /* 0.78 % worst-case bucket error */
 
 enum mode { MODE_CLOSED, MODE_RATE, MODE_CHURN };
@@ -139,6 +145,10 @@ struct worker {
     uint64_t opened;
     uint64_t connect_errors;
     uint64_t errors;
+    /* open loop, counting only slots scheduled inside the measured window: */
+    uint64_t scheduled; /* slots of the schedule */
+    uint64_t late;      /* sent more than LATE_NS after their slot, or not at all */
+    uint64_t missed;    /* not completed before the window ended (or never sent) */
     int first_error;
     uint64_t t_finish;
     int init_err;
@@ -199,13 +209,21 @@ static uint64_t ring_pop(struct client *c)
 
 static void finish(struct worker *w);
 
+static bool in_window(const struct shared *sh, uint64_t t)
+{
+    return t >= sh->win_start && t < sh->win_end;
+}
+
 /* A message (or churn cycle) that began at `start` completed at `now`. */
 static void complete(struct worker *w, uint64_t start, uint64_t now)
 {
     struct shared *sh = w->sh;
 
-    if (now < sh->win_start || now >= sh->win_end)
+    if (now < sh->win_start || now >= sh->win_end) {
+        if (w->o->mode == MODE_RATE && now >= sh->win_end && in_window(sh, start))
+            w->missed++; /* its slot was in the window, its answer came after it */
         return;
+    }
     w->counted++;
     atomic_store_explicit(&w->progress, w->counted, memory_order_relaxed);
     hdr_record(&w->hist, now - start);
@@ -278,6 +296,12 @@ static void pump(struct worker *w)
         n = due < batch_max ? (unsigned)due : batch_max;
         if (send_messages(c, n, w->next_due, w->interval) < 0)
             continue;
+        for (unsigned i = 0; i < n; i++) {
+            uint64_t slot = w->next_due + i * w->interval;
+
+            if (now - slot > LATE_NS && in_window(w->sh, slot))
+                w->late++;
+        }
         w->next_due += n * w->interval;
     }
 }
@@ -472,12 +496,54 @@ static void start_cycle(struct client *c)
 
 /* ---- worker ------------------------------------------------------------------ */
 
+/* Slots t0 + k * interval (k >= 0) in [a, b). */
+static uint64_t slots_between(uint64_t t0, uint64_t interval, uint64_t a, uint64_t b)
+{
+    uint64_t first, end;
+
+    if (b <= a)
+        return 0;
+    first = a <= t0 ? 0 : (a - t0 + interval - 1) / interval;
+    end = b <= t0 ? 0 : (b - t0 + interval - 1) / interval;
+    return end > first ? end - first : 0;
+}
+
+/* Open loop, at the end: the window's slots, and those of them still owed now
+ * (in flight, or never sent because no connection could take them). */
+static void count_schedule(struct worker *w)
+{
+    const struct shared *sh = w->sh;
+    uint64_t end = w->t_finish < sh->win_end ? w->t_finish : sh->win_end;
+
+    w->scheduled = slots_between(sh->t0, w->interval, sh->win_start, end);
+    if (w->next_due < end) {
+        uint64_t from = w->next_due > sh->win_start ? w->next_due : sh->win_start;
+
+        /* Never sent: missed, and late too once their time is LATE_NS past. */
+        w->missed += slots_between(sh->t0, w->interval, from, end);
+        if (end > LATE_NS)
+            w->late += slots_between(sh->t0, w->interval, from, end - LATE_NS);
+    }
+    for (unsigned i = 0; i < w->nclients; i++) {
+        const struct client *c = &w->clients[i];
+
+        for (uint32_t k = 0; k < c->ts_len; k++) {
+            uint64_t t = c->ts[(c->ts_head + k) & (c->ts_cap - 1)];
+
+            if (t >= sh->win_start && t < end)
+                w->missed++;
+        }
+    }
+}
+
 static void finish(struct worker *w)
 {
     if (w->stopping)
         return;
     w->stopping = true;
     w->t_finish = now_ns();
+    if (w->o->mode == MODE_RATE && w->running && w->interval > 0)
+        count_schedule(w);
     tt_timer_close(w->end_timer);
     tt_timer_close(w->tick_timer);
     for (unsigned i = 0; i < w->nclients; i++)
@@ -681,8 +747,11 @@ static void usage(FILE *f)
                "  -d, --duration S     measured seconds (default 5, max 600)\n"
                "  -p, --pipeline K     messages in flight per connection, closed loop\n"
                "                       (default 1: ping-pong)\n"
-               "  -r, --rate R         open loop: R messages/s in total on a fixed schedule;\n"
-               "                       latency counts from the scheduled send time\n"
+               "  -r, --rate R         open loop: R messages/s in total (0.001 to 1e9) on a\n"
+               "                       fixed schedule, dealt over the connections; latency\n"
+               "                       counts from the scheduled send time, so a stall is\n"
+               "                       charged to every message it delayed; reports the\n"
+               "                       slots due, those sent late and those missed\n"
                "  -w, --warmup S       seconds run before measuring (default 0)\n"
                "  -t, --threads T      loops on T threads, connections split (default 1)\n"
                "  -n, --messages N     stop once N messages were counted\n"
@@ -696,6 +765,11 @@ static void usage(FILE *f)
                "                       default when stderr is a terminal)\n"
                "  -h, --help           this text\n"
                "\n"
+               "Latencies go to a log-linear histogram (under 0.8 %% error, fixed memory):\n"
+               "p50, p90, p99, p99.9, max. With --rate a message sent over 1 ms after its\n"
+               "slot, or never, is late (no connection could take it: the server is not\n"
+               "reading, or the client fell behind);\n"
+               "one due in the measured window but not answered by its end is missed.\n"
                "MiB/s counts payload one way. Over TLS every connection shakes hands before\n"
                "the clock starts (with --churn each cycle does a full handshake: the rate is\n"
                "handshakes/s). This is a load generator: point it only at servers you run.\n"
@@ -1020,6 +1094,7 @@ static int raise_nofile(unsigned connections)
 struct totals {
     hdr_hist_t hist;
     uint64_t counted, opened, connect_errors, errors;
+    uint64_t scheduled, late, missed; /* open loop */
     int first_error;
     double elapsed; /* seconds of measured window actually run */
 };
@@ -1041,11 +1116,13 @@ static void report(const struct opts *o, const struct totals *t)
                "\"warmup_s\":%.3f,\"messages\":%" PRIu64 ",\"msgs_per_s\":%.1f,"
                "\"mib_per_s\":%.3f,\"latency_us\":{\"p50\":%.3f,\"p90\":%.3f,"
                "\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f,\"mean\":%.3f},"
+               "\"scheduled\":%" PRIu64 ",\"late\":%" PRIu64 ",\"missed\":%" PRIu64 ","
                "\"opened\":%" PRIu64 ",\"connect_errors\":%" PRIu64 ",\"errors\":%" PRIu64
                ",\"first_error\":\"%s\",\"tls\":%s}\n",
                o->target, mode_names[o->mode], o->connections, o->size,
                o->mode == MODE_CLOSED ? o->pipeline : 1, o->rate, o->threads, t->elapsed, o->warmup,
-               t->counted, rate, mib, us[0], us[1], us[2], us[3], us[4], us[5], t->opened,
+               t->counted, rate, mib, us[0], us[1], us[2], us[3], us[4], us[5], t->scheduled,
+               t->late, t->missed, t->opened,
                t->connect_errors, t->errors, t->first_error ? tt_err_name(t->first_error) : "",
                o->tls.on ? "true" : "false");
         return;
@@ -1061,8 +1138,14 @@ static void report(const struct opts *o, const struct totals *t)
     printf("  %-11s %" PRIu64 " (%.1f/s)\n", o->mode == MODE_CHURN ? "connections" : "messages",
            t->counted, rate);
     printf("  throughput  %.3f MiB/s each way\n", mib);
-    printf("  latency us  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  mean %.1f\n", us[0],
-           us[1], us[2], us[3], us[4], us[5]);
+    printf("  latency us  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  mean %.1f%s\n",
+           us[0], us[1], us[2], us[3], us[4], us[5],
+           o->mode == MODE_RATE ? " (from the scheduled send times)" : "");
+    if (o->mode == MODE_RATE)
+        printf("  schedule    %" PRIu64 " due (%.1f/s), %" PRIu64 " sent late (over 1 ms after "
+               "their time or never), %" PRIu64 " missed (not answered by the end)\n",
+               t->scheduled, t->elapsed > 0 ? (double)t->scheduled / t->elapsed : 0.0, t->late,
+               t->missed);
     printf("  opened      %" PRIu64 ", connect errors %" PRIu64 ", errors %" PRIu64 "%s%s\n",
            t->opened, t->connect_errors, t->errors, t->first_error ? ", first: " : "",
            t->first_error ? tt_err_name(t->first_error) : "");
@@ -1194,6 +1277,9 @@ int cmd_bench(int argc, char **argv)
         t.opened += w->opened;
         t.connect_errors += w->connect_errors;
         t.errors += w->errors;
+        t.scheduled += w->scheduled;
+        t.late += w->late;
+        t.missed += w->missed;
         if (t.first_error == 0)
             t.first_error = w->first_error;
         if (w->t_finish > last_finish)
