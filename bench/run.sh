@@ -15,9 +15,15 @@
 #   SERVERS="epoll uring libuv libevent libev tether tether_uring"
 #                       (tether_uring: echo_tether with TETHER_BACKEND=io_uring)
 #   CHURN_CONNS=50      concurrent connect/exchange/close loops for the accept rate
+#   rate: latency at fixed rates (open loop, `tether bench --rate`): each server's
+#   closed-loop maximum at RATE_CONNS connections, 64 B, pipeline 1 (this run's
+#   throughput row when it has one, else measured), then RATE_LEVELS percent of it
+#   RATE_CONNS=100  RATE_LEVELS="25 50 75"
+#   RATE_BASE=own       own: each server at its own maximum's levels; slowest: every
+#                       server at the same rates, levels of the lowest maximum
 #   IDLE_COUNTS="10000 100000"   idle connections for memory per connection
 #   STRACE_MSGS=20000   echoed messages counted under strace -c
-#   SECTIONS="throughput churn idle syscalls instructions hold unix ws tls"
+#   SECTIONS="throughput rate churn idle syscalls instructions hold unix ws tls"
 #   CG_MSGS=20000       echoed messages counted under callgrind (instructions)
 #   unix: echo over AF_UNIX stream sockets (throughput, system calls, instructions)
 #   UNIX_SERVERS="epoll libuv tether tether_uring"
@@ -54,7 +60,10 @@ SERVERS=${SERVERS:-"epoll uring libuv libevent libev tether tether_uring"}
 CHURN_CONNS=${CHURN_CONNS:-50}
 IDLE_COUNTS=${IDLE_COUNTS:-"10000 100000"}
 STRACE_MSGS=${STRACE_MSGS:-20000}
-SECTIONS=${SECTIONS:-"throughput churn idle syscalls instructions hold unix ws tls"}
+SECTIONS=${SECTIONS:-"throughput rate churn idle syscalls instructions hold unix ws tls"}
+RATE_CONNS=${RATE_CONNS:-100}
+RATE_LEVELS=${RATE_LEVELS:-"25 50 75"}
+RATE_BASE=${RATE_BASE:-own}
 TLS_SERVERS=${TLS_SERVERS:-"tether tether_uring libevent node"}
 TLS_HS_CONNS=${TLS_HS_CONNS:-32}
 TLS_CONNS=${TLS_CONNS:-"1 100"}
@@ -90,6 +99,9 @@ declare -A pid port target label
 nports=0
 
 log() { printf '%s\n' "$*" >&2; }
+
+[[ $RATE_BASE == own || $RATE_BASE == slowest ]] ||
+    { log "RATE_BASE=$RATE_BASE: expected own or slowest"; exit 1; }
 
 cleanup() {
     for s in "${!pid[@]}"; do
@@ -207,7 +219,7 @@ restart_server() { # name: a fresh process, for the memory and syscall tests
 }
 
 # The TCP servers, when a section wants them.
-for sec in throughput churn idle syscalls instructions; do
+for sec in throughput rate churn idle syscalls instructions; do
     if has_section "$sec"; then
         for s in $SERVERS; do
             start_server "$s"
@@ -219,9 +231,10 @@ done
 # Server CPU time in clock ticks, user and system (/proc/PID/stat fields 14, 15).
 cpu_of() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
 
-# One load run; appends {"server":..,"section":..,"round":..,"result":{...},
+# One load run; appends {"section":..,"server":..,"round":..,"result":{...},
 # "cpu":{"user":ticks,"sys":ticks,"hz":..}} (the server's CPU over the whole run,
-# warmup included).
+# warmup included), and the fields in $rec_extra (,"key":value...) if any.
+rec_extra=""
 bench() { # section server round args...
     local sec=$1 s=$2 r=$3 out u0 s0 u1 s1
     shift 3
@@ -231,8 +244,8 @@ bench() { # section server round args...
     if [[ -z $out ]]; then
         out='{"msgs_per_s":0,"failed":true}'
     fi
-    printf '{"section":"%s","server":"%s","round":%s,"args":"%s","result":%s,"cpu":{"user":%s,"sys":%s,"hz":%s}}\n' \
-        "$sec" "${label[$s]:-$s}" "$r" "$*" "$out" $((u1 - u0)) $((s1 - s0)) "$(getconf CLK_TCK)" >>"$raw"
+    printf '{"section":"%s","server":"%s","round":%s,"args":"%s"%s,"result":%s,"cpu":{"user":%s,"sys":%s,"hz":%s}}\n' \
+        "$sec" "${label[$s]:-$s}" "$r" "$*" "$rec_extra" "$out" $((u1 - u0)) $((s1 - s0)) "$(getconf CLK_TCK)" >>"$raw"
 }
 
 started=$(date +%s)
@@ -251,6 +264,76 @@ if has_section throughput; then
                             --pipeline "$p" --duration "$DURATION" --warmup "$WARMUP"
                     done
                 done
+            done
+        done
+    done
+fi
+
+# ---- latency at fixed rates (open loop) ------------------------------------------
+# Each server's maximum first: the median messages/s of the closed loop at
+# RATE_CONNS connections, 64 B, pipeline 1 (this run's throughput rows when there
+# are some, else ROUNDS runs here, servers alternating, recorded as rate_max). Then
+# `tether bench --rate` at RATE_LEVELS percent of it, same connections and size:
+# messages on a fixed schedule, latency from the scheduled send time.
+median_max() { # server section: median msgs_per_s of its 64 B pipeline-1 closed-loop runs
+    python3 - "$raw" "$1" "$2" "$RATE_CONNS" <<'PY'
+import json, statistics, sys
+path, server, section, conns = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+v = []
+for line in open(path):
+    r = json.loads(line)
+    res = r.get("result", {})
+    if (r.get("section") == section and r.get("server") == server
+            and res.get("connections") == conns and res.get("size") == 64
+            and res.get("pipeline") == 1 and res.get("messages")):
+        v.append(res["msgs_per_s"])
+print("%.0f" % statistics.median(v) if v else 0)
+PY
+}
+
+if has_section rate; then
+    declare -A rmax
+    need=()
+    for s in $SERVERS; do
+        rmax[$s]=$(median_max "$s" throughput)
+        if [[ ${rmax[$s]} == 0 ]]; then
+            need+=("$s")
+        fi
+    done
+    if ((${#need[@]})); then
+        for r in $(seq "$ROUNDS"); do
+            for s in "${need[@]}"; do
+                log "rate: maximum c=$RATE_CONNS size=64 pipeline=1 round $r: $s"
+                bench rate_max "$s" "$r" --connections "$RATE_CONNS" --size 64 --pipeline 1 \
+                    --duration "$DURATION" --warmup "$WARMUP"
+            done
+        done
+        for s in "${need[@]}"; do
+            rmax[$s]=$(median_max "$s" rate_max)
+        done
+    fi
+    lowest=""
+    for s in $SERVERS; do
+        if [[ ${rmax[$s]} != 0 ]] && [[ -z $lowest || ${rmax[$s]} -lt $lowest ]]; then
+            lowest=${rmax[$s]}
+        fi
+    done
+    for lvl in $RATE_LEVELS; do
+        for r in $(seq "$ROUNDS"); do
+            for s in $SERVERS; do
+                base=${rmax[$s]}
+                [[ $RATE_BASE == slowest ]] && base=${lowest:-0}
+                if [[ $base == 0 ]]; then
+                    log "rate $lvl %: $s has no maximum (its closed-loop runs failed), skipped"
+                    continue
+                fi
+                rate=$((base * lvl / 100))
+                ((rate > 0)) || rate=1
+                log "rate $lvl % of $base = $rate msg/s c=$RATE_CONNS round $r: $s"
+                rec_extra=$(printf ',"level":%s,"max":%s,"base":"%s"' "$lvl" "$base" "$RATE_BASE")
+                bench rate "$s" "$r" --rate "$rate" --connections "$RATE_CONNS" --size 64 \
+                    --duration "$DURATION" --warmup "$WARMUP"
+                rec_extra=""
             done
         done
     done
@@ -746,7 +829,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- report ---------------------------------------------------------------------
 cmd=""
-for v in ROUNDS DURATION WARMUP CONNS SIZES PIPELINES SERVERS CHURN_CONNS IDLE_COUNTS \
+for v in ROUNDS DURATION WARMUP CONNS SIZES PIPELINES SERVERS RATE_CONNS RATE_LEVELS RATE_BASE CHURN_CONNS IDLE_COUNTS \
     STRACE_MSGS CG_MSGS SECTIONS HOLD_N HOLD_HB_MS HOLD_WINDOW UNIX_SERVERS UNIX_CONNS \
     UNIX_SIZES UNIX_PIPELINES WS_SERVERS WS_CONNS WS_SIZES FANOUT_RECEIVERS FANOUT_SIZES \
     FANOUT_WINDOWS TLS_SERVERS TLS_HS_CONNS TLS_CONNS TLS_SIZES TLS_IDLE_N KEEP BENCH; do

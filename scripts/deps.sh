@@ -11,11 +11,13 @@ set -euo pipefail
 # browser so their versions always match.
 # libwebsockets-dev: the libwebsockets server of make bench's WebSocket section.
 # haproxy: the load balancer in front of a tether server in the PROXY protocol tests.
+# python3-matplotlib: bench/report.py's charts (run by /usr/bin/python3, Debian's).
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libcriterion-dev
       libc-ares-dev iproute2 nftables netcat-openbsd socat python3 strace procps
       dnsmasq-base util-linux libuv1-dev libevent-dev libev-dev liburing-dev
       libhiredis-dev redis-server libssl-dev zlib1g-dev python3-websockets
-      chromium chromium-driver python3-selenium libwebsockets-dev haproxy)
+      chromium chromium-driver python3-selenium libwebsockets-dev haproxy
+      python3-matplotlib)
 # Node.js runs the WebSocket interop peer (and the unix-socket peer): Debian's when
 # the machine has none of its own.
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs npm)
