@@ -100,9 +100,6 @@ nports=0
 
 log() { printf '%s\n' "$*" >&2; }
 
-[[ $RATE_BASE == own || $RATE_BASE == slowest ]] ||
-    { log "RATE_BASE=$RATE_BASE: expected own or slowest"; exit 1; }
-
 cleanup() {
     for s in "${!pid[@]}"; do
         kill -TERM "${pid[$s]}" 2>/dev/null || true
@@ -111,6 +108,9 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+
+[[ $RATE_BASE == own || $RATE_BASE == slowest ]] ||
+    { log "RATE_BASE=$RATE_BASE: expected own or slowest"; exit 1; }
 
 has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
