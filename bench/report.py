@@ -39,12 +39,12 @@ def ratio(a, b):
 META_KEYS = ("command", "date", "kernel", "cpu", "servers", "rounds", "duration", "warmup",
              "elapsed", "versions", "load", "sections", "unix_servers", "ws_servers",
              "tls_servers")
-TCP_GROUPS = ("throughput", "churn", "idle", "syscalls", "instructions", "hold")
+TCP_GROUPS = ("throughput", "churn", "idle", "syscalls", "instructions", "hold", "rate")
 
 
 def group_of(section):
     """The run.sh section a raw record comes from: unix_syscalls -> unix."""
-    for g in ("unix", "ws", "tls"):
+    for g in ("unix", "ws", "tls", "rate"):
         if section == g or section.startswith(g + "_"):
             return g
     return section
@@ -61,9 +61,14 @@ def main():
     ap.add_argument("--keep", help="an earlier raw file: its runs of sections not in "
                     "--sections are kept")
     ap.add_argument("--merged", help="write the runs reported (kept and new) here")
+    ap.add_argument("--charts", metavar="DIR", help="write PNG charts (matplotlib) into DIR "
+                    "and link them; without it, tables only")
+    ap.add_argument("--charts-link", metavar="PATH", help="DIR as the markdown links name it "
+                    "(default: DIR relative to the current directory)")
     for k in META_KEYS:
         ap.add_argument("--" + k.replace("_", "-"), dest=k, default="")
     a = ap.parse_args()
+    charts_dir, charts_link = a.charts, a.charts_link
     new = [json.loads(l) for l in open(a.raw) if l.strip()]
     meta = {k: getattr(a, k) for k in META_KEYS}
     meta["section"] = "meta"
@@ -103,6 +108,17 @@ def main():
     servers = head.get("servers", "").split()
     ours = [s for s in servers if s.startswith("tether")]
     others = [s for s in servers if not s.startswith("tether")]
+
+    charted = {}
+    if charts_dir:
+        import charts
+        charted = charts.make_all(runs, servers, charts_dir)
+    link = charts_link if charts_link is not None else (
+        os.path.relpath(charts_dir) if charts_dir else "")
+
+    def chart(w, name, alt):
+        if name in charted:
+            w("![%s](%s)\n" % (alt, "/".join(x for x in (link, charted[name]) if x)))
 
     out = []
     w = out.append
@@ -203,6 +219,7 @@ def main():
                 row += " | " + " | ".join(ratio(med[t], med[o]) for t, o in pairs)
             w(row + " |")
         w("")
+        chart(w, "throughput", "Echo throughput by configuration, ÷ epoll")
         w("## Round-to-round spread of messages/s (max ÷ min over rounds)\n")
         w("How far to trust the ratios above: a spread of 1.3 means rounds of the same "
           "server and configuration differed by 30 %; ratios inside that are noise.\n")
@@ -240,6 +257,11 @@ def main():
         w("Client-side errors over all throughput runs (connect errors + dropped "
           "connections + failed runs): " +
           ", ".join("%s %d" % (s, errs[s]) for s in servers) + ".\n")
+
+    # ---- latency at fixed rates ------------------------------------------------
+    if any(r["section"] == "rate" for r in runs):
+        rate_section(w, runs, meta_of("rate"), servers)
+        chart(w, "rate", "Latency percentiles at fixed rates")
 
     # ---- churn ----------------------------------------------------------------
     ch = defaultdict(list)
@@ -303,6 +325,7 @@ def main():
         for n in sorted(notes):
             w("- " + n)
         w("")
+        chart(w, "idle", "Memory per idle connection")
 
     # ---- syscalls ---------------------------------------------------------------
     sc = [r for r in runs if r["section"] == "syscalls"]
@@ -398,6 +421,61 @@ def main():
         w(open(analysis).read())
 
     sys.stdout.write("\n".join(out) + "\n")
+
+
+def rate_section(w, runs, m, servers):
+    lv = defaultdict(lambda: defaultdict(list))
+    maxes = defaultdict(list)
+    conns = None
+    for r in runs:
+        if r["section"] == "rate" and r.get("level") is not None:
+            lv[r["level"]][r["server"]].append(r)
+            maxes[r["server"]].append(r.get("max"))
+            conns = conns or r["result"].get("connections")
+    measured = {r["server"] for r in runs if r["section"] == "rate_max"}
+    bases = {r.get("base", "own") for l in lv.values() for rs in l.values() for r in rs}
+    w("## Latency at fixed rates (open loop)\n")
+    w("`tether bench --rate R --connections %s --size 64`: R messages a second on a fixed "
+      "schedule whatever the replies do, each latency counted from its *scheduled* send "
+      "time, so a stall is charged to every message it delayed (coordinated omission "
+      "corrected, as wrk2 does). R is %s of the server's closed-loop maximum at the same "
+      "connections, 64 B, pipeline 1 (%s). **late**: slots sent over 1 ms after their time "
+      "or never (the load generator could not keep up); **missed**: slots of the window "
+      "not answered by its end. Medians over the rounds.\n" % (
+          conns, ", ".join("%s %%" % l for l in sorted(lv)),
+          "each server at its own maximum" if bases == {"own"} else
+          "every server at the same rates, of the lowest maximum",
+          ) + "\n" + ("Maxima (median closed-loop messages/s; %s): " % (
+              "measured by this section" if measured else "from the throughput section") +
+          ", ".join("%s %s" % (s, fmt_rate(median(maxes[s]))) for s in servers if maxes.get(s))
+          + ".\n"))
+    run_line(w, m)
+    w("| level | server | asked/s | achieved/s | p50 | p90 | p99 | p99.9 | max | late | missed |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
+    for l in sorted(lv):
+        for s in servers:
+            rs = lv[l].get(s)
+            if not rs:
+                continue
+            ok = [r["result"] for r in rs if r["result"].get("messages") and
+                  not r["result"].get("failed")]
+            if not ok:
+                w("| %s %% | %s | – | fail | | | | | | | |" % (l, s))
+                continue
+            asked = median([res.get("rate") for res in ok])
+            got = median([res["msgs_per_s"] for res in ok])
+            pct = [fmt_us(median([res["latency_us"][k] for res in ok]))
+                   for k in ("p50", "p90", "p99", "p999", "max")]
+            late = median([res.get("late", 0) for res in ok])
+            missed = median([res.get("missed", 0) for res in ok])
+            name = "**%s**" % s if s.startswith("tether") else s
+            w("| %s %% | %s | %s | %s | %s | %.0f | %.0f |" % (
+                l, name, fmt_rate(asked), fmt_rate(got), " | ".join(pct), late, missed))
+    w("")
+    fails = sum(1 for l in lv.values() for rs in l.values() for r in rs
+                if r["result"].get("failed") or r["result"].get("errors"))
+    if fails:
+        w("Failed runs or runs with errors: %d.\n" % fails)
 
 
 def run_line(w, m):
