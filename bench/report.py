@@ -441,7 +441,10 @@ def rate_section(w, runs, m, servers):
       "corrected, as wrk2 does). R is %s of the server's closed-loop maximum at the same "
       "connections, 64 B, pipeline 1 (%s). **late**: slots sent over 1 ms after their time "
       "or never (the load generator could not keep up); **missed**: slots of the window "
-      "not answered by its end. Medians over the rounds.\n" % (
+      "not answered by its end: a late count of more than a fraction of a percent of the "
+      "slots means the single-threaded load generator on its core, not the server, "
+      "limited that row. Levels of each server's own maximum mean different absolute "
+      "rates (asked/s). Medians over the rounds.\n" % (
           conns, ", ".join("%s %%" % l for l in sorted(lv)),
           "each server at its own maximum" if bases == {"own"} else
           "every server at the same rates, of the lowest maximum",

@@ -44,6 +44,8 @@
 #   HOLD_N=100000 HOLD_HB_MS=5000 HOLD_WINDOW=60   the hold section (bench/hold.sh)
 #   SERVER_CPU=0 CLIENT_CPU=1  BASE_PORT=19100  SKIP_BUILD=1 (use bin/ as it is)
 #   OUT=RESULTS.md
+#   CHARTS=charts       PNG charts (report.py --charts), a folder next to OUT, linked from it
+#   PYTHON=/usr/bin/python3   runs report.py: Debian's, which has python3-matplotlib
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -88,6 +90,13 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 BASE_PORT=${BASE_PORT:-19100}
 OUT=${OUT:-RESULTS.md}
+CHARTS=${CHARTS:-charts}
+if [[ -z ${PYTHON:-} ]]; then
+    PYTHON=python3
+    [[ -x /usr/bin/python3 ]] && PYTHON=/usr/bin/python3
+fi
+"$PYTHON" -c 'import matplotlib' 2>/dev/null ||
+    { printf 'run.sh: %s has no matplotlib, needed for the charts: install python3-matplotlib (scripts/deps.sh) or set PYTHON\n' "$PYTHON" >&2; exit 1; }
 bench_override=${BENCH:-}
 BENCH=${BENCH:-$top/build/tether}
 
@@ -855,7 +864,9 @@ keep=()
 if [[ $KEEP == 1 && -f $here/${OUT%.md}.jsonl ]]; then
     keep=(--keep "$here/${OUT%.md}.jsonl")
 fi
-python3 "$here/report.py" "$raw" "${keep[@]}" --merged "$work/merged.jsonl" \
+charts_link=$(realpath -m --relative-to="$(dirname "$here/$OUT")" "$here/$CHARTS")
+"$PYTHON" "$here/report.py" "$raw" "${keep[@]}" --merged "$work/merged.jsonl" \
+    --charts "$here/$CHARTS" --charts-link "$charts_link" \
     --sections "$SECTIONS" --unix-servers "$UNIX_SERVERS" --ws-servers "$WS_SERVERS" \
     --tls-servers "$TLS_SERVERS" \
     --command "$cmd" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --kernel "$(uname -r)" \
