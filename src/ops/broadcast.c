@@ -1,11 +1,13 @@
 /* Broadcast to a server's connections or to a group, with the payload stored once.
  *
- * Each recipient gets a handed-over send of the shared bytes whose free callback
- * drops one reference; the last one frees the payload. A small payload going to a
- * recipient that already has a queue is copied into its tail chunk instead (see
- * PAYLOAD_COPY_MAX). Sends are queued, never
- * written inside the call, so one broadcast to N connections costs one copy and,
- * in the loop's pending phase, one write per connection. */
+ * A recipient with nothing queued gets the shared bytes written at once, inside
+ * the call (one write, no queue node, no reference), as a hand-written server
+ * does; only what its kernel did not take is queued. Queued bytes are a handed-over
+ * send of the shared payload whose free callback drops one reference (the last
+ * one frees it), or, when small (see PAYLOAD_COPY_MAX), a copy into the
+ * recipient's tail chunk. One broadcast to N connections costs one copy of the
+ * payload and one write per connection; a recipient that is behind only grows
+ * its own queue, up to its cap. */
 #include "ops/broadcast.h"
 
 #include <errno.h>
@@ -47,16 +49,27 @@ static void payload_free_cb(void *buf, void *arg)
  * queued there already: the copy lands in the tail chunk and costs its bytes,
  * where a reference costs a queue node (64 bytes) per recipient and keeps the
  * shared payload alive. A slow reader flooded with short lines then holds about
- * the lines' bytes, not a node per line. With nothing queued the reference is
- * kept: the write comes this round and a chunk would be allocated for nothing. */
+ * the lines' bytes, not a node per line. The remainder of a write the kernel took
+ * part of is copied the same way when this small. */
 #define PAYLOAD_COPY_MAX 256
 
 int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
 {
-    if (p->len <= PAYLOAD_COPY_MAX && !tt__sendq_empty(&c->sq))
-        return tt__conn_send_queued(c, p->data, p->len);
+    size_t off = 0;
+    if (tt__sendq_empty(&c->sq)) {
+        /* Nothing queued: straight from the shared bytes, one write, no node. */
+        ssize_t w = tt__conn_write_shared(c, p->data, p->len);
+        if (w == (ssize_t)p->len)
+            return 0;
+        if (w == -ENOBUFS)
+            return (int)w;
+        if (w > 0)
+            off = (size_t)w;
+    }
+    if (p->len - off <= PAYLOAD_COPY_MAX && (off > 0 || !tt__sendq_empty(&c->sq)))
+        return tt__conn_send_queued(c, p->data + off, p->len - off);
     tt__payload_ref(p);
-    int r = tt_send_owned(c, p->data, p->len, payload_free_cb, p);
+    int r = tt_send_owned(c, p->data + off, p->len - off, payload_free_cb, p);
     if (r < 0)
         tt__payload_unref(p); /* refused: the free callback will not run */
     return r;

@@ -18,8 +18,9 @@ typedef struct tt__payload {
 tt__payload_t *tt__payload_new(const void *buf, size_t len);
 void tt__payload_ref(tt__payload_t *p);
 void tt__payload_unref(tt__payload_t *p);
-/* Queue the payload on one connection (taking a reference on success). Returns
- * tt_send_owned's result. */
+/* Send the payload on one connection: written at once when nothing is queued
+ * there, the rest queued (a copy, or a reference taken on the payload). Returns
+ * tt_send's result (0, TT_SEND_FULL or -errno). */
 int tt__payload_send(tt__payload_t *p, tt_conn_t *c);
 /* Queue it on every live connection of `srv` but the one with id except_id (0:
  * none; an id, not a pointer, so a caller on another thread can name it). Returns

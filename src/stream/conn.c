@@ -1089,6 +1089,41 @@ int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len)
     return send_status(c);
 }
 
+ssize_t tt__conn_write_shared(tt_conn_t *c, const void *buf, size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    ssize_t r;
+
+    /* Corked (the connection's own read is being delivered) or a transform on:
+     * queued as before, written once at the end of the delivery or by the flush. */
+    if (len == 0 || !can_write_now(c) ||
+        (c->flags & (F_CORK | F_WANT_END | F_DESTROY_SOON)) ||
+        (c->ext != NULL && c->ext->wire_ops != NULL))
+        return -EAGAIN;
+    if (tt__conn_over_cap(c, len) < 0)
+        return -ENOBUFS;
+    r = tt__io_writev(&c->loop->poller, &c->io, &iov, 1);
+    if (r == (ssize_t)len) {
+        c->sq.total += len;
+        note_written(c, len);
+        return r;
+    }
+    if (r > 0) {
+        c->sq.total += (uint64_t)r; /* the caller queues the rest, counting it there */
+        note_written(c, (size_t)r);
+    } else if (r != -EAGAIN) {
+        /* An error: the caller queues it all and the flush at the end of the round
+         * meets the error again and closes with its reason, the bytes counted as
+         * never sent. */
+        return 0;
+    } else {
+        r = 0;
+    }
+    c->flags |= F_WAIT_WRITE;
+    update_interest(c);
+    return r;
+}
+
 int tt_send(tt_conn_t *c, const void *buf, size_t len)
 {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};

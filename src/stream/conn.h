@@ -211,6 +211,15 @@ int tt__conn_over_cap(tt_conn_t *c, uint64_t add);
 /* Copy `len` bytes into the queue (never written inside the call), as tt_send
  * otherwise: small broadcasts are packed into the tail chunk this way. */
 int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len);
+/* Shared bytes (a broadcast's payload) written at once from the caller's buffer
+ * when nothing is queued and the socket is not known to be full, as tt_send does,
+ * with the same accounting (queue cap, bytes written and queued in total, socket
+ * full: waiting for WRITABLE). Returns how many bytes the kernel took (0..len;
+ * the caller queues the rest, which always goes behind them), -ENOBUFS when the
+ * hard cap closed the connection, or -EAGAIN when it was not written (queued
+ * already, corked, ending, a transform on): the caller queues it all. No user
+ * callback runs inside. */
+ssize_t tt__conn_write_shared(tt_conn_t *c, const void *buf, size_t len);
 /* A Unix domain connection (marked by the server or client that made it, on a
  * connected socket): TCP-only options are refused, and the peer's credentials
  * (`cred`, or read from the socket when NULL) are kept for tt_conn_peer_cred.
