@@ -7,7 +7,10 @@
  * one frees it), or, when small (see PAYLOAD_COPY_MAX), a copy into the
  * recipient's tail chunk. One broadcast to N connections costs one copy of the
  * payload and one write per connection; a recipient that is behind only grows
- * its own queue, up to its cap. */
+ * its own queue, up to its cap. When the message being delivered has more behind
+ * it in the same read (loop->more_input, set by the framer), every recipient
+ * queues instead, and the read's messages reach each one in one write, in the
+ * pending phase: a write per recipient per read, not per message. */
 #include "ops/broadcast.h"
 
 #include <errno.h>
@@ -56,8 +59,9 @@ static void payload_free_cb(void *buf, void *arg)
 int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
 {
     size_t off = 0;
-    if (tt__sendq_empty(&c->sq)) {
-        /* Nothing queued: straight from the shared bytes, one write, no node. */
+    if (tt__sendq_empty(&c->sq) && !c->loop->more_input) {
+        /* Nothing queued and no more messages behind this one in the sender's
+         * read: straight from the shared bytes, one write, no node. */
         ssize_t w = tt__conn_write_shared(c, p->data, p->len);
         if (w == (ssize_t)p->len)
             return 0;

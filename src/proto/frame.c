@@ -147,8 +147,12 @@ static int emit(void *ctx, int type, const char *msg, size_t len, const tt__fram
         break; /* its bytes already counted as a sign of life in conn.c */
     default:
         c->ext->msgs_in++;
-        if (c->h->h.on_message != NULL)
+        if (c->h->h.on_message != NULL) {
+            bool outer = c->loop->more_input;
+            c->loop->more_input = f->s.after > 0;
             c->h->h.on_message(c, msg, len);
+            c->loop->more_input = outer;
+        }
         break;
     }
     /* Stop when the callback closed the connection, changed its framing, or

@@ -568,6 +568,7 @@ static ssize_t continue_partial(tt__fstream_t *s, const char *buf, size_t n,
          * back, and decode the rest in place. */
         used -= s->len - fr.frame_len;
         s->len = 0; /* logically empty from here: emit may switch framing */
+        s->after = n - used;
         *stop = emit_frame(r, s->buf, &fr, emit, ctx) != 0;
         /* Released as soon as it empties: idle connections hold no buffer. */
         tt__fstream_free(s);
@@ -613,6 +614,7 @@ ssize_t tt__fstream_feed(tt__fstream_t *s, const char *buf, size_t n, tt__frame_
             return (ssize_t)n;
         }
         pos += fr.frame_len;
+        s->after = n - pos;
         if (emit_frame(r, buf + pos - fr.frame_len, &fr, emit, ctx) != 0)
             return (ssize_t)pos;
     }

@@ -87,6 +87,10 @@ typedef struct tt__fstream {
     char *buf;  /* partial frame; NULL while empty */
     size_t len; /* bytes held */
     size_t cap; /* bytes allocated: grows geometrically, never beyond codec.cap */
+    /* While a frame is emitted: how many bytes of the input being fed follow it
+     * (0: it was the last of this read, or all that is left is a partial frame
+     * already held). */
+    size_t after;
 } tt__fstream_t;
 
 /* Called for each frame: `msg` is lent until it returns (it points into the input
