@@ -38,7 +38,7 @@ def ratio(a, b):
 
 META_KEYS = ("command", "date", "kernel", "cpu", "servers", "rounds", "duration", "warmup",
              "elapsed", "versions", "load", "sections", "unix_servers", "ws_servers",
-             "tls_servers")
+             "tls_servers", "fo_servers")
 TCP_GROUPS = ("throughput", "churn", "idle", "syscalls", "instructions", "hold", "rate")
 
 
@@ -409,6 +409,13 @@ def main():
         wserv = (wm.get("ws_servers") or "tether tether_uring node lws").split()
         ws_section(w, runs, wm, wserv)
 
+    # ---- line broadcast fan-out -----------------------------------------------------
+    if any(r["section"] == "fanout" for r in runs):
+        fm = meta_of("fanout")
+        fserv = (fm.get("fo_servers") or
+                 "epoll tether tether_uring chat chat_uring libuv libevent node").split()
+        fanout_section(w, runs, fm, fserv)
+
     # ---- TLS --------------------------------------------------------------------
     if any(group_of(r["section"]) == "tls" for r in runs):
         tm = meta_of("tls")
@@ -704,6 +711,76 @@ def ws_section(w, runs, m, servers):
         w("`strace -c -f -p PID` on the server during one 2-second wsload run (the "
           "handshakes included), divided by the messages echoed or the deliveries.\n")
         syscall_table(w, runs, "ws_syscalls", servers, "message or delivery")
+
+
+FO_OURS = ("tether", "tether_uring", "chat", "chat_uring")
+
+
+def fanout_section(w, runs, m, servers):
+    """The fanout section: deliveries/s, latency, server CPU per delivery."""
+    ours = [s for s in servers if s in FO_OURS]
+    peers = [s for s in servers if s not in FO_OURS]
+    pairs = [(t, o) for t in ours for o in peers]
+    tp, p50, p99, usr, sy = (defaultdict(lambda: defaultdict(list)) for _ in range(5))
+    errs = defaultdict(int)
+    for r in runs:
+        if r["section"] != "fanout":
+            continue
+        res = r["result"]
+        k = (res.get("receivers") or int(_arg(r["args"], "-c")),
+             res.get("size") or int(_arg(r["args"], "-s")),
+             res.get("window") or int(_arg(r["args"], "-W")))
+        s = r["server"]
+        if res.get("failed") or not res.get("deliveries") or res.get("errors"):
+            errs[s] += max(1, res.get("errors", 0))
+            for t in (tp, p50, p99, usr, sy):
+                t[k][s].append(None)
+            continue
+        tp[k][s].append(res["deliveries_per_s"])
+        p50[k][s].append(res["latency_us"]["p50"])
+        p99[k][s].append(res["latency_us"]["p99"])
+        per = res.get("server_ns_per_delivery") or {}
+        usr[k][s].append(per.get("user"))
+        sy[k][s].append(per.get("sys"))
+    order = sorted(tp)
+    rows = lambda t: [(k, t[k]) for k in order]
+    keys = ("receivers", "size", "window")
+    fmt_ns = lambda v: "fail" if v is None else "%.0f" % v
+    w("## Line broadcast fan-out\n")
+    w("One client for every server, `bin/fanout` (`bench/fanout.c`: one thread, epoll). "
+      "One sender (127.0.0.1) and N receivers (127.0.0.2 and up) that only read; the "
+      "server sends each line of the sender to every other connection. The sender "
+      "keeps `window` lines outstanding, a line being outstanding until every receiver "
+      "has it; a delivery is one line at one receiver. The load starts once the server "
+      "has registered every receiver (a probe line reached them all). Latency is from "
+      "the send time written inside the line to its arrival at each receiver. Servers: "
+      "**epoll** the hand-written floor (`servers/chat_epoll.c`: the complete lines of "
+      "a read in one write per receiver, only the rest buffered); **tether** "
+      "`servers/chat_tether.c` (line framing, `tt_server_broadcast` except the sender); "
+      "**chat** the CLI, `tether chat --quiet` (it prefixes `[ADDR:PORT] ` to each line, "
+      "about 18 bytes more per delivery, and announces every join, so its rows stop at "
+      "FO_CHAT_MAX receivers); `*_uring` the same on TETHER_BACKEND=io_uring; **libuv** "
+      "`servers/chat_libuv.c` (uv_try_write, then uv_write of a shared copy); "
+      "**libevent** `servers/chat_libevent.c` (bufferevent_write); **node** "
+      "`node/chat_server.js` (`net`, socket.write of one Buffer per line). Each drops a "
+      "receiver whose queue passes 4 MiB. Servers on CPU 0, the load on CPU 1.\n")
+    run_line(w, m)
+    w("### Fan-out: deliveries/s (median; ratios between medians)\n")
+    rate_table(w, rows(tp), servers, None, pairs, fmt_rate, keys)
+    w("### Fan-out: latency p50, send to receive (lower is better)\n")
+    rate_table(w, rows(p50), servers, None, pairs, fmt_us, keys)
+    w("### Fan-out: latency p99 (lower is better)\n")
+    rate_table(w, rows(p99), servers, None, pairs, fmt_us, keys)
+    w("### Fan-out: server CPU per delivery, user (ns; lower is better)\n")
+    w("From /proc/PID/stat over the measured window, read by bin/fanout (10 ms ticks).\n")
+    rate_table(w, rows(usr), servers, None, pairs, fmt_ns, keys)
+    w("### Fan-out: server CPU per delivery, system (ns; lower is better)\n")
+    rate_table(w, rows(sy), servers, None, pairs, fmt_ns, keys)
+    w("### Fan-out: round-to-round spread (max ÷ min)\n")
+    spread_table(w, rows(tp), servers, keys)
+    w("Failed runs or client-side errors (dropped connections, lost or reordered "
+      "lines, receivers never registered): " + ", ".join(
+          "%s %d" % (s, errs[s]) for s in servers) + ".\n")
 
 
 TLS_ROWS = [("full", "full handshakes/s"), ("resume", "resumed handshakes/s")]

@@ -23,7 +23,7 @@
 #                       server at the same rates, levels of the lowest maximum
 #   IDLE_COUNTS="10000 100000"   idle connections for memory per connection
 #   STRACE_MSGS=20000   echoed messages counted under strace -c
-#   SECTIONS="throughput rate churn idle syscalls instructions hold unix ws tls"
+#   SECTIONS="throughput rate churn idle syscalls instructions hold unix ws tls fanout"
 #   CG_MSGS=20000       echoed messages counted under callgrind (instructions)
 #   unix: echo over AF_UNIX stream sockets (throughput, system calls, instructions)
 #   UNIX_SERVERS="epoll libuv tether tether_uring"
@@ -34,6 +34,13 @@
 #                       bin/ws_tether for fan-out)
 #   WS_CONNS=100 WS_SIZES="64 16384"            echo
 #   FANOUT_RECEIVERS=1000 FANOUT_SIZES="64 1024" FANOUT_WINDOWS="1 16"   fan-out
+#   fanout: line broadcast, one sender and N receivers, load from bin/fanout
+#   FO_SERVERS="epoll tether tether_uring chat chat_uring libuv libevent node"
+#                       (epoll: bin/chat_epoll; tether: bin/chat_tether, the library's
+#                       tt_server_broadcast; chat: `tether chat`; *_uring: io_uring)
+#   FO_RECEIVERS="100 1000 19000"  FO_SIZES="64 1024"  FO_WINDOWS="1 16"
+#   FO_CHAT_MAX=1000    `tether chat` announces every join to everyone (N^2/2 lines
+#                       before the load): its rows stop at this many receivers
 #   TLS_SERVERS="tether tether_uring libevent node"   the tls section's servers
 #                       (tether_uring: echo_tls_tether on io_uring); load from bin/tlsload
 #   TLS_HS_CONNS=32     handshakes under way at once (full and resumed rows)
@@ -62,10 +69,15 @@ SERVERS=${SERVERS:-"epoll uring libuv libevent libev tether tether_uring"}
 CHURN_CONNS=${CHURN_CONNS:-50}
 IDLE_COUNTS=${IDLE_COUNTS:-"10000 100000"}
 STRACE_MSGS=${STRACE_MSGS:-20000}
-SECTIONS=${SECTIONS:-"throughput rate churn idle syscalls instructions hold unix ws tls"}
+SECTIONS=${SECTIONS:-"throughput rate churn idle syscalls instructions hold unix ws tls fanout"}
 RATE_CONNS=${RATE_CONNS:-100}
 RATE_LEVELS=${RATE_LEVELS:-"25 50 75"}
 RATE_BASE=${RATE_BASE:-own}
+FO_SERVERS=${FO_SERVERS:-"epoll tether tether_uring chat chat_uring libuv libevent node"}
+FO_RECEIVERS=${FO_RECEIVERS:-"100 1000 19000"}
+FO_SIZES=${FO_SIZES:-"64 1024"}
+FO_WINDOWS=${FO_WINDOWS:-"1 16"}
+FO_CHAT_MAX=${FO_CHAT_MAX:-1000}
 TLS_SERVERS=${TLS_SERVERS:-"tether tether_uring libevent node"}
 TLS_HS_CONNS=${TLS_HS_CONNS:-32}
 TLS_CONNS=${TLS_CONNS:-"1 100"}
@@ -134,6 +146,9 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
             log "npm ci in bench/node failed: the WebSocket section runs without Node's ws"
             WS_SERVERS=$(tr ' ' '\n' <<<"$WS_SERVERS" | grep -vx node | tr '\n' ' ')
         fi
+    fi
+    if has_section fanout && [[ " $FO_SERVERS " == *" tether"* ]]; then
+        make -s bin/chat_tether >&2 || { log "could not build chat_tether"; exit 1; }
     fi
     if has_section tls && [[ " $TLS_SERVERS " == *" tether"* ]]; then
         make -s bin/echo_tls_tether >&2 || { log "could not build echo_tls_tether"; exit 1; }
@@ -703,6 +718,87 @@ if has_section ws; then
     done
 fi
 
+# ---- line broadcast fan-out ----------------------------------------------------------
+# bin/fanout is the client for every server: one sender and N receivers (from
+# 127.0.0.2 and up), each line of the sender to every receiver; the sender keeps
+# WINDOW lines outstanding (until every receiver has them). It waits until the
+# server has registered every receiver, and reads the server's CPU over the
+# measured window itself (-P). Servers are started fresh for each N and take turns
+# run by run.
+fo_launch() { # name port
+    local s=$1 p=$2 backend=epoll
+    [[ $s == *_uring ]] && backend=io_uring
+    case $s in
+    epoll) set -- "$here/bin/chat_epoll" "$p" ;;
+    tether | tether_uring) set -- "$here/bin/chat_tether" "$p" ;;
+    chat | chat_uring) set -- "$BENCH" chat --quiet --listen "127.0.0.1:$p" ;;
+    libuv) set -- "$here/bin/chat_libuv" "$p" ;;
+    libevent) set -- "$here/bin/chat_libevent" "$p" ;;
+    node) set -- node "$here/node/chat_server.js" "$p" ;;
+    *)
+        log "unknown fan-out server $s"
+        exit 1
+        ;;
+    esac
+    TETHER_BACKEND=$backend taskset -c "$SERVER_CPU" "$@" >/dev/null 2>&1 &
+}
+
+start_fo() { # name: key fo_NAME on a fresh port
+    local s=$1 k="fo_$1" p
+    next_port
+    p=$free_port
+    fo_launch "$s" "$p"
+    pid[$k]=$!
+    port[$k]=$p
+    label[$k]=$s
+    port_up "$p" 100 && return 0
+    log "fan-out server $s did not come up on port $p"
+    exit 1
+}
+
+fobench() { # name round fanout-args...: one run, as bench() does
+    local s=$1 k="fo_$1" r=$2 out u0 s0 u1 s1
+    shift 2
+    read -r u0 s0 < <(cpu_of "${pid[$k]}")
+    out=$(taskset -c "$CLIENT_CPU" timeout 180 "$here/bin/fanout" "$@" -P "${pid[$k]}" \
+        "127.0.0.1:${port[$k]}" 2>/dev/null) || true
+    read -r u1 s1 < <(cpu_of "${pid[$k]}")
+    [[ -n $out ]] || out='{"deliveries":0,"failed":true}'
+    printf '{"section":"fanout","server":"%s","round":%s,"args":"%s","result":%s,"cpu":{"user":%s,"sys":%s,"hz":%s}}\n' \
+        "$s" "$r" "$*" "$out" $((u1 - u0)) $((s1 - s0)) "$(getconf CLK_TCK)" >>"$raw"
+    sleep 0.5 # the server closes the last run's connections
+}
+
+if has_section fanout; then
+    [[ -f $here/node/chat_server.js ]] && command -v node >/dev/null ||
+        FO_SERVERS=$(tr ' ' '\n' <<<"$FO_SERVERS" | grep -vx node | tr '\n' ' ')
+    for n in $FO_RECEIVERS; do
+        if ((n + 64 > hard)); then
+            log "fanout: $n receivers need more than the $hard descriptors allowed; skipped"
+            continue
+        fi
+        here_servers=""
+        for s in $FO_SERVERS; do
+            [[ $s == chat* ]] && ((n > FO_CHAT_MAX)) && continue
+            here_servers+="$s "
+            start_fo "$s"
+        done
+        for sz in $FO_SIZES; do
+            for w in $FO_WINDOWS; do
+                for r in $(seq "$ROUNDS"); do
+                    for s in $here_servers; do
+                        log "fanout receivers=$n size=$sz window=$w round $r: $s"
+                        fobench "$s" "$r" -c "$n" -s "$sz" -W "$w" -d "$DURATION" -w "$WARMUP"
+                    done
+                done
+            done
+        done
+        for s in $here_servers; do
+            stop_server "fo_$s"
+        done
+    done
+fi
+
 # ---- TLS: handshakes, echo, CPU per MiB, idle memory ------------------------------
 # Every server gets the same throwaway EC P-256 certificate, made here and deleted
 # with $work. bin/tlsload offers TLS 1.3 with TLS_AES_128_GCM_SHA256 and X25519
@@ -841,7 +937,8 @@ cmd=""
 for v in ROUNDS DURATION WARMUP CONNS SIZES PIPELINES SERVERS RATE_CONNS RATE_LEVELS RATE_BASE CHURN_CONNS IDLE_COUNTS \
     STRACE_MSGS CG_MSGS SECTIONS HOLD_N HOLD_HB_MS HOLD_WINDOW UNIX_SERVERS UNIX_CONNS \
     UNIX_SIZES UNIX_PIPELINES WS_SERVERS WS_CONNS WS_SIZES FANOUT_RECEIVERS FANOUT_SIZES \
-    FANOUT_WINDOWS TLS_SERVERS TLS_HS_CONNS TLS_CONNS TLS_SIZES TLS_IDLE_N KEEP BENCH; do
+    FANOUT_WINDOWS FO_SERVERS FO_RECEIVERS FO_SIZES FO_WINDOWS FO_CHAT_MAX TLS_SERVERS \
+    TLS_HS_CONNS TLS_CONNS TLS_SIZES TLS_IDLE_N KEEP BENCH; do
     if env | grep -q "^$v="; then
         cmd+="$v=\"${!v}\" "
     fi
@@ -868,7 +965,7 @@ charts_link=$(realpath -m --relative-to="$(dirname "$here/$OUT")" "$here/$CHARTS
 "$PYTHON" "$here/report.py" "$raw" "${keep[@]}" --merged "$work/merged.jsonl" \
     --charts "$here/$CHARTS" --charts-link "$charts_link" \
     --sections "$SECTIONS" --unix-servers "$UNIX_SERVERS" --ws-servers "$WS_SERVERS" \
-    --tls-servers "$TLS_SERVERS" \
+    --tls-servers "$TLS_SERVERS" --fo-servers "$FO_SERVERS" \
     --command "$cmd" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --kernel "$(uname -r)" \
     --cpu "$cpu ($(nproc) cores)" --servers "$SERVERS" --rounds "$ROUNDS" \
     --duration "$DURATION" --warmup "$WARMUP" --elapsed "$elapsed" \
