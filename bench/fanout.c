@@ -13,8 +13,10 @@
  * notices ("* ... joined") are ignored. The RECEIVERS connections come from
  * 127.0.0.2, 127.0.0.3, ... (5000 per address) and only read.
  *
- * Before any load the sender sends probe lines ("P<n>") every 20 ms until every
- * receiver has had one: then the server has registered them all (within 60 s).
+ * Before any load the sender sends probe lines ("P<n>") until every receiver has
+ * had one: then the server has registered them all (within 60 s). The next probe
+ * goes only once the last one has reached some receiver (and 20 ms have passed),
+ * so a server slow to broadcast to many receivers is not buried under probes.
  * The sender then keeps at most WINDOW messages outstanding; a message stops being
  * outstanding when every receiver has it. At most MESSAGES messages are sent
  * (0: no limit), and the run ends after WARMUP + SECONDS.
@@ -92,6 +94,7 @@ static const char *first_error;
 static bool loading;
 static uint32_t missing[SEQ_RING];
 static uint64_t next_seq, oldest_seq;
+static uint64_t probe_seen; /* the highest probe any receiver has had */
 static char rbuf[RBUF_SIZE];
 static char *msg_line;
 /* server CPU in clock ticks at the window's start and end */
@@ -348,6 +351,9 @@ static void on_line(struct conn *c, const char *p, size_t len, uint64_t now)
         p = e + 2;
     }
     if (len >= 17 && p[0] == 'P') {
+        uint64_t n;
+        if (get_hex16(p + 1, &n) && n > probe_seen)
+            probe_seen = n;
         if (!c->probed) {
             c->probed = true;
             nprobed++;
@@ -509,7 +515,7 @@ static void run_until(uint64_t deadline, enum until what)
         } else if (what == PROBED) {
             if (nprobed == o.receivers || conns[0].fd < 0)
                 return;
-            if (now >= probe_at) {
+            if (now >= probe_at && probe_seen == probe_n) {
                 send_probe(++probe_n);
                 probe_at = now + 20000000u;
             }
