@@ -25,6 +25,8 @@ COLOURS = {
     "libev": "#9e9ac8",
     "node": "#c49c94",
     "lws": "#80cdc1",
+    "chat": "#8b0000",          # the CLI's chat: tether's reds, darker
+    "chat_uring": "#a0522d",
 }
 SPARE = ["#bcbd22", "#e377c2", "#17becf", "#8c564b", "#aec7e8", "#98df8a"]
 
@@ -51,7 +53,7 @@ def _pyplot():
 
 
 def is_ours(server):
-    return server.startswith("tether")
+    return server.startswith("tether") or server.startswith("chat")
 
 
 def colour(server, order=()):
@@ -285,30 +287,24 @@ def idle_chart(runs, servers, outdir):
 
 
 def fanout_chart(runs, servers, outdir, section="fanout", name="fanout.png"):
-    """Deliveries/s by N receivers, one line per server, one panel per (size,
-    window) when the records have those. Reads result.receivers (or
-    result.connections) and result.deliveries_per_s; nothing of `section`: None."""
-    pts = {}
+    """Deliveries/s, one group of bars per (receivers, size, window), one bar per
+    server that has records in `section` (in the order of `servers`, then the
+    others as they come); nothing of `section`: None."""
+    pts, seen = {}, []
     for r in runs:
         res = r.get("result", {})
         if r["section"] != section or res.get("failed") or not res.get("deliveries_per_s"):
             continue
-        n = res.get("receivers", res.get("connections"))
-        panel = (res.get("size"), res.get("window"))
-        pts.setdefault((panel, n, r["server"]), []).append(res["deliveries_per_s"])
-    panels = sorted({p for p, _, _ in pts}, key=str)
-    xs = sorted({n for _, n, _ in pts if n is not None})
-
-    def sub(p):
-        size, window = p
-        return ", ".join(x for x in ("%s B" % size if size is not None else "",
-                                     "window %s" % window if window is not None else "") if x)
-
-    return lines_by_x(outdir, name, "Fan-out: deliveries/s by receivers (median of the rounds; "
-                      "higher is better)", xs, servers,
-                      lambda n, s, p: median(pts.get((p, n, s), [])), "receivers (N)",
-                      "deliveries/s", logx=len(xs) > 2 and xs[-1] / max(1, xs[0]) >= 10,
-                      panels=[(p, sub(p)) for p in panels])
+        key = (res.get("receivers", res.get("connections")), res.get("size"), res.get("window"))
+        pts.setdefault((key, r["server"]), []).append(res["deliveries_per_s"])
+        if r["server"] not in seen:
+            seen.append(r["server"])
+    order = [s for s in servers if s in seen] + [s for s in seen if s not in servers]
+    keys = sorted({k for k, _ in pts}, key=lambda k: tuple(x or 0 for x in k))
+    groups = [(k, "N=%s\n%s B, w%s" % k) for k in keys]
+    return grouped_bars(outdir, name, "Fan-out: deliveries/s (median of the rounds; higher "
+                        "is better)", groups, order, lambda k, s: median(pts.get((k, s), [])),
+                        "deliveries/s", fmt=_fmt_rate)
 
 
 def make_all(runs, servers, outdir, extra=()):

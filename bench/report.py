@@ -504,7 +504,8 @@ def rate_table(w, rows, servers, base, pairs, fmt, keyname, lower_better=False):
     w("|" + "---|" * (len(keyname) + len(servers) + len(pairs)))
     for k, vals in rows:
         med = {s: median(vals.get(s, [])) for s in servers}
-        cells = [fmt(med[s]) if s == base or base not in med else
+        # No run at all for a server in this row: not run (–), not failed.
+        cells = ["–" if not vals.get(s) else fmt(med[s]) if s == base or base not in med else
                  "%s (%s)" % (fmt(med[s]), ratio(med[s], med.get(base))) for s in servers]
         row = "| " + " | ".join(str(x) for x in k) + " | " + " | ".join(cells)
         if pairs:
