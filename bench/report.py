@@ -414,7 +414,8 @@ def main():
         fm = meta_of("fanout")
         fserv = (fm.get("fo_servers") or
                  "epoll tether tether_uring chat chat_uring libuv libevent node").split()
-        fanout_section(w, runs, fm, fserv)
+        fanout_section(w, runs, fm, fserv,
+                       lambda w: chart(w, "fanout", "Fan-out deliveries/s by receivers"))
 
     # ---- TLS --------------------------------------------------------------------
     if any(group_of(r["section"]) == "tls" for r in runs):
@@ -717,7 +718,7 @@ def ws_section(w, runs, m, servers):
 FO_OURS = ("tether", "tether_uring", "chat", "chat_uring")
 
 
-def fanout_section(w, runs, m, servers):
+def fanout_section(w, runs, m, servers, chart=lambda w: None):
     """The fanout section: deliveries/s, latency, server CPU per delivery."""
     ours = [s for s in servers if s in FO_OURS]
     peers = [s for s in servers if s not in FO_OURS]
@@ -768,6 +769,7 @@ def fanout_section(w, runs, m, servers):
     run_line(w, m)
     w("### Fan-out: deliveries/s (median; ratios between medians)\n")
     rate_table(w, rows(tp), servers, None, pairs, fmt_rate, keys)
+    chart(w)
     w("### Fan-out: latency p50, send to receive (lower is better)\n")
     rate_table(w, rows(p50), servers, None, pairs, fmt_us, keys)
     w("### Fan-out: latency p99 (lower is better)\n")
