@@ -1,7 +1,7 @@
 /* idleconns: open N TCP connections to a server and hold them idle, so the
  * server's memory per idle connection can be read from /proc while they stand.
  *
- * usage: idleconns [-e] [-a] [-b FIRST-LAST] [-H SECONDS] ADDR PORT N
+ * usage: idleconns [-e] [-a] [-b FIRST-LAST] [-H SECONDS] [-r RATE] [-T SECONDS] ADDR PORT N
  *   -e    echo once on each connection (1 byte out, 1 byte back) before idling,
  *         so lazily allocated per-connection state is counted too
  *   -a    answer heartbeats while holding: every 'P' received is answered with a
@@ -9,8 +9,12 @@
  *         on exit prints "answered P lost L" (L: connections the server closed)
  *   -b    source addresses to bind, rotating (default 127.0.0.2-127.0.0.254):
  *         each has its own ephemeral ports, so N may exceed one address' range
- *   -H    hold at most this many seconds (default 60, max 600); SIGTERM/SIGINT
+ *   -H    hold at most this many seconds (default 60, max 3600); SIGTERM/SIGINT
  *         release earlier
+ *   -r    start at most RATE connects a second (default 0: only the 256 in flight
+ *         at once bound it), so many clients together stay under what the
+ *         servers' accept queues take
+ *   -T    give up setting up after this many seconds (default 120, max 3600)
  *
  * Prints "established N failed F" once every connection is up (or has failed),
  * then holds. Plain sockets and epoll, so it measures the server, not a client
@@ -31,7 +35,6 @@
 #include <unistd.h>
 
 #define MAX_INFLIGHT 256 /* connects outstanding at once: keeps the accept queue short */
-#define SETUP_TIMEOUT_S 120
 
 enum phase { IDLE_NONE, IDLE_CONNECTING, IDLE_ECHO, IDLE_DONE };
 
@@ -133,11 +136,11 @@ int main(int argc, char **argv)
     struct conn *conns;
     uint32_t src_first = 0x7f000002, src_count = 253;
     long n, next = 0, inflight = 0, done = 0, failed = 0;
-    double hold = 60, deadline;
+    double hold = 60, deadline, setup_timeout = 120, rate = 0, t0;
     long answered = 0, lost = 0;
     int echo = 0, answer = 0, ep, ch, first_err = 0;
 
-    while ((ch = getopt(argc, argv, "eab:H:")) != -1) {
+    while ((ch = getopt(argc, argv, "eab:H:r:T:")) != -1) {
         switch (ch) {
         case 'e':
             echo = 1;
@@ -151,7 +154,17 @@ int main(int argc, char **argv)
             break;
         case 'H':
             hold = atof(optarg);
-            if (!(hold > 0 && hold <= 600))
+            if (!(hold > 0 && hold <= 3600))
+                goto usage;
+            break;
+        case 'r':
+            rate = atof(optarg);
+            if (!(rate >= 0))
+                goto usage;
+            break;
+        case 'T':
+            setup_timeout = atof(optarg);
+            if (!(setup_timeout > 0 && setup_timeout <= 3600))
                 goto usage;
             break;
         default:
@@ -185,11 +198,14 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    deadline = now_s() + SETUP_TIMEOUT_S;
+    t0 = now_s();
+    deadline = t0 + setup_timeout;
     while (done + failed < n && !stop && now_s() < deadline) {
+        /* -r: no more connects started by now than the rate allows */
+        long allowed = rate > 0 ? (long)((now_s() - t0) * rate) + 1 : n;
         int k;
 
-        while (next < n && inflight < MAX_INFLIGHT) {
+        while (next < n && next < allowed && inflight < MAX_INFLIGHT) {
             int err = start_connect(ep, &dst, src_first + (uint32_t)(next % src_count),
                                     &conns[next], next);
 
@@ -202,7 +218,7 @@ int main(int argc, char **argv)
             }
             next++;
         }
-        k = epoll_wait(ep, evs, 256, 100);
+        k = epoll_wait(ep, evs, 256, rate > 0 ? 5 : 100);
         for (int i = 0; i < k; i++) {
             struct conn *c = &conns[evs[i].data.u64];
             int err = 0;
@@ -249,8 +265,8 @@ int main(int argc, char **argv)
             }
         }
     }
-    printf("established %ld failed %ld%s%s\n", done, n - done, first_err ? " first error " : "",
-           first_err ? strerror(first_err) : "");
+    printf("established %ld failed %ld setup_s %.2f%s%s\n", done, n - done, now_s() - t0,
+           first_err ? " first error " : "", first_err ? strerror(first_err) : "");
     fflush(stdout);
 
     /* Hold until told or the hold time runs out. */
@@ -278,6 +294,6 @@ int main(int argc, char **argv)
     return done == n ? 0 : 1;
 
 usage:
-    fprintf(stderr, "usage: %s [-e] [-b FIRST-LAST] [-H SECONDS] ADDR PORT N\n", argv[0]);
+    fprintf(stderr, "usage: %s [-e] [-a] [-b FIRST-LAST] [-H SECONDS] [-r RATE] [-T SECONDS] ADDR PORT N\n", argv[0]);
     return 2;
 }
