@@ -16,8 +16,19 @@
 # and shows in the result: the test fails unless all N are still established at
 # the end on both sides.
 #
+# Kernel limits that silently drop connections at this scale are raised for the run
+# only, when below what N needs, and restored on exit: fs.file-max (both ends'
+# sockets), net.ipv4.tcp_mem (each socket that recently moved data may hold a page),
+# net.netfilter.nf_conntrack_max (when conntrack is loaded). The kernel's memory per
+# connection is read from /proc/meminfo (Slab) and /proc/net/sockstat (TCP mem
+# pages); both ends of every connection live on this machine, so it covers two
+# sockets.
+#
 # Environment: N=100000 HB_MS=5000 DEAD_MS=3*HB_MS WINDOW=60 (seconds held after
-# setup) PER_PROC=(3/4 of the hard descriptor limit) PORT=(random). ANSWER=0 makes
+# setup) PER_PROC=(3/4 of the hard descriptor limit) PORT=(random) RATE=0 (connects
+# per second per client process; 0: as fast as 256 in flight allow) SETUP_S=600
+# (setup given up after) CHECK_S=10 (seconds between counts of the established
+# connections). ANSWER=0 makes
 # the clients ignore the heartbeats: every connection must then be declared dead
 # and the run must report NO (the check that this benchmark can fail).
 # Prints a markdown table; exits 1 if a connection was lost or never made.
@@ -35,11 +46,18 @@ PORT=${PORT:-$((20000 + RANDOM % 20000))}
 procs=$(((N + PER_PROC - 1) / PER_PROC))
 tick=$(getconf CLK_TCK)
 work=$(mktemp -d /tmp/tether-hold.XXXXXX)
-srv=() cli=()
+RATE=${RATE:-0}
+SETUP_S=${SETUP_S:-600}
+CHECK_S=${CHECK_S:-10}
+srv=() cli=() restore=()
 
 cleanup() {
     kill -TERM "${cli[@]}" "${srv[@]}" 2>/dev/null || true
     wait 2>/dev/null || true
+    local kv
+    for kv in "${restore[@]}"; do
+        sysctl -qw "$kv" >/dev/null 2>&1 || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -58,6 +76,36 @@ established() { # server side: sockets on PORT in ESTABLISHED
     ss -tnH state established "( sport = :$PORT )" | wc -l
 }
 
+# Raise sysctl $1 to at least $2 (a value of one or more numbers: the last one is
+# compared) for this run; the old value is put back by cleanup.
+raise() {
+    local key=$1 want=$2 old
+    old=$(sysctl -n "$key" 2>/dev/null) || return 0
+    old=$(tr -s ' \t' ' ' <<<"$old")
+    [[ ${old##* } -ge ${want##* } ]] && return 0
+    if sysctl -qw "$key=$want" >/dev/null 2>&1; then
+        restore+=("$key=$old")
+        log "hold: $key $old -> $want (restored on exit)"
+    else
+        log "hold: could not raise $key ($old); the run may lose connections"
+    fi
+}
+raise fs.file-max $((2 * N + 500000))
+pages=$((2 * N + 262144)) # a page per socket, and room
+raise net.ipv4.tcp_mem "$((pages / 2)) $((pages * 3 / 4)) $pages"
+raise net.netfilter.nf_conntrack_max $((2 * N + 65536))
+slab_kb() { awk '/^Slab:/ { print $2 }' /proc/meminfo; }
+tcp_pages() { awk '/^TCP:/ { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
+tcp_inuse() { awk '/^TCP:/ { print $3 }' /proc/net/sockstat; }
+sum_clients() {
+    local total=0 v
+    for p in "${cli[@]}"; do
+        v=$("$@" "$p" 2>/dev/null || echo 0)
+        total=$((total + v))
+    done
+    echo "$total"
+}
+
 make -s -C "$here" bin/echo_tether bin/idleconns >&2
 log "hold: $N connections, $procs server processes and $procs clients, heartbeat ${HB_MS} ms, dead after ${DEAD_MS} ms, ${WINDOW} s"
 for _ in $(seq "$procs"); do
@@ -70,18 +118,19 @@ for _ in $(seq 50); do
 done
 sleep 0.5
 mem_before=$(sum_servers private_kb)
+slab_before=$(slab_kb) pages_before=$(tcp_pages) inuse_before=$(tcp_inuse)
 
 answer_opt=-a
 [[ ${ANSWER:-1} == 0 ]] && answer_opt=
-hold_s=$((WINDOW + 180)) # setup may take a while; SIGTERM ends it sooner
+hold_s=$((WINDOW + SETUP_S + 60)) # SIGTERM ends it sooner
 for i in $(seq "$procs"); do
     n=$((N / procs + (i <= N % procs ? 1 : 0)))
-    taskset -c 1 "$here/bin/idleconns" -e $answer_opt -H "$hold_s" 127.0.0.1 "$PORT" "$n" >"$work/cli.$i" &
+    taskset -c 1 "$here/bin/idleconns" -e $answer_opt -H "$hold_s" -T "$SETUP_S" -r "$RATE" 127.0.0.1 "$PORT" "$n" >"$work/cli.$i" &
     cli+=($!)
 done
 started=$(date +%s.%N)
 for i in $(seq "$procs"); do
-    for _ in $(seq 1800); do
+    for _ in $(seq $((SETUP_S * 10 + 100))); do
         [[ -s $work/cli.$i ]] && break
         sleep 0.1
     done
@@ -91,17 +140,22 @@ made=$(cat "$work"/cli.* | awk '/^established/ { s += $2 } END { print s + 0 }')
 sleep 1
 est_start=$(established)
 mem_after=$(sum_servers private_kb)
-cpu0=$(sum_servers cpu_ticks)
-log "hold: $made made in ${setup_s} s; server side established $est_start; holding ${WINDOW} s"
+cmem_kb=$(sum_clients private_kb)
+slab_after=$(slab_kb) pages_after=$(tcp_pages) inuse_after=$(tcp_inuse)
+cpu0=$(sum_servers cpu_ticks) ccpu0=$(sum_clients cpu_ticks)
+log "hold: $made made in ${setup_s} s; server side established $est_start; TCP sockets in use $inuse_after; holding ${WINDOW} s"
 low=$est_start
-for _ in $(seq $((WINDOW / 10))); do
-    sleep 10
+peak_pages=$pages_after
+for _ in $(seq $((WINDOW / CHECK_S))); do
+    sleep "$CHECK_S"
     e=$(established)
     ((e < low)) && low=$e
-    log "hold: established $e"
+    p=$(tcp_pages)
+    ((p > peak_pages)) && peak_pages=$p
+    log "hold: established $e, TCP mem $p pages"
 done
-sleep $((WINDOW % 10))
-cpu1=$(sum_servers cpu_ticks)
+sleep $((WINDOW % CHECK_S))
+cpu1=$(sum_servers cpu_ticks) ccpu1=$(sum_clients cpu_ticks)
 est_end=$(established)
 ((est_end < low)) && low=$est_end
 kill -TERM "${cli[@]}" 2>/dev/null || true
@@ -112,18 +166,26 @@ lost=$(cat "$work"/cli.* | awk '/^answered/ { s += $4 } END { print s + 0 }')
 [[ -z $answer_opt ]] && lost=$((made - est_end)) # silent clients do not count
 
 python3 - "$N" "$made" "$est_start" "$low" "$est_end" "$lost" "$answered" "$HB_MS" "$DEAD_MS" \
-    "$WINDOW" "$procs" "$((cpu1 - cpu0))" "$tick" "$mem_before" "$mem_after" "$setup_s" <<'PY'
+    "$WINDOW" "$procs" "$((cpu1 - cpu0))" "$tick" "$mem_before" "$mem_after" "$setup_s" \
+    "$((ccpu1 - ccpu0))" "$cmem_kb" "$((slab_after - slab_before))" \
+    "$((pages_after - pages_before))" "$peak_pages" "$(getconf PAGESIZE)" <<'PY'
 import sys
 (n, made, est0, low, est1, lost, answered, hb, dead, window, procs, ticks, tick, kb0, kb1,
- setup) = sys.argv[1:]
+ setup, cticks, ckb, slab_kb, pages, peak, pagesize) = sys.argv[1:]
 n, made, est0, low, est1, lost, answered = map(int, (n, made, est0, low, est1, lost, answered))
 hb, dead, window, procs, ticks, tick, kb0, kb1 = map(int, (hb, dead, window, procs, ticks, tick, kb0, kb1))
+cticks, ckb, slab_kb, pages, peak, pagesize = map(int, (cticks, ckb, slab_kb, pages, peak, pagesize))
 cpu = 100.0 * ticks / tick / window
-print("| connections | server | heartbeat / dead after | made (setup) | established: start, lowest, end | lost | pongs | server CPU | server memory per connection |")
-print("|---|---|---|---|---|---|---|---|---|")
-print("| %d | %d × echo_tether (SO_REUSEPORT) | %d ms / %d ms | %d (%.1f s) | %d, %d, %d | %d | %d | %.1f %% of a core | %d B |" % (
-    n, procs, hb, dead, made, float(setup), est0, low, est1, lost, answered, cpu,
-    (kb1 - kb0) * 1024 // max(made, 1)))
+ccpu = 100.0 * cticks / tick / window
+per = lambda v: v // max(made, 1)
+print("| connections | server | heartbeat / dead after | made (setup) | established: start, lowest, end | lost | pongs | server CPU | client CPU | server memory per connection | kernel memory per connection (both ends) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| %d | %d × echo_tether (SO_REUSEPORT) | %d ms / %d ms | %d (%.1f s) | %d, %d, %d | %d | %d | %.1f %% of a core | %.1f %% of a core | %d B | %d B slab + %d B socket buffers (peak %d pages) |" % (
+    n, procs, hb, dead, made, float(setup), est0, low, est1, lost, answered, cpu, ccpu,
+    per((kb1 - kb0) * 1024), per(slab_kb * 1024), per(max(pages, 0) * pagesize), peak))
+print()
+print("Clients' private memory: %d B per connection (bin/idleconns keeps a small record "
+      "per socket)." % per(ckb * 1024))
 # Heartbeats really flowed: each connection answered at least 90 % of the pings
 # the window alone must have carried.
 beats_min = int(0.9 * n * (window * 1000 // hb))
