@@ -1103,24 +1103,20 @@ ssize_t tt__conn_write_shared(tt_conn_t *c, const void *buf, size_t len)
     if (tt__conn_over_cap(c, len) < 0)
         return -ENOBUFS;
     r = tt__io_writev(&c->loop->poller, &c->io, &iov, 1);
-    if (r == (ssize_t)len) {
-        c->sq.total += len;
-        note_written(c, len);
-        return r;
-    }
-    if (r > 0) {
-        c->sq.total += (uint64_t)r; /* the caller queues the rest, counting it there */
-        note_written(c, (size_t)r);
-    } else if (r != -EAGAIN) {
+    if (r < 0 && r != -EAGAIN) {
         /* An error: the caller queues it all and the flush at the end of the round
          * meets the error again and closes with its reason, the bytes counted as
          * never sent. */
         return 0;
+    }
+    if (r > 0) {
+        c->sq.total += (uint64_t)r; /* the caller queues the rest, counting it there */
+        note_written(c, (size_t)r);
     } else {
         r = 0;
     }
-    c->flags |= F_WAIT_WRITE;
-    update_interest(c);
+    if ((size_t)r < len)
+        tt__conn_want_write(c, true); /* the socket is full */
     return r;
 }
 
