@@ -62,10 +62,11 @@ cleanup() {
 }
 trap cleanup EXIT
 log() { printf '%s\n' "$*" >&2; }
-sum_servers() { # awk program over each server's file in /proc; prints the sum
-    local total=0 v
-    for p in "${srv[@]}"; do
-        v=$("$@" "$p")
+sum_of() { # sum_of FUNCTION PID...: FUNCTION's number for each PID, summed (0 if gone)
+    local fn=$1 total=0 v p
+    shift
+    for p in "$@"; do
+        v=$("$fn" "$p" 2>/dev/null || echo 0)
         total=$((total + v))
     done
     echo "$total"
@@ -97,14 +98,6 @@ raise net.netfilter.nf_conntrack_max $((2 * N + 65536))
 slab_kb() { awk '/^Slab:/ { print $2 }' /proc/meminfo; }
 tcp_pages() { awk '/^TCP:/ { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
 tcp_inuse() { awk '/^TCP:/ { print $3 }' /proc/net/sockstat; }
-sum_clients() {
-    local total=0 v
-    for p in "${cli[@]}"; do
-        v=$("$@" "$p" 2>/dev/null || echo 0)
-        total=$((total + v))
-    done
-    echo "$total"
-}
 
 make -s -C "$here" bin/echo_tether bin/idleconns >&2
 log "hold: $N connections, $procs server processes and $procs clients, heartbeat ${HB_MS} ms, dead after ${DEAD_MS} ms, ${WINDOW} s"
@@ -117,7 +110,7 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 sleep 0.5
-mem_before=$(sum_servers private_kb)
+mem_before=$(sum_of private_kb "${srv[@]}")
 slab_before=$(slab_kb) pages_before=$(tcp_pages) inuse_before=$(tcp_inuse)
 
 answer_opt=-a
@@ -139,10 +132,10 @@ setup_s=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - 
 made=$(cat "$work"/cli.* | awk '/^established/ { s += $2 } END { print s + 0 }')
 sleep 1
 est_start=$(established)
-mem_after=$(sum_servers private_kb)
-cmem_kb=$(sum_clients private_kb)
+mem_after=$(sum_of private_kb "${srv[@]}")
+cmem_kb=$(sum_of private_kb "${cli[@]}")
 slab_after=$(slab_kb) pages_after=$(tcp_pages) inuse_after=$(tcp_inuse)
-cpu0=$(sum_servers cpu_ticks) ccpu0=$(sum_clients cpu_ticks)
+cpu0=$(sum_of cpu_ticks "${srv[@]}") ccpu0=$(sum_of cpu_ticks "${cli[@]}")
 log "hold: $made made in ${setup_s} s; server side established $est_start; TCP sockets in use $inuse_after; holding ${WINDOW} s"
 low=$est_start
 peak_pages=$pages_after
@@ -155,7 +148,7 @@ for _ in $(seq $((WINDOW / CHECK_S))); do
     log "hold: established $e, TCP mem $p pages"
 done
 sleep $((WINDOW % CHECK_S))
-cpu1=$(sum_servers cpu_ticks) ccpu1=$(sum_clients cpu_ticks)
+cpu1=$(sum_of cpu_ticks "${srv[@]}") ccpu1=$(sum_of cpu_ticks "${cli[@]}")
 est_end=$(established)
 ((est_end < low)) && low=$est_end
 kill -TERM "${cli[@]}" 2>/dev/null || true
