@@ -127,41 +127,45 @@ static void read_fds(tt__poller_t *p, tt__io_t *io)
     io->cb(io, TT__EV_DATA, p->rbuf, n, n > 0 ? tt__io_unread(io->fd) : 0);
 }
 
-void tt__io_read(tt__poller_t *p, tt__io_t *io)
+/* A read once TCP_INQ is on: recvmsg, the count of what is left comes with the data. */
+static ssize_t read_inq(tt__poller_t *p, tt__io_t *io, size_t *pending)
 {
     char cbuf[CMSG_SPACE(sizeof(int))];
     struct iovec iov = {p->rbuf, p->rbuf_size};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf)};
+    ssize_t n = recvmsg(io->fd, &msg, 0);
+
+    if (n < 0)
+        return n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c))
+        if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ) {
+            int left;
+            memcpy(&left, CMSG_DATA(c), sizeof(left));
+            *pending = left > 0 ? (size_t)left : 0;
+        }
+    /* After the peer's FIN the kernel reports 1 so that the reader goes on to see
+     * the end of stream; FIONREAD tells that apart from one real byte. */
+    if (*pending == 1)
+        *pending = tt__io_unread(io->fd);
+    return n;
+}
+
+void tt__io_read_other(tt__poller_t *p, tt__io_t *io, ssize_t n)
+{
     size_t pending = 0;
-    ssize_t n;
 
     if (io->fdpass) {
         read_fds(p, io);
         return;
     }
-    if (io->inq) {
-        msg.msg_control = cbuf;
-        msg.msg_controllen = sizeof(cbuf);
-        n = recvmsg(io->fd, &msg, 0);
-    } else {
-        n = recv(io->fd, p->rbuf, p->rbuf_size, 0);
-    }
+    if (io->inq)
+        n = read_inq(p, io, &pending);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return;
         n = -errno;
-    } else if (io->inq) {
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c))
-            if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ) {
-                int left;
-                memcpy(&left, CMSG_DATA(c), sizeof(left));
-                pending = left > 0 ? (size_t)left : 0;
-            }
-        /* After the peer's FIN the kernel reports 1 so that the reader goes on
-         * to see the end of stream; FIONREAD tells that apart from one real byte. */
-        if (pending == 1)
-            pending = tt__io_unread(io->fd);
-    } else if ((size_t)n == p->rbuf_size) {
+    } else if ((size_t)n == p->rbuf_size && !io->inq) {
         /* Only a full buffer can leave bytes behind; ask the kernel how many. */
         int one = 1;
         pending = tt__io_unread(io->fd);

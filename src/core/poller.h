@@ -11,9 +11,11 @@
 #ifndef TT_POLLER_H
 #define TT_POLLER_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -155,13 +157,44 @@ void tt__uring_flush(tt__poller_t *p);
 /* Read once into the loop's buffer and hand the bytes to io's callback
  * (TT__EV_DATA; nothing on EAGAIN): every epoll read, and io_uring's reads while its
  * buffer pool is dry. */
-void tt__io_read(tt__poller_t *p, tt__io_t *io);
+static inline void tt__io_read(tt__poller_t *p, tt__io_t *io);
+/* The reads that are not a plain recv: descriptors, TCP_INQ, an error, a buffer
+ * filled (`n` is what the plain recv returned, or 0 when it was not made). */
+void tt__io_read_other(tt__poller_t *p, tt__io_t *io, ssize_t n);
+static inline void tt__io_read(tt__poller_t *p, tt__io_t *io)
+{
+    ssize_t n;
+
+    if (io->fdpass | io->inq) {
+        tt__io_read_other(p, io, 0);
+        return;
+    }
+    /* The common read: short of the buffer, so nothing is left behind. */
+    n = recv(io->fd, p->rbuf, p->rbuf_size, 0);
+    if (n < 0 || (size_t)n == p->rbuf_size)
+        tt__io_read_other(p, io, n);
+    else
+        io->cb(io, TT__EV_DATA, p->rbuf, n, 0);
+}
 /* Bytes the kernel holds unread for fd (FIONREAD), 0 if it cannot tell. */
 size_t tt__io_unread(int fd);
 /* Write as much of iov as the socket takes now: bytes written, or -EAGAIN (the
  * owner will get TT__EV_WRITABLE once it arms TT__POLL_OUT), or -errno. Never
  * raises SIGPIPE. */
 ssize_t tt__io_writev(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt);
+/* The same for one buffer: send(2), with no message header to build. */
+static inline ssize_t tt__io_write(tt__poller_t *p, tt__io_t *io, const void *buf, size_t len)
+{
+    ssize_t n;
+
+    (void)p;
+    do
+        n = send(io->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return n;
+}
 /* The same with `nfds` (1..253) descriptors attached (SCM_RIGHTS, Unix sockets):
  * they go with the first byte; a return > 0 means they went. */
 ssize_t tt__io_writev_fds(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt,

@@ -82,6 +82,12 @@ int tt__epoll_wait(tt__poller_t *p, int timeout_ms)
 
         if (io->fd < 0)
             continue; /* closed by an earlier callback in this round */
+        if (e == EPOLLIN && io->kind == TT__IO_STREAM) {
+            /* Most events: a stream with bytes to read, nothing else. */
+            if (io->events & TT__POLL_IN)
+                tt__io_read(p, io);
+            continue;
+        }
         if (io->kind == TT__IO_WATCH) {
             unsigned ready = ((e & EPOLLIN) ? TT__POLL_IN : 0) | ((e & EPOLLOUT) ? TT__POLL_OUT : 0);
             if (err_or_hup)

@@ -583,10 +583,10 @@ static void deliver_fds(tt_conn_t *c, const int *fds, size_t n)
         close(fds[i]);
 }
 
-static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
+/* Every event but the bytes of a connection with no layer. */
+static __attribute__((noinline)) void io_event(tt_conn_t *c, int ev, const char *buf, ssize_t n,
+                                               size_t pending)
 {
-    tt_conn_t *c = tt__container_of(io, tt_conn_t, io);
-
     if (ev == TT__EV_FDS) {
         deliver_fds(c, (const int *)(const void *)buf, (size_t)n);
         return;
@@ -611,6 +611,22 @@ static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pendi
         else
             on_read(c, buf, n, pending);
     }
+}
+
+static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
+{
+    tt_conn_t *c = tt__container_of(io, tt_conn_t, io);
+
+    /* A connection with no layer (no extension) takes its bytes straight to
+     * on_data: the read path of most messages. */
+    if (ev == TT__EV_DATA && c->ext == NULL && n > 0 && !tt__conn_is_closing(c) &&
+        c->h->h.on_data != NULL) {
+        c->bytes_in += (uint64_t)n;
+        c->packets_in++;
+        c->h->h.on_data(c, buf, (size_t)n, pending);
+        return;
+    }
+    io_event(c, ev, buf, n, pending);
 }
 
 /* ---- writing ------------------------------------------------------------------ */
@@ -756,8 +772,7 @@ static void linger_restart(tt_conn_t *c)
 
 ssize_t tt__conn_wire_write(tt_conn_t *c, const void *buf, size_t len)
 {
-    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-    return tt__io_writev(&c->loop->poller, &c->io, &iov, 1);
+    return tt__io_write(&c->loop->poller, &c->io, buf, len);
 }
 
 /* Application bytes to the socket: through the transform when one is on. */
@@ -1005,6 +1020,8 @@ int tt__conn_over_cap(tt_conn_t *c, uint64_t add)
 
 /* Nothing queued and the socket not known to be full: write straight from the
  * caller's buffers, and queue only what the kernel did not take. */
+static int sent_in_part(tt_conn_t *c, const struct iovec *iov, int iovcnt, size_t len, ssize_t r);
+
 static bool can_write_now(const tt_conn_t *c)
 {
     return c->state == TT_STATE_OPEN && tt__sendq_empty(&c->sq) &&
@@ -1048,10 +1065,16 @@ int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
         note_written(c, len);
         return 0;
     }
-    /* Queue a copy of the whole send and drop what the kernel took: simpler than
-     * slicing the vector, and only a full socket gets here. After an error the
-     * bytes stay queued so the close report counts them as never sent. */
-    err = tt__sendq_push_copy(&c->sq, iov, iovcnt, len);
+    return sent_in_part(c, iov, iovcnt, len, r);
+}
+
+/* A direct write that the kernel did not take whole (`r`: bytes it took, or
+ * -errno). Queue a copy of the whole send and drop what the kernel took: simpler
+ * than slicing the vector, and only a full socket gets here. After an error the
+ * bytes stay queued so the close report counts them as never sent. */
+static int sent_in_part(tt_conn_t *c, const struct iovec *iov, int iovcnt, size_t len, ssize_t r)
+{
+    int err = tt__sendq_push_copy(&c->sq, iov, iovcnt, len);
     if (err < 0) {
         tt__conn_close(c, TT_CLOSE_IO_ERROR, err);
         return err;
@@ -1091,7 +1114,6 @@ int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len)
 
 ssize_t tt__conn_write_shared(tt_conn_t *c, const void *buf, size_t len)
 {
-    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     ssize_t r;
 
     /* Corked (the connection's own read is being delivered) or a transform on:
@@ -1102,7 +1124,7 @@ ssize_t tt__conn_write_shared(tt_conn_t *c, const void *buf, size_t len)
         return -EAGAIN;
     if (tt__conn_over_cap(c, len) < 0)
         return -ENOBUFS;
-    r = tt__io_writev(&c->loop->poller, &c->io, &iov, 1);
+    r = tt__io_write(&c->loop->poller, &c->io, buf, len);
     if (r < 0 && r != -EAGAIN) {
         /* An error: the caller queues it all and the flush at the end of the round
          * meets the error again and closes with its reason, the bytes counted as
@@ -1120,12 +1142,43 @@ ssize_t tt__conn_write_shared(tt_conn_t *c, const void *buf, size_t len)
     return r;
 }
 
-int tt_send(tt_conn_t *c, const void *buf, size_t len)
+/* tt_send when the lean path below does not apply. */
+static __attribute__((noinline)) int send_other(tt_conn_t *c, const void *buf, size_t len)
 {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     if (c == NULL || (buf == NULL && len > 0))
         return -EINVAL;
     return tt_sendv(c, &iov, 1);
+}
+
+/* tt_send's bytes went straight to the socket but not all of them (`r`: what the
+ * kernel took, or -errno): the rest is queued as tt_sendv does. */
+static __attribute__((noinline)) int send_rest(tt_conn_t *c, const void *buf, size_t len,
+                                               ssize_t r)
+{
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    return sent_in_part(c, &iov, 1, len, r);
+}
+
+int tt_send(tt_conn_t *c, const void *buf, size_t len)
+{
+    /* The common case, with no layer to consult: nothing queued, the socket not
+     * known to be full, not corked or ending, within the cap as tt_sendv counts
+     * it (an empty queue holds nothing): one send(2) and the totals. */
+    if (c != NULL && buf != NULL && len > 0 && c->ext == NULL && c->state == TT_STATE_OPEN &&
+        tt__sendq_empty(&c->sq) &&
+        !(c->flags & (F_WAIT_WRITE | F_FLUSHING | F_WIRE_HOLD | F_CORK | F_WANT_END |
+                      F_DESTROY_SOON)) &&
+        (c->queue_cap_kib == 0 || len + TT__SQ_NODE_COST <= (uint64_t)c->queue_cap_kib * 1024)) {
+        ssize_t r = tt__io_write(&c->loop->poller, &c->io, buf, len);
+        if (r != (ssize_t)len)
+            return send_rest(c, buf, len, r);
+        c->sq.total += len;
+        c->written += len;
+        c->packets_out++;
+        return 0;
+    }
+    return send_other(c, buf, len);
 }
 
 int tt_send_fds(tt_conn_t *c, const int *fds, size_t n, const void *buf, size_t len)
