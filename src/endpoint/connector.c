@@ -395,8 +395,8 @@ int tt_connect_host(tt_loop_t *loop, const char *host, uint16_t port,
         tt__conn_close(c, TT_CLOSE_CONNECT_FAILED, err);
         return 0;
     }
-    if (o.timeout_ms > 0)
-        tt__wheel_start(&loop->wheel, &c->deadline, tt__loop_deadline(loop, o.timeout_ms));
+    if (o.timeout_ms > 0 && tt__conn_deadline_start(c, o.timeout_ms) < 0)
+        tt__conn_close(c, TT_CLOSE_CONNECT_FAILED, -ENOMEM);
     return 0;
 
 fail_req:

@@ -119,19 +119,20 @@ static void sq_append(tt__sendq_t *dst, tt__sendq_t *src)
 static uint64_t take_unsent(tt_conn_t *c)
 {
     tt_client_t *cl = client_of(c);
-    uint64_t n = c->sq.bytes;
-    tt__sendq_t q;
+    uint64_t n = tt__conn_queue_bytes(c);
+    tt__sendq_t q, none, *sq = c->out != NULL ? &c->out->sq : &none;
 
+    tt__sendq_init(&none);
     if (cl == NULL || cl->closed)
-        return tt__sendq_clear(&c->sq, NULL, NULL);
+        return tt__sendq_clear(sq, NULL, NULL);
     /* Whole sends only: the kernel took part of the head send (or the head
      * continues a send that went), and the next connection is a new stream, so
      * its remainder would be half a message there. Drop up to the first entry
      * that starts a send; the dropped bytes are reported as unsent like the rest. */
-    while (c->sq.head != NULL && (c->sq.head->flags & (TT__SQE_STARTED | TT__SQE_CONT)))
-        tt__sendq_pop(&c->sq);
+    while (sq->head != NULL && (sq->head->flags & (TT__SQE_STARTED | TT__SQE_CONT)))
+        tt__sendq_pop(sq);
     tt__sendq_init(&q);
-    sq_append(&q, &c->sq);
+    sq_append(&q, sq);
     sq_append(&q, &cl->held);
     cl->held = q;
     return n;
@@ -271,7 +272,14 @@ static void attempt_cb(tt__wnode_t *node)
     ext->client = cl;
     if (cl->o.keep_unsent) {
         ext->take_unsent = take_unsent;
-        sq_append(&c->sq, &cl->held); /* the new connection's queue is still empty */
+        if (!tt__sendq_empty(&cl->held)) {
+            tt__sendq_t *q = tt__conn_queue(c);
+            if (q == NULL) { /* kept for the next attempt: take_unsent gives them back */
+                tt__conn_close(c, TT_CLOSE_IO_ERROR, -ENOMEM);
+                return;
+            }
+            sq_append(q, &cl->held); /* the new connection's queue is still empty */
+        }
     }
 }
 

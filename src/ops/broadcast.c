@@ -59,7 +59,7 @@ static void payload_free_cb(void *buf, void *arg)
 int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
 {
     size_t off = 0;
-    if (tt__sendq_empty(&c->sq) && !c->loop->more_input) {
+    if (tt__conn_queue_empty(c) && !c->loop->more_input) {
         /* Nothing queued and no more messages behind this one in the sender's
          * read: straight from the shared bytes, one write, no node. */
         ssize_t w = tt__conn_write_shared(c, p->data, p->len);
@@ -70,7 +70,7 @@ int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
         if (w > 0)
             off = (size_t)w;
     }
-    if (p->len - off <= PAYLOAD_COPY_MAX && (off > 0 || !tt__sendq_empty(&c->sq)))
+    if (p->len - off <= PAYLOAD_COPY_MAX && (off > 0 || !tt__conn_queue_empty(c)))
         return tt__conn_send_queued(c, p->data + off, p->len - off);
     tt__payload_ref(p);
     int r = tt_send_owned(c, p->data + off, p->len - off, payload_free_cb, p);

@@ -583,17 +583,19 @@ int tt_send_message_owned(tt_conn_t *c, void *buf, size_t len, tt_free_cb free_c
      * payload and schedules one flush for both. */
     if (hlen > 0) {
         struct iovec h = {.iov_base = hdr, .iov_len = hlen};
-        err = tt__sendq_push_copy(&c->sq, &h, 1, hlen);
+        tt__sendq_t *q = tt__conn_queue(c);
+        err = q != NULL ? tt__sendq_push_copy(q, &h, 1, hlen) : -ENOMEM;
         if (err < 0)
             return err;
     }
+    /* From here the queue holds the header or the owned payload: c->out is set. */
     err = tt_send_owned(c, buf, len, free_cb, arg);
     if (err >= 0 && hlen > 0)
-        c->sq.tail->flags |= TT__SQE_CONT; /* the payload continues the header */
+        c->out->sq.tail->flags |= TT__SQE_CONT; /* the payload continues the header */
     if (err >= 0 && tlen > 0) {
         int terr = tt_send(c, trailer, tlen); /* queued behind the payload */
-        if (terr >= 0 && c->sq.tail != NULL && c->sq.tail->kind == TT__SQ_COPY)
-            c->sq.tail->flags |= TT__SQE_CONT; /* a fresh chunk: the owned entry was the tail */
+        if (terr >= 0 && c->out->sq.tail != NULL && c->out->sq.tail->kind == TT__SQ_COPY)
+            c->out->sq.tail->flags |= TT__SQE_CONT; /* a fresh chunk: the owned entry was the tail */
         if (terr < 0) {
             /* The payload is queued and now belongs to the connection (its
              * free_cb runs at close); the frame cannot be completed. */

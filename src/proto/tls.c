@@ -1144,7 +1144,7 @@ int tt_conn_start_tls(tt_conn_t *c, const tt_tls_start_opts_t *o)
     if (t == NULL)
         return err;
     t->on_done = o->on_done;
-    t->plain_left = c->sq.bytes; /* queued before the switch: plain, first */
+    t->plain_left = tt__conn_queue_bytes(c); /* queued before the switch: plain, first */
     c->ext->wire = t;
     c->ext->wire_ops = &wire_ops;
     tt__wheel_start(&c->loop->wheel, &t->timer, tt__loop_deadline(c->loop, t->timeout_ms));

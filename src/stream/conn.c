@@ -91,6 +91,8 @@ typedef struct slab {
     pool_item_t items[SLAB_CONNS];
 } slab_t;
 
+static void out_pool_release(tt_loop_t *loop);
+
 static tt_conn_t *pool_get(tt_loop_t *loop)
 {
     pool_item_t *it = loop->conn_free;
@@ -128,12 +130,89 @@ void tt__conn_pool_release(tt_loop_t *loop)
         s = next;
     }
     loop->conn_slabs = loop->conn_free = NULL;
+    out_pool_release(loop);
+}
+
+/* Send states come from a per-loop free list, kept short: a burst of busy
+ * connections does not pin its memory after it is over. */
+#define OUT_FREE_MAX 256
+
+static void deadline_cb(tt__wnode_t *node);
+
+tt__sendq_t *tt__conn_queue(tt_conn_t *c)
+{
+    tt__conn_out_t *o = c->out;
+    if (o != NULL)
+        return &o->sq;
+    o = c->loop->out_free;
+    if (o != NULL) {
+        c->loop->out_free = o->conn;
+        c->loop->out_free_n--;
+    } else if ((o = malloc(sizeof(*o))) == NULL) {
+        return NULL;
+    }
+    tt__sendq_init(&o->sq);
+    tt__wnode_init(&o->deadline, deadline_cb);
+    o->conn = c;
+    c->out = o;
+    return &o->sq;
+}
+
+/* The send state once nothing needs it: its count joins the connection's. */
+static void out_drop(tt_conn_t *c)
+{
+    tt__conn_out_t *o = c->out;
+    tt_loop_t *loop = c->loop;
+
+    c->queued += o->sq.total;
+    c->out = NULL;
+    if (loop->out_free_n >= OUT_FREE_MAX) {
+        free(o);
+        return;
+    }
+    o->conn = loop->out_free; /* the free list's link */
+    loop->out_free = o;
+    loop->out_free_n++;
+}
+
+/* Give the send state back when the queue is empty and no deadline runs (nor
+ * can start: an end asked for restarts the linger on each write). */
+static void out_release(tt_conn_t *c)
+{
+    if (c->out != NULL && tt__sendq_empty(&c->out->sq) && !tt__wnode_active(&c->out->deadline) &&
+        c->state == TT_STATE_OPEN && !(c->flags & (F_WANT_END | F_FLUSHING)))
+        out_drop(c);
+}
+
+static void out_pool_release(tt_loop_t *loop)
+{
+    tt__conn_out_t *o = loop->out_free;
+    while (o != NULL) {
+        tt__conn_out_t *next = (tt__conn_out_t *)o->conn;
+        free(o);
+        o = next;
+    }
+    loop->out_free = NULL;
+    loop->out_free_n = 0;
+}
+
+int tt__conn_deadline_start(tt_conn_t *c, uint64_t ms)
+{
+    if (tt__conn_queue(c) == NULL)
+        return -ENOMEM;
+    tt__wheel_start(&c->loop->wheel, &c->out->deadline, tt__loop_deadline(c->loop, ms));
+    return 0;
+}
+
+static void deadline_stop(tt_conn_t *c)
+{
+    if (c->out != NULL)
+        tt__wheel_stop(&c->loop->wheel, &c->out->deadline);
 }
 
 /* ---- small helpers ---------------------------------------------------------- */
 
 static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending);
-static void deadline_cb(tt__wnode_t *node);
 static void flush(tt_conn_t *c, bool from_loop);
 static void linger_restart(tt_conn_t *c);
 static bool cork(tt_conn_t *c);
@@ -223,8 +302,6 @@ tt_conn_t *tt__conn_new(tt_loop_t *loop, int fd, tt__handlers_t *hs)
     c->loop = loop;
     c->h = hs;
     hs->refs++;
-    tt__sendq_init(&c->sq);
-    tt__wnode_init(&c->deadline, deadline_cb);
     c->id = atomic_fetch_add(&next_id, 1);
     c->created_ms = loop->now;
     c->high_water = TT_DEFAULT_HIGH_WATER;
@@ -245,7 +322,7 @@ static void open_now(tt_conn_t *c)
         c->h->h.on_open(c);
     if (tt__conn_is_closing(c))
         return;
-    if (!tt__sendq_empty(&c->sq) || (c->flags & (F_WANT_END | F_DESTROY_SOON)))
+    if (!tt__conn_queue_empty(c) || (c->flags & (F_WANT_END | F_DESTROY_SOON)))
         flush(c, true);
 }
 
@@ -261,9 +338,11 @@ void tt__conn_opened(tt_conn_t *c)
         }
     }
     c->state = TT_STATE_OPEN;
-    tt__wheel_stop(&c->loop->wheel, &c->deadline);
+    deadline_stop(c);
     if (c->flags & F_WANT_END)
         linger_restart(c); /* tt_end came while connecting */
+    else
+        out_release(c);
     update_interest(c);
     if (tt__conn_is_closing(c))
         return;
@@ -275,7 +354,7 @@ void tt__conn_opened(tt_conn_t *c)
     if (c->ext != NULL && c->ext->open_waits > 0) {
         /* A layer's own opening first (tt__conn_layer_opened); what it queued to
          * open with (a WebSocket client's upgrade request) goes now. */
-        if (!tt__sendq_empty(&c->sq))
+        if (!tt__conn_queue_empty(c))
             flush(c, true);
         return;
     }
@@ -298,7 +377,7 @@ void tt__conn_wire_hold(tt_conn_t *c, bool hold)
         c->flags &= ~F_WIRE_HOLD;
         update_interest(c); /* reading as the app asked from now on */
         if (!tt__conn_is_closing(c) &&
-            (!tt__sendq_empty(&c->sq) || (c->flags & (F_WANT_END | F_DESTROY_SOON))))
+            (!tt__conn_queue_empty(c) || (c->flags & (F_WANT_END | F_DESTROY_SOON))))
             flush_soon(c);
     }
 }
@@ -328,8 +407,10 @@ void tt__conn_connecting(tt_conn_t *c, bool done, uint64_t timeout_ms)
     }
     /* tt__loop_deadline reads the clock, not the loop's cached time: tt_connect may
      * be called long after the round began (or before the loop ever ran). */
-    if (timeout_ms > 0)
-        tt__wheel_start(&c->loop->wheel, &c->deadline, tt__loop_deadline(c->loop, timeout_ms));
+    if (timeout_ms > 0 && tt__conn_deadline_start(c, timeout_ms) < 0) {
+        tt__conn_close(c, TT_CLOSE_IO_ERROR, -ENOMEM);
+        return;
+    }
     update_interest(c);
 }
 
@@ -345,7 +426,7 @@ static void connect_done(tt_conn_t *c)
 
 static void deadline_cb(tt__wnode_t *node)
 {
-    tt_conn_t *c = tt__container_of(node, tt_conn_t, deadline);
+    tt_conn_t *c = tt__container_of(node, tt__conn_out_t, deadline)->conn;
     if (c->state == TT_STATE_CONNECTING)
         tt__conn_close(c, TT_CLOSE_CONNECT_TIMEOUT, -ETIMEDOUT);
     else
@@ -361,7 +442,7 @@ void tt__conn_close(tt_conn_t *c, tt_close_kind_t kind, int err)
     c->state = TT_STATE_CLOSING;
     c->close_kind = (uint8_t)kind;
     c->close_err = err;
-    tt__wheel_stop(&c->loop->wheel, &c->deadline);
+    deadline_stop(c);
     /* Out of the poller now; the fd itself stays open until the pending phase so
      * the kernel's delivery figures can still be read. */
     tt__poller_remove(&c->loop->poller, &c->io);
@@ -408,8 +489,10 @@ static void finish_close(tt_conn_t *c)
     if (c->ext != NULL && c->ext->take_unsent != NULL)
         info.bytes_unsent = c->ext->take_unsent(c); /* kept for the next connection */
     else
-        info.bytes_unsent = tt__sendq_clear(&c->sq, NULL, NULL); /* watch disposed above */
-    info.bytes_queued = c->sq.total;
+        info.bytes_unsent = c->out != NULL ? tt__sendq_clear(&c->out->sq, NULL, NULL) : 0;
+    if (c->out != NULL)
+        out_drop(c); /* its count joins c->queued; the watch was disposed above */
+    info.bytes_queued = c->queued;
     info.ws_reason = "";
     info.reason = "";
     if (c->ext != NULL && c->ext->close_reason != NULL)
@@ -540,7 +623,7 @@ static void uncork(tt_conn_t *c, bool corked)
     if (!corked)
         return;
     c->flags &= ~F_CORK;
-    if (!tt__conn_is_closing(c) && !tt__sendq_empty(&c->sq) && !(c->flags & F_WAIT_WRITE))
+    if (!tt__conn_is_closing(c) && !tt__conn_queue_empty(c) && !(c->flags & F_WAIT_WRITE))
         flush(c, true);
 }
 
@@ -662,7 +745,7 @@ static void stream_watch_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, si
  * watch must not point back at this one). */
 static void stream_watch_dispose(tt_conn_t *c)
 {
-    for (tt__sqe_t *e = c->sq.head; e != NULL; e = e->next) {
+    for (tt__sqe_t *e = c->out != NULL ? c->out->sq.head : NULL; e != NULL; e = e->next) {
         if (e->kind != TT__SQ_STREAM || e->u.file.watch == NULL)
             continue;
         stream_watch_t *w = e->u.file.watch;
@@ -715,14 +798,14 @@ static int stream_pull(tt_conn_t *c, tt__sqe_t *e)
     }
     if (n == 0)
         goto eof;
-    tt__sendq_stream_took(&c->sq, (uint64_t)n);
-    if (tt__sendq_push_front_copy(&c->sq, p->rbuf, (size_t)n) < 0)
+    tt__sendq_stream_took(&c->out->sq, (uint64_t)n);
+    if (tt__sendq_push_front_copy(&c->out->sq, p->rbuf, (size_t)n) < 0)
         return -ENOMEM;
     return (int)n;
 
 eof:
     stream_watch_dispose(c);
-    tt__sendq_pop(&c->sq);
+    tt__sendq_pop(&c->out->sq);
     return 0;
 }
 
@@ -738,7 +821,7 @@ static int file_pull(tt_conn_t *c, tt__sqe_t *e)
     if (e->u.file.remain < want)
         want = (size_t)e->u.file.remain;
     if (want == 0) {
-        tt__sendq_file_ended(&c->sq);
+        tt__sendq_file_ended(&c->out->sq);
         return 0;
     }
     do
@@ -749,11 +832,11 @@ static int file_pull(tt_conn_t *c, tt__sqe_t *e)
     if (n == 0) {
         if (!(e->flags & TT__SQE_TO_EOF) && e->u.file.remain != TT_FILE_TO_EOF)
             return -EIO;
-        tt__sendq_file_ended(&c->sq);
+        tt__sendq_file_ended(&c->out->sq);
         return 0;
     }
-    tt__sendq_file_took(&c->sq, (uint64_t)n);
-    if (tt__sendq_push_front_copy(&c->sq, p->rbuf, (size_t)n) < 0)
+    tt__sendq_file_took(&c->out->sq, (uint64_t)n);
+    if (tt__sendq_push_front_copy(&c->out->sq, p->rbuf, (size_t)n) < 0)
         return -ENOMEM;
     return (int)n;
 }
@@ -766,8 +849,8 @@ static int file_pull(tt_conn_t *c, tt__sqe_t *e)
  * (tt__conn_opened starts the linger). */
 static void linger_restart(tt_conn_t *c)
 {
-    if (c->linger_ms > 0 && c->state == TT_STATE_OPEN)
-        tt__wheel_start(&c->loop->wheel, &c->deadline, tt__loop_deadline(c->loop, c->linger_ms));
+    if (c->linger_ms > 0 && c->state == TT_STATE_OPEN && tt__conn_deadline_start(c, c->linger_ms) < 0)
+        tt__conn_close(c, TT_CLOSE_IO_ERROR, -ENOMEM); /* no bound on the wait: give up now */
 }
 
 ssize_t tt__conn_wire_write(tt_conn_t *c, const void *buf, size_t len)
@@ -799,7 +882,7 @@ static void queue_emptied(tt_conn_t *c, bool from_loop)
         c->flags &= ~F_HWM;
         if (c->h->h.on_drain != NULL)
             c->h->h.on_drain(c);
-        if (tt__conn_is_closing(c) || !tt__sendq_empty(&c->sq))
+        if (tt__conn_is_closing(c) || !tt__conn_queue_empty(c))
             return;
     }
     if (c->flags & F_DESTROY_SOON) {
@@ -849,8 +932,9 @@ static void flush(tt_conn_t *c, bool from_loop)
         return;
     c->flags |= F_FLUSHING;
     c->flags &= ~F_WAIT_WRITE;
-    while (!tt__sendq_empty(&c->sq)) {
-        tt__sqe_t *e = c->sq.head;
+    while (!tt__conn_queue_empty(c)) {
+        tt__sendq_t *q = &c->out->sq;
+        tt__sqe_t *e = q->head;
         size_t want;
 
         if (e->kind == TT__SQ_STREAM) {
@@ -886,21 +970,21 @@ static void flush(tt_conn_t *c, bool from_loop)
                 if (!(e->flags & TT__SQE_TO_EOF) && e->u.file.remain != TT_FILE_TO_EOF) {
                     r = -EIO; /* the file ended before the length we were given */
                 } else {
-                    tt__sendq_file_ended(&c->sq); /* sent to its end: done */
+                    tt__sendq_file_ended(q); /* sent to its end: done */
                     continue;
                 }
             }
         } else if (e->kind == TT__SQ_FDS) {
             /* The descriptors ride on the bytes queued behind them, and on them
              * alone: the iovecs stop at the next boundary of this kind. */
-            tt__sendq_t rest = c->sq;
+            tt__sendq_t rest = *q;
             rest.head = e->next;
             int cnt = tt__sendq_fill_iov(&rest, iov, IOV_BATCH, &want);
             r = tt__io_writev_fds(p, &c->io, iov, cnt, e->u.fds.fds, e->u.fds.n);
             if (r > 0)
-                tt__sendq_pop(&c->sq); /* sent: the kernel holds its own references */
+                tt__sendq_pop(q); /* sent: the kernel holds its own references */
         } else {
-            int cnt = tt__sendq_fill_iov(&c->sq, iov, IOV_BATCH, &want);
+            int cnt = tt__sendq_fill_iov(q, iov, IOV_BATCH, &want);
             r = wire_writev(c, iov, cnt);
         }
         if (r == -EINPROGRESS) { /* the transform holds the queue until it is ready */
@@ -916,7 +1000,7 @@ static void flush(tt_conn_t *c, bool from_loop)
             break;
         /* Count first: consuming runs free callbacks, which may look at the count. */
         note_written(c, (size_t)r);
-        tt__sendq_consume(&c->sq, (uint64_t)r);
+        tt__sendq_consume(q, (uint64_t)r);
         if (tt__conn_is_closing(c))
             break; /* a free callback destroyed the connection: nothing more goes */
         if ((size_t)r < want) { /* the socket is full: the next try would EAGAIN */
@@ -931,11 +1015,14 @@ static void flush(tt_conn_t *c, bool from_loop)
         tt__conn_close(c, r == -EIO ? TT_CLOSE_IO_ERROR : kind_of((int)r), (int)r);
         return;
     }
-    if (tt__sendq_empty(&c->sq)) {
+    if (tt__conn_queue_empty(c)) {
         if (!from_loop && (c->flags & F_HWM))
             schedule(c, F_PEND_FLUSH); /* drain is delivered from the loop */
         else
             queue_emptied(c, from_loop);
+        if (tt__conn_is_closing(c))
+            return;
+        out_release(c);
     }
     update_interest(c);
 }
@@ -948,8 +1035,9 @@ static int send_control(tt_conn_t *c, const void *buf, size_t len)
 {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
 
-    if ((c->flags & F_STREAM_WAIT) && c->sq.head != NULL && c->sq.head->kind == TT__SQ_STREAM) {
-        if (tt__sendq_push_front_copy(&c->sq, buf, len) < 0)
+    if ((c->flags & F_STREAM_WAIT) && !tt__conn_queue_empty(c) &&
+        c->out->sq.head->kind == TT__SQ_STREAM) {
+        if (tt__sendq_push_front_copy(&c->out->sq, buf, len) < 0)
             return -ENOMEM;
         c->flags &= ~F_STREAM_WAIT; /* the watch stays armed; flush re-waits after */
         schedule(c, F_PEND_FLUSH);
@@ -958,7 +1046,8 @@ static int send_control(tt_conn_t *c, const void *buf, size_t len)
     if (!(c->flags & F_WANT_END))
         return tt_send(c, buf, len);
     /* After tt_end() but before our FIN: still in time, ahead of the FIN. */
-    if (tt__sendq_push_copy(&c->sq, &iov, 1, len) < 0)
+    tt__sendq_t *q = tt__conn_queue(c);
+    if (q == NULL || tt__sendq_push_copy(q, &iov, 1, len) < 0)
         return -ENOMEM;
     flush_soon(c);
     return 0;
@@ -982,15 +1071,15 @@ int tt__conn_send_control(tt_conn_t *c, const void *buf, size_t len)
 
 bool tt__conn_control_idle(const tt_conn_t *c)
 {
-    return tt__sendq_empty(&c->sq) || ((c->flags & F_STREAM_WAIT) && c->sq.head != NULL &&
-                                       c->sq.head->kind == TT__SQ_STREAM);
+    return tt__conn_queue_empty(c) ||
+           ((c->flags & F_STREAM_WAIT) && c->out->sq.head->kind == TT__SQ_STREAM);
 }
 
 /* ---- public: sending ---------------------------------------------------------- */
 
 static int send_status(tt_conn_t *c)
 {
-    if (c->sq.bytes >= c->high_water) {
+    if (tt__conn_queue_bytes(c) >= c->high_water) {
         c->flags |= F_HWM;
         return TT_SEND_FULL;
     }
@@ -1011,7 +1100,8 @@ static int check_sendable(const tt_conn_t *c)
 int tt__conn_over_cap(tt_conn_t *c, uint64_t add)
 {
     if (c->queue_cap_kib != 0 &&
-        c->sq.alloc + add + TT__SQ_NODE_COST > (uint64_t)c->queue_cap_kib * 1024) {
+        (c->out != NULL ? c->out->sq.alloc : 0) + add + TT__SQ_NODE_COST >
+            (uint64_t)c->queue_cap_kib * 1024) {
         tt__conn_close(c, TT_CLOSE_SEND_OVERFLOW, TT_EOVERFLOW);
         return -ENOBUFS;
     }
@@ -1024,7 +1114,7 @@ static int sent_in_part(tt_conn_t *c, const struct iovec *iov, int iovcnt, size_
 
 static bool can_write_now(const tt_conn_t *c)
 {
-    return c->state == TT_STATE_OPEN && tt__sendq_empty(&c->sq) &&
+    return c->state == TT_STATE_OPEN && tt__conn_queue_empty(c) &&
            !(c->flags & (F_WAIT_WRITE | F_FLUSHING | F_WIRE_HOLD));
 }
 
@@ -1052,7 +1142,8 @@ int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
         return err;
 
     if (!can_write_now(c) || ((c->flags & F_CORK) && len < CORK_DIRECT_MIN)) {
-        err = tt__sendq_push_copy(&c->sq, iov, iovcnt, len);
+        tt__sendq_t *q = tt__conn_queue(c);
+        err = q != NULL ? tt__sendq_push_copy(q, iov, iovcnt, len) : -ENOMEM;
         if (err < 0)
             return err;
         flush_soon(c); /* coalesced with the rest of this round */
@@ -1061,7 +1152,7 @@ int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
 
     ssize_t r = wire_writev(c, iov, iovcnt);
     if (r == (ssize_t)len) {
-        c->sq.total += len;
+        c->queued += len;
         note_written(c, len);
         return 0;
     }
@@ -1074,13 +1165,18 @@ int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
  * bytes stay queued so the close report counts them as never sent. */
 static int sent_in_part(tt_conn_t *c, const struct iovec *iov, int iovcnt, size_t len, ssize_t r)
 {
-    int err = tt__sendq_push_copy(&c->sq, iov, iovcnt, len);
+    tt__sendq_t *q = tt__conn_queue(c);
+    int err = q != NULL ? tt__sendq_push_copy(q, iov, iovcnt, len) : -ENOMEM;
     if (err < 0) {
+        if (r > 0) { /* what went is counted; the rest is lost with the connection */
+            c->queued += (uint64_t)r;
+            note_written(c, (size_t)r);
+        }
         tt__conn_close(c, TT_CLOSE_IO_ERROR, err);
         return err;
     }
     if (r > 0) {
-        tt__sendq_consume(&c->sq, (uint64_t)r);
+        tt__sendq_consume(q, (uint64_t)r);
         note_written(c, (size_t)r);
     } else if (r == -EINPROGRESS) {
         return send_status(c); /* the transform writes it once it is ready */
@@ -1105,7 +1201,8 @@ int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len)
     err = tt__conn_over_cap(c, len);
     if (err < 0)
         return err;
-    err = tt__sendq_push_copy(&c->sq, &iov, 1, len);
+    tt__sendq_t *q = tt__conn_queue(c);
+    err = q != NULL ? tt__sendq_push_copy(q, &iov, 1, len) : -ENOMEM;
     if (err < 0)
         return err;
     flush_soon(c);
@@ -1132,7 +1229,7 @@ ssize_t tt__conn_write_shared(tt_conn_t *c, const void *buf, size_t len)
         return 0;
     }
     if (r > 0) {
-        c->sq.total += (uint64_t)r; /* the caller queues the rest, counting it there */
+        c->queued += (uint64_t)r; /* the caller queues the rest, counting it there */
         note_written(c, (size_t)r);
     } else {
         r = 0;
@@ -1166,14 +1263,14 @@ int tt_send(tt_conn_t *c, const void *buf, size_t len)
      * known to be full, not corked or ending, within the cap as tt_sendv counts
      * it (an empty queue holds nothing): one send(2) and the totals. */
     if (c != NULL && buf != NULL && len > 0 && c->ext == NULL && c->state == TT_STATE_OPEN &&
-        tt__sendq_empty(&c->sq) &&
+        tt__conn_queue_empty(c) &&
         !(c->flags & (F_WAIT_WRITE | F_FLUSHING | F_WIRE_HOLD | F_CORK | F_WANT_END |
                       F_DESTROY_SOON)) &&
         (c->queue_cap_kib == 0 || len + TT__SQ_NODE_COST <= (uint64_t)c->queue_cap_kib * 1024)) {
         ssize_t r = tt__io_write(&c->loop->poller, &c->io, buf, len);
         if (r != (ssize_t)len)
             return send_rest(c, buf, len, r);
-        c->sq.total += len;
+        c->queued += len;
         c->written += len;
         c->packets_out++;
         return 0;
@@ -1210,7 +1307,14 @@ int tt_send_fds(tt_conn_t *c, const int *fds, size_t n, const void *buf, size_t 
         }
     }
     /* Always queued, written by the flush at the end of the round, in order. */
-    err = tt__sendq_push_fds(&c->sq, own, (uint32_t)n, buf, len);
+    tt__sendq_t *q = tt__conn_queue(c);
+    if (q == NULL) {
+        for (size_t i = 0; i < n; i++)
+            close(own[i]);
+        free(own);
+        return -ENOMEM;
+    }
+    err = tt__sendq_push_fds(q, own, (uint32_t)n, buf, len);
     if (err < 0)
         return err;
     flush_soon(c);
@@ -1238,7 +1342,8 @@ int tt_send_owned(tt_conn_t *c, void *buf, size_t len, tt_free_cb free_cb, void 
         return err;
     /* Always queued, never written inside the call: the free callback must not
      * run inside an API call. */
-    err = tt__sendq_push_owned(&c->sq, buf, len, free_cb, arg);
+    tt__sendq_t *q = tt__conn_queue(c);
+    err = q != NULL ? tt__sendq_push_owned(q, buf, len, free_cb, arg) : -ENOMEM;
     if (err < 0)
         return err;
     flush_soon(c);
@@ -1293,10 +1398,11 @@ int tt_send_file(tt_conn_t *c, int fd, uint64_t offset, uint64_t len, unsigned f
         if (own)
             close(fd);
     } else {
-        err = tt__sendq_push_file(&c->sq, kind, fd, offset, len, own);
+        tt__sendq_t *q = tt__conn_queue(c);
+        err = q != NULL ? tt__sendq_push_file(q, kind, fd, offset, len, own) : -ENOMEM;
         if (err < 0)
             goto fail;
-        c->sq.tail->flags = qflags;
+        q->tail->flags = qflags;
         flush_soon(c);
     }
     if (flags & TT_FILE_THEN_END)
@@ -1466,7 +1572,7 @@ const char *tt_close_kind_name(tt_close_kind_t k)
     return (unsigned)k < sizeof(names) / sizeof(names[0]) ? names[k] : "unknown";
 }
 
-size_t tt_conn_queued_bytes(const tt_conn_t *c) { return c != NULL ? c->sq.bytes : 0; }
+size_t tt_conn_queued_bytes(const tt_conn_t *c) { return c != NULL ? tt__conn_queue_bytes(c) : 0; }
 
 uint64_t tt_conn_written_bytes(const tt_conn_t *c) { return c != NULL ? c->written : 0; }
 
@@ -1650,8 +1756,8 @@ int tt_conn_get_stats(const tt_conn_t *c, tt_conn_stats_t *out)
         out->messages_in = c->ext->msgs_in;
         out->messages_out = c->ext->msgs_out;
     }
-    out->queued_bytes = c->sq.bytes;
-    out->bytes_queued_total = c->sq.total;
+    out->queued_bytes = tt__conn_queue_bytes(c);
+    out->bytes_queued_total = c->queued + (c->out != NULL ? c->out->sq.total : 0);
     if (c->ext != NULL && c->ext->has_cred) {
         out->has_cred = true;
         out->cred = c->ext->cred;

@@ -92,7 +92,7 @@ typedef struct tt__conn_ext {
     void (*connect_cancel)(tt_conn_t *c);
     /* Reconnecting client (reconnect.c): the owner, and, when it keeps unsent bytes,
      * the hook that takes the queue at close instead of dropping it (returns the
-     * bytes taken; c->sq is left empty). */
+     * bytes taken; the queue is left empty). */
     void *client;
     uint64_t (*take_unsent)(tt_conn_t *c);
     /* Server (server.c): the per-address key this connection was counted under at
@@ -134,6 +134,15 @@ typedef struct tt__wire_ops {
 #define TT__IO_DIR_READ 0
 #define TT__IO_DIR_WRITE 1
 
+/* What a connection needs only while it has something queued or a deadline
+ * armed: taken from the loop's pool on first need, given back when the queue is
+ * empty and no deadline runs, so an idle connection carries none of it. */
+typedef struct tt__conn_out {
+    tt__sendq_t sq;
+    tt__wnode_t deadline; /* connect timeout, or linger after end */
+    tt_conn_t *conn;
+} tt__conn_out_t;
+
 struct tt_conn {
     tt__io_t io;
     tt_loop_t *loop;
@@ -142,11 +151,11 @@ struct tt_conn {
     tt_server_t *server;
     tt_conn_t *srv_prev, *srv_next; /* the server's list of live connections */
     tt_conn_t *pend_next;           /* the loop's list of deferred work */
-    tt__sendq_t sq;
+    tt__conn_out_t *out;            /* NULL while nothing is queued and no deadline runs */
+    uint64_t queued;  /* bytes ever queued or written, but for those of `out`'s sq.total */
     uint64_t written; /* bytes handed to the kernel */
     uint64_t bytes_in;
     uint64_t packets_in, packets_out;
-    tt__wnode_t deadline; /* connect timeout, or linger after end */
     uint64_t id;
     uint64_t created_ms;
     uint32_t high_water;
@@ -158,6 +167,22 @@ struct tt_conn {
     int close_err;
     tt__conn_ext_t *ext;
 };
+
+/* The send queue, made on first use: NULL on ENOMEM. */
+tt__sendq_t *tt__conn_queue(tt_conn_t *c);
+static inline bool tt__conn_queue_empty(const tt_conn_t *c)
+{
+    return c->out == NULL || tt__sendq_empty(&c->out->sq);
+}
+/* Known bytes waiting in the queue. */
+static inline uint64_t tt__conn_queue_bytes(const tt_conn_t *c)
+{
+    return c->out != NULL ? c->out->sq.bytes : 0;
+}
+
+/* Arm the connection's deadline, `ms` from now: the connect timeout while
+ * connecting, the linger after an end. 0, or -ENOMEM. */
+int tt__conn_deadline_start(tt_conn_t *c, uint64_t ms);
 
 /* Allocate a connection on fd (already non-blocking). Returns NULL on ENOMEM. */
 tt_conn_t *tt__conn_new(tt_loop_t *loop, int fd, tt__handlers_t *hs);

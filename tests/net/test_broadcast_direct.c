@@ -159,7 +159,7 @@ Test(broadcast_direct, empty_queues_are_written_in_the_call_others_queue_behind_
                 cr_expect_eq(tt_conn_written_bytes(peers[i]), 7, "idle %d wrote %llu", i,
                              (unsigned long long)tt_conn_written_bytes(peers[i]));
                 cr_expect_eq(tt_conn_queued_bytes(peers[i]), 0);
-                cr_expect(tt__sendq_empty(&peers[i]->sq));
+                cr_expect(tt__conn_queue_empty(peers[i]));
             }
             for (int i = 0; i < BUSY; i++)
                 cr_expect_gt(tt_conn_queued_bytes(peers[i]), 0);
