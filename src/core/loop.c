@@ -21,7 +21,7 @@ struct tt__post {
 
 static void wake_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
 {
-    tt_loop_t *loop = tt__container_of(io, tt_loop_t, wake_io);
+    tt_loop_t *loop = tt__container_of(io, tt_loop_t, wake_io.io);
     uint64_t v;
 
     (void)ev, (void)buf, (void)n, (void)pending;
@@ -55,7 +55,7 @@ int tt_loop_init(tt_loop_t **out)
         goto fail_eventfd;
     }
     tt__io_init(&loop->wake_io, loop->wake_fd, TT__IO_RAW, wake_cb);
-    err = tt__poller_set(&loop->poller, &loop->wake_io, TT__POLL_IN);
+    err = tt__poller_set(&loop->poller, &loop->wake_io.io, TT__POLL_IN);
     if (err < 0)
         goto fail_register;
     err = -pthread_mutex_init(&loop->post_mu, NULL);

@@ -36,7 +36,7 @@ struct tt_loop {
     int running;
     atomic_int stop;     /* set by tt_loop_stop(), from any thread or a signal */
     int wake_fd;         /* eventfd: posts and stop wake the poller */
-    tt__io_t wake_io;
+    tt__io_own_t wake_io;
     atomic_int wake_pending; /* a wake-up write is outstanding: skip further writes */
 
     pthread_mutex_t post_mu;

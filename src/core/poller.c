@@ -120,11 +120,11 @@ static void read_fds(tt__poller_t *p, tt__io_t *io)
     }
     if (nfds > 0) {
         int fd = io->fd;
-        io->cb(io, TT__EV_FDS, (const char *)fds, (ssize_t)nfds, 0);
+        p->stream_cb(io, TT__EV_FDS, (const char *)fds, (ssize_t)nfds, 0);
         if (io->fd != fd)
             return; /* the owner let go of the socket: the bytes have nobody */
     }
-    io->cb(io, TT__EV_DATA, p->rbuf, n, n > 0 ? tt__io_unread(io->fd) : 0);
+    p->stream_cb(io, TT__EV_DATA, p->rbuf, n, n > 0 ? tt__io_unread(io->fd) : 0);
 }
 
 /* A read once TCP_INQ is on: recvmsg, the count of what is left comes with the data. */
@@ -172,7 +172,7 @@ void tt__io_read_other(tt__poller_t *p, tt__io_t *io, ssize_t n)
         if (setsockopt(io->fd, SOL_TCP, TCP_INQ, &one, sizeof(one)) == 0)
             io->inq = 1; /* not TCP (a Unix socket): FIONREAD stays */
     }
-    io->cb(io, TT__EV_DATA, p->rbuf, n, pending);
+    p->stream_cb(io, TT__EV_DATA, p->rbuf, n, pending);
 }
 
 ssize_t tt__io_writev(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt)

@@ -45,16 +45,24 @@ typedef struct tt__io tt__io_t;
 /* `pending`: bytes the kernel still holds for this socket after the read. */
 typedef void (*tt__io_cb)(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending);
 
+/* A descriptor in the poller. Streams (connections: a million of them may be
+ * idle) all share one callback, the poller's stream_cb; a descriptor of any
+ * other kind is a tt__io_own_t, with its own. */
 struct tt__io {
     int fd;
     uint8_t events;     /* interest currently registered */
-    uint8_t kind;       /* TT__IO_STREAM or TT__IO_RAW */
+    uint8_t kind;       /* TT__IO_STREAM, TT__IO_RAW or TT__IO_WATCH */
     uint8_t registered; /* known to the backend */
     uint8_t inq : 1;    /* TCP_INQ is on: a read learns from the kernel what is left */
     uint8_t fdpass : 1; /* Unix stream that takes descriptors: every read is a recvmsg
                            with room for SCM_RIGHTS, on both backends */
-    tt__io_cb cb;
 };
+
+/* A raw or watch descriptor and its callback. */
+typedef struct tt__io_own {
+    tt__io_t io;
+    tt__io_cb cb;
+} tt__io_own_t;
 
 #define TT__BACKEND_EPOLL 0
 #define TT__BACKEND_URING 1
@@ -72,6 +80,8 @@ typedef struct tt__poller {
     /* The loop's cached time (ms), refreshed by the backend the moment the wait
      * returns and before any callback, so a callback sees the time of its event. */
     uint64_t *clock;
+    /* Every stream's callback, set by the layer that owns them (stream/conn.c). */
+    tt__io_cb stream_cb;
 } tt__poller_t;
 
 /* CLOCK_MONOTONIC in milliseconds. */
@@ -95,15 +105,31 @@ static inline void tt__poller_woke(tt__poller_t *p)
 int tt__poller_init(tt__poller_t *p);
 void tt__poller_close(tt__poller_t *p);
 const char *tt__poller_name(const tt__poller_t *p);
-static inline void tt__io_init(tt__io_t *io, int fd, int kind, tt__io_cb cb)
+/* A stream (TT__IO_STREAM): its events go to the poller's stream_cb. */
+static inline void tt__io_init_stream(tt__io_t *io, int fd)
 {
     io->fd = fd;
     io->events = 0;
-    io->kind = (uint8_t)kind;
+    io->kind = TT__IO_STREAM;
     io->registered = 0;
     io->inq = 0;
     io->fdpass = 0;
-    io->cb = cb;
+}
+/* A raw or watch descriptor (TT__IO_RAW, TT__IO_WATCH) with its callback. */
+static inline void tt__io_init(tt__io_own_t *o, int fd, int kind, tt__io_cb cb)
+{
+    tt__io_init_stream(&o->io, fd);
+    o->io.kind = (uint8_t)kind;
+    o->cb = cb;
+}
+/* Hand an event to the descriptor's owner. */
+static inline void tt__io_event(tt__poller_t *p, tt__io_t *io, int ev, const char *buf, ssize_t n,
+                                size_t pending)
+{
+    if (io->kind == TT__IO_STREAM)
+        p->stream_cb(io, ev, buf, n, pending);
+    else
+        ((tt__io_own_t *)io)->cb(io, ev, buf, n, pending);
 }
 /* The backends; tt__poller_set/remove/wait below pick one. */
 int tt__epoll_init(tt__poller_t *p);
@@ -174,7 +200,7 @@ static inline void tt__io_read(tt__poller_t *p, tt__io_t *io)
     if (n < 0 || (size_t)n == p->rbuf_size)
         tt__io_read_other(p, io, n);
     else
-        io->cb(io, TT__EV_DATA, p->rbuf, n, 0);
+        p->stream_cb(io, TT__EV_DATA, p->rbuf, n, 0);
 }
 /* Bytes the kernel holds unread for fd (FIONREAD), 0 if it cannot tell. */
 size_t tt__io_unread(int fd);

@@ -94,21 +94,21 @@ int tt__epoll_wait(tt__poller_t *p, int timeout_ms)
                 ready |= TT__POLL_ERR | (io->events & (TT__POLL_IN | TT__POLL_OUT));
             ready &= io->events | TT__POLL_ERR;
             if (ready != 0)
-                io->cb(io, TT__EV_POLL, NULL, (ssize_t)ready, 0);
+                ((tt__io_own_t *)io)->cb(io, TT__EV_POLL, NULL, (ssize_t)ready, 0);
             continue;
         }
         if (io->kind == TT__IO_RAW) {
             if ((e & EPOLLIN) || (err_or_hup && (io->events & TT__POLL_IN)))
-                io->cb(io, TT__EV_READABLE, NULL, 0, 0);
+                ((tt__io_own_t *)io)->cb(io, TT__EV_READABLE, NULL, 0, 0);
             if (io->fd >= 0 && ((e & EPOLLOUT) || (err_or_hup && (io->events & TT__POLL_OUT))))
-                io->cb(io, TT__EV_WRITABLE, NULL, 0, 0);
+                ((tt__io_own_t *)io)->cb(io, TT__EV_WRITABLE, NULL, 0, 0);
             continue;
         }
         /* Writable first: a connect completes, or queued bytes go before we read
          * (and possibly queue more). An error is reported through whichever
          * direction is armed; the read or write then returns it. */
         if ((e & EPOLLOUT) || (err_or_hup && (io->events & TT__POLL_OUT)))
-            io->cb(io, TT__EV_WRITABLE, NULL, 0, 0);
+            p->stream_cb(io, TT__EV_WRITABLE, NULL, 0, 0);
         if (io->fd >= 0 && (io->events & TT__POLL_IN) && ((e & EPOLLIN) || err_or_hup))
             tt__io_read(p, io);
     }

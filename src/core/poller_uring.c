@@ -367,7 +367,7 @@ static void deliver(struct tt__uring *u, int fd, uslot_t *s, int res, unsigned b
 
     if (res == BUF_SIZE || (res > 0 && (flags & IORING_CQE_F_SOCK_NONEMPTY)))
         pending = tt__io_unread(fd); /* only then can bytes be left behind */
-    io->cb(io, TT__EV_DATA, res > 0 ? buf_addr(u, bid) : NULL, res, pending);
+    u->poller->stream_cb(io, TT__EV_DATA, res > 0 ? buf_addr(u, bid) : NULL, res, pending);
     if (bid != NO_BUF)
         buf_return(u, bid);
     s = &u->slots[fd]; /* the callback may have grown the table */
@@ -428,7 +428,7 @@ static void on_poll(struct tt__uring *u, int fd, uslot_t *s, int res)
             ready |= TT__POLL_ERR | (io->events & (TT__POLL_IN | TT__POLL_OUT));
         ready &= io->events | TT__POLL_ERR;
         if (ready != 0)
-            io->cb(io, TT__EV_POLL, NULL, (ssize_t)ready, 0);
+            ((tt__io_own_t *)io)->cb(io, TT__EV_POLL, NULL, (ssize_t)ready, 0);
         s = &u->slots[fd];
         if (s->io != io || s->gen != gen)
             return; /* removed by the callback */
@@ -437,12 +437,12 @@ static void on_poll(struct tt__uring *u, int fd, uslot_t *s, int res)
     }
     if (io->kind == TT__IO_RAW && (io->events & TT__POLL_IN) &&
         ((revents & POLLIN) || err_or_hup))
-        io->cb(io, TT__EV_READABLE, NULL, 0, 0);
+        ((tt__io_own_t *)io)->cb(io, TT__EV_READABLE, NULL, 0, 0);
     s = &u->slots[fd];
     if (s->io != io || s->gen != gen)
         return; /* removed by the callback */
     if ((io->events & TT__POLL_OUT) && ((revents & POLLOUT) || err_or_hup))
-        io->cb(io, TT__EV_WRITABLE, NULL, 0, 0);
+        tt__io_event(u->poller, io, TT__EV_WRITABLE, NULL, 0, 0);
     s = &u->slots[fd];
     if (s->io != io || s->gen != gen)
         return;

@@ -44,7 +44,7 @@ static struct sigaction before[NSIG]; /* its disposition before the first of the
 /* A loop's side: the pipe, the watches, how many of them want each signal. */
 typedef struct signals {
     int rfd, wfd, slot;
-    tt__io_t io;
+    tt__io_own_t io;
     tt_signal_t *list;
     int count[NSIG];
 } signals_t;
@@ -129,7 +129,7 @@ static void signals_free(tt_loop_t *loop)
     while (atomic_load(&s->busy) > 0)
         sched_yield();
     pthread_mutex_unlock(&table_mu);
-    tt__poller_remove(&loop->poller, &ss->io);
+    tt__poller_remove(&loop->poller, &ss->io.io);
     close(ss->rfd);
     close(ss->wfd);
     free(ss);
@@ -156,7 +156,7 @@ static int signals_get(tt_loop_t *loop, signals_t **out)
     ss->rfd = fds[0];
     ss->wfd = fds[1];
     tt__io_init(&ss->io, ss->rfd, TT__IO_RAW, pipe_cb);
-    err = tt__poller_set(&loop->poller, &ss->io, TT__POLL_IN);
+    err = tt__poller_set(&loop->poller, &ss->io.io, TT__POLL_IN);
     if (err < 0)
         goto fail_watch;
     pthread_mutex_lock(&table_mu);
@@ -177,7 +177,7 @@ static int signals_get(tt_loop_t *loop, signals_t **out)
     return 0;
 
 fail_slot:
-    tt__poller_remove(&loop->poller, &ss->io);
+    tt__poller_remove(&loop->poller, &ss->io.io);
 fail_watch:
     close(fds[0]);
     close(fds[1]);
@@ -200,7 +200,7 @@ static void dispatch(signals_t *ss, int sig)
 
 static void pipe_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
 {
-    signals_t *ss = tt__container_of(io, signals_t, io);
+    signals_t *ss = tt__container_of(io, signals_t, io.io);
     unsigned char sigs[64];
     ssize_t got;
 

@@ -9,7 +9,7 @@
 #include "core/loop.h"
 
 struct tt_watch {
-    tt__io_t io;
+    tt__io_own_t io;
     tt_loop_t *loop;
     tt_watch_cb cb;
     void *data;
@@ -30,7 +30,7 @@ static unsigned to_poll(unsigned ev)
 
 static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
 {
-    tt_watch_t *w = tt__container_of(io, tt_watch_t, io);
+    tt_watch_t *w = tt__container_of(io, tt_watch_t, io.io);
     unsigned ready = (unsigned)n, out;
 
     (void)buf, (void)pending;
@@ -84,7 +84,7 @@ int tt_watch_start(tt_watch_t *w, unsigned events)
         return -EINVAL;
     if (events == 0)
         return tt_watch_stop(w);
-    err = tt__poller_set(&w->loop->poller, &w->io, to_poll(events));
+    err = tt__poller_set(&w->loop->poller, &w->io.io, to_poll(events));
     if (err < 0)
         return err;
     set_active(w, events, w->ref);
@@ -95,8 +95,8 @@ int tt_watch_stop(tt_watch_t *w)
 {
     if (w == NULL || w->closed)
         return -EINVAL;
-    if (w->io.registered)
-        tt__poller_remove(&w->loop->poller, &w->io);
+    if (w->io.io.registered)
+        tt__poller_remove(&w->loop->poller, &w->io.io);
     set_active(w, 0, w->ref);
     return 0;
 }
@@ -107,7 +107,7 @@ int tt_watch_close(tt_watch_t *w)
         return -EINVAL;
     tt_watch_stop(w);
     w->closed = true;
-    w->io.fd = -1; /* an event of this round already fetched skips it */
+    w->io.io.fd = -1; /* an event of this round already fetched skips it */
     w->loop->handles--;
     w->zombie.free_fn = free_watch;
     tt__loop_defer_free(w->loop, &w->zombie);

@@ -37,7 +37,7 @@
 typedef struct connector connector_t;
 
 typedef struct attempt {
-    tt__io_t io; /* raw watch for the connect's completion; fd -1 when not running */
+    tt__io_own_t io; /* raw watch for the connect's completion; fd -1 when not running */
     connector_t *cn;
     tt_addr_t addr;
 } attempt_t;
@@ -120,11 +120,11 @@ static void connector_free(tt__zombie_t *z)
 
 static void attempt_close(connector_t *cn, attempt_t *a)
 {
-    if (a->io.fd < 0)
+    if (a->io.io.fd < 0)
         return;
-    tt__poller_remove(&cn->loop->poller, &a->io);
-    close(a->io.fd);
-    a->io.fd = -1; /* an event already fetched this round is skipped */
+    tt__poller_remove(&cn->loop->poller, &a->io.io);
+    close(a->io.io.fd);
+    a->io.io.fd = -1; /* an event already fetched this round is skipped */
     cn->pending--;
 }
 
@@ -158,10 +158,10 @@ static void fail(connector_t *cn, int err)
 static void win(connector_t *cn, attempt_t *a)
 {
     tt_conn_t *c = cn->conn;
-    int fd = a->io.fd;
+    int fd = a->io.io.fd;
 
-    tt__poller_remove(&cn->loop->poller, &a->io);
-    a->io.fd = -1; /* the fd is the connection's now */
+    tt__poller_remove(&cn->loop->poller, &a->io.io);
+    a->io.io.fd = -1; /* the fd is the connection's now */
     cn->pending--;
     dispose(cn); /* the losers are closed */
     c->io.fd = fd;
@@ -190,14 +190,14 @@ static int attempt_start(connector_t *cn, attempt_t *a)
         goto fail;
     }
     /* connect(2): "select for writing; once writable, read SO_ERROR". */
-    err = tt__poller_set(&cn->loop->poller, &a->io, TT__POLL_OUT);
+    err = tt__poller_set(&cn->loop->poller, &a->io.io, TT__POLL_OUT);
     if (err < 0)
         goto fail;
     cn->pending++;
     return 0;
 
 fail:
-    a->io.fd = -1;
+    a->io.io.fd = -1;
     close(fd);
     return err;
 }
@@ -235,7 +235,7 @@ static void delay_cb(tt__wnode_t *node)
 
 static void attempt_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
 {
-    attempt_t *a = tt__container_of(io, attempt_t, io);
+    attempt_t *a = tt__container_of(io, attempt_t, io.io);
     connector_t *cn = a->cn;
     int err;
 
@@ -300,7 +300,7 @@ static void resolved(tt_resolve_t *req, int status, const tt_addr_t *addrs, size
     }
     cn->n = order(cn->att, addrs, count);
     for (size_t i = 0; i < cn->n; i++) {
-        cn->att[i].io.fd = -1;
+        cn->att[i].io.io.fd = -1;
         cn->att[i].cn = cn;
     }
     cn->last_err = TT_ENOTFOUND;

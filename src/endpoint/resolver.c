@@ -35,7 +35,7 @@ typedef struct resolver resolver_t;
 
 /* One socket c-ares asked us to watch. */
 typedef struct rwatch {
-    tt__io_t io;
+    tt__io_own_t io;
     struct rwatch *next;
     resolver_t *r;
     tt__zombie_t zombie;
@@ -132,7 +132,7 @@ static void rwatch_free(tt__zombie_t *z) { free(tt__container_of(z, rwatch_t, zo
 
 static void rwatch_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
 {
-    rwatch_t *w = tt__container_of(io, rwatch_t, io);
+    rwatch_t *w = tt__container_of(io, rwatch_t, io.io);
     resolver_t *r = w->r;
     int fd = io->fd;
 
@@ -151,15 +151,15 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
     resolver_t *r = data;
     rwatch_t **pp = &r->watches, *w;
 
-    while (*pp != NULL && (*pp)->io.fd != fd)
+    while (*pp != NULL && (*pp)->io.io.fd != fd)
         pp = &(*pp)->next;
     w = *pp;
     if (!readable && !writable) {
         if (w == NULL)
             return;
         *pp = w->next;
-        tt__poller_remove(&r->loop->poller, &w->io);
-        w->io.fd = -1; /* an event already fetched this round is skipped */
+        tt__poller_remove(&r->loop->poller, &w->io.io);
+        w->io.io.fd = -1; /* an event already fetched this round is skipped */
         tt__loop_defer_free(r->loop, &w->zombie);
         return;
     }
@@ -173,7 +173,7 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
         w->next = r->watches;
         r->watches = w;
     }
-    tt__poller_set(&r->loop->poller, &w->io,
+    tt__poller_set(&r->loop->poller, &w->io.io,
                    (readable ? TT__POLL_IN : 0) | (writable ? TT__POLL_OUT : 0));
 }
 
@@ -190,8 +190,8 @@ void tt__resolver_free(tt_loop_t *loop)
     while (r->watches != NULL) { /* normally none are left */
         rwatch_t *w = r->watches;
         r->watches = w->next;
-        tt__poller_remove(&loop->poller, &w->io);
-        w->io.fd = -1;
+        tt__poller_remove(&loop->poller, &w->io.io);
+        w->io.io.fd = -1;
         tt__loop_defer_free(loop, &w->zombie);
     }
     free(r);

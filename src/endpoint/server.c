@@ -27,7 +27,7 @@
 #define NOFILE_RETRY_MS 100
 
 struct tt_server {
-    tt__io_t io;
+    tt__io_own_t io;
     tt_loop_t *loop;
     tt__handlers_t *hs;
     void *data;
@@ -92,7 +92,7 @@ static void set_accepting(tt_server_t *s, bool on)
     if (s->closed || s->shutting_down || s->paused == !on)
         return;
     s->paused = !on;
-    tt__poller_set(&s->loop->poller, &s->io, on ? TT__POLL_IN : 0);
+    tt__poller_set(&s->loop->poller, &s->io.io, on ? TT__POLL_IN : 0);
 }
 
 static bool at_limit(const tt_server_t *s)
@@ -102,7 +102,7 @@ static bool at_limit(const tt_server_t *s)
 
 static void link_conn(tt_server_t *s, tt_conn_t *c)
 {
-    c->server = s;
+    c->flags |= TT__F_SERVED; /* c->h is s->hs: the server is found there */
     c->srv_next = NULL;
     c->srv_prev = s->tail;
     if (s->tail != NULL)
@@ -142,7 +142,7 @@ int tt_server_get_totals(const tt_server_t *s, tt_server_totals_t *out)
 
 void tt__server_unlink(tt_conn_t *c)
 {
-    tt_server_t *s = c->server;
+    tt_server_t *s = tt__conn_server(c);
 
     if (!s->closed)
         for (tt__srv_obs_t *o = s->obs; o != NULL; o = o->next)
@@ -163,7 +163,7 @@ void tt__server_unlink(tt_conn_t *c)
     else
         s->tail = c->srv_prev;
     c->srv_prev = c->srv_next = NULL;
-    c->server = NULL;
+    c->flags &= ~TT__F_SERVED;
     s->count--;
     if (s->closed)
         return;
@@ -191,7 +191,7 @@ static void out_of_descriptors(tt_server_t *s, int err)
 {
     if (s->reserve_fd >= 0) {
         close(s->reserve_fd);
-        int fd = accept4(s->io.fd, NULL, NULL, SOCK_CLOEXEC);
+        int fd = accept4(s->io.io.fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd >= 0) {
             close(fd);
             s->refused++; /* shed: it counts like any other refused client */
@@ -287,11 +287,11 @@ static void adopt(tt_server_t *s, int fd, const tt_addr_t *peer);
  * counted and reported like one at accept; the caller resets the connection. */
 static int proxy_admit(tt_conn_t *c, const tt_addr_t *peer)
 {
-    tt_server_t *s = c->server;
+    tt_server_t *s = tt__conn_server(c);
     int err;
 
     if (s == NULL) /* the server was closed meanwhile: only the loop's hook is left */
-        return tt__audit(c->loop, TT_AUDIT_ACCEPT, peer);
+        return tt__audit(tt__conn_loop(c), TT_AUDIT_ACCEPT, peer);
     err = tt__acl_check(&s->acl, peer);
     if (err == 0)
         err = tt__audit(s->loop, TT_AUDIT_ACCEPT, peer);
@@ -313,7 +313,7 @@ static int proxy_admit(tt_conn_t *c, const tt_addr_t *peer)
 
 static void accept_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
 {
-    tt_server_t *s = tt__container_of(io, tt_server_t, io);
+    tt_server_t *s = tt__container_of(io, tt_server_t, io.io);
 
     (void)ev, (void)buf, (void)n, (void)pending;
     for (int i = 0; i < ACCEPT_BATCH && !s->closed && !s->paused && !s->shutting_down; i++) {
@@ -330,7 +330,7 @@ static void accept_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t p
                             tt__loop_deadline(s->loop, tt__bucket_wait(&s->bucket, s->loop->now)));
             break;
         }
-        int fd = accept4(s->io.fd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(s->io.io.fd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int err = -errno;
             if (err == -EINTR || err == -ECONNABORTED)
@@ -380,12 +380,7 @@ static void adopt(tt_server_t *s, int fd, const tt_addr_t *peer)
             err = -ENOMEM;
         }
     }
-    /* Lift the cap, set the mark, then the cap: each call checks against the
-     * other's current value, and a mark above the default cap would otherwise be
-     * refused (check_opts made sure cap >= mark). */
-    tt_conn_set_queue_cap(c, SIZE_MAX);
-    tt_conn_set_high_water(c, s->o.high_water);
-    tt_conn_set_queue_cap(c, s->o.queue_cap);
+    /* The mark and the cap come with the server's handlers (tt__handlers_set_limits). */
     tt_conn_set_half_open(c, s->o.half_open);
     /* The PROXY header is read before any other layer sees a byte; TLS under
      * everything else; framing before liveness, which looks at it to decide how
@@ -404,7 +399,7 @@ static void adopt(tt_server_t *s, int fd, const tt_addr_t *peer)
     s->accepted++;
     for (tt__srv_obs_t *o = s->obs; o != NULL; o = o->next)
         o->opened(o, c);
-    if (at_limit(s) && !s->o.limit_close && s->io.fd >= 0) {
+    if (at_limit(s) && !s->o.limit_close && s->io.io.fd >= 0) {
         set_accepting(s, false);
         event(s, TT_SERVER_PAUSED, 0, NULL);
     }
@@ -532,7 +527,7 @@ static void deadline_cb(tt__wnode_t *node);
 
 int tt_server_fd(const tt_server_t *s)
 {
-    return s != NULL && !s->closed ? s->io.fd : -1;
+    return s != NULL && !s->closed ? s->io.io.fd : -1;
 }
 
 int tt_server_set_tls(tt_server_t *s, tt_tls_ctx_t *ctx)
@@ -584,12 +579,16 @@ static int server_start(tt_loop_t *loop, int fd, const tt_server_opts_t *o,
         err = -ENOMEM;
         goto fail_message;
     }
+    s->hs->server = s;
+    /* check_opts made sure the cap is not below the mark. */
+    tt__handlers_set_limits(s->hs, o->high_water != 0 ? o->high_water : TT_DEFAULT_HIGH_WATER,
+                            o->queue_cap != 0 ? o->queue_cap : TT_DEFAULT_QUEUE_CAP);
     tt__io_init(&s->io, fd, TT__IO_RAW, accept_cb);
     if (fd >= 0) { /* fd -1: a server that only adopts sockets accepted elsewhere */
         err = listener_options(fd, o);
         if (err < 0)
             goto fail_register;
-        err = tt__poller_set(&loop->poller, &s->io, TT__POLL_IN);
+        err = tt__poller_set(&loop->poller, &s->io.io, TT__POLL_IN);
         if (err < 0)
             goto fail_register;
         tt__sock_local(fd, &s->addr);
@@ -726,10 +725,10 @@ fail:
 /* Stop listening: out of the poller, closed, our socket file removed. */
 static void close_listener(tt_server_t *s)
 {
-    if (s->io.fd >= 0) {
-        tt__poller_remove(&s->loop->poller, &s->io);
-        close(s->io.fd);
-        s->io.fd = -1;
+    if (s->io.io.fd >= 0) {
+        tt__poller_remove(&s->loop->poller, &s->io.io);
+        close(s->io.io.fd);
+        s->io.io.fd = -1;
     }
     tt__unix_unlink_ours(tt_addr_unix_path(&s->addr), &s->ufile);
 }

@@ -59,7 +59,7 @@ static void payload_free_cb(void *buf, void *arg)
 int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
 {
     size_t off = 0;
-    if (tt__conn_queue_empty(c) && !c->loop->more_input) {
+    if (tt__conn_queue_empty(c) && !tt__conn_loop(c)->more_input) {
         /* Nothing queued and no more messages behind this one in the sender's
          * read: straight from the shared bytes, one write, no node. */
         ssize_t w = tt__conn_write_shared(c, p->data, p->len);
@@ -328,7 +328,7 @@ int tt_group_join(tt_group_t *g, tt_conn_t *c)
     tt__conn_ext_t *ext;
     member_t *m;
 
-    if (g == NULL || c == NULL || c->loop != g->loop || tt__conn_is_closing(c))
+    if (g == NULL || c == NULL || tt__conn_loop(c) != g->loop || tt__conn_is_closing(c))
         return -EINVAL;
     if (find_member(g, c) != NULL)
         return -EEXIST;

@@ -63,7 +63,7 @@ static framer_t *framer_of(const tt_conn_t *c)
 
 static void framer_release(framer_t *f)
 {
-    tt__wheel_stop(&f->conn->loop->wheel, &f->asm_timer); /* replaced or gone: no deadline */
+    tt__wheel_stop(&tt__conn_loop(f->conn)->wheel, &f->asm_timer); /* replaced or gone: no deadline */
     if (f->delivering > 0) {
         f->retired = true;
         return;
@@ -108,11 +108,11 @@ static void partial_check(tt_conn_t *c, framer_t *f)
         }
     }
     if (f->s.len == 0) {
-        tt__wheel_stop(&c->loop->wheel, &f->asm_timer);
+        tt__wheel_stop(&tt__conn_loop(c)->wheel, &f->asm_timer);
     } else if (fc->asm_ms != UINT32_MAX &&
                (!tt__wnode_active(&f->asm_timer) || f->frames != f->frames_at_arm)) {
         f->frames_at_arm = f->frames;
-        tt__wheel_start(&c->loop->wheel, &f->asm_timer, tt__loop_deadline(c->loop, fc->asm_ms));
+        tt__wheel_start(&tt__conn_loop(c)->wheel, &f->asm_timer, tt__loop_deadline(tt__conn_loop(c), fc->asm_ms));
     }
 }
 
@@ -148,10 +148,10 @@ static int emit(void *ctx, int type, const char *msg, size_t len, const tt__fram
     default:
         c->ext->msgs_in++;
         if (c->h->h.on_message != NULL) {
-            bool outer = c->loop->more_input;
-            c->loop->more_input = f->s.after > 0;
+            bool outer = tt__conn_loop(c)->more_input;
+            tt__conn_loop(c)->more_input = f->s.after > 0;
             c->h->h.on_message(c, msg, len);
-            c->loop->more_input = outer;
+            tt__conn_loop(c)->more_input = outer;
         }
         break;
     }

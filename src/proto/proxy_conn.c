@@ -53,7 +53,7 @@ static void proxy_free(tt_conn_t *c)
 {
     proxy_t *p = c->ext->proxy;
 
-    tt__wheel_stop(&c->loop->wheel, &p->timer);
+    tt__wheel_stop(&tt__conn_loop(c)->wheel, &p->timer);
     c->ext->proxy = NULL;
     c->ext->proxy_free = NULL;
     c->ext->peer_override = NULL;
@@ -74,7 +74,7 @@ static void fail(proxy_t *p, int err, const char *why)
 /* The header is done (or, optional, there is none): reading it ends here. */
 static void done_reading(proxy_t *p)
 {
-    tt__wheel_stop(&p->conn->loop->wheel, &p->timer);
+    tt__wheel_stop(&tt__conn_loop(p->conn)->wheel, &p->timer);
     p->conn->ext->pre_input = NULL;
 }
 
@@ -387,8 +387,8 @@ int tt__proxy_apply(tt_conn_t *c, tt_proxy_mode_t mode, uint64_t timeout_ms,
     p->admit = admit;
     c->ext->pre_input = pre_input;
     c->ext->open_waits++;
-    tt__wheel_start(&c->loop->wheel, &p->timer,
-                    tt__loop_deadline(c->loop, timeout_ms > 0 ? timeout_ms
+    tt__wheel_start(&tt__conn_loop(c)->wheel, &p->timer,
+                    tt__loop_deadline(tt__conn_loop(c), timeout_ms > 0 ? timeout_ms
                                                               : TT_DEFAULT_PROXY_TIMEOUT_MS));
     return 0;
 }

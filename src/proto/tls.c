@@ -660,7 +660,7 @@ static void handshake_done(tls_t *t)
     tt_conn_t *c = t->conn;
 
     t->done = true;
-    tt__wheel_stop(&c->loop->wheel, &t->timer);
+    tt__wheel_stop(&tt__conn_loop(c)->wheel, &t->timer);
     tt__conn_wire_hold(c, false); /* what the app queued meanwhile goes now */
     if (t->on_done != NULL)
         t->on_done(c);
@@ -741,7 +741,7 @@ static void pump(tls_t *t, size_t pending)
         if (!t->done || tt__conn_is_closing(c))
             return;
     }
-    if ((lb = loop_bufs(c->loop)) == NULL) {
+    if ((lb = loop_bufs(tt__conn_loop(c))) == NULL) {
         tt__conn_close(c, TT_CLOSE_IO_ERROR, -ENOMEM);
         return;
     }
@@ -926,7 +926,7 @@ static ssize_t tls_writev(tt_conn_t *c, const struct iovec *iov, int iovcnt)
         }
         /* Small pieces are gathered into one record; a large one goes as it is. */
         if (len < GATHER && i + 1 < iovcnt) {
-            if (lb == NULL && (lb = loop_bufs(c->loop)) == NULL)
+            if (lb == NULL && (lb = loop_bufs(tt__conn_loop(c))) == NULL)
                 return total > 0 ? (ssize_t)total : -ENOMEM;
             size_t g = 0;
             for (int j = i; j < iovcnt && g < GATHER; j++) {
@@ -1016,7 +1016,7 @@ static void tls_opened(tt_conn_t *c)
     tls_t *t = tls_of(c);
 
     if (t->timeout_ms > 0)
-        tt__wheel_start(&c->loop->wheel, &t->timer, tt__loop_deadline(c->loop, t->timeout_ms));
+        tt__wheel_start(&tt__conn_loop(c)->wheel, &t->timer, tt__loop_deadline(tt__conn_loop(c), t->timeout_ms));
     if (!SSL_is_server(t->ssl)) {
         resume_session(t);
         handshake(t); /* the ClientHello */
@@ -1034,7 +1034,7 @@ static void tls_free(tt_conn_t *c)
 {
     tls_t *t = tls_of(c);
 
-    tt__wheel_stop(&c->loop->wheel, &t->timer);
+    tt__wheel_stop(&tt__conn_loop(c)->wheel, &t->timer);
     SSL_free(t->ssl);
     ERR_clear_error();
     tt_tls_ctx_free(t->ctx);
@@ -1147,7 +1147,7 @@ int tt_conn_start_tls(tt_conn_t *c, const tt_tls_start_opts_t *o)
     t->plain_left = tt__conn_queue_bytes(c); /* queued before the switch: plain, first */
     c->ext->wire = t;
     c->ext->wire_ops = &wire_ops;
-    tt__wheel_start(&c->loop->wheel, &t->timer, tt__loop_deadline(c->loop, t->timeout_ms));
+    tt__wheel_start(&tt__conn_loop(c)->wheel, &t->timer, tt__loop_deadline(tt__conn_loop(c), t->timeout_ms));
     if (t->plain_left > 0)
         t->started = false; /* write_plain starts it once they are out */
     else

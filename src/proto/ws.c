@@ -199,7 +199,7 @@ static int send_control(tt_conn_t *c, uint8_t opcode, const void *payload, size_
 
 static void timer_start(ws_t *w, uint32_t ms)
 {
-    tt_loop_t *loop = w->conn->loop;
+    tt_loop_t *loop = tt__conn_loop(w->conn);
     tt__wheel_stop(&loop->wheel, &w->timer);
     tt__wheel_start(&loop->wheel, &w->timer, tt__loop_deadline(loop, ms));
 }
@@ -447,7 +447,7 @@ static void upgrade(ws_t *w, tt__http_req_t *req, const tt_http_request_t *view)
     free(w->head);
     w->head = NULL;
     w->head_len = 0;
-    tt__wheel_stop(&c->loop->wheel, &w->timer);
+    tt__wheel_stop(&tt__conn_loop(c)->wheel, &w->timer);
     w->state = S_OPEN;
     if (tt_send(c, resp, (size_t)n) < 0) {
         free(rest);
@@ -593,7 +593,7 @@ static void answer_input(ws_t *w, const char *buf, size_t n)
     free(w->head);
     w->head = NULL;
     w->head_len = 0;
-    tt__wheel_stop(&c->loop->wheel, &w->timer);
+    tt__wheel_stop(&tt__conn_loop(c)->wheel, &w->timer);
     w->state = S_OPEN;
     tt__conn_layer_opened(c); /* on_open */
     if (rest != NULL && !tt__conn_is_closing(c))
@@ -1029,7 +1029,7 @@ static void ws_free(tt_conn_t *c)
     c->ext->end_hook = NULL;
     if (w == NULL)
         return;
-    tt__wheel_stop(&c->loop->wheel, &w->timer);
+    tt__wheel_stop(&tt__conn_loop(c)->wheel, &w->timer);
     drop_message(w);
     free(w->head);
     free(w->held);
@@ -1162,7 +1162,7 @@ int tt_conn_set_websocket(tt_conn_t *c, const tt_ws_opts_t *opts)
     ws_cfg_t *cfg;
     int err;
 
-    if (c == NULL || opts == NULL || tt__ws_check(opts) < 0 || c->server == NULL)
+    if (c == NULL || opts == NULL || tt__ws_check(opts) < 0 || tt__conn_server(c) == NULL)
         return -EINVAL; /* server side only: a client would speak first */
     if (tt__conn_is_closing(c))
         return -ENOTCONN;

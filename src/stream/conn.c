@@ -46,6 +46,8 @@
 #define F_UNIX 0x80000        /* a Unix domain socket: no TCP options */
 #define F_WIRE_HOLD 0x100000  /* the transform's handshake: app bytes wait queued */
 #define F_WIRE_ENDED 0x200000 /* the transform's own end (close_notify) is written */
+#define F_OWN_LIMITS 0x400000 /* limits of its own, in c->out->lim (which stays) */
+/* 0x800000: TT__F_SERVED (conn.h) */
 
 /* While corked, a send at least this large with nothing queued is still written at
  * once: copying it would cost more than the system call it saves. */
@@ -68,7 +70,32 @@ tt__handlers_t *tt__handlers_new(const tt_conn_handlers_t *h)
     else
         memset(&hs->h, 0, sizeof(hs->h));
     hs->refs = 1;
+    hs->lim.high_water = TT_DEFAULT_HIGH_WATER;
+    hs->lim.queue_cap_kib = TT_DEFAULT_QUEUE_CAP / 1024;
+    hs->lim.linger_ms = TT_DEFAULT_LINGER_MS;
+    hs->server = NULL;
     return hs;
+}
+
+/* A mark and a cap (in bytes; 0 or SIZE_MAX: no cap) as stored, checked. */
+static int limits_make(tt__limits_t *l, size_t high_water, size_t queue_cap)
+{
+    size_t kib = (queue_cap == 0 || queue_cap == SIZE_MAX) ? 0 : (queue_cap + 1023) / 1024;
+    if (high_water == 0 || high_water > UINT32_MAX || kib > UINT32_MAX ||
+        (kib != 0 && high_water > queue_cap))
+        return -EINVAL;
+    l->high_water = (uint32_t)high_water;
+    l->queue_cap_kib = (uint32_t)kib; /* in KiB, rounded up: a small handle */
+    return 0;
+}
+
+int tt__handlers_set_limits(tt__handlers_t *hs, size_t high_water, size_t queue_cap)
+{
+    tt__limits_t l = hs->lim;
+    int err = limits_make(&l, high_water, queue_cap);
+    if (err == 0)
+        hs->lim = l;
+    return err;
 }
 
 void tt__handlers_unref(tt__handlers_t *hs)
@@ -79,32 +106,39 @@ void tt__handlers_unref(tt__handlers_t *hs)
 
 /* ---- pool: connections come from per-loop slabs ---------------------------- */
 
-#define SLAB_CONNS 64
-
 typedef union pool_item {
     union pool_item *next_free;
     tt_conn_t conn;
 } pool_item_t;
 
+/* A slab is TT__CONN_SLAB_BYTES long and as aligned, its head first: a
+ * connection finds its loop there (tt__conn_loop) instead of keeping a pointer. */
+#define SLAB_CONNS ((TT__CONN_SLAB_BYTES - sizeof(tt__conn_slab_head_t)) / sizeof(pool_item_t))
+
 typedef struct slab {
-    struct slab *next;
+    tt__conn_slab_head_t head;
     pool_item_t items[SLAB_CONNS];
 } slab_t;
 
+_Static_assert(sizeof(slab_t) <= TT__CONN_SLAB_BYTES, "a slab fits its alignment");
+
 static void out_pool_release(tt_loop_t *loop);
+static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending);
 
 static tt_conn_t *pool_get(tt_loop_t *loop)
 {
     pool_item_t *it = loop->conn_free;
     if (it == NULL) {
-        slab_t *s = malloc(sizeof(*s));
+        slab_t *s = aligned_alloc(TT__CONN_SLAB_BYTES, TT__CONN_SLAB_BYTES);
         if (s == NULL)
             return NULL;
-        s->next = loop->conn_slabs;
+        s->head.next = loop->conn_slabs;
+        s->head.loop = loop;
         loop->conn_slabs = s;
         loop->conns_run_pending = tt__conn_run_pending;
         loop->conns_release = tt__conn_pool_release;
-        for (int i = SLAB_CONNS - 1; i >= 0; i--) {
+        loop->poller.stream_cb = io_cb; /* every connection's events */
+        for (int i = (int)SLAB_CONNS - 1; i >= 0; i--) {
             s->items[i].next_free = loop->conn_free;
             loop->conn_free = &s->items[i];
         }
@@ -125,7 +159,7 @@ void tt__conn_pool_release(tt_loop_t *loop)
 {
     slab_t *s = loop->conn_slabs;
     while (s != NULL) {
-        slab_t *next = s->next;
+        slab_t *next = s->head.next;
         free(s);
         s = next;
     }
@@ -144,27 +178,27 @@ tt__sendq_t *tt__conn_queue(tt_conn_t *c)
     tt__conn_out_t *o = c->out;
     if (o != NULL)
         return &o->sq;
-    o = c->loop->out_free;
+    o = tt__conn_loop(c)->out_free;
     if (o != NULL) {
-        c->loop->out_free = o->conn;
-        c->loop->out_free_n--;
+        tt__conn_loop(c)->out_free = o->conn;
+        tt__conn_loop(c)->out_free_n--;
     } else if ((o = malloc(sizeof(*o))) == NULL) {
         return NULL;
     }
     tt__sendq_init(&o->sq);
     tt__wnode_init(&o->deadline, deadline_cb);
     o->conn = c;
+    o->dropped = 0;
     c->out = o;
     return &o->sq;
 }
 
-/* The send state once nothing needs it: its count joins the connection's. */
+/* The send state once nothing needs it. */
 static void out_drop(tt_conn_t *c)
 {
     tt__conn_out_t *o = c->out;
-    tt_loop_t *loop = c->loop;
+    tt_loop_t *loop = tt__conn_loop(c);
 
-    c->queued += o->sq.total;
     c->out = NULL;
     if (loop->out_free_n >= OUT_FREE_MAX) {
         free(o);
@@ -176,12 +210,28 @@ static void out_drop(tt_conn_t *c)
 }
 
 /* Give the send state back when the queue is empty and no deadline runs (nor
- * can start: an end asked for restarts the linger on each write). */
+ * can start: an end asked for restarts the linger on each write), unless it
+ * holds the connection's own limits. */
 static void out_release(tt_conn_t *c)
 {
     if (c->out != NULL && tt__sendq_empty(&c->out->sq) && !tt__wnode_active(&c->out->deadline) &&
-        c->state == TT_STATE_OPEN && !(c->flags & (F_WANT_END | F_FLUSHING)))
+        c->state == TT_STATE_OPEN && !(c->flags & (F_WANT_END | F_FLUSHING | F_OWN_LIMITS)))
         out_drop(c);
+}
+
+static inline const tt__limits_t *limits(const tt_conn_t *c)
+{
+    return (c->flags & F_OWN_LIMITS) ? &c->out->lim : &c->h->lim;
+}
+
+/* The connection's own limits from now on: 0, or -ENOMEM. */
+static int limits_own(tt_conn_t *c, const tt__limits_t *l)
+{
+    if (tt__conn_queue(c) == NULL)
+        return -ENOMEM;
+    c->out->lim = *l;
+    c->flags |= F_OWN_LIMITS;
+    return 0;
 }
 
 static void out_pool_release(tt_loop_t *loop)
@@ -200,14 +250,14 @@ int tt__conn_deadline_start(tt_conn_t *c, uint64_t ms)
 {
     if (tt__conn_queue(c) == NULL)
         return -ENOMEM;
-    tt__wheel_start(&c->loop->wheel, &c->out->deadline, tt__loop_deadline(c->loop, ms));
+    tt__wheel_start(&tt__conn_loop(c)->wheel, &c->out->deadline, tt__loop_deadline(tt__conn_loop(c), ms));
     return 0;
 }
 
 static void deadline_stop(tt_conn_t *c)
 {
     if (c->out != NULL)
-        tt__wheel_stop(&c->loop->wheel, &c->out->deadline);
+        tt__wheel_stop(&tt__conn_loop(c)->wheel, &c->out->deadline);
 }
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -232,11 +282,11 @@ static void schedule(tt_conn_t *c, uint32_t what)
         return;
     c->flags |= F_LISTED;
     c->pend_next = NULL;
-    if (c->loop->pend_tail != NULL)
-        c->loop->pend_tail->pend_next = c;
+    if (tt__conn_loop(c)->pend_tail != NULL)
+        tt__conn_loop(c)->pend_tail->pend_next = c;
     else
-        c->loop->pend_head = c;
-    c->loop->pend_tail = c;
+        tt__conn_loop(c)->pend_head = c;
+    tt__conn_loop(c)->pend_tail = c;
 }
 
 /* Write what is queued at the end of this round, unless the socket is full (then
@@ -263,7 +313,7 @@ static void update_interest(tt_conn_t *c)
         if (c->flags & F_WAIT_WRITE)
             ev |= TT__POLL_OUT;
     }
-    err = tt__poller_set(&c->loop->poller, &c->io, ev);
+    err = tt__poller_set(&tt__conn_loop(c)->poller, &c->io, ev);
     if (err < 0)
         tt__conn_close(c, TT_CLOSE_IO_ERROR, err);
 }
@@ -298,15 +348,11 @@ tt_conn_t *tt__conn_new(tt_loop_t *loop, int fd, tt__handlers_t *hs)
     if (c == NULL)
         return NULL;
     memset(c, 0, sizeof(*c));
-    tt__io_init(&c->io, fd, TT__IO_STREAM, io_cb);
-    c->loop = loop;
+    tt__io_init_stream(&c->io, fd);
     c->h = hs;
     hs->refs++;
     c->id = atomic_fetch_add(&next_id, 1);
     c->created_ms = loop->now;
-    c->high_water = TT_DEFAULT_HIGH_WATER;
-    c->queue_cap_kib = TT_DEFAULT_QUEUE_CAP / 1024;
-    c->linger_ms = TT_DEFAULT_LINGER_MS;
     c->flags = F_READING;
     c->state = TT_STATE_OPEN;
     loop->handles++;
@@ -445,7 +491,7 @@ void tt__conn_close(tt_conn_t *c, tt_close_kind_t kind, int err)
     deadline_stop(c);
     /* Out of the poller now; the fd itself stays open until the pending phase so
      * the kernel's delivery figures can still be read. */
-    tt__poller_remove(&c->loop->poller, &c->io);
+    tt__poller_remove(&tt__conn_loop(c)->poller, &c->io);
     if (c->ext != NULL && c->ext->connect_cancel != NULL)
         c->ext->connect_cancel(c); /* by name, no socket yet: stop lookup and attempts */
     schedule(c, F_PEND_CLOSE);
@@ -455,7 +501,7 @@ static void stream_watch_dispose(tt_conn_t *c);
 
 static void finish_close(tt_conn_t *c)
 {
-    tt_loop_t *loop = c->loop;
+    tt_loop_t *loop = tt__conn_loop(c);
     tt_close_info_t info;
     int fd = c->io.fd;
 
@@ -464,7 +510,7 @@ static void finish_close(tt_conn_t *c)
     info.error = c->close_err;
     info.detail = c->ext != NULL ? c->ext->close_detail : 0;
     info.bytes_written = c->written;
-    if (c->server != NULL)
+    if (tt__conn_server(c) != NULL)
         tt__server_unlink(c); /* first: per-address accounting reads the peer */
     if (fd >= 0) {
         uint32_t outq = 0;
@@ -490,9 +536,11 @@ static void finish_close(tt_conn_t *c)
         info.bytes_unsent = c->ext->take_unsent(c); /* kept for the next connection */
     else
         info.bytes_unsent = c->out != NULL ? tt__sendq_clear(&c->out->sq, NULL, NULL) : 0;
+    /* The watch was disposed above; the emptied send state goes after on_close
+     * and remembers what it dropped, so the total still counts it. */
     if (c->out != NULL)
-        out_drop(c); /* its count joins c->queued; the watch was disposed above */
-    info.bytes_queued = c->queued;
+        c->out->dropped = info.bytes_unsent;
+    info.bytes_queued = tt__conn_queued_total(c);
     info.ws_reason = "";
     info.reason = "";
     if (c->ext != NULL && c->ext->close_reason != NULL)
@@ -523,6 +571,8 @@ static void finish_close(tt_conn_t *c)
     if (c->ext != NULL && c->ext->proxy_free != NULL)
         c->ext->proxy_free(c); /* after on_close, which may still read the header */
     free(c->ext);
+    if (c->out != NULL)
+        out_drop(c);
     tt__handlers_unref(c->h);
     loop->handles--;
     loop->active--;
@@ -717,7 +767,7 @@ static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pendi
 /* Stream sources (pipes, sockets, ttys) are watched for readability while the
  * queue waits on them; the watch lives in its own small object. */
 typedef struct stream_watch {
-    tt__io_t io;
+    tt__io_own_t io;
     tt_conn_t *conn;
     tt__zombie_t zombie;
 } stream_watch_t;
@@ -729,11 +779,11 @@ static void stream_watch_free(tt__zombie_t *z)
 
 static void stream_watch_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
 {
-    stream_watch_t *w = tt__container_of(io, stream_watch_t, io);
+    stream_watch_t *w = tt__container_of(io, stream_watch_t, io.io);
     tt_conn_t *c = w->conn;
 
     (void)ev, (void)buf, (void)n, (void)pending;
-    tt__poller_set(&c->loop->poller, io, 0);
+    tt__poller_set(&tt__conn_loop(c)->poller, io, 0);
     c->flags &= ~F_STREAM_WAIT;
     flush(c, true);
 }
@@ -749,10 +799,10 @@ static void stream_watch_dispose(tt_conn_t *c)
         if (e->kind != TT__SQ_STREAM || e->u.file.watch == NULL)
             continue;
         stream_watch_t *w = e->u.file.watch;
-        tt__poller_remove(&c->loop->poller, &w->io);
-        w->io.fd = -1; /* an event for it already fetched this round is skipped */
+        tt__poller_remove(&tt__conn_loop(c)->poller, &w->io.io);
+        w->io.io.fd = -1; /* an event for it already fetched this round is skipped */
         e->u.file.watch = NULL;
-        tt__loop_defer_free(c->loop, &w->zombie);
+        tt__loop_defer_free(tt__conn_loop(c), &w->zombie);
         return;
     }
 }
@@ -770,14 +820,14 @@ static int stream_wait(tt_conn_t *c, tt__sqe_t *e)
         e->u.file.watch = w;
     }
     c->flags |= F_STREAM_WAIT;
-    return tt__poller_set(&c->loop->poller, &w->io, TT__POLL_IN);
+    return tt__poller_set(&tt__conn_loop(c)->poller, &w->io.io, TT__POLL_IN);
 }
 
 /* Pull the next piece of a stream into the queue's front. Returns > 0 when bytes
  * were queued, 0 at end of stream (entry popped), -EAGAIN (watch armed), -errno. */
 static int stream_pull(tt_conn_t *c, tt__sqe_t *e)
 {
-    tt__poller_t *p = &c->loop->poller;
+    tt__poller_t *p = &tt__conn_loop(c)->poller;
     size_t want = p->rbuf_size;
     ssize_t n;
 
@@ -814,7 +864,7 @@ eof:
  * (-EIO: the file ended before the length it was given). */
 static int file_pull(tt_conn_t *c, tt__sqe_t *e)
 {
-    tt__poller_t *p = &c->loop->poller;
+    tt__poller_t *p = &tt__conn_loop(c)->poller;
     size_t want = p->rbuf_size;
     ssize_t n;
 
@@ -849,13 +899,14 @@ static int file_pull(tt_conn_t *c, tt__sqe_t *e)
  * (tt__conn_opened starts the linger). */
 static void linger_restart(tt_conn_t *c)
 {
-    if (c->linger_ms > 0 && c->state == TT_STATE_OPEN && tt__conn_deadline_start(c, c->linger_ms) < 0)
+    uint32_t ms = limits(c)->linger_ms;
+    if (ms > 0 && c->state == TT_STATE_OPEN && tt__conn_deadline_start(c, ms) < 0)
         tt__conn_close(c, TT_CLOSE_IO_ERROR, -ENOMEM); /* no bound on the wait: give up now */
 }
 
 ssize_t tt__conn_wire_write(tt_conn_t *c, const void *buf, size_t len)
 {
-    return tt__io_write(&c->loop->poller, &c->io, buf, len);
+    return tt__io_write(&tt__conn_loop(c)->poller, &c->io, buf, len);
 }
 
 /* Application bytes to the socket: through the transform when one is on. */
@@ -863,7 +914,7 @@ static ssize_t wire_writev(tt_conn_t *c, const struct iovec *iov, int iovcnt)
 {
     if (c->ext != NULL && c->ext->wire_ops != NULL)
         return c->ext->wire_ops->writev(c, iov, iovcnt);
-    return tt__io_writev(&c->loop->poller, &c->io, iov, iovcnt);
+    return tt__io_writev(&tt__conn_loop(c)->poller, &c->io, iov, iovcnt);
 }
 
 static void note_written(tt_conn_t *c, size_t n)
@@ -924,7 +975,7 @@ static void queue_emptied(tt_conn_t *c, bool from_loop)
  * from inside an API call: then no user callback may run (drain waits). */
 static void flush(tt_conn_t *c, bool from_loop)
 {
-    tt__poller_t *p = &c->loop->poller;
+    tt__poller_t *p = &tt__conn_loop(c)->poller;
     struct iovec iov[IOV_BATCH];
     ssize_t r = 0;
 
@@ -1079,7 +1130,7 @@ bool tt__conn_control_idle(const tt_conn_t *c)
 
 static int send_status(tt_conn_t *c)
 {
-    if (tt__conn_queue_bytes(c) >= c->high_water) {
+    if (tt__conn_queue_bytes(c) >= limits(c)->high_water) {
         c->flags |= F_HWM;
         return TT_SEND_FULL;
     }
@@ -1099,9 +1150,9 @@ static int check_sendable(const tt_conn_t *c)
  * about to be queued, charged with one node. */
 int tt__conn_over_cap(tt_conn_t *c, uint64_t add)
 {
-    if (c->queue_cap_kib != 0 &&
-        (c->out != NULL ? c->out->sq.alloc : 0) + add + TT__SQ_NODE_COST >
-            (uint64_t)c->queue_cap_kib * 1024) {
+    uint32_t cap_kib = limits(c)->queue_cap_kib;
+    if (cap_kib != 0 &&
+        (c->out != NULL ? c->out->sq.alloc : 0) + add + TT__SQ_NODE_COST > (uint64_t)cap_kib * 1024) {
         tt__conn_close(c, TT_CLOSE_SEND_OVERFLOW, TT_EOVERFLOW);
         return -ENOBUFS;
     }
@@ -1152,7 +1203,6 @@ int tt_sendv(tt_conn_t *c, const struct iovec *iov, int iovcnt)
 
     ssize_t r = wire_writev(c, iov, iovcnt);
     if (r == (ssize_t)len) {
-        c->queued += len;
         note_written(c, len);
         return 0;
     }
@@ -1168,10 +1218,8 @@ static int sent_in_part(tt_conn_t *c, const struct iovec *iov, int iovcnt, size_
     tt__sendq_t *q = tt__conn_queue(c);
     int err = q != NULL ? tt__sendq_push_copy(q, iov, iovcnt, len) : -ENOMEM;
     if (err < 0) {
-        if (r > 0) { /* what went is counted; the rest is lost with the connection */
-            c->queued += (uint64_t)r;
+        if (r > 0) /* what went is counted; the rest is lost with the connection */
             note_written(c, (size_t)r);
-        }
         tt__conn_close(c, TT_CLOSE_IO_ERROR, err);
         return err;
     }
@@ -1221,7 +1269,7 @@ ssize_t tt__conn_write_shared(tt_conn_t *c, const void *buf, size_t len)
         return -EAGAIN;
     if (tt__conn_over_cap(c, len) < 0)
         return -ENOBUFS;
-    r = tt__io_write(&c->loop->poller, &c->io, buf, len);
+    r = tt__io_write(&tt__conn_loop(c)->poller, &c->io, buf, len);
     if (r < 0 && r != -EAGAIN) {
         /* An error: the caller queues it all and the flush at the end of the round
          * meets the error again and closes with its reason, the bytes counted as
@@ -1229,7 +1277,6 @@ ssize_t tt__conn_write_shared(tt_conn_t *c, const void *buf, size_t len)
         return 0;
     }
     if (r > 0) {
-        c->queued += (uint64_t)r; /* the caller queues the rest, counting it there */
         note_written(c, (size_t)r);
     } else {
         r = 0;
@@ -1266,11 +1313,11 @@ int tt_send(tt_conn_t *c, const void *buf, size_t len)
         tt__conn_queue_empty(c) &&
         !(c->flags & (F_WAIT_WRITE | F_FLUSHING | F_WIRE_HOLD | F_CORK | F_WANT_END |
                       F_DESTROY_SOON)) &&
-        (c->queue_cap_kib == 0 || len + TT__SQ_NODE_COST <= (uint64_t)c->queue_cap_kib * 1024)) {
-        ssize_t r = tt__io_write(&c->loop->poller, &c->io, buf, len);
+        (limits(c)->queue_cap_kib == 0 ||
+         len + TT__SQ_NODE_COST <= (uint64_t)limits(c)->queue_cap_kib * 1024)) {
+        ssize_t r = tt__io_write(&tt__conn_loop(c)->poller, &c->io, buf, len);
         if (r != (ssize_t)len)
             return send_rest(c, buf, len, r);
-        c->queued += len;
         c->written += len;
         c->packets_out++;
         return 0;
@@ -1520,9 +1567,9 @@ void tt_conn_set_data(tt_conn_t *c, void *data)
 
 void *tt_conn_get_data(const tt_conn_t *c) { return c != NULL ? c->data : NULL; }
 
-tt_loop_t *tt_conn_loop(const tt_conn_t *c) { return c != NULL ? c->loop : NULL; }
+tt_loop_t *tt_conn_loop(const tt_conn_t *c) { return c != NULL ? tt__conn_loop(c) : NULL; }
 
-tt_server_t *tt_conn_server(const tt_conn_t *c) { return c != NULL ? c->server : NULL; }
+tt_server_t *tt_conn_server(const tt_conn_t *c) { return c != NULL ? tt__conn_server(c) : NULL; }
 
 int tt_conn_set_handlers(tt_conn_t *c, const tt_conn_handlers_t *h)
 {
@@ -1531,6 +1578,8 @@ int tt_conn_set_handlers(tt_conn_t *c, const tt_conn_handlers_t *h)
     tt__handlers_t *hs = tt__handlers_new(h);
     if (hs == NULL)
         return -ENOMEM;
+    hs->lim = c->h->lim; /* the limits and the server stay the connection's */
+    hs->server = c->h->server;
     tt__handlers_unref(c->h);
     c->h = hs;
     return 0;
@@ -1576,30 +1625,36 @@ size_t tt_conn_queued_bytes(const tt_conn_t *c) { return c != NULL ? tt__conn_qu
 
 uint64_t tt_conn_written_bytes(const tt_conn_t *c) { return c != NULL ? c->written : 0; }
 
+/* A connection's limits change: kept in its send state unless they are the ones
+ * it has already (a server's, usually). */
+static int limits_set(tt_conn_t *c, const tt__limits_t *l)
+{
+    const tt__limits_t *cur = limits(c);
+    if (l->high_water == cur->high_water && l->queue_cap_kib == cur->queue_cap_kib &&
+        l->linger_ms == cur->linger_ms)
+        return 0;
+    return limits_own(c, l);
+}
+
 int tt_conn_set_high_water(tt_conn_t *c, size_t bytes)
 {
-    if (c == NULL || bytes == 0 || bytes > UINT32_MAX)
+    if (c == NULL)
         return -EINVAL;
-    if (c->queue_cap_kib != 0 && bytes > (size_t)c->queue_cap_kib * 1024)
+    tt__limits_t l = *limits(c);
+    size_t cap = l.queue_cap_kib != 0 ? (size_t)l.queue_cap_kib * 1024 : 0;
+    if (limits_make(&l, bytes, cap) < 0)
         return -EINVAL;
-    c->high_water = (uint32_t)bytes;
-    return 0;
+    return limits_set(c, &l);
 }
 
 int tt_conn_set_queue_cap(tt_conn_t *c, size_t bytes)
 {
     if (c == NULL)
         return -EINVAL;
-    if (bytes == 0 || bytes == SIZE_MAX) {
-        c->queue_cap_kib = 0;
-        return 0;
-    }
-    /* Stored in KiB to keep the handle small; rounded up. */
-    size_t kib = (bytes + 1023) / 1024;
-    if (bytes < c->high_water || kib > UINT32_MAX)
+    tt__limits_t l = *limits(c);
+    if (limits_make(&l, l.high_water, bytes) < 0)
         return -EINVAL;
-    c->queue_cap_kib = (uint32_t)kib;
-    return 0;
+    return limits_set(c, &l);
 }
 
 int tt_conn_set_half_open(tt_conn_t *c, bool on)
@@ -1617,8 +1672,9 @@ int tt_conn_set_linger(tt_conn_t *c, uint64_t ms)
 {
     if (c == NULL || ms > UINT32_MAX)
         return -EINVAL;
-    c->linger_ms = (uint32_t)ms;
-    return 0;
+    tt__limits_t l = *limits(c);
+    l.linger_ms = (uint32_t)ms;
+    return limits_set(c, &l);
 }
 
 static int conn_fd_or_err(const tt_conn_t *c)
@@ -1740,7 +1796,7 @@ int tt_conn_get_stats(const tt_conn_t *c, tt_conn_stats_t *out)
         else
             tt__sock_peer(c->io.fd, &out->peer);
     }
-    out->age_ms = c->loop->now - c->created_ms;
+    out->age_ms = tt__conn_loop(c)->now - c->created_ms;
     out->bytes_in = c->bytes_in;
     out->bytes_out = c->written;
     if (c->ext != NULL && c->ext->wire_ops != NULL) {
@@ -1757,7 +1813,7 @@ int tt_conn_get_stats(const tt_conn_t *c, tt_conn_stats_t *out)
         out->messages_out = c->ext->msgs_out;
     }
     out->queued_bytes = tt__conn_queue_bytes(c);
-    out->bytes_queued_total = c->queued + (c->out != NULL ? c->out->sq.total : 0);
+    out->bytes_queued_total = tt__conn_queued_total(c);
     if (c->ext != NULL && c->ext->has_cred) {
         out->has_cred = true;
         out->cred = c->ext->cred;

@@ -6,11 +6,22 @@
 #include "core/loop.h"
 #include "stream/sendq.h"
 
+/* Send limits: the high-water mark, the hard cap of queued memory (KiB, 0: none)
+ * and the linger after an end. */
+typedef struct tt__limits {
+    uint32_t high_water;
+    uint32_t queue_cap_kib;
+    uint32_t linger_ms;
+} tt__limits_t;
+
 /* Handlers shared by every connection of a server, reference-counted so a server
- * may close while its connections live on. */
+ * may close while its connections live on; with the limits its connections
+ * start with (a connection that sets its own keeps them in its send state). */
 typedef struct tt__handlers {
     tt_conn_handlers_t h;
     uint32_t refs;
+    tt__limits_t lim;
+    tt_server_t *server; /* whose connections these are (see tt__conn_server) */
 } tt__handlers_t;
 
 tt__handlers_t *tt__handlers_new(const tt_conn_handlers_t *h);
@@ -141,32 +152,56 @@ typedef struct tt__conn_out {
     tt__sendq_t sq;
     tt__wnode_t deadline; /* connect timeout, or linger after end */
     tt_conn_t *conn;
+    tt__limits_t lim; /* the connection's own limits, when it set them (kept then) */
+    uint64_t dropped; /* at close: the bytes that were never sent */
 } tt__conn_out_t;
 
+/* What every connection carries, idle or not: 128 bytes (tests/unit/test_sizes.c).
+ * Its loop is its slab's (tt__conn_loop), its server its handlers'
+ * (tt__conn_server), its callback for socket events the poller's stream_cb. */
 struct tt_conn {
     tt__io_t io;
-    tt_loop_t *loop;
     tt__handlers_t *h;
     void *data;
-    tt_server_t *server;
     tt_conn_t *srv_prev, *srv_next; /* the server's list of live connections */
     tt_conn_t *pend_next;           /* the loop's list of deferred work */
     tt__conn_out_t *out;            /* NULL while nothing is queued and no deadline runs */
-    uint64_t queued;  /* bytes ever queued or written, but for those of `out`'s sq.total */
-    uint64_t written; /* bytes handed to the kernel */
+    /* Bytes handed to the kernel. Every byte ever queued (or written at once)
+     * is written, still queued, or dropped at close: their sum is the total. */
+    uint64_t written;
     uint64_t bytes_in;
     uint64_t packets_in, packets_out;
     uint64_t id;
     uint64_t created_ms;
-    uint32_t high_water;
-    uint32_t queue_cap_kib; /* hard cap in KiB; 0: none */
-    uint32_t linger_ms;
     uint32_t flags;
     uint8_t state; /* TT_STATE_CONNECTING / OPEN / CLOSING / CLOSED; the rest derived */
     uint8_t close_kind;
     int close_err;
     tt__conn_ext_t *ext;
 };
+
+/* Connections are allocated in slabs of this many bytes, aligned to it, each
+ * with this head first (conn.c's pool). */
+#define TT__CONN_SLAB_BYTES 16384
+typedef struct tt__conn_slab_head {
+    void *next; /* the loop's next slab */
+    tt_loop_t *loop;
+} tt__conn_slab_head_t;
+
+/* The loop a connection belongs to: its slab's. */
+static inline tt_loop_t *tt__conn_loop(const tt_conn_t *c)
+{
+    uintptr_t slab = (uintptr_t)c & ~(uintptr_t)(TT__CONN_SLAB_BYTES - 1);
+    return ((const tt__conn_slab_head_t *)slab)->loop;
+}
+
+/* On its server's list (server.c): its server is its handlers' (c->flags bit,
+ * beside conn.c's own). */
+#define TT__F_SERVED 0x800000u
+static inline tt_server_t *tt__conn_server(const tt_conn_t *c)
+{
+    return (c->flags & TT__F_SERVED) ? c->h->server : NULL;
+}
 
 /* The send queue, made on first use: NULL on ENOMEM. */
 tt__sendq_t *tt__conn_queue(tt_conn_t *c);
@@ -179,10 +214,19 @@ static inline uint64_t tt__conn_queue_bytes(const tt_conn_t *c)
 {
     return c->out != NULL ? c->out->sq.bytes : 0;
 }
+/* Bytes ever queued or written at once. */
+static inline uint64_t tt__conn_queued_total(const tt_conn_t *c)
+{
+    return c->written + (c->out != NULL ? c->out->sq.bytes + c->out->dropped : 0);
+}
 
 /* Arm the connection's deadline, `ms` from now: the connect timeout while
  * connecting, the linger after an end. 0, or -ENOMEM. */
 int tt__conn_deadline_start(tt_conn_t *c, uint64_t ms);
+
+/* Set the limits new connections of `hs` start with (a server's options);
+ * 0 or -EINVAL (a mark above the cap, or out of range). */
+int tt__handlers_set_limits(tt__handlers_t *hs, size_t high_water, size_t queue_cap);
 
 /* Allocate a connection on fd (already non-blocking). Returns NULL on ENOMEM. */
 tt_conn_t *tt__conn_new(tt_loop_t *loop, int fd, tt__handlers_t *hs);

@@ -190,7 +190,7 @@ static uint64_t app_written(const live_t *l)
 static void live_on_io(tt_conn_t *c, int dir)
 {
     live_t *l = c->ext->live;
-    uint64_t now = c->loop->now;
+    uint64_t now = tt__conn_loop(c)->now;
 
     l->last_io[dir] = now;
     if (dir == TT__IO_DIR_READ) {
@@ -205,7 +205,7 @@ static void live_on_io(tt_conn_t *c, int dir)
 static void live_free(tt_conn_t *c)
 {
     live_t *l = c->ext->live;
-    tt__wheel_stop(&c->loop->wheel, &l->timer);
+    tt__wheel_stop(&tt__conn_loop(c)->wheel, &l->timer);
     free(l->bytes);
     free(l);
     c->ext->live = NULL;
@@ -232,10 +232,10 @@ static live_t *live_get(tt_conn_t *c)
         return NULL;
     tt__wnode_init(&l->timer, timer_cb);
     l->conn = c;
-    l->last_io[0] = l->last_io[1] = c->loop->now;
-    l->app_read_at = l->prev_read_at = l->app_write_at = c->loop->now;
+    l->last_io[0] = l->last_io[1] = tt__conn_loop(c)->now;
+    l->app_read_at = l->prev_read_at = l->app_write_at = tt__conn_loop(c)->now;
     l->app_wmark = c->written;
-    l->sample_at = c->loop->now;
+    l->sample_at = tt__conn_loop(c)->now;
     l->k_rcvd = c->bytes_in;
     l->app_written = c->written;
     ext->live = l;
@@ -331,9 +331,9 @@ static void arm(live_t *l)
         due = min64(due, kernel_dead_due(l));
     }
     if (due == UINT64_MAX)
-        tt__wheel_stop(&c->loop->wheel, &l->timer);
+        tt__wheel_stop(&tt__conn_loop(c)->wheel, &l->timer);
     else
-        tt__wheel_start(&c->loop->wheel, &l->timer, due);
+        tt__wheel_start(&tt__conn_loop(c)->wheel, &l->timer, due);
 }
 
 /* Read the kernel counters; true when they show the peer alive since the last
@@ -433,7 +433,7 @@ static void timer_cb(tt__wnode_t *node)
 {
     live_t *l = tt__container_of(node, live_t, timer);
     tt_conn_t *c = l->conn;
-    uint64_t now = c->loop->now;
+    uint64_t now = tt__conn_loop(c)->now;
 
     if (tt__conn_is_closing(c))
         return;
@@ -598,7 +598,7 @@ static int apply(tt_conn_t *c, const tt_liveness_opts_t *d, bool with_bytes, boo
     l->dead_set = dead_set && d->dead_after_ms > 0;
     if (d->keepalive_idle_s > 0)
         l->ka_idle_ms = (uint64_t)d->keepalive_idle_s * 1000;
-    reset_bases(l, c->loop->now);
+    reset_bases(l, tt__conn_loop(c)->now);
     arm(l);
     /* A Unix socket has no keepalive and no user timeout: a peer process that dies
      * is closed by the kernel at once (end of stream), and a stopped one is the
@@ -679,7 +679,7 @@ int tt_conn_set_idle_timeout(tt_conn_t *c, int kind, uint64_t ms)
     if (l == NULL)
         return -ENOMEM;
     l->idle_ms[kind - 1] = ms;
-    l->idle_base[kind - 1] = c->loop->now;
+    l->idle_base[kind - 1] = tt__conn_loop(c)->now;
     arm(l);
     return 0;
 }
@@ -701,7 +701,7 @@ int tt_conn_set_heartbeat(tt_conn_t *c, uint64_t interval_ms, uint64_t dead_afte
     l->heartbeat_ms = interval_ms;
     l->dead_after_ms = dead_after_ms;
     l->dead_set = dead_after_ms > 0; /* the app says its peer talks this often */
-    l->hb_base = l->alive_base = c->loop->now;
+    l->hb_base = l->alive_base = tt__conn_loop(c)->now;
     arm(l);
     return 0;
 }

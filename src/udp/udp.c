@@ -72,7 +72,7 @@ typedef struct dgram {
 } dgram_t;
 
 struct tt_udp {
-    tt__io_t io;
+    tt__io_own_t io;
     tt_loop_t *loop;
     tt_udp_handlers_t h;
     void *data;
@@ -256,7 +256,7 @@ int tt_udp_open(tt_loop_t *loop, const tt_addr_t *bind_addr, const tt_udp_opts_t
     if (err < 0)
         goto fail_register;
     tt__io_init(&u->io, fd, TT__IO_RAW, io_cb);
-    err = tt__poller_set(&loop->poller, &u->io, TT__POLL_IN);
+    err = tt__poller_set(&loop->poller, &u->io.io, TT__POLL_IN);
     if (err < 0)
         goto fail_register;
 
@@ -305,9 +305,9 @@ static void drop_queue(tt_udp_t *u)
 static void begin_close(tt_udp_t *u)
 {
     u->flags |= F_CLOSED;
-    tt__poller_remove(&u->loop->poller, &u->io);
-    close(u->io.fd);
-    u->io.fd = -1; /* an event already fetched this round is skipped */
+    tt__poller_remove(&u->loop->poller, &u->io.io);
+    close(u->io.io.fd);
+    u->io.io.fd = -1; /* an event already fetched this round is skipped */
     drop_queue(u);
     tt__loop_defer(u->loop, &u->task);
 }
@@ -365,7 +365,7 @@ static void update_interest(tt_udp_t *u)
 
     if (is_closed(u))
         return;
-    err = tt__poller_set(&u->loop->poller, &u->io, ev);
+    err = tt__poller_set(&u->loop->poller, &u->io.io, ev);
     if (err < 0) {
         /* A socket the poller will not watch would hang silently: close it and
          * say why (on_error, then on_close). */
@@ -424,7 +424,7 @@ static int read_errq(tt_udp_t *u)
         struct sock_extended_err *ee = NULL;
         tt_udp_error_info_t info;
 
-        if (recvmsg(u->io.fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
+        if (recvmsg(u->io.io.fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
             if (errno == EINTR)
                 continue;
             break; /* EAGAIN: the queue is empty */
@@ -487,7 +487,7 @@ static void on_readable(tt_udp_t *u)
             msgs[i].msg_hdr.msg_control = ctrl[i].buf;
             msgs[i].msg_hdr.msg_controllen = sizeof(ctrl[i].buf);
         }
-        int n = recvmmsg(u->io.fd, msgs, batch, MSG_TRUNC | MSG_DONTWAIT, NULL);
+        int n = recvmmsg(u->io.io.fd, msgs, batch, MSG_TRUNC | MSG_DONTWAIT, NULL);
         if (n < 0) {
             int err = errno;
             if (err == EINTR)
@@ -524,7 +524,7 @@ static void on_readable(tt_udp_t *u)
 
 static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending)
 {
-    tt_udp_t *u = tt__container_of(io, tt_udp_t, io);
+    tt_udp_t *u = tt__container_of(io, tt_udp_t, io.io);
 
     (void)buf, (void)n, (void)pending;
     if (is_closed(u))
@@ -574,7 +574,7 @@ static int send_one(tt_udp_t *u, const void *buf, size_t len, const tt_addr_t *t
         msg.msg_namelen = to->len;
     }
     for (;;) {
-        if (sendmsg(u->io.fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
+        if (sendmsg(u->io.io.fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
             u->st.send_calls++;
             note_sent(u, len);
             return 0;
@@ -638,7 +638,7 @@ static void flush(tt_udp_t *u)
                 msgs[cnt].msg_hdr.msg_namelen = d->to_len;
             }
         }
-        int n = sendmmsg(u->io.fd, msgs, cnt, MSG_DONTWAIT | MSG_NOSIGNAL);
+        int n = sendmmsg(u->io.io.fd, msgs, cnt, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n < 0) {
             int err = errno;
             if (err == EINTR)
@@ -786,7 +786,7 @@ int tt_udp_connect(tt_udp_t *u, const tt_addr_t *peer)
         return err;
     /* udp(7): connect on a datagram socket sends nothing; it sets the default
      * destination and filters incoming datagrams to that peer. */
-    if (connect(u->io.fd, &dst.u.sa, dst.len) < 0)
+    if (connect(u->io.io.fd, &dst.u.sa, dst.len) < 0)
         return -errno;
     u->peer = dst;
     u->flags |= F_CONNECTED;
@@ -801,14 +801,14 @@ int tt_udp_disconnect(tt_udp_t *u)
         return -EINVAL;
     if (!(u->flags & F_CONNECTED))
         return -ENOTCONN;
-    if (connect(u->io.fd, &unspec, sizeof(unspec)) < 0)
+    if (connect(u->io.io.fd, &unspec, sizeof(unspec)) < 0)
         return -errno;
     u->flags &= ~F_CONNECTED;
     memset(&u->peer, 0, sizeof(u->peer));
     /* A socket bound to port 0 loses its port on disconnect (__udp_disconnect:
      * no SOCK_BINDPORT_LOCK) and would receive nothing until its next send picks
      * a new one. Bind the same address and port again. */
-    if ((u->flags & F_PORT_CHOSEN) && bind(u->io.fd, &u->bound.u.sa, u->bound.len) < 0)
+    if ((u->flags & F_PORT_CHOSEN) && bind(u->io.io.fd, &u->bound.u.sa, u->bound.len) < 0)
         return -errno;
     return 0;
 }
@@ -860,7 +860,7 @@ static int membership(tt_udp_t *u, bool join, const tt_addr_t *group, const tt_a
         memset(&gr, 0, sizeof(gr));
         gr.gr_interface = index;
         memcpy(&gr.gr_group, &group->u, group->len);
-        if (setsockopt(u->io.fd, level, join ? MCAST_JOIN_GROUP : MCAST_LEAVE_GROUP, &gr,
+        if (setsockopt(u->io.io.fd, level, join ? MCAST_JOIN_GROUP : MCAST_LEAVE_GROUP, &gr,
                        sizeof(gr)) < 0)
             return -errno;
     } else {
@@ -869,7 +869,7 @@ static int membership(tt_udp_t *u, bool join, const tt_addr_t *group, const tt_a
         gsr.gsr_interface = index;
         memcpy(&gsr.gsr_group, &group->u, group->len);
         memcpy(&gsr.gsr_source, &source->u, source->len);
-        if (setsockopt(u->io.fd, level, join ? MCAST_JOIN_SOURCE_GROUP : MCAST_LEAVE_SOURCE_GROUP,
+        if (setsockopt(u->io.io.fd, level, join ? MCAST_JOIN_SOURCE_GROUP : MCAST_LEAVE_SOURCE_GROUP,
                        &gsr, sizeof(gsr)) < 0)
             return -errno;
     }
@@ -911,10 +911,10 @@ static int set_ip_opt(tt_udp_t *u, int v4opt, int v6opt, int value)
     int err;
 
     if (u->family == AF_INET)
-        return set_opt(u->io.fd, IPPROTO_IP, v4opt, value);
-    err = set_opt(u->io.fd, IPPROTO_IPV6, v6opt, value);
+        return set_opt(u->io.io.fd, IPPROTO_IP, v4opt, value);
+    err = set_opt(u->io.io.fd, IPPROTO_IPV6, v6opt, value);
     if (err == 0 && (u->flags & F_DUAL))
-        err = set_opt(u->io.fd, IPPROTO_IP, v4opt, value);
+        err = set_opt(u->io.io.fd, IPPROTO_IP, v4opt, value);
     return err;
 }
 
@@ -922,7 +922,7 @@ int tt_udp_set_broadcast(tt_udp_t *u, bool on)
 {
     if (u == NULL || is_closed(u))
         return -EINVAL;
-    return tt__sock_set_bool(u->io.fd, SOL_SOCKET, SO_BROADCAST, on);
+    return tt__sock_set_bool(u->io.io.fd, SOL_SOCKET, SO_BROADCAST, on);
 }
 
 int tt_udp_set_ttl(tt_udp_t *u, int ttl)
@@ -958,14 +958,14 @@ int tt_udp_set_multicast_interface(tt_udp_t *u, const char *iface)
     if (err < 0)
         return err;
     if (u->family == AF_INET6) {
-        err = set_opt(u->io.fd, IPPROTO_IPV6, IPV6_MULTICAST_IF, (int)index);
+        err = set_opt(u->io.io.fd, IPPROTO_IPV6, IPV6_MULTICAST_IF, (int)index);
         if (err < 0 || !(u->flags & F_DUAL))
             return err;
     }
     /* ip(7): struct ip_mreqn selects the interface by index. */
     memset(&mreq, 0, sizeof(mreq));
     mreq.imr_ifindex = (int)index;
-    if (setsockopt(u->io.fd, IPPROTO_IP, IP_MULTICAST_IF, &mreq, sizeof(mreq)) < 0)
+    if (setsockopt(u->io.io.fd, IPPROTO_IP, IP_MULTICAST_IF, &mreq, sizeof(mreq)) < 0)
         return -errno;
     return 0;
 }
@@ -988,10 +988,10 @@ int tt_udp_set_pmtu_mode(tt_udp_t *u, tt_udp_pmtu_t mode)
     if (u == NULL || is_closed(u) || (unsigned)mode > TT_UDP_PMTU_PROBE)
         return -EINVAL;
     if (u->family == AF_INET)
-        return set_opt(u->io.fd, IPPROTO_IP, IP_MTU_DISCOVER, v4[mode]);
-    err = set_opt(u->io.fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, v6[mode]);
+        return set_opt(u->io.io.fd, IPPROTO_IP, IP_MTU_DISCOVER, v4[mode]);
+    err = set_opt(u->io.io.fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, v6[mode]);
     if (err == 0 && (u->flags & F_DUAL))
-        err = set_opt(u->io.fd, IPPROTO_IP, IP_MTU_DISCOVER, v4[mode]);
+        err = set_opt(u->io.io.fd, IPPROTO_IP, IP_MTU_DISCOVER, v4[mode]);
     return err;
 }
 
@@ -999,14 +999,14 @@ int tt_udp_set_sndbuf(tt_udp_t *u, int bytes)
 {
     if (u == NULL || is_closed(u) || bytes <= 0)
         return -EINVAL;
-    return set_opt(u->io.fd, SOL_SOCKET, SO_SNDBUF, bytes);
+    return set_opt(u->io.io.fd, SOL_SOCKET, SO_SNDBUF, bytes);
 }
 
 int tt_udp_set_rcvbuf(tt_udp_t *u, int bytes)
 {
     if (u == NULL || is_closed(u) || bytes <= 0)
         return -EINVAL;
-    return set_opt(u->io.fd, SOL_SOCKET, SO_RCVBUF, bytes);
+    return set_opt(u->io.io.fd, SOL_SOCKET, SO_RCVBUF, bytes);
 }
 
 int tt_udp_set_high_water(tt_udp_t *u, size_t bytes)
@@ -1054,7 +1054,7 @@ int tt_udp_path_mtu(tt_udp_t *u, const tt_addr_t *to, int *mtu)
         if (!(u->flags & F_CONNECTED))
             return -ENOTCONN;
         /* ip(7) IP_MTU: the MTU of the connected route, path MTU included. */
-        return mtu_of(u->io.fd, u->family, mtu);
+        return mtu_of(u->io.io.fd, u->family, mtu);
     }
     if ((to->u.sa.sa_family != AF_INET && to->u.sa.sa_family != AF_INET6) ||
         to->len < sizeof(struct sockaddr_in))
@@ -1087,7 +1087,7 @@ void *tt_udp_get_data(const tt_udp_t *u) { return u != NULL ? u->data : NULL; }
 
 tt_loop_t *tt_udp_loop(const tt_udp_t *u) { return u != NULL ? u->loop : NULL; }
 
-int tt_udp_fd(const tt_udp_t *u) { return u != NULL ? u->io.fd : -1; }
+int tt_udp_fd(const tt_udp_t *u) { return u != NULL ? u->io.io.fd : -1; }
 
 int tt_udp_get_stats(const tt_udp_t *u, tt_udp_stats_t *out)
 {
