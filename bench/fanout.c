@@ -31,42 +31,21 @@
  * reordered line, or when not every receiver registered (the JSON still says what
  * was measured). Only the address given is contacted, from 127.0.0.0/8. */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
 #include <inttypes.h>
-#include <math.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
-#include <stdbool.h>
-#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
-#define RBUF_SIZE (256 * 1024)
+#include "loadgen.h"
+
 #define LINE_MAX_LEN 8192
 #define CONNECTS_AT_ONCE 64
 #define PER_SOURCE 5000 /* receivers per source address */
-#define HIST_SUB 64     /* sub-buckets per power of two: about 1.6 % resolution */
-#define HIST_BUCKETS (64 * HIST_SUB)
 #define SEQ_RING 4096 /* outstanding messages tracked; the window must be less */
 #define HDR_LEN 35    /* "M" seq " " time " " */
 
 struct conn {
-    int fd;
-    bool open;
+    struct lg_sock s; /* first: epoll's data.ptr is both */
     bool sender;
-    bool want_out; /* EPOLLOUT armed */
-    bool probed;   /* a probe line arrived: the server has registered this one */
-    /* outgoing bytes the socket did not take (the sender) */
-    char *out;
-    size_t out_len, out_off, out_cap;
+    bool probed; /* a probe line arrived: the server has registered this one */
     /* the start of a line that has not ended yet */
     char *part;
     size_t part_len;
@@ -79,89 +58,19 @@ static struct {
     double duration, warmup;
     uint64_t max_msgs;
     int server_pid;
-    struct sockaddr_in addr;
-    char host[64];
-    int port;
 } o = {.receivers = 1000, .window = 16, .size = 64, .duration = 3, .warmup = 0.5};
 
-static int epfd;
 static struct conn *conns;
-static unsigned nconns, nopen, nconnecting, next_to_open, nprobed;
-static uint64_t win_start, win_end;
-static uint64_t hist[HIST_BUCKETS], hist_n;
-static uint64_t counted, completed, errors, lost, sent_total, notices;
-static const char *first_error;
+static unsigned nconns, next_to_open, nprobed;
+static uint64_t completed, lost, sent_total, notices;
 static bool loading;
 static uint32_t missing[SEQ_RING];
 static uint64_t next_seq, oldest_seq;
 static uint64_t probe_seen; /* the highest probe any receiver has had */
-static char rbuf[RBUF_SIZE];
 static char *msg_line;
 /* server CPU in clock ticks at the window's start and end */
 static long srv_u0, srv_s0, srv_u1, srv_s1;
 static bool srv_start_read, srv_end_read;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void fail(const char *what)
-{
-    errors++;
-    if (first_error == NULL)
-        first_error = what;
-}
-
-/* ---- latency histogram: log buckets with HIST_SUB steps per power of two ---- */
-
-static unsigned bucket_of(uint64_t v)
-{
-    unsigned msb;
-
-    if (v < HIST_SUB)
-        return (unsigned)v;
-    msb = 63u - (unsigned)__builtin_clzll(v);
-    return (msb - 5) * HIST_SUB + (unsigned)((v >> (msb - 6)) & (HIST_SUB - 1));
-}
-
-static uint64_t bucket_value(unsigned b)
-{
-    unsigned msb;
-
-    if (b < HIST_SUB)
-        return b;
-    msb = b / HIST_SUB + 5;
-    return ((uint64_t)(HIST_SUB + b % HIST_SUB) << (msb - 6)) + ((uint64_t)1 << (msb - 6)) / 2;
-}
-
-static void record(uint64_t sent, uint64_t now)
-{
-    if (now < win_start || now >= win_end)
-        return;
-    counted++;
-    hist[bucket_of(now > sent ? now - sent : 0)]++;
-    hist_n++;
-}
-
-static double percentile_us(double pct)
-{
-    uint64_t want = (uint64_t)ceil((double)hist_n * pct / 100.0), seen = 0;
-
-    if (hist_n == 0)
-        return 0;
-    if (want == 0)
-        want = 1;
-    for (unsigned b = 0; b < HIST_BUCKETS; b++) {
-        seen += hist[b];
-        if (seen >= want)
-            return (double)bucket_value(b) / 1e3;
-    }
-    return 0;
-}
 
 /* ---- the server's CPU ---------------------------------------------------------- */
 
@@ -189,91 +98,10 @@ static void sample_server(uint64_t now)
 {
     if (o.server_pid <= 0)
         return;
-    if (!srv_start_read && now >= win_start) {
+    if (!srv_start_read && now >= lg.win_start) {
         srv_start_read = server_cpu(&srv_u0, &srv_s0);
-    } else if (srv_start_read && !srv_end_read && now >= win_end) {
+    } else if (srv_start_read && !srv_end_read && now >= lg.win_end) {
         srv_end_read = server_cpu(&srv_u1, &srv_s1);
-    }
-}
-
-/* ---- sockets ------------------------------------------------------------------ */
-
-static void arm(struct conn *c, bool out)
-{
-    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
-
-    if (c->want_out == out)
-        return;
-    c->want_out = out;
-    epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
-}
-
-static void conn_drop(struct conn *c, const char *why)
-{
-    if (c->fd < 0)
-        return;
-    fail(why);
-    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
-    c->fd = -1;
-    if (c->open)
-        nopen--;
-    else
-        nconnecting--;
-}
-
-/* Write what can go now; keep the rest for EPOLLOUT. */
-static void conn_write(struct conn *c, const void *buf, size_t len)
-{
-    ssize_t w = 0;
-
-    if (c->fd < 0)
-        return;
-    if (c->out_len == c->out_off) {
-        w = send(c->fd, buf, len, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno != EAGAIN) {
-                conn_drop(c, "send");
-                return;
-            }
-            w = 0;
-        }
-        if ((size_t)w == len)
-            return;
-        c->out_len = c->out_off = 0;
-    }
-    if (c->out_len + len - (size_t)w > c->out_cap) {
-        size_t cap = c->out_cap ? c->out_cap : 4096;
-        char *b;
-
-        while (cap < c->out_len + len - (size_t)w)
-            cap *= 2;
-        b = realloc(c->out, cap);
-        if (b == NULL) {
-            conn_drop(c, "out of memory");
-            return;
-        }
-        c->out = b;
-        c->out_cap = cap;
-    }
-    memcpy(c->out + c->out_len, (const char *)buf + w, len - (size_t)w);
-    c->out_len += len - (size_t)w;
-    arm(c, true);
-}
-
-static void conn_flush(struct conn *c)
-{
-    ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-
-    if (w < 0) {
-        if (errno != EAGAIN)
-            conn_drop(c, "send");
-        return;
-    }
-    c->out_off += (size_t)w;
-    if (c->out_off == c->out_len) {
-        c->out_off = c->out_len = 0;
-        arm(c, false);
     }
 }
 
@@ -309,12 +137,12 @@ static void send_more(void)
 {
     struct conn *s = &conns[0];
 
-    while (s->fd >= 0 && next_seq - oldest_seq < o.window &&
-           (o.max_msgs == 0 || next_seq < o.max_msgs) && now_ns() < win_end) {
+    while (s->s.fd >= 0 && next_seq - oldest_seq < o.window &&
+           (o.max_msgs == 0 || next_seq < o.max_msgs) && lg_now_ns() < lg.win_end) {
         missing[next_seq % SEQ_RING] = o.receivers;
         put_hex16(msg_line + 1, next_seq);
-        put_hex16(msg_line + 18, now_ns());
-        conn_write(s, msg_line, o.size);
+        put_hex16(msg_line + 18, lg_now_ns());
+        lg_write(&s->s, msg_line, o.size);
         next_seq++;
         sent_total++;
     }
@@ -327,7 +155,7 @@ static void send_probe(uint64_t n)
     line[0] = 'P';
     put_hex16(line + 1, n);
     line[17] = '\n';
-    conn_write(&conns[0], line, 18);
+    lg_write(&conns[0].s, line, 18);
 }
 
 /* One whole line (without its newline) on c. */
@@ -344,7 +172,7 @@ static void on_line(struct conn *c, const char *p, size_t len, uint64_t now)
     if (len > 0 && p[0] == '[') { /* "[ADDR:PORT] " */
         const char *e = memchr(p, ']', len);
         if (e == NULL || (size_t)(e - p) + 2 > len) {
-            conn_drop(c, "bad prefix");
+            lg_drop(&c->s, "bad prefix");
             return;
         }
         len -= (size_t)(e + 2 - p);
@@ -361,17 +189,17 @@ static void on_line(struct conn *c, const char *p, size_t len, uint64_t now)
         return;
     }
     if (len + 1 != o.size || p[0] != 'M' || !get_hex16(p + 1, &seq) || !get_hex16(p + 18, &t)) {
-        conn_drop(c, "unexpected line");
+        lg_drop(&c->s, "unexpected line");
         return;
     }
     if (seq != c->expect_seq) {
         lost++;
-        fail("message lost or out of order");
+        lg_fail("message lost or out of order");
     }
     c->expect_seq = seq + 1;
-    record(t, now);
+    lg_record(t, now);
     if (seq >= oldest_seq && seq < next_seq && --missing[seq % SEQ_RING] == 0) {
-        if (now >= win_start && now < win_end)
+        if (now >= lg.win_start && now < lg.win_end)
             completed++;
         while (oldest_seq < next_seq && missing[oldest_seq % SEQ_RING] == 0)
             oldest_seq++;
@@ -380,19 +208,23 @@ static void on_line(struct conn *c, const char *p, size_t len, uint64_t now)
     }
 }
 
-static void parse_lines(struct conn *c, const char *p, size_t len, uint64_t now)
+/* One read on c: whole lines to on_line, the start of an unfinished one kept. */
+static void on_bytes(struct lg_sock *s, const uint8_t *bytes, size_t len, uint64_t now)
 {
-    while (len > 0 && c->fd >= 0) {
+    struct conn *c = (struct conn *)s;
+    const char *p = (const char *)bytes;
+
+    while (len > 0 && s->fd >= 0) {
         const char *nl = memchr(p, '\n', len);
         size_t k = nl != NULL ? (size_t)(nl - p) : len;
 
         if (c->part_len + k > LINE_MAX_LEN) {
-            conn_drop(c, "line too long");
+            lg_drop(s, "line too long");
             return;
         }
         if (nl == NULL) { /* keep the start for the next read */
             if (c->part == NULL && (c->part = malloc(LINE_MAX_LEN)) == NULL) {
-                conn_drop(c, "out of memory");
+                lg_drop(s, "out of memory");
                 return;
             }
             memcpy(c->part + c->part_len, p, k);
@@ -411,109 +243,41 @@ static void parse_lines(struct conn *c, const char *p, size_t len, uint64_t now)
     }
 }
 
-static void start_connect(struct conn *c, unsigned i)
+static void handle(struct lg_sock *s, uint32_t events)
 {
-    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
-    struct sockaddr_in src = {.sin_family = AF_INET};
-
-    c->fd = fd;
-    c->want_out = true;
-    nconnecting++;
-    if (fd < 0) {
-        fail("socket");
-        nconnecting--;
+    if (s->fd < 0)
+        return;
+    if (!s->open) {
+        if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && lg_connected(s))
+            lg_opened(s);
         return;
     }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    /* The sender from 127.0.0.1, the receivers spread over 127.0.0.2 and up; the
-     * port is picked at connect, per destination (IP_BIND_ADDRESS_NO_PORT). */
-    src.sin_addr.s_addr = htonl(0x7f000001u + (i == 0 ? 0 : 1 + (i - 1) / PER_SOURCE));
-    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
-        conn_drop(c, "bind");
-        return;
-    }
-    if (connect(fd, (struct sockaddr *)&o.addr, sizeof(o.addr)) < 0 && errno != EINPROGRESS) {
-        conn_drop(c, "connect");
-        return;
-    }
-    epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-static void connected(struct conn *c)
-{
-    int err = 0;
-    socklen_t el = sizeof(err);
-
-    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
-    if (err != 0) {
-        conn_drop(c, "connect refused");
-        return;
-    }
-    c->open = true;
-    nconnecting--;
-    nopen++;
-    arm(c, false);
-}
-
-static void on_readable(struct conn *c)
-{
-    for (;;) {
-        ssize_t n = recv(c->fd, rbuf, sizeof(rbuf), 0);
-        uint64_t now = now_ns();
-
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EINTR)
-                conn_drop(c, "recv");
-            return;
-        }
-        if (n == 0) {
-            conn_drop(c, "connection closed by the server");
-            return;
-        }
-        parse_lines(c, rbuf, (size_t)n, now);
-        if (c->fd < 0 || (size_t)n < sizeof(rbuf))
-            return;
-    }
-}
-
-static void handle(struct conn *c, uint32_t events)
-{
-    if (c->fd < 0)
-        return;
-    if (!c->open) {
-        if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-            connected(c);
-        return;
-    }
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
-        on_readable(c);
-    if (c->fd >= 0 && (events & EPOLLOUT) && c->out_len > c->out_off)
-        conn_flush(c);
+    lg_on_events(s, events, on_bytes);
 }
 
 enum until { CONNECTED, PROBED, DONE };
 
 static void run_until(uint64_t deadline, enum until what)
 {
-    struct epoll_event evs[512];
     uint64_t probe_at = 0, probe_n = 0;
 
     for (;;) {
-        uint64_t now = now_ns();
-        int ms, n;
+        uint64_t now = lg_now_ns();
 
         sample_server(now);
         if (now >= deadline)
             return;
         if (what == CONNECTED) {
-            while (next_to_open < nconns && nconnecting < CONNECTS_AT_ONCE)
-                start_connect(&conns[next_to_open], next_to_open), next_to_open++;
-            if (next_to_open == nconns && nconnecting == 0)
+            /* The sender from 127.0.0.1, the receivers spread over 127.0.0.2 and up. */
+            while (next_to_open < nconns && lg.nsetup < CONNECTS_AT_ONCE) {
+                unsigned i = next_to_open++;
+
+                lg_connect(&conns[i].s, 0x7f000001u + (i == 0 ? 0 : 1 + (i - 1) / PER_SOURCE));
+            }
+            if (next_to_open == nconns && lg.nsetup == 0)
                 return;
         } else if (what == PROBED) {
-            if (nprobed == o.receivers || conns[0].fd < 0)
+            if (nprobed == o.receivers || conns[0].s.fd < 0)
                 return;
             if (now >= probe_at && probe_seen == probe_n) {
                 send_probe(++probe_n);
@@ -522,16 +286,8 @@ static void run_until(uint64_t deadline, enum until what)
         } else if (oldest_seq == next_seq && o.max_msgs != 0 && next_seq >= o.max_msgs) {
             return; /* every message sent was had by everyone */
         }
-        ms = (int)((deadline - now) / 1000000u) + 1;
-        n = epoll_wait(epfd, evs, 512, ms > 20 ? 20 : ms);
-        for (int i = 0; i < n; i++)
-            handle(evs[i].data.ptr, evs[i].events);
+        lg_poll(now, deadline, 20, handle);
     }
-}
-
-static double tv_s(const struct timeval *tv)
-{
-    return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
 }
 
 static int usage(void)
@@ -543,11 +299,8 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
-    struct rlimit rl;
-    char *colon;
     int ch;
     uint64_t t0, setup_ns = 0, start = 0;
-    struct rusage ru0, ru1;
     double client_cpu = 0, wall;
     long hz = sysconf(_SC_CLK_TCK);
 
@@ -567,26 +320,14 @@ int main(int argc, char **argv)
         o.size > LINE_MAX_LEN || o.window == 0 || o.window >= SEQ_RING || o.duration <= 0 ||
         o.duration > 600 || o.warmup < 0 || o.warmup > 60)
         return usage();
-    colon = strrchr(argv[optind], ':');
-    if (colon == NULL || (size_t)(colon - argv[optind]) >= sizeof(o.host))
-        return usage();
-    memcpy(o.host, argv[optind], (size_t)(colon - argv[optind]));
-    o.port = atoi(colon + 1);
-    o.addr.sin_family = AF_INET;
-    o.addr.sin_port = htons((uint16_t)o.port);
-    if (inet_pton(AF_INET, o.host, &o.addr.sin_addr) != 1 || o.port <= 0 || o.port > 65535 ||
-        (ntohl(o.addr.sin_addr.s_addr) >> 24) != 127)
+    if (!lg_parse_target(argv[optind]) || (ntohl(lg.addr.sin_addr.s_addr) >> 24) != 127)
         return usage(); /* loopback only */
-    signal(SIGPIPE, SIG_IGN);
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    if (!lg_init())
+        return 1;
     msg_line = malloc(o.size);
-    epfd = epoll_create1(EPOLL_CLOEXEC);
     nconns = o.receivers + 1;
     conns = calloc(nconns, sizeof(*conns));
-    if (conns == NULL || msg_line == NULL || epfd < 0)
+    if (conns == NULL || msg_line == NULL)
         return 1;
     memset(msg_line, 'x', o.size);
     msg_line[0] = 'M';
@@ -594,45 +335,44 @@ int main(int argc, char **argv)
     msg_line[34] = ' ';
     msg_line[o.size - 1] = '\n';
     for (unsigned i = 0; i < nconns; i++)
-        conns[i].fd = -1;
+        conns[i].s.fd = -1;
     conns[0].sender = true;
 
     /* Connect everything, at most CONNECTS_AT_ONCE at a time, within 60 s; the
      * sender first. Then probe until the server has registered every receiver. */
-    win_start = win_end = UINT64_MAX;
-    t0 = now_ns();
+    lg.win_start = lg.win_end = UINT64_MAX;
+    t0 = lg_now_ns();
     run_until(t0 + 60000000000ull, CONNECTED);
-    if (nopen == nconns)
-        run_until(now_ns() + 60000000000ull, PROBED);
-    setup_ns = now_ns() - t0;
-    if (nopen != nconns) {
-        fail("not every connection was made");
+    if (lg.nopen == nconns)
+        run_until(lg_now_ns() + 60000000000ull, PROBED);
+    setup_ns = lg_now_ns() - t0;
+    if (lg.nopen != nconns) {
+        lg_fail("not every connection was made");
     } else if (nprobed != o.receivers) {
-        fail("not every receiver was registered by the server");
+        lg_fail("not every receiver was registered by the server");
     } else {
+        double cpu0;
+
         /* Probes still in flight are skipped by the receivers. */
-        start = now_ns();
-        win_start = start + (uint64_t)(o.warmup * 1e9);
-        win_end = win_start + (uint64_t)(o.duration * 1e9);
+        start = lg_now_ns();
+        lg.win_start = start + (uint64_t)(o.warmup * 1e9);
+        lg.win_end = lg.win_start + (uint64_t)(o.duration * 1e9);
         loading = true;
-        getrusage(RUSAGE_SELF, &ru0);
+        cpu0 = lg_cpu_s();
         send_more();
-        run_until(win_end + 1000000u, DONE);
-        getrusage(RUSAGE_SELF, &ru1);
-        client_cpu = (tv_s(&ru1.ru_utime) + tv_s(&ru1.ru_stime) - tv_s(&ru0.ru_utime) -
-                      tv_s(&ru0.ru_stime)) /
-                     ((double)(now_ns() - start) / 1e9);
+        run_until(lg.win_end + 1000000u, DONE);
+        client_cpu = (lg_cpu_s() - cpu0) / ((double)(lg_now_ns() - start) / 1e9);
     }
     wall = o.duration;
-    if (o.max_msgs != 0 && win_end != UINT64_MAX && now_ns() < win_end) /* ended by count */
-        wall = (double)(now_ns() - win_start) / 1e9;
+    if (o.max_msgs != 0 && lg.win_end != UINT64_MAX && lg_now_ns() < lg.win_end) /* by count */
+        wall = (double)(lg_now_ns() - lg.win_start) / 1e9;
     if (o.server_pid > 0 && srv_start_read && !srv_end_read)
         srv_end_read = server_cpu(&srv_u1, &srv_s1);
     {
-        double rate = wall > 0 ? (double)counted / wall : 0;
+        double rate = wall > 0 ? (double)lg.counted / wall : 0;
         double su = srv_end_read ? (double)(srv_u1 - srv_u0) / (double)hz : 0;
         double ss = srv_end_read ? (double)(srv_s1 - srv_s0) / (double)hz : 0;
-        double per = counted > 0 ? 1e9 / (double)counted : 0;
+        double per = lg.counted > 0 ? 1e9 / (double)lg.counted : 0;
 
         printf("{\"mode\":\"fanout\",\"target\":\"%s:%d\",\"receivers\":%u,\"size\":%zu,"
                "\"window\":%u,\"duration_s\":%.3f,\"warmup_s\":%.3f,\"setup_s\":%.3f,"
@@ -642,19 +382,19 @@ int main(int argc, char **argv)
                "\"server_ns_per_delivery\":{\"user\":%.1f,\"sys\":%.1f},\"notices\":%" PRIu64
                ",\"opened\":%u,\"errors\":%" PRIu64 ",\"lost\":%" PRIu64
                ",\"first_error\":\"%s\"}\n",
-               o.host, o.port, o.receivers, o.size, o.window, wall, o.warmup,
-               (double)setup_ns / 1e9, counted, rate, wall > 0 ? (double)completed / wall : 0,
-               sent_total, percentile_us(50), percentile_us(90), percentile_us(99),
-               percentile_us(100), client_cpu, su, ss, su * per, ss * per, notices, nopen,
-               errors, lost, first_error ? first_error : "");
+               lg.host, lg.port, o.receivers, o.size, o.window, wall, o.warmup,
+               (double)setup_ns / 1e9, lg.counted, rate, wall > 0 ? (double)completed / wall : 0,
+               sent_total, lg_percentile_us(50), lg_percentile_us(90), lg_percentile_us(99),
+               lg_percentile_us(100), client_cpu, su, ss, su * per, ss * per, notices, lg.nopen,
+               lg.errors, lost, lg.first_error ? lg.first_error : "");
     }
     for (unsigned i = 0; i < nconns; i++) {
-        if (conns[i].fd >= 0)
-            close(conns[i].fd);
-        free(conns[i].out);
+        if (conns[i].s.fd >= 0)
+            close(conns[i].s.fd);
+        free(conns[i].s.out);
         free(conns[i].part);
     }
     free(conns);
     free(msg_line);
-    return errors != 0 || counted == 0 ? 1 : 0;
+    return lg.errors != 0 || lg.counted == 0 ? 1 : 0;
 }

@@ -136,6 +136,7 @@ mem_after=$(sum_of private_kb "${srv[@]}")
 cmem_kb=$(sum_of private_kb "${cli[@]}")
 slab_after=$(slab_kb) pages_after=$(tcp_pages) inuse_after=$(tcp_inuse)
 cpu0=$(sum_of cpu_ticks "${srv[@]}") ccpu0=$(sum_of cpu_ticks "${cli[@]}")
+cpu_t0=$(date +%s.%N)
 log "hold: $made made in ${setup_s} s; server side established $est_start; TCP sockets in use $inuse_after; holding ${WINDOW} s"
 low=$est_start
 peak_pages=$pages_after
@@ -149,6 +150,9 @@ for _ in $(seq $((WINDOW / CHECK_S))); do
 done
 sleep $((WINDOW % CHECK_S))
 cpu1=$(sum_of cpu_ticks "${srv[@]}") ccpu1=$(sum_of cpu_ticks "${cli[@]}")
+# The CPU shares are over the time between the two readings: WINDOW and the counts
+# of established sockets in between, each of which takes long with many sockets.
+cpu_s=$(awk -v a="$cpu_t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 est_end=$(established)
 ((est_end < low)) && low=$est_end
 kill -TERM "${cli[@]}" 2>/dev/null || true
@@ -161,15 +165,16 @@ lost=$(cat "$work"/cli.* | awk '/^answered/ { s += $4 } END { print s + 0 }')
 python3 - "$N" "$made" "$est_start" "$low" "$est_end" "$lost" "$answered" "$HB_MS" "$DEAD_MS" \
     "$WINDOW" "$procs" "$((cpu1 - cpu0))" "$tick" "$mem_before" "$mem_after" "$setup_s" \
     "$((ccpu1 - ccpu0))" "$cmem_kb" "$((slab_after - slab_before))" \
-    "$((pages_after - pages_before))" "$peak_pages" "$(getconf PAGESIZE)" <<'PY'
+    "$((pages_after - pages_before))" "$peak_pages" "$(getconf PAGESIZE)" "$cpu_s" <<'PY'
 import sys
 (n, made, est0, low, est1, lost, answered, hb, dead, window, procs, ticks, tick, kb0, kb1,
- setup, cticks, ckb, slab_kb, pages, peak, pagesize) = sys.argv[1:]
+ setup, cticks, ckb, slab_kb, pages, peak, pagesize, cpu_s) = sys.argv[1:]
 n, made, est0, low, est1, lost, answered = map(int, (n, made, est0, low, est1, lost, answered))
 hb, dead, window, procs, ticks, tick, kb0, kb1 = map(int, (hb, dead, window, procs, ticks, tick, kb0, kb1))
 cticks, ckb, slab_kb, pages, peak, pagesize = map(int, (cticks, ckb, slab_kb, pages, peak, pagesize))
-cpu = 100.0 * ticks / tick / window
-ccpu = 100.0 * cticks / tick / window
+cpu_s = max(float(cpu_s), 0.1)
+cpu = 100.0 * ticks / tick / cpu_s
+ccpu = 100.0 * cticks / tick / cpu_s
 per = lambda v: v // max(made, 1)
 print("| connections | server | heartbeat / dead after | made (setup) | established: start, lowest, end | lost | pongs | server CPU | client CPU | server memory per connection | kernel memory per connection (both ends) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -179,6 +184,9 @@ print("| %d | %d × echo_tether (SO_REUSEPORT) | %d ms / %d ms | %d (%.1f s) | %
 print()
 print("Clients' private memory: %d B per connection (bin/idleconns keeps a small record "
       "per socket)." % per(ckb * 1024))
+print()
+print("CPU is over the %.1f s between the two CPU readings: the %d s window and the "
+      "counts of established sockets in it." % (cpu_s, window))
 # Heartbeats really flowed: each connection answered at least 90 % of the pings
 # the window alone must have carried.
 beats_min = int(0.9 * n * (window * 1000 // hb))

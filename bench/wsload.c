@@ -24,44 +24,24 @@
  * reordered message, or a failed handshake (the JSON still says what was
  * measured). Only the address given is contacted (the benchmark gives 127.0.0.1). */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
 #include <inttypes.h>
-#include <math.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
-#include <stdbool.h>
-#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
+
+#include "loadgen.h"
 
 #define MAX_PIPELINE 64
-#define RBUF_SIZE (256 * 1024)
 #define HANDSHAKES_AT_ONCE 64
-#define HIST_SUB 64 /* sub-buckets per power of two: about 1.6 % resolution */
-#define HIST_BUCKETS (64 * HIST_SUB)
 #define SEQ_RING 4096 /* outstanding fan-out messages tracked; the window must be less */
 
 enum phase { CONNECTING, HANDSHAKE, OPEN };
 
 struct conn {
-    int fd;
+    struct lg_sock s; /* first: epoll's data.ptr is both */
     enum phase phase;
     bool sender;
-    bool want_out; /* EPOLLOUT armed */
     /* handshake response, until the blank line */
     char hs[1024];
     size_t hs_len;
-    /* outgoing bytes the socket did not take */
-    uint8_t *out;
-    size_t out_len, out_off, out_cap;
     /* incoming frame parse */
     uint8_t hdr[14];
     size_t hdr_have, hdr_need;
@@ -82,168 +62,17 @@ static struct {
     unsigned conns, pipeline, window;
     size_t size;
     double duration, warmup;
-    struct sockaddr_in addr;
-    char host[64];
-    int port;
 } o = {.conns = 100, .pipeline = 1, .window = 16, .size = 64, .duration = 3, .warmup = 0.5};
 
-static int epfd;
 static struct conn *conns;
-static unsigned nconns, nopen, nhandshaking, next_to_open;
-static uint64_t win_start, win_end;
-static uint64_t hist[HIST_BUCKETS], hist_n;
-static uint64_t counted, errors, lost, sent_total;
-static const char *first_error;
+static unsigned nconns, next_to_open;
+static uint64_t lost, sent_total;
 static uint8_t *msg_template; /* one masked client frame of the message, to copy */
 static size_t frame_len, frame_hdr;
 static uint8_t mask_key[4] = {0x37, 0xfa, 0x21, 0x3d};
 /* fanout: deliveries still missing per outstanding message, by seq % SEQ_RING */
 static uint32_t missing[SEQ_RING];
 static uint64_t next_seq, oldest_seq;
-static uint8_t rbuf[RBUF_SIZE];
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void fail(const char *what)
-{
-    errors++;
-    if (first_error == NULL)
-        first_error = what;
-}
-
-/* ---- latency histogram: log buckets with HIST_SUB steps per power of two ---- */
-
-static unsigned bucket_of(uint64_t v)
-{
-    unsigned msb;
-
-    if (v < HIST_SUB)
-        return (unsigned)v;
-    msb = 63u - (unsigned)__builtin_clzll(v);
-    return (msb - 5) * HIST_SUB + (unsigned)((v >> (msb - 6)) & (HIST_SUB - 1));
-}
-
-static uint64_t bucket_value(unsigned b)
-{
-    unsigned msb;
-
-    if (b < HIST_SUB)
-        return b;
-    msb = b / HIST_SUB + 5;
-    return ((uint64_t)(HIST_SUB + b % HIST_SUB) << (msb - 6)) + ((uint64_t)1 << (msb - 6)) / 2;
-}
-
-static void record(uint64_t sent, uint64_t now)
-{
-    if (now < win_start || now >= win_end)
-        return;
-    counted++;
-    hist[bucket_of(now > sent ? now - sent : 0)]++;
-    hist_n++;
-}
-
-static double percentile_us(double pct)
-{
-    uint64_t want = (uint64_t)ceil((double)hist_n * pct / 100.0), seen = 0;
-
-    if (hist_n == 0)
-        return 0;
-    if (want == 0)
-        want = 1;
-    for (unsigned b = 0; b < HIST_BUCKETS; b++) {
-        seen += hist[b];
-        if (seen >= want)
-            return (double)bucket_value(b) / 1e3;
-    }
-    return 0;
-}
-
-/* ---- sockets ------------------------------------------------------------------ */
-
-static void arm(struct conn *c, bool out)
-{
-    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
-
-    if (c->want_out == out)
-        return;
-    c->want_out = out;
-    epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
-}
-
-static void conn_drop(struct conn *c, const char *why)
-{
-    if (c->fd < 0)
-        return;
-    fail(why);
-    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
-    c->fd = -1;
-    if (c->phase == OPEN)
-        nopen--;
-    else
-        nhandshaking--;
-}
-
-/* Write what can go now; keep the rest for EPOLLOUT. */
-static void conn_write(struct conn *c, const void *buf, size_t len)
-{
-    ssize_t w = 0;
-
-    if (c->fd < 0)
-        return;
-    if (c->out_len == c->out_off) {
-        w = send(c->fd, buf, len, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno != EAGAIN) {
-                conn_drop(c, "send");
-                return;
-            }
-            w = 0;
-        }
-        if ((size_t)w == len)
-            return;
-        c->out_len = c->out_off = 0;
-    }
-    if (c->out_len + len - (size_t)w > c->out_cap) {
-        size_t cap = c->out_cap ? c->out_cap : 4096;
-        uint8_t *b;
-
-        while (cap < c->out_len + len - (size_t)w)
-            cap *= 2;
-        b = realloc(c->out, cap);
-        if (b == NULL) {
-            conn_drop(c, "out of memory");
-            return;
-        }
-        c->out = b;
-        c->out_cap = cap;
-    }
-    memcpy(c->out + c->out_len, (const uint8_t *)buf + w, len - (size_t)w);
-    c->out_len += len - (size_t)w;
-    arm(c, true);
-}
-
-static void conn_flush(struct conn *c)
-{
-    ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-
-    if (w < 0) {
-        if (errno != EAGAIN)
-            conn_drop(c, "send");
-        return;
-    }
-    c->out_off += (size_t)w;
-    if (c->out_off == c->out_len) {
-        c->out_off = c->out_len = 0;
-        arm(c, false);
-    }
-}
 
 /* One client frame of the message: the template with the timestamp and the
  * sequence number (fanout) masked into its first 16 payload bytes. */
@@ -251,7 +80,7 @@ static void send_message(struct conn *c, uint64_t seq)
 {
     uint8_t frame[64 + 14];
     uint8_t *f = msg_template;
-    uint64_t t = now_ns();
+    uint64_t t = lg_now_ns();
     uint8_t plain[16];
 
     if (frame_len <= sizeof(frame)) {
@@ -266,14 +95,14 @@ static void send_message(struct conn *c, uint64_t seq)
         c->sent_ns[(c->head + c->inflight) % MAX_PIPELINE] = t;
         c->inflight++;
     }
-    conn_write(c, f, frame_len);
+    lg_write(&c->s, f, frame_len);
 }
 
 static void fanout_send_more(void)
 {
     struct conn *s = &conns[0];
 
-    while (s->fd >= 0 && next_seq - oldest_seq < o.window) {
+    while (s->s.fd >= 0 && next_seq - oldest_seq < o.window) {
         missing[next_seq % SEQ_RING] = o.conns;
         send_message(s, next_seq);
         next_seq++;
@@ -290,10 +119,10 @@ static void on_message(struct conn *c, const uint8_t *prefix, uint64_t now)
     memcpy(&seq, prefix + 8, 8);
     if (!o.fanout) {
         if (c->inflight == 0) {
-            conn_drop(c, "unexpected message");
+            lg_drop(&c->s, "unexpected message");
             return;
         }
-        record(c->sent_ns[c->head], now);
+        lg_record(c->sent_ns[c->head], now);
         c->head = (c->head + 1) % MAX_PIPELINE;
         c->inflight--;
         send_message(c, 0);
@@ -303,10 +132,10 @@ static void on_message(struct conn *c, const uint8_t *prefix, uint64_t now)
         return; /* a server that sends back to the sender too: not counted */
     if (seq != c->expect_seq) {
         lost++;
-        fail("message lost or out of order");
+        lg_fail("message lost or out of order");
     }
     c->expect_seq = seq + 1;
-    record(t, now);
+    lg_record(t, now);
     if (seq >= oldest_seq && seq < next_seq && --missing[seq % SEQ_RING] == 0) {
         while (oldest_seq < next_seq && missing[oldest_seq % SEQ_RING] == 0)
             oldest_seq++;
@@ -317,7 +146,7 @@ static void on_message(struct conn *c, const uint8_t *prefix, uint64_t now)
 /* Parse server frames (unmasked) out of `len` bytes. */
 static void parse_frames(struct conn *c, const uint8_t *p, size_t len, uint64_t now)
 {
-    while (len > 0 && c->fd >= 0) {
+    while (len > 0 && c->s.fd >= 0) {
         if (!c->in_frame) {
             c->hdr[c->hdr_have++] = *p++;
             len--;
@@ -325,7 +154,7 @@ static void parse_frames(struct conn *c, const uint8_t *p, size_t len, uint64_t 
                 uint8_t l7 = c->hdr[1] & 0x7f;
 
                 if (c->hdr[1] & 0x80) {
-                    conn_drop(c, "masked server frame");
+                    lg_drop(&c->s, "masked server frame");
                     return;
                 }
                 c->hdr_need = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0);
@@ -344,11 +173,11 @@ static void parse_frames(struct conn *c, const uint8_t *p, size_t len, uint64_t 
             }
             c->opcode = c->hdr[0] & 0x0f;
             if (!(c->hdr[0] & 0x80) || c->opcode == 0) {
-                conn_drop(c, "fragmented message (not expected)");
+                lg_drop(&c->s, "fragmented message (not expected)");
                 return;
             }
             if (c->opcode == 8) {
-                conn_drop(c, "close frame from the server");
+                lg_drop(&c->s, "close frame from the server");
                 return;
             }
             c->payload_left = plen;
@@ -376,132 +205,86 @@ static void parse_frames(struct conn *c, const uint8_t *p, size_t len, uint64_t 
     }
 }
 
-static void start_connect(struct conn *c)
-{
-    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
-
-    c->fd = fd;
-    c->phase = CONNECTING;
-    c->want_out = true;
-    nhandshaking++;
-    if (fd < 0) {
-        fail("socket");
-        nhandshaking--;
-        return;
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(fd, (struct sockaddr *)&o.addr, sizeof(o.addr)) < 0 && errno != EINPROGRESS) {
-        conn_drop(c, "connect");
-        return;
-    }
-    epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
 static void send_request(struct conn *c)
 {
     char req[512];
-    int n, err = 0;
-    socklen_t el = sizeof(err);
+    int n;
 
-    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
-    if (err != 0) {
-        conn_drop(c, "connect refused");
+    if (!lg_connected(&c->s))
         return;
-    }
     /* A fixed key is fine: the answer is not checked beyond its status. */
     n = snprintf(req, sizeof(req),
                  "GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                  "Sec-WebSocket-Version: 13\r\n\r\n",
-                 o.host, o.port);
+                 lg.host, lg.port);
     c->phase = HANDSHAKE;
-    arm(c, false);
-    conn_write(c, req, (size_t)n);
+    lg_write(&c->s, req, (size_t)n);
 }
 
-static void on_readable(struct conn *c)
+/* One read on c: the handshake's answer until it is whole, then frames. */
+static void on_bytes(struct lg_sock *s, const uint8_t *p, size_t n, uint64_t now)
 {
-    for (;;) {
-        ssize_t n = recv(c->fd, rbuf, sizeof(rbuf), 0);
-        uint64_t now = now_ns();
+    struct conn *c = (struct conn *)s;
 
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EINTR)
-                conn_drop(c, "recv");
+    if (c->phase == HANDSHAKE) {
+        size_t room = sizeof(c->hs) - 1 - c->hs_len, k = n < room ? n : room;
+        char *end;
+
+        memcpy(c->hs + c->hs_len, p, k);
+        c->hs_len += k;
+        c->hs[c->hs_len] = '\0';
+        end = strstr(c->hs, "\r\n\r\n");
+        if (end == NULL) {
+            if (c->hs_len == sizeof(c->hs) - 1)
+                lg_drop(s, "handshake answer too long");
             return;
         }
-        if (n == 0) {
-            conn_drop(c, "connection closed by the server");
+        if (strncmp(c->hs, "HTTP/1.1 101", 12) != 0) {
+            lg_drop(s, "handshake refused");
             return;
         }
-        if (c->phase == HANDSHAKE) {
-            size_t room = sizeof(c->hs) - 1 - c->hs_len, k = (size_t)n < room ? (size_t)n : room;
-            char *end;
+        size_t used = (size_t)(end + 4 - c->hs) - (c->hs_len - k);
 
-            memcpy(c->hs + c->hs_len, rbuf, k);
-            c->hs_len += k;
-            c->hs[c->hs_len] = '\0';
-            end = strstr(c->hs, "\r\n\r\n");
-            if (end == NULL) {
-                if (c->hs_len == sizeof(c->hs) - 1)
-                    conn_drop(c, "handshake answer too long");
-                continue;
-            }
-            if (strncmp(c->hs, "HTTP/1.1 101", 12) != 0) {
-                conn_drop(c, "handshake refused");
-                return;
-            }
-            size_t used = (size_t)(end + 4 - c->hs) - (c->hs_len - k);
-
-            c->phase = OPEN;
-            nhandshaking--;
-            nopen++;
-            if ((size_t)n > used)
-                parse_frames(c, rbuf + used, (size_t)n - used, now);
-        } else {
-            parse_frames(c, rbuf, (size_t)n, now);
-        }
-        if (c->fd < 0 || (size_t)n < sizeof(rbuf))
-            return;
+        c->phase = OPEN;
+        lg_opened(s);
+        if (n > used)
+            parse_frames(c, p + used, n - used, now);
+    } else {
+        parse_frames(c, p, n, now);
     }
 }
 
-static void handle(struct conn *c, uint32_t events)
+static void handle(struct lg_sock *s, uint32_t events)
 {
-    if (c->fd < 0)
+    struct conn *c = (struct conn *)s;
+
+    if (s->fd < 0)
         return;
     if (c->phase == CONNECTING) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             send_request(c);
         return;
     }
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
-        on_readable(c);
-    if (c->fd >= 0 && (events & EPOLLOUT) && c->out_len > c->out_off)
-        conn_flush(c);
+    lg_on_events(s, events, on_bytes);
 }
 
 static void run_until(uint64_t deadline, bool connecting)
 {
-    struct epoll_event evs[512];
-
     for (;;) {
-        uint64_t now = now_ns();
-        int ms, n;
+        uint64_t now = lg_now_ns();
 
         if (now >= deadline)
             return;
         if (connecting) {
-            while (next_to_open < nconns && nhandshaking < HANDSHAKES_AT_ONCE)
-                start_connect(&conns[next_to_open++]);
-            if (next_to_open == nconns && nhandshaking == 0)
+            while (next_to_open < nconns && lg.nsetup < HANDSHAKES_AT_ONCE) {
+                conns[next_to_open].phase = CONNECTING;
+                lg_connect(&conns[next_to_open++].s, 0);
+            }
+            if (next_to_open == nconns && lg.nsetup == 0)
                 return;
         }
-        ms = (int)((deadline - now) / 1000000u) + 1;
-        n = epoll_wait(epfd, evs, 512, ms > 100 ? 100 : ms);
-        for (int i = 0; i < n; i++)
-            handle(evs[i].data.ptr, evs[i].events);
+        lg_poll(now, deadline, 100, handle);
     }
 }
 
@@ -536,11 +319,6 @@ static void build_template(void)
         f[frame_hdr + i] = (uint8_t)('a' + i % 26) ^ mask_key[i & 3];
 }
 
-static double tv_s(const struct timeval *tv)
-{
-    return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
-}
-
 static int usage(void)
 {
     fprintf(stderr, "usage: wsload echo|fanout [-c CONNS] [-s SIZE] [-p PIPELINE] [-W WINDOW] "
@@ -550,11 +328,8 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
-    struct rlimit rl;
-    char *colon;
     int ch;
     uint64_t t0, setup_ns;
-    struct rusage ru0, ru1;
     double client_cpu = 0;
 
     if (argc < 2)
@@ -581,43 +356,33 @@ int main(int argc, char **argv)
         o.pipeline == 0 || o.pipeline > MAX_PIPELINE || o.window == 0 ||
         o.window >= SEQ_RING || o.duration <= 0 || o.warmup < 0)
         return usage();
-    colon = strrchr(argv[optind], ':');
-    if (colon == NULL || (size_t)(colon - argv[optind]) >= sizeof(o.host))
+    if (!lg_parse_target(argv[optind]))
         return usage();
-    memcpy(o.host, argv[optind], (size_t)(colon - argv[optind]));
-    o.port = atoi(colon + 1);
-    o.addr.sin_family = AF_INET;
-    o.addr.sin_port = htons((uint16_t)o.port);
-    if (inet_pton(AF_INET, o.host, &o.addr.sin_addr) != 1 || o.port <= 0 || o.port > 65535)
-        return usage();
-    signal(SIGPIPE, SIG_IGN);
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    if (!lg_init())
+        return 1;
     build_template();
-    epfd = epoll_create1(EPOLL_CLOEXEC);
     nconns = o.conns + (o.fanout ? 1 : 0);
     conns = calloc(nconns, sizeof(*conns));
-    if (conns == NULL || epfd < 0)
+    if (conns == NULL)
         return 1;
     /* Connect and upgrade everything first, at most HANDSHAKES_AT_ONCE at a time
      * (a listen backlog of 511 is common), within 30 s. The fan-out sender is
      * conns[0]; it opens first, so it is no receiver of its own messages. */
-    win_start = win_end = 0;
-    t0 = now_ns();
+    lg.win_start = lg.win_end = 0;
+    t0 = lg_now_ns();
     run_until(t0 + 30000000000ull, true);
-    setup_ns = now_ns() - t0;
-    if (nopen != nconns) {
-        fail("not every connection was upgraded");
+    setup_ns = lg_now_ns() - t0;
+    if (lg.nopen != nconns) {
+        lg_fail("not every connection was upgraded");
     } else {
         uint64_t start;
+        double cpu0;
 
         /* Let the server finish registering the last ones before load starts. */
-        run_until(now_ns() + 100000000ull, false);
-        start = now_ns();
-        win_start = start + (uint64_t)(o.warmup * 1e9);
-        win_end = win_start + (uint64_t)(o.duration * 1e9);
+        run_until(lg_now_ns() + 100000000ull, false);
+        start = lg_now_ns();
+        lg.win_start = start + (uint64_t)(o.warmup * 1e9);
+        lg.win_end = lg.win_start + (uint64_t)(o.duration * 1e9);
         if (o.fanout) {
             conns[0].sender = true;
             fanout_send_more();
@@ -626,15 +391,12 @@ int main(int argc, char **argv)
                 for (unsigned k = 0; k < o.pipeline; k++)
                     send_message(&conns[i], 0);
         }
-        getrusage(RUSAGE_SELF, &ru0);
-        run_until(win_end, false);
-        getrusage(RUSAGE_SELF, &ru1);
-        client_cpu = (tv_s(&ru1.ru_utime) + tv_s(&ru1.ru_stime) - tv_s(&ru0.ru_utime) -
-                      tv_s(&ru0.ru_stime)) /
-                     ((double)(now_ns() - start) / 1e9);
+        cpu0 = lg_cpu_s();
+        run_until(lg.win_end, false);
+        client_cpu = (lg_cpu_s() - cpu0) / ((double)(lg_now_ns() - start) / 1e9);
     }
     {
-        double rate = (double)counted / o.duration;
+        double rate = (double)lg.counted / o.duration;
 
         printf("{\"mode\":\"%s\",\"target\":\"%s:%d\",\"connections\":%u,\"size\":%zu,"
                "\"pipeline\":%u,\"window\":%u,\"duration_s\":%.3f,\"warmup_s\":%.3f,"
@@ -642,19 +404,19 @@ int main(int argc, char **argv)
                ",\"latency_us\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,"
                "\"max\":%.3f},\"client_cpu\":%.3f,\"opened\":%u,\"errors\":%" PRIu64
                ",\"lost\":%" PRIu64 ",\"first_error\":\"%s\"}\n",
-               o.fanout ? "fanout" : "echo", o.host, o.port, o.conns, o.size,
+               o.fanout ? "fanout" : "echo", lg.host, lg.port, o.conns, o.size,
                o.fanout ? 1 : o.pipeline, o.fanout ? o.window : 0, o.duration, o.warmup,
-               (double)setup_ns / 1e9, counted, o.fanout ? "deliveries_per_s" : "msgs_per_s", rate,
-               sent_total, percentile_us(50), percentile_us(90), percentile_us(99),
-               percentile_us(99.9), percentile_us(100), client_cpu, nopen, errors, lost,
-               first_error ? first_error : "");
+               (double)setup_ns / 1e9, lg.counted, o.fanout ? "deliveries_per_s" : "msgs_per_s",
+               rate, sent_total, lg_percentile_us(50), lg_percentile_us(90),
+               lg_percentile_us(99), lg_percentile_us(99.9), lg_percentile_us(100), client_cpu,
+               lg.nopen, lg.errors, lost, lg.first_error ? lg.first_error : "");
     }
     for (unsigned i = 0; i < nconns; i++) {
-        if (conns[i].fd >= 0)
-            close(conns[i].fd);
-        free(conns[i].out);
+        if (conns[i].s.fd >= 0)
+            close(conns[i].s.fd);
+        free(conns[i].s.out);
     }
     free(conns);
     free(msg_template);
-    return errors != 0 || counted == 0 ? 1 : 0;
+    return lg.errors != 0 || lg.counted == 0 ? 1 : 0;
 }

@@ -13,15 +13,8 @@
  *   the peer must answer 'Q' (bench/idleconns -a does).
  *   "reuseport" listens with SO_REUSEPORT, so several processes share the port
  *   (bench/hold.sh: more connections than one process may hold descriptors). */
-#include <signal.h>
-#include <stdbool.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "tether_main.h"
 
-#include "tether.h"
-
-static tt_loop_t *loop;
 static uint64_t heartbeat_ms, dead_after_ms;
 
 static void on_open(tt_conn_t *conn)
@@ -46,47 +39,12 @@ static void on_data(tt_conn_t *conn, const void *data, size_t len, size_t pendin
         tt_destroy(conn, 0);
 }
 
-static void on_signal(int sig)
-{
-    (void)sig;
-    tt_loop_stop(loop); /* async-signal-safe: a flag and an eventfd write */
-}
-
-struct conn_list {
-    tt_conn_t **v;
-    size_t n, cap;
-};
-
-static int collect(tt_conn_t *conn, void *arg)
-{
-    struct conn_list *l = arg;
-
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 256;
-        tt_conn_t **v = realloc(l->v, cap * sizeof(*v));
-
-        if (v == NULL)
-            return 1;
-        l->v = v;
-        l->cap = cap;
-    }
-    l->v[l->n++] = conn;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     tt_conn_handlers_t h = {.on_open = on_open, .on_data = on_data};
-    struct conn_list conns = {0};
     tt_server_opts_t opts;
-    struct sigaction sa;
-    tt_server_t *srv;
-    tt_addr_t addr;
-    int port = 0, err;
-    bool is_unix;
 
-    is_unix = argc >= 2 && strncmp(argv[1], TT_UNIX_PREFIX, strlen(TT_UNIX_PREFIX)) == 0;
-    if (argc < 2 || argc > 5 || (!is_unix && ((port = atoi(argv[1])) <= 0 || port > 65535)) ||
+    if (argc < 2 || argc > 5 || (!serve_is_unix(argv[1]) && serve_port(argv[1]) == 0) ||
         (argc == 5 && strcmp(argv[4], "reuseport") != 0)) {
         fprintf(stderr, "usage: %s PORT|unix:PATH [HEARTBEAT_MS [DEAD_AFTER_MS [reuseport]]]\n",
                 argv[0]);
@@ -98,35 +56,8 @@ int main(int argc, char **argv)
         dead_after_ms = strtoull(argv[3], NULL, 10);
     memset(&opts, 0, sizeof(opts));
     opts.reuseport = argc == 5;
-    signal(SIGPIPE, SIG_IGN);
-    err = tt_loop_init(&loop);
-    if (err == 0)
-        err = is_unix ? tt_addr_parse(&addr, argv[1], 0)
-                      : tt_addr_parse(&addr, "127.0.0.1", (uint16_t)port);
-    if (err == 0)
-        err = tt_server_listen(loop, &addr, &opts, &h, NULL, &srv);
-    if (err < 0) {
-        fprintf(stderr, "echo_tether: %s\n", tt_strerror(err));
+    if (serve_start("echo_tether", argv[1], &opts, &h) < 0)
         return 1;
-    }
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    tt_loop_run(loop, TT_RUN_DEFAULT);
-
-    /* Orderly shutdown: drop every connection, then let the loop deliver their
-     * on_close and release them, so tt_loop_close() finds nothing open. */
-    tt_server_foreach(srv, collect, &conns);
-    for (size_t i = 0; i < conns.n; i++)
-        tt_destroy(conns.v[i], 0);
-    free(conns.v);
-    tt_server_close(srv);
-    tt_loop_run(loop, TT_RUN_DEFAULT);
-    err = tt_loop_close(loop);
-    if (err < 0) {
-        fprintf(stderr, "echo_tether: close: %s\n", tt_strerror(err));
-        return 1;
-    }
-    return 0;
+    serve_run();
+    return serve_close("echo_tether");
 }

@@ -8,15 +8,8 @@
  *                                as `tether echo --ws` does
  *   listens on 127.0.0.1:PORT; SIGINT/SIGTERM end it. No permessage-deflate (the
  *   load generator offers none, so no server compresses). */
-#include <signal.h>
-#include <stdbool.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "tether_main.h"
 
-#include "tether.h"
-
-static tt_loop_t *loop;
 static tt_group_t *room;
 static bool fanout;
 
@@ -39,46 +32,14 @@ static void on_message(tt_conn_t *conn, const void *msg, size_t len)
         tt_destroy(conn, 0);
 }
 
-static void on_signal(int sig)
-{
-    (void)sig;
-    tt_loop_stop(loop);
-}
-
-struct conn_list {
-    tt_conn_t **v;
-    size_t n, cap;
-};
-
-static int collect(tt_conn_t *conn, void *arg)
-{
-    struct conn_list *l = arg;
-
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 256;
-        tt_conn_t **v = realloc(l->v, cap * sizeof(*v));
-
-        if (v == NULL)
-            return 1;
-        l->v = v;
-        l->cap = cap;
-    }
-    l->v[l->n++] = conn;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     tt_conn_handlers_t h = {.on_open = on_open, .on_message = on_message};
     tt_ws_opts_t wso = {.default_kind = TT_WS_BINARY};
-    struct conn_list conns = {0};
     tt_server_opts_t opts;
-    struct sigaction sa;
-    tt_server_t *srv;
-    tt_addr_t addr;
-    int port, err;
+    int err;
 
-    if (argc != 3 || (port = atoi(argv[1])) <= 0 || port > 65535 ||
+    if (argc != 3 || serve_port(argv[1]) == 0 ||
         (strcmp(argv[2], "fanout") != 0 && strcmp(argv[2], "echo") != 0)) {
         fprintf(stderr, "usage: %s PORT fanout|echo\n", argv[0]);
         return 2;
@@ -86,35 +47,15 @@ int main(int argc, char **argv)
     fanout = strcmp(argv[2], "fanout") == 0;
     memset(&opts, 0, sizeof(opts));
     opts.websocket = &wso;
-    signal(SIGPIPE, SIG_IGN);
-    err = tt_loop_init(&loop);
-    if (err == 0)
-        err = tt_group_init(loop, "bench", &room);
-    if (err == 0)
-        err = tt_addr_parse(&addr, "127.0.0.1", (uint16_t)port);
-    if (err == 0)
-        err = tt_server_listen(loop, &addr, &opts, &h, NULL, &srv);
+    if (serve_start("ws_tether", argv[1], &opts, &h) < 0)
+        return 1;
+    /* Before the loop runs, so before any on_open. */
+    err = tt_group_init(loop, "bench", &room);
     if (err < 0) {
         fprintf(stderr, "ws_tether: %s\n", tt_strerror(err));
         return 1;
     }
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    tt_loop_run(loop, TT_RUN_DEFAULT);
-
-    tt_server_foreach(srv, collect, &conns);
-    for (size_t i = 0; i < conns.n; i++)
-        tt_destroy(conns.v[i], 0);
-    free(conns.v);
-    tt_server_close(srv);
-    tt_loop_run(loop, TT_RUN_DEFAULT);
+    serve_run();
     tt_group_close(room);
-    err = tt_loop_close(loop);
-    if (err < 0) {
-        fprintf(stderr, "ws_tether: close: %s\n", tt_strerror(err));
-        return 1;
-    }
-    return 0;
+    return serve_close("ws_tether");
 }

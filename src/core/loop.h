@@ -48,9 +48,10 @@ struct tt_loop {
 
     tt_conn_t *pend_head, *pend_tail; /* connections with deferred work */
     /* Set while a message is delivered that has more input behind it in the same
-     * read (proto/frame.c): a broadcast then queues on every recipient, so that
-     * the read's messages reach each one in a single write at the end of the
-     * round, instead of a write per message per recipient (ops/broadcast.c). */
+     * read (proto/frame.c, proto/ws.c): a broadcast then queues on every
+     * recipient, so that the read's messages reach each one in a single write at
+     * the end of the round, instead of a write per message per recipient
+     * (ops/broadcast.c). */
     bool more_input;
     tt__zombie_t *zombies;
     tt__task_t *task_head, *task_tail; /* deferred work of other handles */

@@ -8,9 +8,10 @@
  * recipient's tail chunk. One broadcast to N connections costs one copy of the
  * payload and one write per connection; a recipient that is behind only grows
  * its own queue, up to its cap. When the message being delivered has more behind
- * it in the same read (loop->more_input, set by the framer), every recipient
- * queues instead, and the read's messages reach each one in one write, in the
- * pending phase: a write per recipient per read, not per message. */
+ * it in the same read (loop->more_input, set by the framer and by the WebSocket
+ * reader), every recipient queues instead, and the read's messages reach each
+ * one in one write, in the pending phase: a write per recipient per read, not
+ * per message. */
 #include "ops/broadcast.h"
 
 #include <errno.h>

@@ -717,13 +717,21 @@ static int payload(ws_t *w, const uint8_t *p, size_t n)
     return 0;
 }
 
-static void deliver(ws_t *w)
+/* `more`: more bytes of the same read follow this message. A broadcast from
+ * on_message then queues on every recipient, so that the read's messages reach
+ * each one in a single write at the end of the round (loop->more_input, as
+ * proto/frame.c sets it; ops/broadcast.c). */
+static void deliver(ws_t *w, bool more)
 {
     tt_conn_t *c = w->conn;
 
     c->ext->msgs_in++;
-    if (c->h->h.on_message != NULL) /* w->kind tells tt_conn_message_kind */
+    if (c->h->h.on_message != NULL) { /* w->kind tells tt_conn_message_kind */
+        bool outer = tt__conn_loop(c)->more_input;
+        tt__conn_loop(c)->more_input = more;
         c->h->h.on_message(c, w->msg.p != NULL ? (const void *)w->msg.p : "", w->msg.len);
+        tt__conn_loop(c)->more_input = outer;
+    }
     w->kind = 0;
     drop_message(w);
 }
@@ -750,8 +758,8 @@ static void handle_close(ws_t *w, size_t n)
     end_stream(w);
 }
 
-/* A frame's payload is complete. */
-static int end_frame(ws_t *w)
+/* A frame's payload is complete; `more`: bytes of the same read follow it. */
+static int end_frame(ws_t *w, bool more)
 {
     tt__ws_hdr_t *h = &w->fh;
     int r;
@@ -785,7 +793,7 @@ static int end_frame(ws_t *w)
     }
     if (w->kind == TT__WS_TEXT && !tt__utf8_done(&w->utf8))
         return -TT__WS_INVALID_DATA;
-    deliver(w);
+    deliver(w, more);
     return 0;
 }
 
@@ -844,7 +852,7 @@ static size_t frames(ws_t *w, const uint8_t *p, size_t n)
         w->fpos += take;
         i += take;
         if (w->fpos == w->fh.len) {
-            if ((r = end_frame(w)) < 0) {
+            if ((r = end_frame(w, i < n)) < 0) {
                 fail(w, r);
                 return n;
             }

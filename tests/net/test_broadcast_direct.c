@@ -1,8 +1,9 @@
 /* Broadcast writes: a recipient with nothing queued is written at once, inside the
  * call; one with a queue gets the bytes behind it; the lines of one read reach each
- * recipient in one write; a slow recipient hits its own cap without holding the
- * others back; one whose peer is gone closes with the right reason; the byte
- * counts stay exact. Real sockets; the receivers are plain sockets. */
+ * recipient in one write, and so do the WebSocket messages of one read; a slow
+ * recipient hits its own cap without holding the others back; one whose peer is
+ * gone closes with the right reason; the byte counts stay exact. Real sockets; the
+ * receivers are plain sockets. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
@@ -69,8 +70,10 @@ static void reset(void)
     memset(peer_closed, 0, sizeof(peer_closed));
 }
 
-/* n plain clients, accepted in order (peers[i] is the server side of fds[i]). */
-static void connect_clients(tt_loop_t *loop, const tt_addr_t *addr, int *fds, int n, int rcvbuf)
+/* n plain clients, accepted in order (peers[i] is the server side of fds[i]); each
+ * sends `hello` first when not NULL (what the server wants before on_open). */
+static void connect_clients(tt_loop_t *loop, const tt_addr_t *addr, int *fds, int n, int rcvbuf,
+                            const char *hello)
 {
     for (int i = 0; i < n; i++) {
         fds[i] = socket(AF_INET, SOCK_STREAM, 0);
@@ -78,6 +81,8 @@ static void connect_clients(tt_loop_t *loop, const tt_addr_t *addr, int *fds, in
         if (rcvbuf > 0)
             cr_assert_eq(setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
         cr_assert_eq(connect(fds[i], &addr->u.sa, addr->len), 0);
+        if (hello != NULL)
+            cr_assert_eq(send(fds[i], hello, strlen(hello), 0), (ssize_t)strlen(hello));
         bool never = false;
         for (int k = 0; k < 200 && npeers <= i; k++)
             th_run_until(loop, &never, 5);
@@ -127,6 +132,38 @@ static tt_server_t *listen_with(tt_loop_t *loop, tt_server_opts_t *so, tt_addr_t
     return s;
 }
 
+/* Run the loop and read fds[from..n) until they have `want` bytes between them
+ * (`ms` at most: the caller checks what came). */
+static void receive_all(tt_loop_t *loop, const int *fds, sink_t *sink, int from, int n,
+                        size_t want, uint64_t ms)
+{
+    uint64_t t0 = th_now_ms();
+    bool never = false;
+    for (;;) {
+        size_t got = 0;
+        for (int i = from; i < n; i++) {
+            drain(fds[i], &sink[i]);
+            got += sink[i].len;
+        }
+        if (got == want || th_now_ms() - t0 > ms)
+            return;
+        th_run_until(loop, &never, 2);
+    }
+}
+
+/* Close the clients (those still open: fds[i] >= 0), the server and the loop. */
+static void finish(tt_loop_t *loop, const int *fds, sink_t *sink, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (fds[i] >= 0)
+            close(fds[i]);
+        free(sink[i].buf);
+    }
+    tt_server_close(srv);
+    th_run(loop, 5000);
+    cr_assert_eq(tt_loop_close(loop), 0);
+}
+
 Test(broadcast_direct, empty_queues_are_written_in_the_call_others_queue_behind_in_order)
 {
     enum { N = 8, BUSY = 4, LINES = 200, FILL = 256 * 1024 };
@@ -140,7 +177,7 @@ Test(broadcast_direct, empty_queues_are_written_in_the_call_others_queue_behind_
     reset();
     cr_assert_eq(tt_loop_init(&loop), 0);
     srv = listen_with(loop, &so, &addr);
-    connect_clients(loop, &addr, fds, N, 4096);
+    connect_clients(loop, &addr, fds, N, 4096, NULL);
     /* The first BUSY get more than their sockets hold: their queues stay non-empty. */
     char *fill = malloc(FILL);
     memset(fill, 'f', FILL);
@@ -170,18 +207,7 @@ Test(broadcast_direct, empty_queues_are_written_in_the_call_others_queue_behind_
         cr_expect_eq(sink[i].len, (size_t)LINES * 7, "idle %d had %zu bytes before any loop run",
                      i, sink[i].len);
     }
-    uint64_t t0 = th_now_ms();
-    bool never = false;
-    for (;;) {
-        size_t got = 0;
-        for (int i = 0; i < N; i++) {
-            drain(fds[i], &sink[i]);
-            got += sink[i].len;
-        }
-        if (got == (size_t)BUSY * FILL + (size_t)N * LINES * 7 || th_now_ms() - t0 > 10000)
-            break;
-        th_run_until(loop, &never, 2);
-    }
+    receive_all(loop, fds, sink, 0, N, (size_t)BUSY * FILL + (size_t)N * LINES * 7, 10000);
     for (int i = 0; i < N; i++) {
         char who[16];
         snprintf(who, sizeof(who), "receiver %d", i);
@@ -197,14 +223,8 @@ Test(broadcast_direct, empty_queues_are_written_in_the_call_others_queue_behind_
         cr_expect_eq(st.queued_bytes, 0);
     }
     cr_expect_eq(closes_other + closes_overflow, 0);
-    for (int i = 0; i < N; i++) {
-        close(fds[i]);
-        free(sink[i].buf);
-    }
     free(fill);
-    tt_server_close(srv);
-    th_run(loop, 5000);
-    cr_assert_eq(tt_loop_close(loop), 0);
+    finish(loop, fds, sink, N);
 }
 
 Test(broadcast_direct, the_lines_of_one_read_reach_each_recipient_in_one_write)
@@ -221,23 +241,12 @@ Test(broadcast_direct, the_lines_of_one_read_reach_each_recipient_in_one_write)
     reset();
     cr_assert_eq(tt_loop_init(&loop), 0);
     srv = listen_with(loop, &so, &addr);
-    connect_clients(loop, &addr, fds, N, 0);
+    connect_clients(loop, &addr, fds, N, 0, NULL);
     for (int l = 0; l < LINES; l++)
         snprintf(burst + l * 7, 8, "b%05d\n", l);
     /* fds[0] sends; one send, so the server reads all the lines at once. */
     cr_assert_eq(send(fds[0], burst, LINES * 7, 0), LINES * 7);
-    uint64_t t0 = th_now_ms();
-    bool never = false;
-    for (;;) {
-        size_t got = 0;
-        for (int i = 1; i < N; i++) {
-            drain(fds[i], &sink[i]);
-            got += sink[i].len;
-        }
-        if (got == (size_t)(N - 1) * LINES * 7 || th_now_ms() - t0 > 5000)
-            break;
-        th_run_until(loop, &never, 2);
-    }
+    receive_all(loop, fds, sink, 1, N, (size_t)(N - 1) * LINES * 7, 5000);
     tt_conn_stats_t st;
     for (int i = 1; i < N; i++) {
         expect_lines(&sink[i], 0, LINES, "receiver");
@@ -249,13 +258,80 @@ Test(broadcast_direct, the_lines_of_one_read_reach_each_recipient_in_one_write)
     }
     drain(fds[0], &sink[0]);
     cr_expect_eq(sink[0].len, 0, "the sender got its own lines back");
+    finish(loop, fds, sink, N);
+}
+
+/* The same over WebSocket: the client frames of one read, each relayed to the
+ * others as one server frame, reach each recipient in one write. */
+Test(broadcast_direct, the_websocket_messages_of_one_read_reach_each_recipient_in_one_write)
+{
+    enum { N = 5, MSGS = 16, IN = 2 + 4 + 6, OUT = 2 + 7 };
+    static const char upgrade[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                                  "Connection: Upgrade\r\n"
+                                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                  "Sec-WebSocket-Version: 13\r\n\r\n";
+    static const uint8_t key[4] = {0x12, 0x34, 0x56, 0x78};
+    tt_loop_t *loop;
+    tt_addr_t addr;
+    tt_ws_opts_t wo = {0};
+    tt_server_opts_t so = {.websocket = &wo};
+    int fds[N];
+    sink_t sink[N] = {{0}};
+    uint64_t packets0[N];
+    uint8_t burst[MSGS * IN];
+    char text[8];
+    tt_conn_stats_t st;
+    bool never = false;
+
+    reset();
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    srv = listen_with(loop, &so, &addr);
+    connect_clients(loop, &addr, fds, N, 0, upgrade);
+    /* Every client has its 101 whole before anything is sent. */
+    uint64_t t0 = th_now_ms();
     for (int i = 0; i < N; i++) {
-        close(fds[i]);
-        free(sink[i].buf);
+        while (sink[i].len < 4 || memmem(sink[i].buf, sink[i].len, "\r\n\r\n", 4) == NULL) {
+            cr_assert_lt(th_now_ms() - t0, 5000, "client %d: no whole answer", i);
+            th_run_until(loop, &never, 2);
+            drain(fds[i], &sink[i]);
+        }
+        cr_assert_eq(memcmp(sink[i].buf, "HTTP/1.1 101", 12), 0);
+        cr_assert_eq((char *)memmem(sink[i].buf, sink[i].len, "\r\n\r\n", 4) + 4,
+                     sink[i].buf + sink[i].len, "client %d: bytes after the 101", i);
+        sink[i].len = 0;
+        cr_assert_eq(tt_conn_get_stats(peers[i], &st), 0);
+        packets0[i] = st.packets_out;
     }
-    tt_server_close(srv);
-    th_run(loop, 5000);
-    cr_assert_eq(tt_loop_close(loop), 0);
+    /* MSGS masked binary frames "b%05d", in one send from fds[0]. */
+    for (int m = 0; m < MSGS; m++) {
+        uint8_t *f = burst + m * IN;
+        f[0] = 0x82;
+        f[1] = 0x80 | 6;
+        memcpy(f + 2, key, 4);
+        snprintf(text, sizeof(text), "b%05d", m);
+        for (int k = 0; k < 6; k++)
+            f[6 + k] = (uint8_t)text[k] ^ key[k & 3];
+    }
+    cr_assert_eq(send(fds[0], burst, sizeof(burst), 0), (ssize_t)sizeof(burst));
+    receive_all(loop, fds, sink, 1, N, (size_t)(N - 1) * MSGS * OUT, 5000);
+    for (int i = 1; i < N; i++) {
+        /* s_message relays each message with a newline: one unmasked binary frame. */
+        cr_assert_eq(sink[i].len, (size_t)MSGS * OUT, "receiver %d: %zu bytes", i, sink[i].len);
+        for (int m = 0; m < MSGS; m++) {
+            const char *f = sink[i].buf + m * OUT;
+            snprintf(text, sizeof(text), "b%05d", m);
+            cr_assert(f[0] == (char)0x82 && f[1] == 7, "receiver %d: frame %d header", i, m);
+            cr_assert(memcmp(f + 2, text, 6) == 0 && f[8] == '\n', "receiver %d: frame %d", i, m);
+        }
+        cr_assert_eq(tt_conn_get_stats(peers[i], &st), 0);
+        /* A write per message per recipient would be 16. */
+        cr_expect_leq(st.packets_out - packets0[i], 2,
+                      "receiver %d: %llu writes for one read of %d messages", i,
+                      (unsigned long long)(st.packets_out - packets0[i]), MSGS);
+    }
+    drain(fds[0], &sink[0]);
+    cr_expect_eq(sink[0].len, 0, "the sender got its own messages back");
+    finish(loop, fds, sink, N);
 }
 
 Test(broadcast_direct, a_slow_receiver_hits_its_cap_alone_and_the_others_get_everything)
@@ -271,7 +347,7 @@ Test(broadcast_direct, a_slow_receiver_hits_its_cap_alone_and_the_others_get_eve
     reset();
     cr_assert_eq(tt_loop_init(&loop), 0);
     srv = listen_with(loop, &so, &addr);
-    connect_clients(loop, &addr, fds, N, 4096);
+    connect_clients(loop, &addr, fds, N, 4096, NULL);
     cr_assert_eq(tt_conn_set_sndbuf(peers[SLOW], 4096), 0);
     bool never = false;
     for (int m = 0; m < MSGS; m++) {
@@ -318,13 +394,7 @@ Test(broadcast_direct, a_slow_receiver_hits_its_cap_alone_and_the_others_get_eve
         cr_assert_eq(tt_conn_get_stats(peers[i], &st), 0);
         cr_expect_eq(st.bytes_out, (uint64_t)MSGS * SIZE);
     }
-    for (int i = 0; i < N; i++) {
-        close(fds[i]);
-        free(sink[i].buf);
-    }
-    tt_server_close(srv);
-    th_run(loop, 5000);
-    cr_assert_eq(tt_loop_close(loop), 0);
+    finish(loop, fds, sink, N);
 }
 
 Test(broadcast_direct, a_receiver_gone_during_the_broadcast_closes_with_its_reason)
@@ -340,10 +410,11 @@ Test(broadcast_direct, a_receiver_gone_during_the_broadcast_closes_with_its_reas
     reset();
     cr_assert_eq(tt_loop_init(&loop), 0);
     srv = listen_with(loop, &so, &addr);
-    connect_clients(loop, &addr, fds, N, 0);
+    connect_clients(loop, &addr, fds, N, 0, NULL);
     /* Reset by the peer, the server not told yet (its loop has not run). */
     cr_assert_eq(setsockopt(fds[GONE], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
     close(fds[GONE]);
+    fds[GONE] = -1;
     usleep(20 * 1000);
     cr_expect_eq(tt_server_broadcast(srv, "hello\n", 6, NULL), N);
     bool never = false;
@@ -362,10 +433,6 @@ Test(broadcast_direct, a_receiver_gone_during_the_broadcast_closes_with_its_reas
         drain(fds[i], &sink[i]);
         cr_expect_eq(sink[i].len, 6);
         cr_expect_eq(memcmp(sink[i].buf, "hello\n", 6), 0);
-        close(fds[i]);
-        free(sink[i].buf);
     }
-    tt_server_close(srv);
-    th_run(loop, 5000);
-    cr_assert_eq(tt_loop_close(loop), 0);
+    finish(loop, fds, sink, N);
 }
