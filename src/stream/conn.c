@@ -112,7 +112,9 @@ typedef union pool_item {
 } pool_item_t;
 
 /* A slab is TT__CONN_SLAB_BYTES long and as aligned, its head first: a
- * connection finds its loop there (tt__conn_loop) instead of keeping a pointer. */
+ * connection finds its loop there (tt__conn_loop) instead of keeping a pointer.
+ * Connections are carved from the newest slab as they are needed, so a slab's
+ * pages are touched (and resident) only as far as it has been used. */
 #define SLAB_CONNS ((TT__CONN_SLAB_BYTES - sizeof(tt__conn_slab_head_t)) / sizeof(pool_item_t))
 
 typedef struct slab {
@@ -128,24 +130,24 @@ static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pendi
 static tt_conn_t *pool_get(tt_loop_t *loop)
 {
     pool_item_t *it = loop->conn_free;
-    if (it == NULL) {
-        slab_t *s = aligned_alloc(TT__CONN_SLAB_BYTES, TT__CONN_SLAB_BYTES);
+    if (it != NULL) {
+        loop->conn_free = it->next_free;
+        return &it->conn;
+    }
+    slab_t *s = loop->conn_slabs;
+    if (s == NULL || s->head.used == SLAB_CONNS) {
+        s = aligned_alloc(TT__CONN_SLAB_BYTES, TT__CONN_SLAB_BYTES);
         if (s == NULL)
             return NULL;
         s->head.next = loop->conn_slabs;
         s->head.loop = loop;
+        s->head.used = 0;
         loop->conn_slabs = s;
         loop->conns_run_pending = tt__conn_run_pending;
         loop->conns_release = tt__conn_pool_release;
         loop->poller.stream_cb = io_cb; /* every connection's events */
-        for (int i = (int)SLAB_CONNS - 1; i >= 0; i--) {
-            s->items[i].next_free = loop->conn_free;
-            loop->conn_free = &s->items[i];
-        }
-        it = loop->conn_free;
     }
-    loop->conn_free = it->next_free;
-    return &it->conn;
+    return &s->items[s->head.used++].conn;
 }
 
 static void pool_put(tt_loop_t *loop, tt_conn_t *c)

@@ -182,10 +182,11 @@ struct tt_conn {
 
 /* Connections are allocated in slabs of this many bytes, aligned to it, each
  * with this head first (conn.c's pool). */
-#define TT__CONN_SLAB_BYTES 16384
+#define TT__CONN_SLAB_BYTES 65536
 typedef struct tt__conn_slab_head {
     void *next; /* the loop's next slab */
     tt_loop_t *loop;
+    size_t used; /* connections carved from it so far */
 } tt__conn_slab_head_t;
 
 /* The loop a connection belongs to: its slab's. */
