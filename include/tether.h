@@ -518,18 +518,22 @@ TT_EXTERN uint64_t tt_conn_written_bytes(const tt_conn_t *conn);
 #define TT_DEFAULT_QUEUE_CAP ((size_t)64 * 1024 * 1024)
 #define TT_DEFAULT_LINGER_MS 30000
 
-/* High-water mark in bytes (> 0). Returns 0 or -EINVAL. */
+/* A server's connections start with its options' mark and cap; a connection
+ * given values of its own keeps them in a small state of its own (so the three
+ * calls below may return -ENOMEM).
+ * High-water mark in bytes (> 0). Returns 0, -EINVAL or -ENOMEM. */
 TT_EXTERN int tt_conn_set_high_water(tt_conn_t *conn, size_t bytes);
 /* Hard cap on queued memory (see the defaults above for what counts); 0 means no
  * cap. A send that would pass it is refused with -ENOBUFS and the connection closes
- * with TT_CLOSE_SEND_OVERFLOW. Returns 0 or -EINVAL (below the high-water mark). */
+ * with TT_CLOSE_SEND_OVERFLOW. Returns 0, -EINVAL (below the high-water mark) or
+ * -ENOMEM. */
 TT_EXTERN int tt_conn_set_queue_cap(tt_conn_t *conn, size_t bytes);
 /* Half-open: with it on, the peer's FIN only fires on_end and the app decides when
  * to end its side. Returns 0 or -EINVAL. */
 TT_EXTERN int tt_conn_set_half_open(tt_conn_t *conn, bool on);
 /* Linger deadline from tt_end (0: wait forever): how long the queue may go without
  * progress while it drains, then how long the peer's FIN may take after ours. Set
- * it before tt_end. Returns 0 or -EINVAL. */
+ * it before tt_end. Returns 0, -EINVAL or -ENOMEM. */
 TT_EXTERN int tt_conn_set_linger(tt_conn_t *conn, uint64_t ms);
 /* Socket options. Return 0, -EINVAL, or the setsockopt errno. On a Unix domain
  * connection the TCP-only ones (nodelay, keepalive) return -EOPNOTSUPP. */

@@ -61,7 +61,7 @@ TestSuite(tlscli, .init = setup, .fini = teardown, .timeout = 90);
     "  timeout --foreground 40 $TETHER echo -v --listen 127.0.0.1:0 \"$@\" > $T/echo.out "      \
     "2> $T/echo.err &\n"                                                                        \
     "  ECHO=$!\n"                                                                               \
-    "  for i in $(seq 100); do grep -q listening $T/echo.out 2>/dev/null && break; "            \
+    "  for i in $(seq 400); do grep -q listening $T/echo.out 2>/dev/null && break; "            \
     "sleep 0.05; done\n"                                                                        \
     "  PORT=$(sed -n 's/.*127.0.0.1:\\([0-9]*\\).*/\\1/p' $T/echo.out)\n"                        \
     "  [ -n \"$PORT\" ] || fail \"echo did not listen: $(cat $T/echo.out $T/echo.err)\"\n"     \
