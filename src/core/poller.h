@@ -180,13 +180,12 @@ void tt__poller_flush(tt__poller_t *p);
 int tt__uring_fd(const tt__poller_t *p);
 bool tt__uring_has_ready(const tt__poller_t *p);
 void tt__uring_flush(tt__poller_t *p);
-/* Read once into the loop's buffer and hand the bytes to io's callback
- * (TT__EV_DATA; nothing on EAGAIN): every epoll read, and io_uring's reads while its
- * buffer pool is dry. */
-static inline void tt__io_read(tt__poller_t *p, tt__io_t *io);
 /* The reads that are not a plain recv: descriptors, TCP_INQ, an error, a buffer
  * filled (`n` is what the plain recv returned, or 0 when it was not made). */
 void tt__io_read_other(tt__poller_t *p, tt__io_t *io, ssize_t n);
+/* Read a stream once into the loop's buffer and hand the bytes to the stream
+ * callback (TT__EV_DATA; nothing on EAGAIN): every epoll read, and io_uring's reads
+ * while its buffer pool is dry. */
 static inline void tt__io_read(tt__poller_t *p, tt__io_t *io)
 {
     ssize_t n;
