@@ -63,7 +63,8 @@ static framer_t *framer_of(const tt_conn_t *c)
 
 static void framer_release(framer_t *f)
 {
-    tt__wheel_stop(&tt__conn_loop(f->conn)->wheel, &f->asm_timer); /* replaced or gone: no deadline */
+    /* Replaced or gone: no deadline. */
+    tt__wheel_stop(&tt__conn_loop(f->conn)->wheel, &f->asm_timer);
     if (f->delivering > 0) {
         f->retired = true;
         return;
@@ -112,7 +113,8 @@ static void partial_check(tt_conn_t *c, framer_t *f)
     } else if (fc->asm_ms != UINT32_MAX &&
                (!tt__wnode_active(&f->asm_timer) || f->frames != f->frames_at_arm)) {
         f->frames_at_arm = f->frames;
-        tt__wheel_start(&tt__conn_loop(c)->wheel, &f->asm_timer, tt__loop_deadline(tt__conn_loop(c), fc->asm_ms));
+        tt__wheel_start(&tt__conn_loop(c)->wheel, &f->asm_timer,
+                        tt__loop_deadline(tt__conn_loop(c), fc->asm_ms));
     }
 }
 
@@ -595,7 +597,7 @@ int tt_send_message_owned(tt_conn_t *c, void *buf, size_t len, tt_free_cb free_c
     if (err >= 0 && tlen > 0) {
         int terr = tt_send(c, trailer, tlen); /* queued behind the payload */
         if (terr >= 0 && c->out->sq.tail != NULL && c->out->sq.tail->kind == TT__SQ_COPY)
-            c->out->sq.tail->flags |= TT__SQE_CONT; /* a fresh chunk: the owned entry was the tail */
+            c->out->sq.tail->flags |= TT__SQE_CONT; /* a fresh chunk after the owned entry */
         if (terr < 0) {
             /* The payload is queued and now belongs to the connection (its
              * free_cb runs at close); the frame cannot be completed. */

@@ -387,9 +387,8 @@ int tt__proxy_apply(tt_conn_t *c, tt_proxy_mode_t mode, uint64_t timeout_ms,
     p->admit = admit;
     c->ext->pre_input = pre_input;
     c->ext->open_waits++;
-    tt__wheel_start(&tt__conn_loop(c)->wheel, &p->timer,
-                    tt__loop_deadline(tt__conn_loop(c), timeout_ms > 0 ? timeout_ms
-                                                              : TT_DEFAULT_PROXY_TIMEOUT_MS));
+    uint64_t ms = timeout_ms > 0 ? timeout_ms : TT_DEFAULT_PROXY_TIMEOUT_MS;
+    tt__wheel_start(&tt__conn_loop(c)->wheel, &p->timer, tt__loop_deadline(tt__conn_loop(c), ms));
     return 0;
 }
 

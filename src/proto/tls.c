@@ -1016,7 +1016,8 @@ static void tls_opened(tt_conn_t *c)
     tls_t *t = tls_of(c);
 
     if (t->timeout_ms > 0)
-        tt__wheel_start(&tt__conn_loop(c)->wheel, &t->timer, tt__loop_deadline(tt__conn_loop(c), t->timeout_ms));
+        tt__wheel_start(&tt__conn_loop(c)->wheel, &t->timer,
+                        tt__loop_deadline(tt__conn_loop(c), t->timeout_ms));
     if (!SSL_is_server(t->ssl)) {
         resume_session(t);
         handshake(t); /* the ClientHello */
@@ -1147,7 +1148,8 @@ int tt_conn_start_tls(tt_conn_t *c, const tt_tls_start_opts_t *o)
     t->plain_left = tt__conn_queue_bytes(c); /* queued before the switch: plain, first */
     c->ext->wire = t;
     c->ext->wire_ops = &wire_ops;
-    tt__wheel_start(&tt__conn_loop(c)->wheel, &t->timer, tt__loop_deadline(tt__conn_loop(c), t->timeout_ms));
+    tt__wheel_start(&tt__conn_loop(c)->wheel, &t->timer,
+                    tt__loop_deadline(tt__conn_loop(c), t->timeout_ms));
     if (t->plain_left > 0)
         t->started = false; /* write_plain starts it once they are out */
     else

@@ -178,12 +178,15 @@ static void deadline_cb(tt__wnode_t *node);
 tt__sendq_t *tt__conn_queue(tt_conn_t *c)
 {
     tt__conn_out_t *o = c->out;
+    tt_loop_t *loop;
+
     if (o != NULL)
         return &o->sq;
-    o = tt__conn_loop(c)->out_free;
+    loop = tt__conn_loop(c);
+    o = loop->out_free;
     if (o != NULL) {
-        tt__conn_loop(c)->out_free = o->conn;
-        tt__conn_loop(c)->out_free_n--;
+        loop->out_free = o->next_free;
+        loop->out_free_n--;
     } else if ((o = malloc(sizeof(*o))) == NULL) {
         return NULL;
     }
@@ -206,7 +209,7 @@ static void out_drop(tt_conn_t *c)
         free(o);
         return;
     }
-    o->conn = loop->out_free; /* the free list's link */
+    o->next_free = loop->out_free;
     loop->out_free = o;
     loop->out_free_n++;
 }
@@ -240,7 +243,7 @@ static void out_pool_release(tt_loop_t *loop)
 {
     tt__conn_out_t *o = loop->out_free;
     while (o != NULL) {
-        tt__conn_out_t *next = (tt__conn_out_t *)o->conn;
+        tt__conn_out_t *next = o->next_free;
         free(o);
         o = next;
     }
@@ -250,9 +253,11 @@ static void out_pool_release(tt_loop_t *loop)
 
 int tt__conn_deadline_start(tt_conn_t *c, uint64_t ms)
 {
+    tt_loop_t *loop = tt__conn_loop(c);
+
     if (tt__conn_queue(c) == NULL)
         return -ENOMEM;
-    tt__wheel_start(&tt__conn_loop(c)->wheel, &c->out->deadline, tt__loop_deadline(tt__conn_loop(c), ms));
+    tt__wheel_start(&loop->wheel, &c->out->deadline, tt__loop_deadline(loop, ms));
     return 0;
 }
 
@@ -1154,7 +1159,8 @@ int tt__conn_over_cap(tt_conn_t *c, uint64_t add)
 {
     uint32_t cap_kib = limits(c)->queue_cap_kib;
     if (cap_kib != 0 &&
-        (c->out != NULL ? c->out->sq.alloc : 0) + add + TT__SQ_NODE_COST > (uint64_t)cap_kib * 1024) {
+        (c->out != NULL ? c->out->sq.alloc : 0) + add + TT__SQ_NODE_COST >
+            (uint64_t)cap_kib * 1024) {
         tt__conn_close(c, TT_CLOSE_SEND_OVERFLOW, TT_EOVERFLOW);
         return -ENOBUFS;
     }

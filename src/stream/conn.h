@@ -151,7 +151,10 @@ typedef struct tt__wire_ops {
 typedef struct tt__conn_out {
     tt__sendq_t sq;
     tt__wnode_t deadline; /* connect timeout, or linger after end */
-    tt_conn_t *conn;
+    union {
+        tt_conn_t *conn;                  /* while in use */
+        struct tt__conn_out *next_free;   /* while in the loop's pool */
+    };
     tt__limits_t lim; /* the connection's own limits, when it set them (kept then) */
     uint64_t dropped; /* at close: the bytes that were never sent */
 } tt__conn_out_t;

@@ -869,8 +869,8 @@ static int membership(tt_udp_t *u, bool join, const tt_addr_t *group, const tt_a
         gsr.gsr_interface = index;
         memcpy(&gsr.gsr_group, &group->u, group->len);
         memcpy(&gsr.gsr_source, &source->u, source->len);
-        if (setsockopt(u->io.io.fd, level, join ? MCAST_JOIN_SOURCE_GROUP : MCAST_LEAVE_SOURCE_GROUP,
-                       &gsr, sizeof(gsr)) < 0)
+        int opt = join ? MCAST_JOIN_SOURCE_GROUP : MCAST_LEAVE_SOURCE_GROUP;
+        if (setsockopt(u->io.io.fd, level, opt, &gsr, sizeof(gsr)) < 0)
             return -errno;
     }
     return 0;
