@@ -2,7 +2,8 @@
  * broadcast without the CLI's names and notices. Lines are framed by the library
  * (tt_frame_line); each line goes back out with its newline to every other
  * connection through tt_server_broadcast (except = the sender), which stores the
- * bytes once and writes them at once to each receiver with nothing queued. A
+ * bytes once and writes them at once to each receiver with nothing queued (on
+ * io_uring: as send requests, all in the loop's next submission). A
  * receiver whose queue would pass 4 MiB is closed (TT_CLOSE_SEND_OVERFLOW), as
  * `tether chat` does.
  *

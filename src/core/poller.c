@@ -3,7 +3,8 @@
  *
  * Writes are direct system calls whichever backend waits: the connection learns at
  * once how much the kernel took, which its send queue, backpressure and close
- * figures are built on. */
+ * figures are built on. io_uring also takes sends as requests (tt__io_send_async,
+ * poller_uring.c), reported when they complete. */
 #include "core/poller.h"
 
 #include <errno.h>
@@ -180,7 +181,7 @@ ssize_t tt__io_writev(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, in
     struct msghdr msg = {0};
     ssize_t n;
 
-    (void)p;
+    p->n_writes++;
     msg.msg_iov = (struct iovec *)iov;
     msg.msg_iovlen = (size_t)iovcnt;
     /* sendmsg rather than writev: MSG_NOSIGNAL, so a closed peer gives EPIPE and
@@ -191,6 +192,14 @@ ssize_t tt__io_writev(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, in
     if (n < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     return n;
+}
+
+int tt__io_send_async(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt,
+                      size_t len)
+{
+    if (p->backend != TT__BACKEND_URING)
+        return -EOPNOTSUPP;
+    return tt__uring_send(p, io, iov, iovcnt, len);
 }
 
 ssize_t tt__io_writev_fds(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt,
@@ -204,9 +213,9 @@ ssize_t tt__io_writev_fds(tt__poller_t *p, tt__io_t *io, const struct iovec *iov
     struct cmsghdr *c;
     ssize_t n;
 
-    (void)p;
     if (nfds == 0 || nfds > FDS_MAX)
         return -EINVAL;
+    p->n_writes++;
     memset(&cbuf, 0, sizeof(cbuf));
     msg.msg_iov = (struct iovec *)iov;
     msg.msg_iovlen = (size_t)iovcnt;
@@ -232,7 +241,7 @@ ssize_t tt__io_sendfile(tt__poller_t *p, tt__io_t *io, int in_fd, uint64_t *offs
     ssize_t n;
     int err = 0, was_pending;
 
-    (void)p;
+    p->n_writes++;
     /* sendfile(2) has no MSG_NOSIGNAL: a reset peer raises SIGPIPE. Block it on this
      * thread for the call and swallow the one we caused, leaving one that was
      * already pending alone. The library never changes process-wide dispositions. */

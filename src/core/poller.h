@@ -7,7 +7,9 @@
  * (poller_epoll.c, the default) and io_uring (poller_uring.c: recv into provided
  * buffers, one system call per round), chosen per loop at init (TETHER_BACKEND).
  * Only raw watches (TT__EV_READABLE: listeners, eventfds, UDP, stream sources) see
- * readiness. Writes are direct system calls in both (poller.c). */
+ * readiness. Writes are direct system calls in both (poller.c); io_uring can also
+ * take a write as a request (tt__io_send_async), handed to the kernel with the
+ * round's other requests, so that writes to many sockets cost one system call. */
 #ifndef TT_POLLER_H
 #define TT_POLLER_H
 
@@ -33,6 +35,8 @@
 #define TT__EV_FDS 5      /* fd-passing stream: buf holds `n` received descriptors (int),
                              close-on-exec, now the owner's; the TT__EV_DATA with the
                              bytes they came with follows */
+#define TT__EV_SENT 6     /* a tt__io_send_async finished: n bytes the kernel took or
+                             -errno, `pending` the bytes it was offered */
 
 /* Watch kinds. */
 #define TT__IO_STREAM 0 /* the poller reads into the shared buffer */
@@ -56,6 +60,8 @@ struct tt__io {
     uint8_t inq : 1;    /* TCP_INQ is on: a read learns from the kernel what is left */
     uint8_t fdpass : 1; /* Unix stream that takes descriptors: every read is a recvmsg
                            with room for SCM_RIGHTS, on both backends */
+    uint8_t send_out : 1; /* a tt__io_send_async is in flight: its TT__EV_SENT is still
+                             to come (set and cleared by the poller) */
 };
 
 /* A raw or watch descriptor and its callback. */
@@ -82,6 +88,11 @@ typedef struct tt__poller {
     uint64_t *clock;
     /* Every stream's callback, set by the layer that owns them (stream/conn.c). */
     tt__io_cb stream_cb;
+    /* System calls made for the loop's sockets, for tests and measurements: direct
+     * writes (tt__io_writev*), and io_uring submissions and waits (calls that may
+     * enter the kernel: an upper bound on io_uring_enter). */
+    uint64_t n_writes;
+    uint64_t n_enters;
 } tt__poller_t;
 
 /* CLOCK_MONOTONIC in milliseconds. */
@@ -114,6 +125,7 @@ static inline void tt__io_init_stream(tt__io_t *io, int fd)
     io->registered = 0;
     io->inq = 0;
     io->fdpass = 0;
+    io->send_out = 0;
 }
 /* A raw or watch descriptor (TT__IO_RAW, TT__IO_WATCH) with its callback. */
 static inline void tt__io_init(tt__io_own_t *o, int fd, int kind, tt__io_cb cb)
@@ -212,7 +224,7 @@ static inline ssize_t tt__io_write(tt__poller_t *p, tt__io_t *io, const void *bu
 {
     ssize_t n;
 
-    (void)p;
+    p->n_writes++;
     do
         n = send(io->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
@@ -224,6 +236,25 @@ static inline ssize_t tt__io_write(tt__poller_t *p, tt__io_t *io, const void *bu
  * they go with the first byte; a return > 0 means they went. */
 ssize_t tt__io_writev_fds(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt,
                           const int *fds, unsigned nfds);
+/* Most buffers one tt__io_send_async takes. */
+#define TT__SEND_IOV_MAX 64
+/* Queue a send of iov (1..TT__SEND_IOV_MAX buffers, `len` bytes in all) without
+ * writing now: the backend hands it to the kernel with the round's other requests
+ * at its next wait, where one system call carries the sends of every socket, and
+ * reports it with TT__EV_SENT (n: bytes the kernel took, like a non-blocking
+ * write, or -EAGAIN, -errno; never SIGPIPE). The bytes must stay where they are
+ * until then; the iovec array need not. One send at a time per io: io->send_out
+ * is set until TT__EV_SENT, which comes even after tt__poller_remove (the owner
+ * keeps io, and its fd open, until then), unless the remove found the send still
+ * queued here: then it is dropped, send_out is cleared and no event comes.
+ * 0, or -EOPNOTSUPP (epoll: write directly instead), -ENOMEM, -EINVAL. */
+static inline bool tt__poller_async_send(const tt__poller_t *p)
+{
+    return p->backend == TT__BACKEND_URING;
+}
+int tt__io_send_async(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt,
+                      size_t len);
+int tt__uring_send(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt, size_t len);
 /* sendfile(2) from a regular file: bytes sent (offset advanced), -EAGAIN, -errno. */
 ssize_t tt__io_sendfile(tt__poller_t *p, tt__io_t *io, int in_fd, uint64_t *offset, size_t len);
 

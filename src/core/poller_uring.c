@@ -6,7 +6,14 @@
  * TT__EV_DATA and back to the ring when the callback returns; the next recv is
  * queued then. Everything queued in a round reaches the kernel in the one
  * io_uring_enter that also waits, so a round costs one system call however many
- * sockets it reads. Writing stays a direct sendmsg (poller.c).
+ * sockets it reads. Writing is a direct sendmsg (poller.c), or a send request
+ * (tt__uring_send) queued the same way: the sends to every socket written in a
+ * round (a broadcast's receivers) go to the kernel in that one io_uring_enter,
+ * not a sendmsg each. They carry MSG_DONTWAIT, so each completes inside the
+ * submission, with what the socket took or -EAGAIN, as a direct write would.
+ * The owner keeps the socket and the bytes until the completion; removing the
+ * watch drops a send still queued here (the kernel never saw it), and one the
+ * kernel has is still reported to its owner, whatever the watch's generation.
  *
  * Raw watches and POLL_OUT use one-shot polls, re-armed after each event: a poll
  * armed on a ready fd completes at once, which is level-triggered behaviour, as
@@ -34,11 +41,25 @@
 #define NO_BUF 0xffff
 
 /* user_data: op (4 bits) | poll sequence (8) | generation (20) | fd (32). */
-enum { OP_NONE = 0, OP_RECV = 1, OP_POLL = 2 };
+enum { OP_NONE = 0, OP_RECV = 1, OP_POLL = 2, OP_SEND = 3 };
 #define GEN_MASK 0xfffffu
+
+/* A send request: what its completion needs, and the message it points the kernel
+ * at, which must stay put until the submission (the kernel copies it then). Small
+ * ones (most sends are one or two buffers) are kept on a free list for reuse. */
+#define SEND_SMALL 4
+typedef struct usend {
+    struct usend *next_free;
+    tt__io_t *io; /* the owner, valid until the completion is delivered */
+    size_t len;   /* bytes offered */
+    int cap;      /* iovecs it has room for */
+    struct msghdr msg;
+    struct iovec iov[];
+} usend_t;
 
 typedef struct uslot {
     tt__io_t *io; /* NULL: no watch on this fd */
+    usend_t *send; /* the send in flight on this fd (kept across a remove) */
     uint32_t gen; /* moves on with every registration and removal */
     uint8_t recv_out;    /* a recv is in flight */
     uint8_t recv_cancel; /* ... and its cancellation was asked for */
@@ -63,7 +84,21 @@ struct tt__uring {
     size_t nslots;
     int *ready; /* fds with work outside a completion: held data, a recv to retry */
     size_t nready, ready_cap;
+    usend_t *send_free; /* small send requests for reuse */
 };
+
+/* Every call that may enter the kernel goes through one of these, counted. */
+static int submit(struct tt__uring *u)
+{
+    u->poller->n_enters++;
+    return io_uring_submit(&u->ring);
+}
+
+static int submit_and_get_events(struct tt__uring *u)
+{
+    u->poller->n_enters++;
+    return io_uring_submit_and_get_events(&u->ring);
+}
 
 static uint64_t tag(int op, uint8_t seq, uint32_t gen, int fd)
 {
@@ -78,7 +113,7 @@ static struct io_uring_sqe *sqe_get(struct tt__uring *u)
     struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
 
     if (sqe == NULL) { /* queue full: hand it over, retry */
-        io_uring_submit(&u->ring);
+        submit(u);
         sqe = io_uring_get_sqe(&u->ring);
     }
     return sqe;
@@ -233,6 +268,89 @@ static void arm(struct tt__uring *u, int fd, uslot_t *s)
         submit_poll(u, fd, s, poll_want);
 }
 
+/* ---- sends ------------------------------------------------------------------------- */
+
+static usend_t *send_get(struct tt__uring *u, int iovcnt)
+{
+    usend_t *o;
+
+    if (iovcnt <= SEND_SMALL && u->send_free != NULL) {
+        o = u->send_free;
+        u->send_free = o->next_free;
+        return o;
+    }
+    if (iovcnt < SEND_SMALL)
+        iovcnt = SEND_SMALL;
+    o = malloc(sizeof(*o) + (size_t)iovcnt * sizeof(struct iovec));
+    if (o != NULL)
+        o->cap = iovcnt;
+    return o;
+}
+
+static void send_release(struct tt__uring *u, usend_t *o)
+{
+    if (o->cap == SEND_SMALL) {
+        o->next_free = u->send_free;
+        u->send_free = o;
+    } else {
+        free(o);
+    }
+}
+
+int tt__uring_send(tt__poller_t *p, tt__io_t *io, const struct iovec *iov, int iovcnt, size_t len)
+{
+    struct tt__uring *u = p->uring;
+    struct io_uring_sqe *sqe;
+    uslot_t *s;
+    usend_t *o;
+
+    if (iovcnt < 1 || iovcnt > TT__SEND_IOV_MAX || io->send_out || io->fd < 0)
+        return -EINVAL;
+    s = slot_at(u, io->fd);
+    if (s == NULL)
+        return -ENOMEM;
+    if (s->send != NULL)
+        return -EBUSY; /* an earlier owner of this fd still has one in flight */
+    o = send_get(u, iovcnt);
+    if (o == NULL)
+        return -ENOMEM;
+    sqe = sqe_get(u);
+    if (sqe == NULL) {
+        send_release(u, o);
+        return -ENOMEM;
+    }
+    o->io = io;
+    o->len = len;
+    memcpy(o->iov, iov, (size_t)iovcnt * sizeof(*iov));
+    /* MSG_DONTWAIT: a full socket answers -EAGAIN at once, as a direct write does,
+     * instead of the request waiting in the kernel for room. */
+    if (iovcnt == 1) {
+        io_uring_prep_send(sqe, io->fd, o->iov[0].iov_base, o->iov[0].iov_len,
+                           MSG_NOSIGNAL | MSG_DONTWAIT);
+    } else {
+        memset(&o->msg, 0, sizeof(o->msg));
+        o->msg.msg_iov = o->iov;
+        o->msg.msg_iovlen = (size_t)iovcnt;
+        io_uring_prep_sendmsg(sqe, io->fd, &o->msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    io_uring_sqe_set_data64(sqe, tag(OP_SEND, 0, 0, io->fd));
+    s->send = o;
+    io->send_out = 1;
+    return 0;
+}
+
+static void on_send(struct tt__uring *u, uslot_t *s, int res)
+{
+    usend_t *o = s->send;
+    tt__io_t *io = o->io;
+    size_t len = o->len;
+
+    s->send = NULL;
+    send_release(u, o);
+    io->send_out = 0;
+    tt__io_event(u->poller, io, TT__EV_SENT, NULL, res, len);
+}
+
 /* ---- interface ------------------------------------------------------------------- */
 
 int tt__uring_init(tt__poller_t *p)
@@ -257,6 +375,7 @@ int tt__uring_init(tt__poller_t *p)
     }
     if (err < 0)
         goto fail_free;
+    u->poller = p;
     if (!(params.features & IORING_FEAT_NODROP)) { /* completions must never be lost */
         err = -ENOSYS;
         goto fail_ring;
@@ -276,7 +395,6 @@ int tt__uring_init(tt__poller_t *p)
         goto fail_ring;
     for (unsigned i = 0; i < BUF_COUNT; i++)
         buf_return(u, i);
-    u->poller = p;
     p->uring = u;
     return 0;
 
@@ -294,6 +412,11 @@ void tt__uring_close(tt__poller_t *p)
     struct tt__uring *u = p->uring;
 
     io_uring_queue_exit(&u->ring); /* cancels what is in flight */
+    while (u->send_free != NULL) {
+        usend_t *o = u->send_free;
+        u->send_free = o->next_free;
+        free(o);
+    }
     free(u->bufs);
     free(u->br);
     free(u->slots);
@@ -319,7 +442,7 @@ int tt__uring_set(tt__poller_t *p, tt__io_t *io, unsigned events)
          * fd closed without a remove) is stale from here on. */
         if (s->held && s->held_bid != NO_BUF)
             buf_return(u, s->held_bid);
-        *s = (uslot_t){.io = io, .gen = s->gen + 1, .on_ready = s->on_ready};
+        *s = (uslot_t){.io = io, .send = s->send, .gen = s->gen + 1, .on_ready = s->on_ready};
         io->registered = 1;
     }
     io->events = (uint8_t)events;
@@ -346,12 +469,18 @@ void tt__uring_remove(tt__poller_t *p, tt__io_t *io)
         in_kernel |= !cancel(u, tag(OP_POLL, s->poll_seq, s->gen, io->fd), true);
     if (s->held && s->held_bid != NO_BUF)
         buf_return(u, s->held_bid);
-    *s = (uslot_t){.gen = s->gen + 1, .on_ready = s->on_ready};
+    if (s->send != NULL && s->send->io == io &&
+        nop_unsubmitted(u, tag(OP_SEND, 0, 0, io->fd))) {
+        send_release(u, s->send); /* never seen by the kernel: no completion */
+        s->send = NULL;
+        io->send_out = 0;
+    }
+    *s = (uslot_t){.send = s->send, .gen = s->gen + 1, .on_ready = s->on_ready};
     /* The kernel holds the socket while a request on it is in flight: run the
      * cancellations now, so that closing the fd really closes the socket (FIN or
      * RST at once, not at the next round). Their completions are stale. */
     if (in_kernel)
-        io_uring_submit_and_get_events(&u->ring);
+        submit_and_get_events(u);
 out:
     io->registered = 0;
     io->events = 0;
@@ -473,6 +602,9 @@ static void on_cqe(struct tt__uring *u, struct io_uring_cqe *cqe)
     } else if (op == OP_POLL) {
         if (live && s->poll_out && s->poll_seq == (uint8_t)(ud >> 52))
             on_poll(u, fd, s, cqe->res);
+    } else if (op == OP_SEND) {
+        if (s != NULL && s->send != NULL) /* its owner waits for it, watch or not */
+            on_send(u, s, cqe->res);
     }
 }
 
@@ -518,7 +650,7 @@ bool tt__uring_has_ready(const tt__poller_t *p)
 void tt__uring_flush(tt__poller_t *p)
 {
     if (io_uring_sq_ready(&p->uring->ring) > 0)
-        io_uring_submit(&p->uring->ring);
+        submit(p->uring);
 }
 
 int tt__uring_wait(tt__poller_t *p, int timeout_ms)
@@ -530,6 +662,7 @@ int tt__uring_wait(tt__poller_t *p, int timeout_ms)
 
     if (u->nready > 0)
         timeout_ms = 0; /* held data waits in user space: do not sleep on it */
+    p->n_enters++;
     if (timeout_ms == 0) {
         err = io_uring_submit_and_get_events(&u->ring);
     } else if (timeout_ms < 0) {

@@ -11,7 +11,13 @@
  * it in the same read (loop->more_input, set by the framer and by the WebSocket
  * reader), every recipient queues instead, and the read's messages reach each
  * one in one write, in the pending phase: a write per recipient per read, not
- * per message. */
+ * per message.
+ *
+ * On io_uring a recipient with nothing queued queues too (a reference, as
+ * above) and the pending phase's flush makes its write a send request: the
+ * loop's next submission carries the sends to all of them, one system call for
+ * the whole broadcast instead of a sendmsg per recipient (stream/conn.c,
+ * core/poller_uring.c). */
 #include "ops/broadcast.h"
 
 #include <errno.h>
@@ -62,7 +68,8 @@ int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
     size_t off = 0;
     if (tt__conn_queue_empty(c) && !tt__conn_loop(c)->more_input) {
         /* Nothing queued and no more messages behind this one in the sender's
-         * read: straight from the shared bytes, one write, no node. */
+         * read: straight from the shared bytes, one write, no node (epoll; on
+         * io_uring this says -EAGAIN and the bytes are queued for the flush). */
         ssize_t w = tt__conn_write_shared(c, p->data, p->len);
         if (w == (ssize_t)p->len)
             return 0;

@@ -902,6 +902,21 @@ static ssize_t write_plain(tls_t *t, const struct iovec *iov)
     return r;
 }
 
+/* STARTTLS while a send of the plain bytes was in flight (io_uring): they count as
+ * written plain, as write_plain's own would. */
+static void tls_plain_sent(tt_conn_t *c, uint64_t n)
+{
+    tls_t *t = tls_of(c);
+
+    if (t == NULL || t->plain_left == 0)
+        return;
+    if (n > t->plain_left)
+        n = t->plain_left;
+    c->ext->wire_out += n;
+    if ((t->plain_left -= n) == 0)
+        start(t);
+}
+
 static ssize_t tls_writev(tt_conn_t *c, const struct iovec *iov, int iovcnt)
 {
     tls_t *t = tls_of(c);
@@ -1055,6 +1070,7 @@ static const tt__wire_ops_t wire_ops = {
     .resumed = tls_resumed,
     .close_info = tls_close_info,
     .free = tls_free,
+    .plain_sent = tls_plain_sent,
 };
 
 /* ---- putting it on a connection -------------------------------------------------------------- */

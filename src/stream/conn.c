@@ -7,7 +7,19 @@
  * at once, and the loop's pending phase reads the kernel's delivery figures,
  * closes the fd, releases the queue and delivers on_error/on_close exactly once.
  * That keeps every user callback out of API calls and lets any callback destroy
- * the connection it is called about. */
+ * the connection it is called about.
+ *
+ * On io_uring a broadcast to a connection with nothing queued is not written in
+ * the call: it is queued, and the pending phase's flush makes it a send request
+ * (tt__io_send_async) instead of a write, so that the requests of all the
+ * receivers reach the kernel in the loop's one submission: a broadcast to N
+ * receivers costs a system call, not N. The bytes stay queued until the
+ * completion says how many went (c->io.send_out meanwhile: nothing else writes,
+ * the flush waits, and a close is finished only once the kernel is done with the
+ * bytes). Other flushes (a backlog, the replies to a read of many messages) stay
+ * direct writes: made requests too, they measured slower in the fan-out bench
+ * (bench/run.sh, window 16: the sender's lines came in smaller reads, so more
+ * sends of fewer lines each). */
 #include "stream/conn.h"
 
 #include <errno.h>
@@ -48,6 +60,8 @@
 #define F_WIRE_ENDED 0x200000 /* the transform's own end (close_notify) is written */
 #define F_OWN_LIMITS 0x400000 /* limits of its own, in c->out->lim (which stays) */
 /* 0x800000: TT__F_SERVED (conn.h) */
+#define F_SEND_BATCH 0x1000000 /* io_uring: a broadcast queued on an empty queue: the next
+                                  flush is a send request, submitted with the others */
 
 /* While corked, a send at least this large with nothing queued is still written at
  * once: copying it would cost more than the system call it saves. */
@@ -270,6 +284,7 @@ static void deadline_stop(tt_conn_t *c)
 /* ---- small helpers ---------------------------------------------------------- */
 
 static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending);
+static void sent(tt_conn_t *c, ssize_t r, size_t want);
 static void flush(tt_conn_t *c, bool from_loop);
 static void linger_restart(tt_conn_t *c);
 static bool cork(tt_conn_t *c);
@@ -300,7 +315,7 @@ static void schedule(tt_conn_t *c, uint32_t what)
  * WRITABLE brings us back) or the connect has not finished (on_open flushes). */
 static void flush_soon(tt_conn_t *c)
 {
-    if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE))
+    if (c->state == TT_STATE_OPEN && !(c->flags & F_WAIT_WRITE) && !c->io.send_out)
         schedule(c, F_PEND_FLUSH);
 }
 
@@ -599,7 +614,9 @@ void tt__conn_run_pending(tt_loop_t *loop)
         uint32_t what = c->flags & (F_PEND_OPEN | F_PEND_FLUSH | F_PEND_CLOSE | F_PEND_READ);
         c->flags &= ~(F_LISTED | F_PEND_OPEN | F_PEND_FLUSH | F_PEND_CLOSE | F_PEND_READ);
         if (c->state == TT_STATE_CLOSING) {
-            if (c->flags & F_LISTED) { /* re-listed meanwhile: keep one entry */
+            if ((c->flags & F_LISTED) || c->io.send_out) {
+                /* Re-listed meanwhile: keep one entry. Or the kernel still has a
+                 * send of queued bytes: their completion lists it again. */
                 c = next;
                 continue;
             }
@@ -729,6 +746,10 @@ static __attribute__((noinline)) void io_event(tt_conn_t *c, int ev, const char 
 {
     if (ev == TT__EV_FDS) {
         deliver_fds(c, (const int *)(const void *)buf, (size_t)n);
+        return;
+    }
+    if (ev == TT__EV_SENT) {
+        sent(c, n, pending);
         return;
     }
     if (tt__conn_is_closing(c))
@@ -986,8 +1007,9 @@ static void flush(tt_conn_t *c, bool from_loop)
     struct iovec iov[IOV_BATCH];
     ssize_t r = 0;
 
-    if (c->flags & (F_FLUSHING | F_STREAM_WAIT | F_WIRE_HOLD) || c->state != TT_STATE_OPEN)
-        return;
+    if (c->flags & (F_FLUSHING | F_STREAM_WAIT | F_WIRE_HOLD) || c->state != TT_STATE_OPEN ||
+        c->io.send_out)
+        return; /* a send in flight: its completion flushes again */
     c->flags |= F_FLUSHING;
     c->flags &= ~F_WAIT_WRITE;
     while (!tt__conn_queue_empty(c)) {
@@ -1043,6 +1065,12 @@ static void flush(tt_conn_t *c, bool from_loop)
                 tt__sendq_pop(q); /* sent: the kernel holds its own references */
         } else {
             int cnt = tt__sendq_fill_iov(q, iov, IOV_BATCH, &want);
+            if ((c->flags & F_SEND_BATCH) && (c->ext == NULL || c->ext->wire_ops == NULL) &&
+                tt__io_send_async(p, &c->io, iov, cnt, want) == 0) {
+                c->flags &= ~F_SEND_BATCH;
+                r = 0; /* sent() takes it from here */
+                break;
+            }
             r = wire_writev(c, iov, cnt);
         }
         if (r == -EINPROGRESS) { /* the transform holds the queue until it is ready */
@@ -1073,6 +1101,10 @@ static void flush(tt_conn_t *c, bool from_loop)
         tt__conn_close(c, r == -EIO ? TT_CLOSE_IO_ERROR : kind_of((int)r), (int)r);
         return;
     }
+    if (c->io.send_out) {
+        update_interest(c);
+        return;
+    }
     if (tt__conn_queue_empty(c)) {
         if (!from_loop && (c->flags & F_HWM))
             schedule(c, F_PEND_FLUSH); /* drain is delivered from the loop */
@@ -1083,6 +1115,36 @@ static void flush(tt_conn_t *c, bool from_loop)
         out_release(c);
     }
     update_interest(c);
+}
+
+/* A send request of the flush finished (io_uring): `r` bytes of the `want` at the
+ * head of the queue went, or -errno. What went is counted and consumed as a write
+ * would be (the references it held are dropped); then the flush goes on, or waits
+ * for room, or the connection closes with the error's reason. A connection closed
+ * meanwhile only counts what went and finishes its close now. */
+static void sent(tt_conn_t *c, ssize_t r, size_t want)
+{
+    if (r > 0) {
+        note_written(c, (size_t)r);
+        if (c->ext != NULL && c->ext->wire_ops != NULL && c->ext->wire_ops->plain_sent != NULL)
+            c->ext->wire_ops->plain_sent(c, (uint64_t)r); /* STARTTLS came meanwhile */
+        tt__sendq_consume(&c->out->sq, (uint64_t)r); /* in flight: c->out holds the bytes */
+    }
+    if (tt__conn_is_closing(c)) {
+        if (c->state == TT_STATE_CLOSING)
+            schedule(c, F_PEND_CLOSE); /* run_pending waited for this */
+        return;
+    }
+    if (r == -EAGAIN || (r >= 0 && (size_t)r < want)) {
+        c->flags |= F_WAIT_WRITE; /* the socket is full: WRITABLE flushes the rest */
+        update_interest(c);
+        return;
+    }
+    if (r < 0 && r != -EINTR && r != -ECANCELED) {
+        tt__conn_close(c, kind_of((int)r), (int)r);
+        return;
+    }
+    flush(c, true);
 }
 
 /* Control bytes (heartbeats) go at once when nothing is queued, or in front of a
@@ -1173,7 +1235,7 @@ static int sent_in_part(tt_conn_t *c, const struct iovec *iov, int iovcnt, size_
 
 static bool can_write_now(const tt_conn_t *c)
 {
-    return c->state == TT_STATE_OPEN && tt__conn_queue_empty(c) &&
+    return c->state == TT_STATE_OPEN && tt__conn_queue_empty(c) && !c->io.send_out &&
            !(c->flags & (F_WAIT_WRITE | F_FLUSHING | F_WIRE_HOLD));
 }
 
@@ -1275,6 +1337,12 @@ ssize_t tt__conn_write_shared(tt_conn_t *c, const void *buf, size_t len)
         (c->flags & (F_CORK | F_WANT_END | F_DESTROY_SOON)) ||
         (c->ext != NULL && c->ext->wire_ops != NULL))
         return -EAGAIN;
+    /* io_uring: queued, and sent by the flush at the end of the round as a request
+     * that goes to the kernel with every other receiver's in one system call. */
+    if (tt__poller_async_send(&tt__conn_loop(c)->poller)) {
+        c->flags |= F_SEND_BATCH;
+        return -EAGAIN;
+    }
     if (tt__conn_over_cap(c, len) < 0)
         return -ENOBUFS;
     r = tt__io_write(&tt__conn_loop(c)->poller, &c->io, buf, len);

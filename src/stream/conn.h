@@ -140,6 +140,9 @@ typedef struct tt__wire_ops {
     /* At close: fill the transform's part of the reasons, then free its state. */
     void (*close_info)(tt_conn_t *c, tt_close_info_t *info);
     void (*free)(tt_conn_t *c);
+    /* Bytes queued before the transform came on went out plain, by a send that
+     * was in flight when it did (io_uring): NULL if it keeps no count of them. */
+    void (*plain_sent)(tt_conn_t *c, uint64_t n);
 } tt__wire_ops_t;
 
 #define TT__IO_DIR_READ 0
@@ -290,7 +293,8 @@ int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len);
  * full: waiting for WRITABLE). Returns how many bytes the kernel took (0..len;
  * the caller queues the rest, which always goes behind them), -ENOBUFS when the
  * hard cap closed the connection, or -EAGAIN when it was not written (queued
- * already, corked, ending, a transform on): the caller queues it all. No user
+ * already, corked, ending, a transform on, or io_uring, whose flush sends it as
+ * a request with the round's others): the caller queues it all. No user
  * callback runs inside. */
 ssize_t tt__conn_write_shared(tt_conn_t *c, const void *buf, size_t len);
 /* A Unix domain connection (marked by the server or client that made it, on a

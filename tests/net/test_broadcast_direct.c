@@ -1,9 +1,10 @@
 /* Broadcast writes: a recipient with nothing queued is written at once, inside the
- * call; one with a queue gets the bytes behind it; the lines of one read reach each
- * recipient in one write, and so do the WebSocket messages of one read; a slow
- * recipient hits its own cap without holding the others back; one whose peer is
- * gone closes with the right reason; the byte counts stay exact. Real sockets; the
- * receivers are plain sockets. */
+ * call (epoll; on io_uring it is queued and sent by a request at the end of the
+ * round, see test_broadcast_batch.c); one with a queue gets the bytes behind it;
+ * the lines of one read reach each recipient in one write, and so do the
+ * WebSocket messages of one read; a slow recipient hits its own cap without
+ * holding the others back; one whose peer is gone closes with the right reason;
+ * the byte counts stay exact. Real sockets; the receivers are plain sockets. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
@@ -176,6 +177,8 @@ Test(broadcast_direct, empty_queues_are_written_in_the_call_others_queue_behind_
 
     reset();
     cr_assert_eq(tt_loop_init(&loop), 0);
+    /* io_uring sends from the loop, in one submission for every receiver. */
+    bool direct = strcmp(tt_loop_backend(loop), "epoll") == 0;
     srv = listen_with(loop, &so, &addr);
     connect_clients(loop, &addr, fds, N, 4096, NULL);
     /* The first BUSY get more than their sockets hold: their queues stay non-empty. */
@@ -189,7 +192,7 @@ Test(broadcast_direct, empty_queues_are_written_in_the_call_others_queue_behind_
     for (int l = 0; l < LINES; l++) {
         snprintf(line, sizeof(line), "b%05d\n", l);
         cr_assert_eq(tt_server_broadcast(srv, line, 7, NULL), N);
-        if (l == 0) {
+        if (l == 0 && direct) {
             /* Inside the call: the idle ones have the line in their kernel buffer
              * already, nothing queued; the busy ones queued it behind the rest. */
             for (int i = BUSY; i < N; i++) {
@@ -200,9 +203,14 @@ Test(broadcast_direct, empty_queues_are_written_in_the_call_others_queue_behind_
             }
             for (int i = 0; i < BUSY; i++)
                 cr_expect_gt(tt_conn_queued_bytes(peers[i]), 0);
+        } else if (l == 0) {
+            for (int i = BUSY; i < N; i++) {
+                cr_expect_eq(tt_conn_written_bytes(peers[i]), 0);
+                cr_expect_eq(tt_conn_queued_bytes(peers[i]), 7);
+            }
         }
     }
-    for (int i = BUSY; i < N; i++) {
+    for (int i = BUSY; i < N && direct; i++) {
         drain(fds[i], &sink[i]);
         cr_expect_eq(sink[i].len, (size_t)LINES * 7, "idle %d had %zu bytes before any loop run",
                      i, sink[i].len);
