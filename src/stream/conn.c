@@ -1345,7 +1345,8 @@ ssize_t tt__conn_write_shared(tt_conn_t *c, const void *buf, size_t len)
     }
     if (tt__conn_over_cap(c, len) < 0)
         return -ENOBUFS;
-    r = tt__io_write(&tt__conn_loop(c)->poller, &c->io, buf, len);
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    r = tt__io_writev(&tt__conn_loop(c)->poller, &c->io, &iov, 1);
     if (r < 0 && r != -EAGAIN) {
         /* An error: the caller queues it all and the flush at the end of the round
          * meets the error again and closes with its reason, the bytes counted as
