@@ -16,138 +16,10 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "relay.h"
 #include "stream/conn.h"
 
-#define MAX_PEERS 260
-
-static tt_conn_t *peers[MAX_PEERS];
-static int npeers, closes_overflow, closes_other, closes_total;
-static tt_close_info_t last_close[MAX_PEERS];
-static int close_count[MAX_PEERS];
-static tt_server_t *srv;
-
-static int index_of(tt_conn_t *c)
-{
-    for (int i = 0; i < npeers; i++)
-        if (peers[i] == c)
-            return i;
-    return -1;
-}
-
-static void s_open(tt_conn_t *c)
-{
-    cr_assert_lt(npeers, MAX_PEERS);
-    peers[npeers++] = c;
-}
-
-static void s_close(tt_conn_t *c, const tt_close_info_t *info)
-{
-    int i = index_of(c);
-    cr_assert_geq(i, 0);
-    last_close[i] = *info;
-    close_count[i]++;
-    closes_total++;
-    peers[i] = NULL; /* gone after on_close */
-    if (info->kind == TT_CLOSE_SEND_OVERFLOW)
-        closes_overflow++;
-    else if (info->kind != TT_CLOSE_PEER_CLOSED && info->kind != TT_CLOSE_LOCAL_DESTROY)
-        closes_other++;
-}
-
-/* Framed relay: every line to every other connection, with its newline. */
-static void s_message(tt_conn_t *c, const void *msg, size_t len)
-{
-    char line[4096];
-    cr_assert_lt(len, sizeof(line));
-    memcpy(line, msg, len);
-    line[len] = '\n';
-    cr_assert_geq(tt_server_broadcast(srv, line, len + 1, c), 0);
-}
-
-static const tt_conn_handlers_t handlers = {
-    .on_open = s_open, .on_close = s_close, .on_message = s_message};
-
-static void reset(void)
-{
-    npeers = closes_overflow = closes_other = closes_total = 0;
-    memset(peers, 0, sizeof(peers));
-    memset(close_count, 0, sizeof(close_count));
-    memset(last_close, 0, sizeof(last_close));
-}
-
 static bool on_uring(tt_loop_t *loop) { return strcmp(tt_loop_backend(loop), "io_uring") == 0; }
-
-static tt_server_t *listen_with(tt_loop_t *loop, tt_server_opts_t *so, tt_addr_t *addr)
-{
-    tt_addr_t any = th_loopback(0);
-    tt_server_t *s;
-    cr_assert_eq(tt_server_listen(loop, &any, so, &handlers, NULL, &s), 0);
-    cr_assert_eq(tt_server_addr(s, addr), 0);
-    return s;
-}
-
-/* n plain clients, accepted in order (peers[i] is the server side of fds[i]). */
-static void connect_clients(tt_loop_t *loop, const tt_addr_t *addr, int *fds, int n, int rcvbuf)
-{
-    for (int i = 0; i < n; i++) {
-        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
-        cr_assert_geq(fds[i], 0);
-        if (rcvbuf > 0)
-            cr_assert_eq(setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
-        cr_assert_eq(connect(fds[i], &addr->u.sa, addr->len), 0);
-    }
-    uint64_t t0 = th_now_ms();
-    bool never = false;
-    while (npeers < n && th_now_ms() - t0 < 5000)
-        th_run_until(loop, &never, 5);
-    cr_assert_eq(npeers, n);
-    /* Accepted in order from one listener; the test relies on peers[i] <-> fds[i]. */
-    for (int i = 0; i < n; i++) {
-        tt_addr_t a, b;
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        cr_assert_eq(getsockname(fds[i], (struct sockaddr *)&ss, &sl), 0);
-        cr_assert_eq(tt_conn_peer_addr(peers[i], &a), 0);
-        b = a;
-        memcpy(&b.u.sa, &ss, sl);
-        cr_assert_eq(memcmp(&a.u.sa, &b.u.sa, sl), 0, "peer %d is not fds[%d]", i, i);
-    }
-}
-
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    bool eof;
-} sink_t;
-
-/* Read what is there without blocking. */
-static void drain(int fd, sink_t *s)
-{
-    for (;;) {
-        if (s->cap - s->len < 65536) {
-            s->cap = s->cap ? s->cap * 2 : 131072;
-            s->buf = realloc(s->buf, s->cap);
-            cr_assert_not_null(s->buf);
-        }
-        ssize_t r = recv(fd, s->buf + s->len, s->cap - s->len, MSG_DONTWAIT);
-        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-            s->eof = true; /* FIN or RST */
-        if (r <= 0)
-            return;
-        s->len += (size_t)r;
-    }
-}
-
-static void close_all(tt_loop_t *loop, int *fds, sink_t *sink, int n)
-{
-    for (int i = 0; i < n; i++) {
-        close(fds[i]);
-        free(sink[i].buf);
-    }
-    tt_server_close(srv);
-    th_run(loop, 5000);
-    cr_assert_eq(tt_loop_close(loop), 0);
-}
 
 /* Line l of the relay test: "L%05d " then filler to a length that varies from 16
  * to about 3000 bytes (some copied into the queue, some shared references, some
@@ -171,17 +43,17 @@ Test(broadcast_batch, many_receivers_get_every_byte_in_order)
     tt_frame_opts_t fl = tt_frame_line(4000);
     tt_server_opts_t so = {.frame = &fl};
     static int fds[N + 1];
-    static sink_t sink[N + 1];
+    static relay_sink_t sink[N + 1];
     char *want = malloc((size_t)LINES * 3100), *burst = malloc((size_t)BURST * 3100);
     size_t want_len = 0;
 
-    reset();
+    relay_reset();
     memset(sink, 0, sizeof(sink));
     cr_assert_eq(tt_loop_init(&loop), 0);
-    srv = listen_with(loop, &so, &addr);
+    relay.srv = relay_listen(loop, &so, &addr);
     /* fds[0] sends; the receivers have small buffers, so sends are often partial
      * and some of them wait for room. */
-    connect_clients(loop, &addr, fds, N + 1, 16384);
+    relay_connect(loop, &addr, fds, N + 1, 16384, NULL);
     for (int l = 0; l < LINES; l++)
         want_len += make_line(want + want_len, (unsigned)l);
 
@@ -201,7 +73,7 @@ Test(broadcast_batch, many_receivers_get_every_byte_in_order)
         for (int i = 1; i <= N; i++) {
             /* Receivers read at different paces: some only every fourth turn. */
             if (i % 4 != 0 || l % 4 == 0)
-                drain(fds[i], &sink[i]);
+                relay_drain(fds[i], &sink[i]);
             got += sink[i].len;
         }
         if (l >= LINES && got == (size_t)N * want_len)
@@ -213,17 +85,17 @@ Test(broadcast_batch, many_receivers_get_every_byte_in_order)
                      want_len);
         cr_assert_eq(memcmp(sink[i].buf, want, want_len), 0, "receiver %d: bytes out of order", i);
         tt_conn_stats_t st;
-        cr_assert_eq(tt_conn_get_stats(peers[i], &st), 0);
+        cr_assert_eq(tt_conn_get_stats(relay.peers[i], &st), 0);
         cr_expect_eq(st.bytes_out, want_len, "receiver %d: bytes_out %llu", i,
                      (unsigned long long)st.bytes_out);
         cr_expect_eq(st.queued_bytes, 0);
         cr_expect_geq(st.packets_out, 1);
         cr_expect_leq(st.packets_out, st.bytes_out);
     }
-    cr_expect_eq(closes_total, 0);
+    cr_expect_eq(relay.closes_total, 0);
     free(want);
     free(burst);
-    close_all(loop, fds, sink, N + 1);
+    relay_finish(loop, fds, sink, N + 1);
 }
 
 /* ---- closes racing the sends ------------------------------------------------------ */
@@ -244,58 +116,58 @@ Test(broadcast_batch, receivers_closed_with_sends_queued_or_in_the_kernel_close_
     tt_addr_t addr;
     tt_server_opts_t so = {0};
     int fds[N];
-    sink_t sink[N] = {{0}};
+    relay_sink_t sink[N] = {{0}};
     char msg[SIZE];
 
-    reset();
+    relay_reset();
     frees = 0;
     cr_assert_eq(tt_loop_init(&loop), 0);
     bool uring = on_uring(loop);
-    srv = listen_with(loop, &so, &addr);
-    connect_clients(loop, &addr, fds, N, 0);
+    relay.srv = relay_listen(loop, &so, &addr);
+    relay_connect(loop, &addr, fds, N, 0, NULL);
     memset(msg, 'x', SIZE);
     /* A shared payload, and behind it on each receiver an owned buffer whose free
      * callback counts: every one must be released exactly once. */
-    cr_assert_eq(tt_server_broadcast(srv, msg, SIZE, NULL), N);
+    cr_assert_eq(tt_server_broadcast(relay.srv, msg, SIZE, NULL), N);
     for (int i = 0; i < N; i++) {
         char *own = malloc(100);
         memset(own, 'o', 100);
-        cr_assert_geq(tt_send_owned(peers[i], own, 100, count_free, NULL), 0);
+        cr_assert_geq(tt_send_owned(relay.peers[i], own, 100, count_free, NULL), 0);
     }
     /* The pending phase: the flushes. On io_uring each receiver now has a send
      * request queued, not yet handed to the kernel. */
     tt__conn_run_pending(loop);
     for (int i = 0; i < N; i++)
-        cr_assert_eq(peers[i]->io.send_out, uring);
+        cr_assert_eq(relay.peers[i]->io.send_out, uring);
     /* The first third closed now. The first one's request is dropped unseen; its
      * close cancels its read, which hands the requests queued so far (the others')
      * to the kernel at once, so those are closed with their sends in flight. */
     for (int i = 0; i < N / 3; i++) {
-        cr_assert_eq(tt_destroy(peers[i], i % 2 ? TT_DESTROY_RESET : 0), 0);
+        cr_assert_eq(tt_destroy(relay.peers[i], i % 2 ? TT_DESTROY_RESET : 0), 0);
         if (i == 0)
-            cr_assert_eq(peers[i]->io.send_out, 0);
+            cr_assert_eq(relay.peers[i]->io.send_out, 0);
     }
     /* The rest handed to the kernel, their completions not yet seen; the second
      * third closed in that window, the last third left open. */
     tt__poller_flush(&loop->poller);
     for (int i = N / 3; i < 2 * N / 3; i++) {
-        cr_assert_eq(peers[i]->io.send_out, uring);
-        cr_assert_eq(tt_destroy(peers[i], 0), 0);
+        cr_assert_eq(relay.peers[i]->io.send_out, uring);
+        cr_assert_eq(tt_destroy(relay.peers[i], 0), 0);
     }
     /* The closes of the second third wait for the completions. */
     tt__conn_run_pending(loop);
     for (int i = N / 3; i < 2 * N / 3; i++)
-        cr_assert_eq(close_count[i], uring ? 0 : 1, "receiver %d closed before its send ended", i);
+        cr_assert_eq(relay.close_count[i], uring ? 0 : 1, "receiver %d closed before its send ended", i);
     bool never = false;
     uint64_t t0 = th_now_ms();
-    while (closes_total < 2 * N / 3 && th_now_ms() - t0 < 5000)
+    while (relay.closes_total < 2 * N / 3 && th_now_ms() - t0 < 5000)
         th_run_until(loop, &never, 5);
-    cr_assert_eq(closes_total, 2 * N / 3);
+    cr_assert_eq(relay.closes_total, 2 * N / 3);
     t0 = th_now_ms();
     for (;;) {
         bool done = true;
         for (int i = 0; i < N; i++) {
-            drain(fds[i], &sink[i]);
+            relay_drain(fds[i], &sink[i]);
             if (i < 2 * N / 3 && !sink[i].eof)
                 done = false;
             if (i >= 2 * N / 3 && sink[i].len < SIZE + 100)
@@ -307,8 +179,8 @@ Test(broadcast_batch, receivers_closed_with_sends_queued_or_in_the_kernel_close_
     }
     for (int i = 0; i < N; i++) {
         if (i < 2 * N / 3) {
-            const tt_close_info_t *ci = &last_close[i];
-            cr_assert_eq(close_count[i], 1, "receiver %d: %d closes", i, close_count[i]);
+            const tt_close_info_t *ci = &relay.last_close[i];
+            cr_assert_eq(relay.close_count[i], 1, "receiver %d: %d closes", i, relay.close_count[i]);
             cr_expect_eq(ci->kind, TT_CLOSE_LOCAL_DESTROY);
             /* What the peer got is what the close says was written, and the rest
              * is counted as never sent. */
@@ -321,14 +193,14 @@ Test(broadcast_batch, receivers_closed_with_sends_queued_or_in_the_kernel_close_
                 cr_expect_eq(ci->bytes_written, SIZE + 100, "receiver %d: the kernel had it", i);
             cr_expect(sink[i].eof, "receiver %d: no FIN or RST", i);
         } else {
-            cr_assert_eq(close_count[i], 0);
+            cr_assert_eq(relay.close_count[i], 0);
             cr_assert_eq(sink[i].len, SIZE + 100, "receiver %d: %zu bytes", i, sink[i].len);
             cr_expect_eq(memcmp(sink[i].buf, msg, SIZE), 0);
-            cr_expect_eq(tt_conn_written_bytes(peers[i]), SIZE + 100);
+            cr_expect_eq(tt_conn_written_bytes(relay.peers[i]), SIZE + 100);
         }
     }
     cr_expect_eq(frees, N, "%d of %d owned buffers released", frees, N);
-    close_all(loop, fds, sink, N);
+    relay_finish(loop, fds, sink, N);
     cr_expect_eq(frees, N);
 }
 
@@ -342,15 +214,15 @@ Test(broadcast_batch, receivers_reset_by_the_peer_with_a_send_in_flight_close_as
     tt_addr_t addr;
     tt_server_opts_t so = {0};
     int fds[N];
-    sink_t sink[N] = {{0}};
+    relay_sink_t sink[N] = {{0}};
     char msg[SIZE];
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
 
-    reset();
+    relay_reset();
     cr_assert_eq(tt_loop_init(&loop), 0);
     bool uring = on_uring(loop);
-    srv = listen_with(loop, &so, &addr);
-    connect_clients(loop, &addr, fds, N, 0);
+    relay.srv = relay_listen(loop, &so, &addr);
+    relay_connect(loop, &addr, fds, N, 0, NULL);
     memset(msg, 'r', SIZE);
     /* Every GONE-th peer resets; the server has not run since. */
     for (int i = 0; i < N; i += GONE) {
@@ -359,33 +231,33 @@ Test(broadcast_batch, receivers_reset_by_the_peer_with_a_send_in_flight_close_as
         fds[i] = -1;
     }
     usleep(20 * 1000);
-    cr_assert_eq(tt_server_broadcast(srv, msg, SIZE, NULL), N);
+    cr_assert_eq(tt_server_broadcast(relay.srv, msg, SIZE, NULL), N);
     tt__conn_run_pending(loop);  /* the requests, queued */
     tt__poller_flush(&loop->poller); /* and in the kernel, completions not yet seen */
     for (int i = 0; i < N; i++)
-        cr_assert_eq(peers[i]->io.send_out, uring);
+        cr_assert_eq(relay.peers[i]->io.send_out, uring);
     bool never = false;
     uint64_t t0 = th_now_ms();
-    while (closes_total < N / GONE && th_now_ms() - t0 < 5000)
+    while (relay.closes_total < N / GONE && th_now_ms() - t0 < 5000)
         th_run_until(loop, &never, 5);
-    cr_assert_eq(closes_total, N / GONE);
+    cr_assert_eq(relay.closes_total, N / GONE);
     for (int i = 0; i < N; i++) {
         if (i % GONE == 0) {
-            cr_expect_eq(close_count[i], 1);
-            cr_expect_eq(last_close[i].kind, TT_CLOSE_PEER_RESET, "receiver %d closed as %s", i,
-                         tt_close_kind_name(last_close[i].kind));
-            cr_expect_eq(last_close[i].bytes_written, 0);
-            cr_expect_eq(last_close[i].bytes_unsent, SIZE);
+            cr_expect_eq(relay.close_count[i], 1);
+            cr_expect_eq(relay.last_close[i].kind, TT_CLOSE_PEER_RESET, "receiver %d closed as %s", i,
+                         tt_close_kind_name(relay.last_close[i].kind));
+            cr_expect_eq(relay.last_close[i].bytes_written, 0);
+            cr_expect_eq(relay.last_close[i].bytes_unsent, SIZE);
             fds[i] = socket(AF_INET, SOCK_STREAM, 0); /* for close_all */
         } else {
-            drain(fds[i], &sink[i]);
-            cr_expect_eq(close_count[i], 0);
+            relay_drain(fds[i], &sink[i]);
+            cr_expect_eq(relay.close_count[i], 0);
             cr_expect_eq(sink[i].len, SIZE, "receiver %d: %zu bytes", i, sink[i].len);
-            cr_expect_eq(tt_conn_written_bytes(peers[i]), SIZE);
+            cr_expect_eq(tt_conn_written_bytes(relay.peers[i]), SIZE);
         }
     }
-    cr_expect_eq(closes_other, N / GONE);
-    close_all(loop, fds, sink, N);
+    cr_expect_eq(relay.closes_other, N / GONE);
+    relay_finish(loop, fds, sink, N);
 }
 
 /* A free callback run by a completion closes every other receiver: some of them
@@ -416,34 +288,34 @@ Test(broadcast_batch, a_completion_that_closes_the_others_leaves_no_dangling_sen
     tt_addr_t addr;
     tt_server_opts_t so = {0};
     int fds[N];
-    sink_t sink[N] = {{0}};
+    relay_sink_t sink[N] = {{0}};
     static char bufs[N][SIZE];
 
-    reset();
+    relay_reset();
     frees = race_closed = 0;
     race_fired = false;
     cr_assert_eq(tt_loop_init(&loop), 0);
-    srv = listen_with(loop, &so, &addr);
-    connect_clients(loop, &addr, fds, N, 0);
+    relay.srv = relay_listen(loop, &so, &addr);
+    relay_connect(loop, &addr, fds, N, 0, NULL);
     race_n = N;
     /* The broadcast first: on io_uring it makes each flush a send request. */
-    cr_assert_eq(tt_server_broadcast(srv, "head\n", 5, NULL), N);
+    cr_assert_eq(tt_server_broadcast(relay.srv, "head\n", 5, NULL), N);
     for (int i = 0; i < N; i++) {
-        race_peers[i] = peers[i];
+        race_peers[i] = relay.peers[i];
         memset(bufs[i], 'a' + i % 26, SIZE);
-        cr_assert_geq(tt_send_owned(peers[i], bufs[i], SIZE, close_others, peers[i]), 0);
+        cr_assert_geq(tt_send_owned(relay.peers[i], bufs[i], SIZE, close_others, relay.peers[i]), 0);
     }
     bool never = false;
     uint64_t t0 = th_now_ms();
-    while (closes_total < N - 1 && th_now_ms() - t0 < 5000)
+    while (relay.closes_total < N - 1 && th_now_ms() - t0 < 5000)
         th_run_until(loop, &never, 5);
-    cr_assert_eq(closes_total, N - 1);
+    cr_assert_eq(relay.closes_total, N - 1);
     cr_assert_eq(race_closed, N - 1);
     for (int i = 0; i < N; i++) {
-        if (close_count[i] == 0)
+        if (relay.close_count[i] == 0)
             continue;
-        const tt_close_info_t *ci = &last_close[i];
-        cr_expect_eq(close_count[i], 1);
+        const tt_close_info_t *ci = &relay.last_close[i];
+        cr_expect_eq(relay.close_count[i], 1);
         cr_expect_eq(ci->bytes_written + ci->bytes_unsent, SIZE + 5, "receiver %d", i);
         /* io_uring: every send was in the kernel when the first completion closed
          * the others, and went whole; epoll wrote the broadcast in the call, then
@@ -451,7 +323,7 @@ Test(broadcast_batch, a_completion_that_closes_the_others_leaves_no_dangling_sen
         cr_expect_eq(ci->bytes_written, on_uring(loop) ? SIZE + 5 : 5, "receiver %d: %llu", i,
                      (unsigned long long)ci->bytes_written);
     }
-    close_all(loop, fds, sink, N);
+    relay_finish(loop, fds, sink, N);
     cr_expect_eq(frees, N, "%d of %d owned buffers released", frees, N);
 }
 
@@ -464,25 +336,25 @@ Test(broadcast_batch, a_slow_receiver_fills_its_own_queue_to_the_cap_and_the_oth
     tt_addr_t addr;
     tt_server_opts_t so = {.high_water = 16 * 1024, .queue_cap = 96 * 1024};
     int fds[N];
-    sink_t sink[N] = {{0}};
+    relay_sink_t sink[N] = {{0}};
     char msg[SIZE];
     size_t slow_max_queue = 0;
     int slow_closed_at = -1;
 
-    reset();
+    relay_reset();
     cr_assert_eq(tt_loop_init(&loop), 0);
-    srv = listen_with(loop, &so, &addr);
-    connect_clients(loop, &addr, fds, N, 8192);
-    cr_assert_eq(tt_conn_set_sndbuf(peers[SLOW], 4096), 0);
-    tt_conn_t *slow = peers[SLOW];
+    relay.srv = relay_listen(loop, &so, &addr);
+    relay_connect(loop, &addr, fds, N, 8192, NULL);
+    cr_assert_eq(tt_conn_set_sndbuf(relay.peers[SLOW], 4096), 0);
+    tt_conn_t *slow = relay.peers[SLOW];
     bool never = false;
     for (int m = 0; m < MSGS; m++) {
         memset(msg, 'a' + m % 26, SIZE);
         snprintf(msg, 16, "m%06d", m);
-        int sent = tt_server_broadcast(srv, msg, SIZE, NULL);
+        int sent = tt_server_broadcast(relay.srv, msg, SIZE, NULL);
         cr_assert_geq(sent, N - 1);
         th_run_until(loop, &never, 1);
-        if (close_count[SLOW] == 0) {
+        if (relay.close_count[SLOW] == 0) {
             size_t q = tt_conn_queued_bytes(slow);
             if (q > slow_max_queue)
                 slow_max_queue = q;
@@ -493,8 +365,8 @@ Test(broadcast_batch, a_slow_receiver_fills_its_own_queue_to_the_cap_and_the_oth
          * behind while the slow one's queue grows. */
         for (int i = 0; i < N; i++)
             if (i != SLOW) {
-                drain(fds[i], &sink[i]);
-                if (m > 32 && close_count[SLOW] == 0)
+                relay_drain(fds[i], &sink[i]);
+                if (m > 32 && relay.close_count[SLOW] == 0)
                     cr_assert_geq(sink[i].len + 32 * SIZE, (size_t)m * SIZE,
                                   "receiver %d fell behind at %d (%zu bytes)", i, m, sink[i].len);
             }
@@ -504,36 +376,28 @@ Test(broadcast_batch, a_slow_receiver_fills_its_own_queue_to_the_cap_and_the_oth
         size_t got = 0;
         for (int i = 0; i < N; i++)
             if (i != SLOW) {
-                drain(fds[i], &sink[i]);
+                relay_drain(fds[i], &sink[i]);
                 got += sink[i].len;
             }
         if (got == (size_t)(N - 1) * MSGS * SIZE || th_now_ms() - t0 > 10000)
             break;
         th_run_until(loop, &never, 2);
     }
-    cr_assert_eq(close_count[SLOW], 1, "the slow receiver was not closed");
-    cr_expect_eq(last_close[SLOW].kind, TT_CLOSE_SEND_OVERFLOW, "slow closed as %s",
-                 tt_close_kind_name(last_close[SLOW].kind));
+    cr_assert_eq(relay.close_count[SLOW], 1, "the slow receiver was not closed");
+    cr_expect_eq(relay.last_close[SLOW].kind, TT_CLOSE_SEND_OVERFLOW, "slow closed as %s",
+                 tt_close_kind_name(relay.last_close[SLOW].kind));
     cr_expect_gt(slow_closed_at, 0);
     cr_expect_leq(slow_max_queue, 96 * 1024);
     cr_expect_gt(slow_max_queue, 32 * 1024, "the slow queue only reached %zu", slow_max_queue);
-    cr_expect_eq(closes_overflow, 1);
-    cr_expect_eq(closes_other, 0);
+    cr_expect_eq(relay.closes_overflow, 1);
+    cr_expect_eq(relay.closes_other, 0);
     for (int i = 0; i < N; i++) {
         if (i == SLOW)
             continue;
-        cr_expect_eq(close_count[i], 0);
-        cr_assert_eq(sink[i].len, (size_t)MSGS * SIZE, "receiver %d: %zu bytes", i, sink[i].len);
-        for (int m = 0; m < MSGS; m++) {
-            char want[16];
-            snprintf(want, sizeof(want), "m%06d", m);
-            cr_assert_eq(memcmp(sink[i].buf + (size_t)m * SIZE, want, 7), 0, "%d: msg %d", i, m);
-        }
-        tt_conn_stats_t st;
-        cr_assert_eq(tt_conn_get_stats(peers[i], &st), 0);
-        cr_expect_eq(st.bytes_out, (uint64_t)MSGS * SIZE);
+        cr_expect_eq(relay.close_count[i], 0);
+        relay_expect_msgs(&sink[i], i, MSGS, SIZE);
     }
-    close_all(loop, fds, sink, N);
+    relay_finish(loop, fds, sink, N);
 }
 
 /* ---- system calls per broadcast ------------------------------------------------------ */
@@ -545,13 +409,13 @@ Test(broadcast_batch, one_broadcast_to_many_receivers_costs_no_write_per_receive
     tt_addr_t addr;
     tt_server_opts_t so = {0};
     int fds[N];
-    sink_t sink[N] = {{0}};
+    relay_sink_t sink[N] = {{0}};
 
-    reset();
+    relay_reset();
     cr_assert_eq(tt_loop_init(&loop), 0);
     bool uring = on_uring(loop);
-    srv = listen_with(loop, &so, &addr);
-    connect_clients(loop, &addr, fds, N, 0);
+    relay.srv = relay_listen(loop, &so, &addr);
+    relay_connect(loop, &addr, fds, N, 0, NULL);
     /* Settle: nothing left over from the accepts. */
     for (int k = 0; k < 3; k++)
         tt_loop_run(loop, TT_RUN_NOWAIT);
@@ -562,20 +426,20 @@ Test(broadcast_batch, one_broadcast_to_many_receivers_costs_no_write_per_receive
         char line[32];
         int len = snprintf(line, sizeof(line), "broadcast %d\n", round);
         tt_conn_stats_t st0;
-        cr_assert_eq(tt_conn_get_stats(peers[N - 1], &st0), 0);
+        cr_assert_eq(tt_conn_get_stats(relay.peers[N - 1], &st0), 0);
         /* Two broadcasts in the same round: on io_uring the second rides in the
          * first's send. */
-        cr_assert_eq(tt_server_broadcast(srv, line, (size_t)len, NULL), N);
-        cr_assert_eq(tt_server_broadcast(srv, line, (size_t)len, NULL), N);
+        cr_assert_eq(tt_server_broadcast(relay.srv, line, (size_t)len, NULL), N);
+        cr_assert_eq(tt_server_broadcast(relay.srv, line, (size_t)len, NULL), N);
         /* One round of the loop, which does not wait: the flushes, then the wait
          * that hands every request to the kernel and reaps the completions. */
         tt_loop_run(loop, TT_RUN_NOWAIT);
         uint64_t writes = loop->poller.n_writes - w0, enters = loop->poller.n_enters - e0;
         tt_conn_stats_t st1;
-        cr_assert_eq(tt_conn_get_stats(peers[N - 1], &st1), 0);
+        cr_assert_eq(tt_conn_get_stats(relay.peers[N - 1], &st1), 0);
         total += 2 * (size_t)len;
         for (int i = 0; i < N; i++) {
-            drain(fds[i], &sink[i]);
+            relay_drain(fds[i], &sink[i]);
             cr_assert_eq(sink[i].len, total, "receiver %d: %zu bytes after round %d", i,
                          sink[i].len, round);
         }
@@ -592,5 +456,5 @@ Test(broadcast_batch, one_broadcast_to_many_receivers_costs_no_write_per_receive
             cr_expect_eq(st1.packets_out - st0.packets_out, 2);
         }
     }
-    close_all(loop, fds, sink, N);
+    relay_finish(loop, fds, sink, N);
 }

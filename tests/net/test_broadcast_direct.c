@@ -14,106 +14,11 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "relay.h"
 #include "stream/conn.h"
 
-#define MAX_PEERS 16
-
-static tt_conn_t *peers[MAX_PEERS];
-static int npeers, closes_overflow, closes_other;
-static tt_close_info_t last_close[MAX_PEERS];
-static bool peer_closed[MAX_PEERS];
-static tt_server_t *srv;
-
-static int index_of(tt_conn_t *c)
-{
-    for (int i = 0; i < npeers; i++)
-        if (peers[i] == c)
-            return i;
-    return -1;
-}
-
-static void s_open(tt_conn_t *c)
-{
-    cr_assert_lt(npeers, MAX_PEERS);
-    peers[npeers++] = c;
-}
-
-static void s_close(tt_conn_t *c, const tt_close_info_t *info)
-{
-    int i = index_of(c);
-    if (i >= 0) {
-        last_close[i] = *info;
-        peer_closed[i] = true;
-    }
-    if (info->kind == TT_CLOSE_SEND_OVERFLOW)
-        closes_overflow++;
-    else if (info->kind != TT_CLOSE_PEER_CLOSED && info->kind != TT_CLOSE_LOCAL_DESTROY)
-        closes_other++;
-}
-
-/* Framed relay: every line to every other connection, with its newline. */
-static void s_message(tt_conn_t *c, const void *msg, size_t len)
-{
-    char line[256];
-    cr_assert_lt(len, sizeof(line));
-    memcpy(line, msg, len);
-    line[len] = '\n';
-    cr_assert_geq(tt_server_broadcast(srv, line, len + 1, c), 0);
-}
-
-static const tt_conn_handlers_t handlers = {
-    .on_open = s_open, .on_close = s_close, .on_message = s_message};
-
-static void reset(void)
-{
-    npeers = closes_overflow = closes_other = 0;
-    memset(peers, 0, sizeof(peers));
-    memset(peer_closed, 0, sizeof(peer_closed));
-}
-
-/* n plain clients, accepted in order (peers[i] is the server side of fds[i]); each
- * sends `hello` first when not NULL (what the server wants before on_open). */
-static void connect_clients(tt_loop_t *loop, const tt_addr_t *addr, int *fds, int n, int rcvbuf,
-                            const char *hello)
-{
-    for (int i = 0; i < n; i++) {
-        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
-        cr_assert_geq(fds[i], 0);
-        if (rcvbuf > 0)
-            cr_assert_eq(setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
-        cr_assert_eq(connect(fds[i], &addr->u.sa, addr->len), 0);
-        if (hello != NULL)
-            cr_assert_eq(send(fds[i], hello, strlen(hello), 0), (ssize_t)strlen(hello));
-        bool never = false;
-        for (int k = 0; k < 200 && npeers <= i; k++)
-            th_run_until(loop, &never, 5);
-        cr_assert_eq(npeers, i + 1);
-    }
-}
-
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} sink_t;
-
-/* Read what is there without blocking. */
-static void drain(int fd, sink_t *s)
-{
-    for (;;) {
-        if (s->cap - s->len < 65536) {
-            s->cap = s->cap ? s->cap * 2 : 131072;
-            s->buf = realloc(s->buf, s->cap);
-            cr_assert_not_null(s->buf);
-        }
-        ssize_t r = recv(fd, s->buf + s->len, s->cap - s->len, MSG_DONTWAIT);
-        if (r <= 0)
-            return;
-        s->len += (size_t)r;
-    }
-}
-
 /* The lines "b%05d\n" 0..n-1, in order, after `skip` other bytes. */
-static void expect_lines(const sink_t *s, size_t skip, int n, const char *who)
+static void expect_lines(const relay_sink_t *s, size_t skip, int n, const char *who)
 {
     char want[16];
     cr_assert_eq(s->len, skip + (size_t)n * 7, "%s: %zu bytes, want %zu", who, s->len,
@@ -124,18 +29,9 @@ static void expect_lines(const sink_t *s, size_t skip, int n, const char *who)
     }
 }
 
-static tt_server_t *listen_with(tt_loop_t *loop, tt_server_opts_t *so, tt_addr_t *addr)
-{
-    tt_addr_t any = th_loopback(0);
-    tt_server_t *s;
-    cr_assert_eq(tt_server_listen(loop, &any, so, &handlers, NULL, &s), 0);
-    cr_assert_eq(tt_server_addr(s, addr), 0);
-    return s;
-}
-
 /* Run the loop and read fds[from..n) until they have `want` bytes between them
  * (`ms` at most: the caller checks what came). */
-static void receive_all(tt_loop_t *loop, const int *fds, sink_t *sink, int from, int n,
+static void receive_all(tt_loop_t *loop, const int *fds, relay_sink_t *sink, int from, int n,
                         size_t want, uint64_t ms)
 {
     uint64_t t0 = th_now_ms();
@@ -143,26 +39,13 @@ static void receive_all(tt_loop_t *loop, const int *fds, sink_t *sink, int from,
     for (;;) {
         size_t got = 0;
         for (int i = from; i < n; i++) {
-            drain(fds[i], &sink[i]);
+            relay_drain(fds[i], &sink[i]);
             got += sink[i].len;
         }
         if (got == want || th_now_ms() - t0 > ms)
             return;
         th_run_until(loop, &never, 2);
     }
-}
-
-/* Close the clients (those still open: fds[i] >= 0), the server and the loop. */
-static void finish(tt_loop_t *loop, const int *fds, sink_t *sink, int n)
-{
-    for (int i = 0; i < n; i++) {
-        if (fds[i] >= 0)
-            close(fds[i]);
-        free(sink[i].buf);
-    }
-    tt_server_close(srv);
-    th_run(loop, 5000);
-    cr_assert_eq(tt_loop_close(loop), 0);
 }
 
 Test(broadcast_direct, empty_queues_are_written_in_the_call_others_queue_behind_in_order)
@@ -172,46 +55,46 @@ Test(broadcast_direct, empty_queues_are_written_in_the_call_others_queue_behind_
     tt_addr_t addr;
     tt_server_opts_t so = {0};
     int fds[N];
-    sink_t sink[N] = {{0}};
+    relay_sink_t sink[N] = {{0}};
     char line[16];
 
-    reset();
+    relay_reset();
     cr_assert_eq(tt_loop_init(&loop), 0);
     /* io_uring sends from the loop, in one submission for every receiver. */
     bool direct = strcmp(tt_loop_backend(loop), "epoll") == 0;
-    srv = listen_with(loop, &so, &addr);
-    connect_clients(loop, &addr, fds, N, 4096, NULL);
+    relay.srv = relay_listen(loop, &so, &addr);
+    relay_connect(loop, &addr, fds, N, 4096, NULL);
     /* The first BUSY get more than their sockets hold: their queues stay non-empty. */
     char *fill = malloc(FILL);
     memset(fill, 'f', FILL);
     for (int i = 0; i < BUSY; i++) {
-        cr_assert_eq(tt_conn_set_sndbuf(peers[i], 4096), 0);
-        cr_assert_geq(tt_send(peers[i], fill, FILL), 0);
-        cr_assert_gt(tt_conn_queued_bytes(peers[i]), 0);
+        cr_assert_eq(tt_conn_set_sndbuf(relay.peers[i], 4096), 0);
+        cr_assert_geq(tt_send(relay.peers[i], fill, FILL), 0);
+        cr_assert_gt(tt_conn_queued_bytes(relay.peers[i]), 0);
     }
     for (int l = 0; l < LINES; l++) {
         snprintf(line, sizeof(line), "b%05d\n", l);
-        cr_assert_eq(tt_server_broadcast(srv, line, 7, NULL), N);
+        cr_assert_eq(tt_server_broadcast(relay.srv, line, 7, NULL), N);
         if (l == 0 && direct) {
             /* Inside the call: the idle ones have the line in their kernel buffer
              * already, nothing queued; the busy ones queued it behind the rest. */
             for (int i = BUSY; i < N; i++) {
-                cr_expect_eq(tt_conn_written_bytes(peers[i]), 7, "idle %d wrote %llu", i,
-                             (unsigned long long)tt_conn_written_bytes(peers[i]));
-                cr_expect_eq(tt_conn_queued_bytes(peers[i]), 0);
-                cr_expect(tt__conn_queue_empty(peers[i]));
+                cr_expect_eq(tt_conn_written_bytes(relay.peers[i]), 7, "idle %d wrote %llu", i,
+                             (unsigned long long)tt_conn_written_bytes(relay.peers[i]));
+                cr_expect_eq(tt_conn_queued_bytes(relay.peers[i]), 0);
+                cr_expect(tt__conn_queue_empty(relay.peers[i]));
             }
             for (int i = 0; i < BUSY; i++)
-                cr_expect_gt(tt_conn_queued_bytes(peers[i]), 0);
+                cr_expect_gt(tt_conn_queued_bytes(relay.peers[i]), 0);
         } else if (l == 0) {
             for (int i = BUSY; i < N; i++) {
-                cr_expect_eq(tt_conn_written_bytes(peers[i]), 0);
-                cr_expect_eq(tt_conn_queued_bytes(peers[i]), 7);
+                cr_expect_eq(tt_conn_written_bytes(relay.peers[i]), 0);
+                cr_expect_eq(tt_conn_queued_bytes(relay.peers[i]), 7);
             }
         }
     }
     for (int i = BUSY; i < N && direct; i++) {
-        drain(fds[i], &sink[i]);
+        relay_drain(fds[i], &sink[i]);
         cr_expect_eq(sink[i].len, (size_t)LINES * 7, "idle %d had %zu bytes before any loop run",
                      i, sink[i].len);
     }
@@ -224,15 +107,15 @@ Test(broadcast_direct, empty_queues_are_written_in_the_call_others_queue_behind_
         for (size_t k = 0; k < skip; k++)
             cr_assert_eq(sink[i].buf[k], 'f');
         tt_conn_stats_t st;
-        cr_assert_eq(tt_conn_get_stats(peers[i], &st), 0);
+        cr_assert_eq(tt_conn_get_stats(relay.peers[i], &st), 0);
         cr_expect_eq(st.bytes_out, skip + (uint64_t)LINES * 7, "%s: bytes_out %llu", who,
                      (unsigned long long)st.bytes_out);
         cr_expect_eq(st.bytes_queued_total, skip + (uint64_t)LINES * 7);
         cr_expect_eq(st.queued_bytes, 0);
     }
-    cr_expect_eq(closes_other + closes_overflow, 0);
+    cr_expect_eq(relay.closes_other + relay.closes_overflow, 0);
     free(fill);
-    finish(loop, fds, sink, N);
+    relay_finish(loop, fds, sink, N);
 }
 
 Test(broadcast_direct, the_lines_of_one_read_reach_each_recipient_in_one_write)
@@ -243,13 +126,13 @@ Test(broadcast_direct, the_lines_of_one_read_reach_each_recipient_in_one_write)
     tt_frame_opts_t fl = tt_frame_line(0);
     tt_server_opts_t so = {.frame = &fl};
     int fds[N];
-    sink_t sink[N] = {{0}};
+    relay_sink_t sink[N] = {{0}};
     char burst[LINES * 7 + 1];
 
-    reset();
+    relay_reset();
     cr_assert_eq(tt_loop_init(&loop), 0);
-    srv = listen_with(loop, &so, &addr);
-    connect_clients(loop, &addr, fds, N, 0, NULL);
+    relay.srv = relay_listen(loop, &so, &addr);
+    relay_connect(loop, &addr, fds, N, 0, NULL);
     for (int l = 0; l < LINES; l++)
         snprintf(burst + l * 7, 8, "b%05d\n", l);
     /* fds[0] sends; one send, so the server reads all the lines at once. */
@@ -258,15 +141,15 @@ Test(broadcast_direct, the_lines_of_one_read_reach_each_recipient_in_one_write)
     tt_conn_stats_t st;
     for (int i = 1; i < N; i++) {
         expect_lines(&sink[i], 0, LINES, "receiver");
-        cr_assert_eq(tt_conn_get_stats(peers[i], &st), 0);
+        cr_assert_eq(tt_conn_get_stats(relay.peers[i], &st), 0);
         cr_expect_eq(st.bytes_out, LINES * 7);
         /* A write per line per recipient would be 16. */
         cr_expect_leq(st.packets_out, 2, "receiver %d: %llu writes for one read of %d lines", i,
                       (unsigned long long)st.packets_out, LINES);
     }
-    drain(fds[0], &sink[0]);
+    relay_drain(fds[0], &sink[0]);
     cr_expect_eq(sink[0].len, 0, "the sender got its own lines back");
-    finish(loop, fds, sink, N);
+    relay_finish(loop, fds, sink, N);
 }
 
 /* The same over WebSocket: the client frames of one read, each relayed to the
@@ -284,30 +167,30 @@ Test(broadcast_direct, the_websocket_messages_of_one_read_reach_each_recipient_i
     tt_ws_opts_t wo = {0};
     tt_server_opts_t so = {.websocket = &wo};
     int fds[N];
-    sink_t sink[N] = {{0}};
+    relay_sink_t sink[N] = {{0}};
     uint64_t packets0[N];
     uint8_t burst[MSGS * IN];
     char text[8];
     tt_conn_stats_t st;
     bool never = false;
 
-    reset();
+    relay_reset();
     cr_assert_eq(tt_loop_init(&loop), 0);
-    srv = listen_with(loop, &so, &addr);
-    connect_clients(loop, &addr, fds, N, 0, upgrade);
+    relay.srv = relay_listen(loop, &so, &addr);
+    relay_connect(loop, &addr, fds, N, 0, upgrade);
     /* Every client has its 101 whole before anything is sent. */
     uint64_t t0 = th_now_ms();
     for (int i = 0; i < N; i++) {
         while (sink[i].len < 4 || memmem(sink[i].buf, sink[i].len, "\r\n\r\n", 4) == NULL) {
             cr_assert_lt(th_now_ms() - t0, 5000, "client %d: no whole answer", i);
             th_run_until(loop, &never, 2);
-            drain(fds[i], &sink[i]);
+            relay_drain(fds[i], &sink[i]);
         }
         cr_assert_eq(memcmp(sink[i].buf, "HTTP/1.1 101", 12), 0);
         cr_assert_eq((char *)memmem(sink[i].buf, sink[i].len, "\r\n\r\n", 4) + 4,
                      sink[i].buf + sink[i].len, "client %d: bytes after the 101", i);
         sink[i].len = 0;
-        cr_assert_eq(tt_conn_get_stats(peers[i], &st), 0);
+        cr_assert_eq(tt_conn_get_stats(relay.peers[i], &st), 0);
         packets0[i] = st.packets_out;
     }
     /* MSGS masked binary frames "b%05d", in one send from fds[0]. */
@@ -331,15 +214,15 @@ Test(broadcast_direct, the_websocket_messages_of_one_read_reach_each_recipient_i
             cr_assert(f[0] == (char)0x82 && f[1] == 7, "receiver %d: frame %d header", i, m);
             cr_assert(memcmp(f + 2, text, 6) == 0 && f[8] == '\n', "receiver %d: frame %d", i, m);
         }
-        cr_assert_eq(tt_conn_get_stats(peers[i], &st), 0);
+        cr_assert_eq(tt_conn_get_stats(relay.peers[i], &st), 0);
         /* A write per message per recipient would be 16. */
         cr_expect_leq(st.packets_out - packets0[i], 2,
                       "receiver %d: %llu writes for one read of %d messages", i,
                       (unsigned long long)(st.packets_out - packets0[i]), MSGS);
     }
-    drain(fds[0], &sink[0]);
+    relay_drain(fds[0], &sink[0]);
     cr_expect_eq(sink[0].len, 0, "the sender got its own messages back");
-    finish(loop, fds, sink, N);
+    relay_finish(loop, fds, sink, N);
 }
 
 Test(broadcast_direct, a_slow_receiver_hits_its_cap_alone_and_the_others_get_everything)
@@ -349,24 +232,24 @@ Test(broadcast_direct, a_slow_receiver_hits_its_cap_alone_and_the_others_get_eve
     tt_addr_t addr;
     tt_server_opts_t so = {.high_water = 8 * 1024, .queue_cap = 32 * 1024};
     int fds[N];
-    sink_t sink[N] = {{0}};
+    relay_sink_t sink[N] = {{0}};
     char msg[SIZE];
 
-    reset();
+    relay_reset();
     cr_assert_eq(tt_loop_init(&loop), 0);
-    srv = listen_with(loop, &so, &addr);
-    connect_clients(loop, &addr, fds, N, 4096, NULL);
-    cr_assert_eq(tt_conn_set_sndbuf(peers[SLOW], 4096), 0);
+    relay.srv = relay_listen(loop, &so, &addr);
+    relay_connect(loop, &addr, fds, N, 4096, NULL);
+    cr_assert_eq(tt_conn_set_sndbuf(relay.peers[SLOW], 4096), 0);
     bool never = false;
     for (int m = 0; m < MSGS; m++) {
         memset(msg, 'a' + m % 26, SIZE);
         snprintf(msg, 16, "m%06d", m);
-        int sent = tt_server_broadcast(srv, msg, SIZE, NULL);
+        int sent = tt_server_broadcast(relay.srv, msg, SIZE, NULL);
         cr_assert_geq(sent, N - 1);
         /* The fast ones keep up; the slow one never reads. */
         for (int i = 0; i < N; i++)
             if (i != SLOW)
-                drain(fds[i], &sink[i]);
+                relay_drain(fds[i], &sink[i]);
         if (m % 8 == 0)
             th_run_until(loop, &never, 1);
     }
@@ -375,34 +258,26 @@ Test(broadcast_direct, a_slow_receiver_hits_its_cap_alone_and_the_others_get_eve
         size_t got = 0;
         for (int i = 0; i < N; i++)
             if (i != SLOW) {
-                drain(fds[i], &sink[i]);
+                relay_drain(fds[i], &sink[i]);
                 got += sink[i].len;
             }
-        if ((got == (size_t)(N - 1) * MSGS * SIZE && peer_closed[SLOW]) ||
+        if ((got == (size_t)(N - 1) * MSGS * SIZE && (relay.close_count[SLOW] > 0)) ||
             th_now_ms() - t0 > 10000)
             break;
         th_run_until(loop, &never, 2);
     }
-    cr_expect(peer_closed[SLOW], "the slow receiver was not closed");
-    cr_expect_eq(last_close[SLOW].kind, TT_CLOSE_SEND_OVERFLOW, "slow closed as %s",
-                 tt_close_kind_name(last_close[SLOW].kind));
-    cr_expect_eq(closes_overflow, 1);
-    cr_expect_eq(closes_other, 0);
+    cr_expect((relay.close_count[SLOW] > 0), "the slow receiver was not closed");
+    cr_expect_eq(relay.last_close[SLOW].kind, TT_CLOSE_SEND_OVERFLOW, "slow closed as %s",
+                 tt_close_kind_name(relay.last_close[SLOW].kind));
+    cr_expect_eq(relay.closes_overflow, 1);
+    cr_expect_eq(relay.closes_other, 0);
     for (int i = 0; i < N; i++) {
         if (i == SLOW)
             continue;
-        cr_expect(!peer_closed[i]);
-        cr_assert_eq(sink[i].len, (size_t)MSGS * SIZE, "receiver %d: %zu bytes", i, sink[i].len);
-        for (int m = 0; m < MSGS; m++) {
-            char want[16];
-            snprintf(want, sizeof(want), "m%06d", m);
-            cr_assert_eq(memcmp(sink[i].buf + (size_t)m * SIZE, want, 7), 0, "%d: msg %d", i, m);
-        }
-        tt_conn_stats_t st;
-        cr_assert_eq(tt_conn_get_stats(peers[i], &st), 0);
-        cr_expect_eq(st.bytes_out, (uint64_t)MSGS * SIZE);
+        cr_expect_eq(relay.close_count[i], 0);
+        relay_expect_msgs(&sink[i], i, MSGS, SIZE);
     }
-    finish(loop, fds, sink, N);
+    relay_finish(loop, fds, sink, N);
 }
 
 Test(broadcast_direct, a_receiver_gone_during_the_broadcast_closes_with_its_reason)
@@ -412,35 +287,35 @@ Test(broadcast_direct, a_receiver_gone_during_the_broadcast_closes_with_its_reas
     tt_addr_t addr;
     tt_server_opts_t so = {0};
     int fds[N];
-    sink_t sink[N] = {{0}};
+    relay_sink_t sink[N] = {{0}};
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
 
-    reset();
+    relay_reset();
     cr_assert_eq(tt_loop_init(&loop), 0);
-    srv = listen_with(loop, &so, &addr);
-    connect_clients(loop, &addr, fds, N, 0, NULL);
+    relay.srv = relay_listen(loop, &so, &addr);
+    relay_connect(loop, &addr, fds, N, 0, NULL);
     /* Reset by the peer, the server not told yet (its loop has not run). */
     cr_assert_eq(setsockopt(fds[GONE], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
     close(fds[GONE]);
     fds[GONE] = -1;
     usleep(20 * 1000);
-    cr_expect_eq(tt_server_broadcast(srv, "hello\n", 6, NULL), N);
+    cr_expect_eq(tt_server_broadcast(relay.srv, "hello\n", 6, NULL), N);
     bool never = false;
     uint64_t t0 = th_now_ms();
-    while (!peer_closed[GONE] && th_now_ms() - t0 < 5000)
+    while (!(relay.close_count[GONE] > 0) && th_now_ms() - t0 < 5000)
         th_run_until(loop, &never, 5);
-    cr_assert(peer_closed[GONE]);
-    cr_expect(last_close[GONE].kind == TT_CLOSE_PEER_RESET, "closed as %s",
-              tt_close_kind_name(last_close[GONE].kind));
-    cr_expect_eq(last_close[GONE].bytes_written, 0);
-    cr_expect_eq(last_close[GONE].bytes_unsent, 6, "unsent %llu",
-                 (unsigned long long)last_close[GONE].bytes_unsent);
+    cr_assert((relay.close_count[GONE] > 0));
+    cr_expect(relay.last_close[GONE].kind == TT_CLOSE_PEER_RESET, "closed as %s",
+              tt_close_kind_name(relay.last_close[GONE].kind));
+    cr_expect_eq(relay.last_close[GONE].bytes_written, 0);
+    cr_expect_eq(relay.last_close[GONE].bytes_unsent, 6, "unsent %llu",
+                 (unsigned long long)relay.last_close[GONE].bytes_unsent);
     for (int i = 0; i < N; i++) {
         if (i == GONE)
             continue;
-        drain(fds[i], &sink[i]);
+        relay_drain(fds[i], &sink[i]);
         cr_expect_eq(sink[i].len, 6);
         cr_expect_eq(memcmp(sink[i].buf, "hello\n", 6), 0);
     }
-    finish(loop, fds, sink, N);
+    relay_finish(loop, fds, sink, N);
 }
