@@ -1,7 +1,7 @@
 /* Broadcast sends on both backends, and io_uring's batching of them: on io_uring a
  * broadcast to receivers with nothing queued is sent by requests that reach the
- * kernel in the loop's one submission, not a sendmsg per receiver. Every receiver gets every byte in order
- * with many receivers; a receiver closed while its send is still queued, or while
+ * kernel in the loop's one submission, not a sendmsg per receiver. Every receiver
+ * gets every byte in order with many receivers; a receiver closed while its send is still queued, or while
  * the kernel has it and the completion is not yet handled, is closed cleanly with
  * exact counts (run under ASan too); a slow receiver fills its own queue up to the
  * cap without holding the others back; and the system calls one broadcast costs
