@@ -1217,12 +1217,16 @@ static int check_sendable(const tt_conn_t *c)
  * what the queue really holds (sq.alloc: nodes and chunks, not just payload), so a
  * flood of tiny sends is stopped as soon as one of large ones; `add` is the payload
  * about to be queued, charged with one node. */
-int tt__conn_over_cap(tt_conn_t *c, uint64_t add)
+static inline bool would_pass_cap(const tt_conn_t *c, uint64_t add)
 {
     uint32_t cap_kib = limits(c)->queue_cap_kib;
-    if (cap_kib != 0 &&
-        (c->out != NULL ? c->out->sq.alloc : 0) + add + TT__SQ_NODE_COST >
-            (uint64_t)cap_kib * 1024) {
+    return cap_kib != 0 && (c->out != NULL ? c->out->sq.alloc : 0) + add + TT__SQ_NODE_COST >
+                               (uint64_t)cap_kib * 1024;
+}
+
+int tt__conn_over_cap(tt_conn_t *c, uint64_t add)
+{
+    if (would_pass_cap(c, add)) {
         tt__conn_close(c, TT_CLOSE_SEND_OVERFLOW, TT_EOVERFLOW);
         return -ENOBUFS;
     }
@@ -1385,13 +1389,9 @@ int tt_send(tt_conn_t *c, const void *buf, size_t len)
 {
     /* The common case, with no layer to consult: nothing queued, the socket not
      * known to be full, not corked or ending, within the cap as tt_sendv counts
-     * it (an empty queue holds nothing): one send(2) and the totals. */
-    if (c != NULL && buf != NULL && len > 0 && c->ext == NULL && c->state == TT_STATE_OPEN &&
-        tt__conn_queue_empty(c) &&
-        !(c->flags & (F_WAIT_WRITE | F_FLUSHING | F_WIRE_HOLD | F_CORK | F_WANT_END |
-                      F_DESTROY_SOON)) &&
-        (limits(c)->queue_cap_kib == 0 ||
-         len + TT__SQ_NODE_COST <= (uint64_t)limits(c)->queue_cap_kib * 1024)) {
+     * it: one send(2) and the totals. */
+    if (c != NULL && buf != NULL && len > 0 && c->ext == NULL && can_write_now(c) &&
+        !(c->flags & (F_CORK | F_WANT_END | F_DESTROY_SOON)) && !would_pass_cap(c, len)) {
         ssize_t r = tt__io_write(&tt__conn_loop(c)->poller, &c->io, buf, len);
         if (r != (ssize_t)len)
             return send_rest(c, buf, len, r);
