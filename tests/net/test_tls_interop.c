@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "peer.h"
@@ -253,6 +254,45 @@ Test(tls_interop, python_starttls_client)
     cr_expect(s->upgraded);
     cr_expect_eq(s->got, strlen("hello plain\nSTARTTLS\n") + 300000);
     cr_expect_eq(s->close.kind, TT_CLOSE_PEER_CLOSED, "%s (%s)", TE_KIND(s), s->reason);
+}
+
+/* STARTTLS while the plain answer is still a send request in the kernel: on
+ * io_uring a broadcast to a connection with nothing queued goes out as a request
+ * that the loop submits as its run ends, and its completion is read in the next
+ * run. The upgrade comes in between. The answer's bytes are written plain, so the
+ * handshake starts once they have gone, as it does when they went by a write: if
+ * their completion were not counted as the plain bytes written, the server would
+ * wait for them for ever and the client's handshake would time out. */
+Test(tls_interop, python_starttls_client_answer_in_flight)
+{
+    bool in_flight = false;
+    TE.starttls_ctx = te_srv_ctx();
+    TE.srv_plan = (te_plan_t){.starttls = true, .starttls_late = true};
+    te_listen(NULL, NULL);
+    te_peer(&P, TE_PY, "py", "client", "--port", te_srv_port(), "--ca", CA, "--bytes", "300000",
+            "--starttls", NULL);
+    uint64_t end = th_now_ms() + 10000;
+    while (TE.late_conn == NULL && th_now_ms() < end) {
+        tt_loop_run(TE.loop, TT_RUN_NOWAIT);
+        if (TE.late_conn == NULL)
+            usleep(1000);
+    }
+    cr_assert(TE.late_conn != NULL, "the client never asked for STARTTLS: %s",
+              th_proc_stderr(&P));
+    cr_assert_eq(te_start_tls_late(&in_flight), 0);
+    if (strcmp(tt_loop_backend(TE.loop), "io_uring") == 0)
+        cr_expect(in_flight, "the answer was a send request in the kernel at the upgrade");
+    else
+        cr_expect(!in_flight, "epoll writes the answer at once");
+    peer_done(&P, 20000);
+    cr_expect_str_eq(te_result(&P, "first"), "server_secret_1");
+    cr_assert(te_run_srv_closes(1, 5000));
+    te_rec_t *s = te_srv_rec(0);
+    cr_expect(s->upgraded);
+    cr_expect_eq(s->got, strlen("hello plain\nSTARTTLS\n") + 300000);
+    cr_expect_eq(s->close.kind, TT_CLOSE_PEER_CLOSED, "%s (%s)", TE_KIND(s), s->reason);
+    cr_expect_eq(s->stats.bytes_out, strlen("plain too\nGO\nserver secret 1\n") + 300000,
+                 "every byte out counted once, plain and encrypted");
 }
 
 Test(tls_interop, tether_starttls_client_python_server)

@@ -13,6 +13,7 @@
 
 #include "harness.h"
 #include "peer.h"
+#include "stream/conn.h" /* te_start_tls_late: is a send in flight */
 
 te_env_t TE;
 
@@ -240,6 +241,23 @@ static void starttls_done(tt_conn_t *c)
     r->info_rc = tt_conn_tls_info(c, &r->info);
 }
 
+int te_start_tls_late(bool *in_flight)
+{
+    tt_conn_t *c = TE.late_conn;
+    te_rec_t *r = rec_of(c);
+    tt_tls_start_opts_t so = {.ctx = TE.starttls_ctx, .on_done = starttls_done};
+    int rc;
+
+    *in_flight = c->io.send_out != 0;
+    if ((rc = tt_conn_start_tls(c, &so)) < 0)
+        return rc;
+    if ((rc = tt_send_text(c, "server secret 1\n")) < 0)
+        return rc;
+    r->plan.echo = true;
+    TE.late_conn = NULL;
+    return 0;
+}
+
 static void on_data(tt_conn_t *c, const void *data, size_t len, size_t pending)
 {
     te_rec_t *r = rec_of(c);
@@ -273,6 +291,14 @@ static void on_data(tt_conn_t *c, const void *data, size_t len, size_t pending)
     }
     if (!r->client && r->plan.starttls && TE.starttls_ctx != NULL &&
         strstr(r->head, "STARTTLS\n") != NULL) {
+        if (r->plan.starttls_late) {
+            /* The answer as a broadcast: on io_uring, a send request the loop hands
+             * to the kernel as its run ends; the upgrade comes after that. */
+            cr_assert_eq(tt_server_broadcast(TE.srv, "GO\n", 3, NULL), 1);
+            TE.late_conn = c;
+            r->plan.starttls = false;
+            return;
+        }
         /* Plain until here: answer in plain, upgrade, and queue a first secret at
          * once (it must wait for the handshake and go encrypted). */
         cr_assert_eq(tt_send_text(c, "GO\n"), 0);

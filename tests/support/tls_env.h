@@ -27,6 +27,9 @@ typedef struct te_plan {
                                then echo. client: sends "hello plain\nSTARTTLS\n", at
                                "GO\n" upgrades with TE.starttls_cctx (name localhost)
                                and sends "client secret 1\n" */
+    bool starttls_late;     /* server, with starttls: "GO\n" goes by tt_server_broadcast
+                               and the upgrade waits for te_start_tls_late(), called
+                               between runs of the loop */
     const tt_frame_opts_t *frame; /* client: framing set at connect */
     int send_msgs;          /* framed: send this many messages (sizes vary) at open */
     int end_after_msgs;     /* framed: tt_end once this many messages arrived */
@@ -77,6 +80,7 @@ typedef struct te_env {
     int nctxs;
     tt_tls_ctx_t *starttls_ctx;  /* STARTTLS server side */
     tt_tls_ctx_t *starttls_cctx; /* STARTTLS client side */
+    tt_conn_t *late_conn;        /* starttls_late: the connection waiting to upgrade */
 } te_env_t;
 
 extern te_env_t TE;
@@ -111,6 +115,10 @@ te_rec_t *te_round_trip(uint16_t port, tt_tls_ctx_t *cctx, const char *name, uin
 /* Run the loop until pred() holds, at most `ms`; false on time out. pred NULL:
  * until no handles remain. */
 bool te_run_until(bool (*pred)(void), uint64_t ms);
+/* starttls_late: upgrade TE.late_conn now, as the plan's STARTTLS does inside
+ * on_data, and queue "server secret 1\n". *in_flight says whether a send request
+ * of its plain bytes was in the kernel at the call (io_uring). 0 or -errno. */
+int te_start_tls_late(bool *in_flight);
 /* Run until `n` server connections / client connections have closed. */
 bool te_run_srv_closes(int n, uint64_t ms);
 bool te_run_cli_closes(int n, uint64_t ms);
