@@ -44,7 +44,7 @@ TCP_GROUPS = ("throughput", "churn", "idle", "syscalls", "instructions", "hold",
 
 def group_of(section):
     """The run.sh section a raw record comes from: unix_syscalls -> unix."""
-    for g in ("unix", "ws", "tls", "rate"):
+    for g in ("unix", "ws", "tls", "rate", "fanout"):
         if section == g or section.startswith(g + "_"):
             return g
     return section
@@ -784,6 +784,77 @@ def fanout_section(w, runs, m, servers, chart=lambda w: None):
     w("Failed runs or client-side errors (dropped connections, lost or reordered "
       "lines, receivers never registered): " + ", ".join(
           "%s %d" % (s, errs[s]) for s in servers) + ".\n")
+    fanout_cost_tables(w, runs, servers)
+
+
+def cost_delta(runs_, count):
+    """Per delivery between the two loads of a fanout_cost record: (counted in the
+    second - in the first) / (deliveries in the second - in the first), or None."""
+    if len(runs_) != 2 or any(r["load"].get("failed") or r["load"].get("errors")
+                              for r in runs_):
+        return None
+    dd = runs_[1]["load"].get("deliveries", 0) - runs_[0]["load"].get("deliveries", 0)
+    dc = count(runs_[1]) - count(runs_[0])
+    return dc / dd if dd > 0 and dc >= 0 else None
+
+
+def fanout_cost_tables(w, runs, servers):
+    """Exact costs per delivery: user-space instructions and system calls."""
+    cost = [r for r in runs if r["section"] == "fanout_cost"]
+    if not cost:
+        return
+    cfgs = []
+    for r in cost:
+        if r["args"] not in cfgs:
+            cfgs.append(r["args"])
+    msgs = [str(x["messages"]) for x in cost[0]["result"]["runs"]]
+
+    def cfg_name(a):
+        return "%s receivers, %s B, window %s" % (_arg(a, "-c"), _arg(a, "-s"), _arg(a, "-W"))
+
+    def table(tool, count, fmt):
+        w("| config | " + " | ".join(servers) + " |")
+        w("|---|" + "---|" * len(servers))
+        for a in cfgs:
+            cells = []
+            for s in servers:
+                rs = [r["result"]["runs"] for r in cost if r["server"] == s and
+                      r["args"] == a and r["result"]["tool"] == tool]
+                v = cost_delta(rs[0], count) if rs else None
+                cells.append("–" if v is None else fmt % v)
+            w("| %s | %s |" % (cfg_name(a), " | ".join(cells)))
+        w("")
+
+    w("### Fan-out: exact cost per delivery\n")
+    w("Counted, not timed, so the machine's load does not move them: one server process "
+      "takes two loads of %s messages (`bin/fanout -n N -w 0`), and the difference of "
+      "the counts is divided by the difference of the deliveries, so that the receivers' "
+      "connects and closes, the probe lines and the start cancel out. User-space "
+      "instructions: `valgrind --tool=callgrind`, counters zeroed before each load "
+      "(library, server code and libc; not node, whose JIT callgrind cannot "
+      "attribute). System calls: `strace -c -f`, attached for each load.\n"
+      % " and ".join(msgs))
+    w("#### User-space instructions per delivery\n")
+    table("callgrind", lambda r: r["ir"], "%.0f")
+    w("#### System calls per delivery\n")
+    table("strace", lambda r: sum(r["calls"].values()), "%.3f")
+    detail = []
+    for a in cfgs:
+        for s in servers:
+            rs = [r["result"]["runs"] for r in cost if r["server"] == s and
+                  r["args"] == a and r["result"]["tool"] == "strace"]
+            if not rs or cost_delta(rs[0], lambda r: 0) is None:
+                continue
+            names = set(rs[0][0]["calls"]) | set(rs[0][1]["calls"])
+            per = {n: cost_delta(rs[0], lambda r, n=n: r["calls"].get(n, 0)) for n in names}
+            top = sorted(((v, n) for n, v in per.items() if v), reverse=True)[:4]
+            detail.append("%s, %s: %s" % (cfg_name(a), s, ", ".join(
+                "%s %.3f" % (n, v) for v, n in top)))
+    if detail:
+        w("<details><summary>Busiest calls per delivery</summary>\n")
+        for d in detail:
+            w("- " + d)
+        w("\n</details>\n")
 
 
 TLS_ROWS = [("full", "full handshakes/s"), ("resume", "resumed handshakes/s")]

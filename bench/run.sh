@@ -41,6 +41,9 @@
 #   FO_RECEIVERS="100 1000 19000"  FO_SIZES="64 1024"  FO_WINDOWS="1 16"
 #   FO_CHAT_MAX=1000    `tether chat` announces every join to everyone (N^2/2 lines
 #                       before the load): its rows stop at this many receivers
+#   FO_COST_RECEIVERS=100 FO_COST_MSGS="300 1500"   exact cost per delivery: system
+#                       calls (strace) and user-space instructions (callgrind, not
+#                       node) over two loads of that many messages; 0 receivers: none
 #   TLS_SERVERS="tether tether_uring libevent node"   the tls section's servers
 #                       (tether_uring: echo_tls_tether on io_uring); load from bin/tlsload
 #   TLS_HS_CONNS=32     handshakes under way at once (full and resumed rows)
@@ -78,6 +81,8 @@ FO_RECEIVERS=${FO_RECEIVERS:-"100 1000 19000"}
 FO_SIZES=${FO_SIZES:-"64 1024"}
 FO_WINDOWS=${FO_WINDOWS:-"1 16"}
 FO_CHAT_MAX=${FO_CHAT_MAX:-1000}
+FO_COST_RECEIVERS=${FO_COST_RECEIVERS:-100}
+FO_COST_MSGS=${FO_COST_MSGS:-"300 1500"}
 TLS_SERVERS=${TLS_SERVERS:-"tether tether_uring libevent node"}
 TLS_HS_CONNS=${TLS_HS_CONNS:-32}
 TLS_CONNS=${TLS_CONNS:-"1 100"}
@@ -725,16 +730,17 @@ fi
 # server has registered every receiver, and reads the server's CPU over the
 # measured window itself (-P). Servers are started fresh for each N and take turns
 # run by run.
-fo_launch() { # name port
+fo_launch() { # name port [wrapper...]
     local s=$1 p=$2 backend=epoll
+    shift 2
     [[ $s == *_uring ]] && backend=io_uring
     case $s in
-    epoll) set -- "$here/bin/chat_epoll" "$p" ;;
-    tether | tether_uring) set -- "$here/bin/chat_tether" "$p" ;;
-    chat | chat_uring) set -- "$BENCH" chat --quiet --listen "127.0.0.1:$p" ;;
-    libuv) set -- "$here/bin/chat_libuv" "$p" ;;
-    libevent) set -- "$here/bin/chat_libevent" "$p" ;;
-    node) set -- node "$here/node/chat_server.js" "$p" ;;
+    epoll) set -- "$@" "$here/bin/chat_epoll" "$p" ;;
+    tether | tether_uring) set -- "$@" "$here/bin/chat_tether" "$p" ;;
+    chat | chat_uring) set -- "$@" "$BENCH" chat --quiet --listen "127.0.0.1:$p" ;;
+    libuv) set -- "$@" "$here/bin/chat_libuv" "$p" ;;
+    libevent) set -- "$@" "$here/bin/chat_libevent" "$p" ;;
+    node) set -- "$@" node "$here/node/chat_server.js" "$p" ;;
     *)
         log "unknown fan-out server $s"
         exit 1
@@ -743,11 +749,12 @@ fo_launch() { # name port
     TETHER_BACKEND=$backend taskset -c "$SERVER_CPU" "$@" >/dev/null 2>&1 &
 }
 
-start_fo() { # name: key fo_NAME on a fresh port
+start_fo() { # name [wrapper...]: key fo_NAME on a fresh port
     local s=$1 k="fo_$1" p
+    shift
     next_port
     p=$free_port
-    fo_launch "$s" "$p"
+    fo_launch "$s" "$p" "$@"
     pid[$k]=$!
     port[$k]=$p
     label[$k]=$s
@@ -767,6 +774,64 @@ fobench() { # name round fanout-args...: one run, as bench() does
     printf '{"section":"fanout","server":"%s","round":%s,"args":"%s","result":%s,"cpu":{"user":%s,"sys":%s,"hz":%s}}\n' \
         "$s" "$r" "$*" "$out" $((u1 - u0)) $((s1 - s0)) "$(getconf CLK_TCK)" >>"$raw"
     sleep 0.5 # the server closes the last run's connections
+}
+
+strace_calls() { # strace -c output file: its calls by name, as JSON
+    python3 - "$1" <<'PY'
+import json, sys
+calls = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    # "% time seconds usecs/call calls [errors] syscall"
+    if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+        try:
+            calls[f[-1]] = int(f[3])
+        except ValueError:
+            pass
+print(json.dumps(calls))
+PY
+}
+
+# Exact costs per delivery, free of the machine's noise: the user-space
+# instructions (callgrind) and the system calls (strace -c) of one server process
+# over two loads of FO_COST_MSGS messages each; the report divides the difference
+# of the counts by the difference of the deliveries, so that what both loads share
+# (the receivers' connects and closes, the probe lines, the start) cancels out.
+fo_cost() { # tool server fanout-args...: one record of the two loads' counts
+    local tool=$1 s=$2 k="fo_$2" n i=0 out runs="" spid ir
+    shift 2
+    if [[ $tool == callgrind ]]; then
+        start_fo "$s" valgrind -q --tool=callgrind --callgrind-out-file="$work/cgf.$s.%p"
+    else
+        start_fo "$s"
+    fi
+    for n in $FO_COST_MSGS; do
+        i=$((i + 1))
+        sleep 1 # the last load's connections are closed
+        if [[ $tool == callgrind ]]; then
+            callgrind_control -z "${pid[$k]}" >/dev/null 2>&1
+        else
+            strace -c -f -o "$work/strace.txt" -p "${pid[$k]}" 2>/dev/null &
+            spid=$!
+            sleep 0.5 # attached
+        fi
+        out=$(taskset -c "$CLIENT_CPU" timeout 300 "$here/bin/fanout" "$@" -n "$n" -d 600 -w 0 \
+            "127.0.0.1:${port[$k]}" 2>/dev/null) || true
+        [[ -n $out ]] || out='{"deliveries":0,"failed":true}'
+        if [[ $tool == callgrind ]]; then
+            callgrind_control -d "${pid[$k]}" >/dev/null 2>&1
+            ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$work/cgf.$s.${pid[$k]}.$i" 2>/dev/null)
+            runs+="${runs:+,}{\"messages\":$n,\"ir\":${ir:-0},\"load\":$out}"
+        else
+            sleep 0.2
+            kill -INT "$spid" 2>/dev/null || true
+            wait "$spid" 2>/dev/null || true
+            runs+="${runs:+,}{\"messages\":$n,\"calls\":$(strace_calls "$work/strace.txt"),\"load\":$out}"
+        fi
+    done
+    stop_server "$k"
+    printf '{"section":"fanout_cost","server":"%s","round":1,"args":"%s","result":{"tool":"%s","runs":[%s]}}\n' \
+        "$s" "$*" "$tool" "$runs" >>"$raw"
 }
 
 if has_section fanout; then
@@ -797,6 +862,24 @@ if has_section fanout; then
             stop_server "fo_$s"
         done
     done
+    if ((FO_COST_RECEIVERS > 0)); then
+        for sz in $FO_SIZES; do
+            for w in $FO_WINDOWS; do
+                for s in $FO_SERVERS; do
+                    args=(-c "$FO_COST_RECEIVERS" -s "$sz" -W "$w")
+                    if command -v strace >/dev/null; then
+                        log "fanout syscalls receivers=$FO_COST_RECEIVERS size=$sz window=$w: $s"
+                        fo_cost strace "$s" "${args[@]}"
+                    fi
+                    # callgrind cannot say what a JIT's instructions are for: not node
+                    if [[ $s != node ]] && command -v callgrind_control >/dev/null; then
+                        log "fanout instructions receivers=$FO_COST_RECEIVERS size=$sz window=$w: $s"
+                        fo_cost callgrind "$s" "${args[@]}"
+                    fi
+                done
+            done
+        done
+    fi
 fi
 
 # ---- TLS: handshakes, echo, CPU per MiB, idle memory ------------------------------
