@@ -89,8 +89,9 @@ typedef struct tt__poller {
     /* Every stream's callback, set by the layer that owns them (stream/conn.c). */
     tt__io_cb stream_cb;
     /* System calls made for the loop's sockets, for tests and measurements: direct
-     * writes through tt__io_writev* (the queue's flushes, a broadcast's write; not
-     * tt__io_write, the echo path's one buffer, kept free of it), and io_uring
+     * writes through tt__io_writev* (the queue's flushes) and a broadcast's
+     * direct write (counted by its caller; tt__io_write itself, the echo path's
+     * one buffer, is kept free of it), and io_uring
      * submissions and waits (calls that may enter the kernel: an upper bound on
      * io_uring_enter). */
     uint64_t n_writes;

@@ -125,7 +125,7 @@ static int raw_send(tt__payload_t *p, tt_conn_t *c, bcast_msg_t *ws)
 static int bcast_one(tt_conn_t *c, void *arg)
 {
     bcast_t *b = arg;
-    if (tt_conn_id(c) != b->except_id && !tt__conn_is_closing(c) && raw_send(b->p, c, &b->ws) >= 0)
+    if (c->id != b->except_id && !tt__conn_is_closing(c) && raw_send(b->p, c, &b->ws) >= 0)
         b->sent++;
     return 0;
 }

@@ -1161,8 +1161,6 @@ int tt__ws_client_apply(tt_conn_t *c, struct tt__ws_cfg *cfg)
     return 0;
 }
 
-bool tt__ws_on(const tt_conn_t *c) { return ws_of(c) != NULL; }
-
 /* ---- public ------------------------------------------------------------------------ */
 
 int tt_conn_set_websocket(tt_conn_t *c, const tt_ws_opts_t *opts)

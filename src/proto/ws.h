@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <sys/uio.h>
 
+#include "stream/conn.h"
 #include "tether.h"
 
 struct tt__ws_cfg;
@@ -36,7 +37,10 @@ const char *tt__ws_cfg_host(const struct tt__ws_cfg *cfg, uint16_t *port, bool *
 int tt__ws_client_apply(tt_conn_t *c, struct tt__ws_cfg *cfg);
 
 /* Is WebSocket on for `c` (handshake done or not)? */
-bool tt__ws_on(const tt_conn_t *c);
+static inline bool tt__ws_on(const tt_conn_t *c)
+{
+    return c != NULL && c->ext != NULL && c->ext->ws != NULL; /* a broadcast asks per recipient */
+}
 /* Framing's message calls on a WebSocket connection: a message of the default
  * kind, gathered from iov; a ping. As tt_send_messagev / tt_send_ping. */
 int tt__ws_send_messagev(tt_conn_t *c, const struct iovec *iov, int iovcnt);
