@@ -47,12 +47,12 @@ struct tt_loop {
     size_t active;  /* connections and servers that keep the loop running */
 
     tt_conn_t *pend_head, *pend_tail; /* connections with deferred work */
-    /* Set while a message is delivered that has more input behind it in the same
-     * read (proto/frame.c, proto/ws.c): a broadcast then queues on every
-     * recipient, so that the read's messages reach each one in a single write at
-     * the end of the round, instead of a write per message per recipient
-     * (ops/broadcast.c). */
-    bool more_input;
+    /* While a message is delivered: the bytes behind it in the same read (0: none;
+     * proto/frame.c, proto/ws.c). A broadcast then queues on every recipient, so
+     * that the read's messages reach each one in a single write at the end of the
+     * round, instead of a write per message per recipient, and sizes a small
+     * message's copy for the rest to join it (ops/broadcast.c). */
+    size_t more_input;
     tt__zombie_t *zombies;
     tt__task_t *task_head, *task_tail; /* deferred work of other handles */
 

@@ -60,13 +60,24 @@ static void payload_free_cb(void *buf, void *arg)
  * where a reference costs a queue node (64 bytes) per recipient and keeps the
  * shared payload alive. A slow reader flooded with short lines then holds about
  * the lines' bytes, not a node per line. The remainder of a write the kernel took
- * part of is copied the same way when this small. */
+ * part of is copied the same way when this small.
+ *
+ * When more messages of the same read follow, the chunk the copies start is
+ * sized for the rest of that read (loop->more_input), not the 16 KiB default:
+ * a broadcast of a read's short lines to N recipients then allocates about the
+ * read's bytes per recipient, not 16 KiB each (at 100 recipients, 64 B lines
+ * queued 16 deep: 1.65 -> 1.99 M deliveries/s, and the page faults of those
+ * 16 KiB blocks, 208 k per 2 M deliveries, are gone). The first message of the read stays a reference: copying it
+ * too makes a single buffer but moves every byte through a per-recipient copy,
+ * which measured slower at 1000 recipients (their copies no longer fit the
+ * cache before the flush writes them). */
 #define PAYLOAD_COPY_MAX 256
 
 int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
 {
-    size_t off = 0;
-    if (tt__conn_queue_empty(c) && !tt__conn_loop(c)->more_input) {
+    size_t off = 0, more = tt__conn_loop(c)->more_input;
+    bool empty = tt__conn_queue_empty(c);
+    if (empty && more == 0) {
         /* Nothing queued and no more messages behind this one in the sender's
          * read: straight from the shared bytes, one write, no node (epoll; on
          * io_uring this says -EAGAIN and the bytes are queued for the flush). */
@@ -78,8 +89,10 @@ int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
         if (w > 0)
             off = (size_t)w;
     }
-    if (p->len - off <= PAYLOAD_COPY_MAX && (off > 0 || !tt__conn_queue_empty(c)))
-        return tt__conn_send_queued(c, p->data + off, p->len - off);
+    /* Small and behind other bytes: copied, into a chunk sized for the rest of
+     * the read when more messages follow. */
+    if (p->len - off <= PAYLOAD_COPY_MAX && (off > 0 || !empty))
+        return tt__conn_send_queued(c, p->data + off, p->len - off, more);
     tt__payload_ref(p);
     int r = tt_send_owned(c, p->data + off, p->len - off, payload_free_cb, p);
     if (r < 0)

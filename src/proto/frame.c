@@ -150,8 +150,8 @@ static int emit(void *ctx, int type, const char *msg, size_t len, const tt__fram
     default:
         c->ext->msgs_in++;
         if (c->h->h.on_message != NULL) {
-            bool outer = tt__conn_loop(c)->more_input;
-            tt__conn_loop(c)->more_input = f->s.after > 0;
+            size_t outer = tt__conn_loop(c)->more_input;
+            tt__conn_loop(c)->more_input = f->s.after;
             c->h->h.on_message(c, msg, len);
             tt__conn_loop(c)->more_input = outer;
         }

@@ -717,17 +717,17 @@ static int payload(ws_t *w, const uint8_t *p, size_t n)
     return 0;
 }
 
-/* `more`: more bytes of the same read follow this message. A broadcast from
+/* `more`: the bytes of the same read behind this message. A broadcast from
  * on_message then queues on every recipient, so that the read's messages reach
  * each one in a single write at the end of the round (loop->more_input, as
  * proto/frame.c sets it; ops/broadcast.c). */
-static void deliver(ws_t *w, bool more)
+static void deliver(ws_t *w, size_t more)
 {
     tt_conn_t *c = w->conn;
 
     c->ext->msgs_in++;
     if (c->h->h.on_message != NULL) { /* w->kind tells tt_conn_message_kind */
-        bool outer = tt__conn_loop(c)->more_input;
+        size_t outer = tt__conn_loop(c)->more_input;
         tt__conn_loop(c)->more_input = more;
         c->h->h.on_message(c, w->msg.p != NULL ? (const void *)w->msg.p : "", w->msg.len);
         tt__conn_loop(c)->more_input = outer;
@@ -758,8 +758,8 @@ static void handle_close(ws_t *w, size_t n)
     end_stream(w);
 }
 
-/* A frame's payload is complete; `more`: bytes of the same read follow it. */
-static int end_frame(ws_t *w, bool more)
+/* A frame's payload is complete; `more`: the bytes of the same read behind it. */
+static int end_frame(ws_t *w, size_t more)
 {
     tt__ws_hdr_t *h = &w->fh;
     int r;
@@ -852,7 +852,7 @@ static size_t frames(ws_t *w, const uint8_t *p, size_t n)
         w->fpos += take;
         i += take;
         if (w->fpos == w->fh.len) {
-            if ((r = end_frame(w, i < n)) < 0) {
+            if ((r = end_frame(w, n - i)) < 0) {
                 fail(w, r);
                 return n;
             }

@@ -1311,9 +1311,8 @@ static int sent_in_part(tt_conn_t *c, const struct iovec *iov, int iovcnt, size_
     return send_status(c);
 }
 
-int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len)
+int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len, size_t expect)
 {
-    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     int err = check_sendable(c);
 
     if (err < 0)
@@ -1324,7 +1323,7 @@ int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len)
     if (err < 0)
         return err;
     tt__sendq_t *q = tt__conn_queue(c);
-    err = q != NULL ? tt__sendq_push_copy(q, &iov, 1, len) : -ENOMEM;
+    err = q != NULL ? tt__sendq_push_bytes(q, buf, len, expect) : -ENOMEM;
     if (err < 0)
         return err;
     flush_soon(c);

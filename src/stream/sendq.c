@@ -64,6 +64,12 @@ static tt__sqe_t *new_chunk(size_t need, size_t min_cap)
 
 int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, size_t len)
 {
+    return tt__sendq_push_copy_expect(q, iov, iovcnt, len, 0);
+}
+
+int tt__sendq_push_copy_expect(tt__sendq_t *q, const struct iovec *iov, int iovcnt, size_t len,
+                               size_t expect)
+{
     tt__sqe_t *t = q->tail;
     size_t room = 0, first;
 
@@ -76,7 +82,10 @@ int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, siz
     /* Allocate before copying anything, so failure leaves the queue untouched. */
     tt__sqe_t *fresh = NULL;
     if (first < len) {
-        fresh = new_chunk(len - first, q->head == NULL ? CHUNK_FIRST : CHUNK_NEXT);
+        size_t min_cap = q->head == NULL ? CHUNK_FIRST : CHUNK_NEXT;
+        if (expect > 0 && expect < min_cap)
+            min_cap = len + expect; /* what is known to come, not a default */
+        fresh = new_chunk(len - first, min_cap);
         if (fresh == NULL)
             return -ENOMEM;
     }

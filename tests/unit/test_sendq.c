@@ -592,3 +592,41 @@ Test(sendq, entries_mark_a_partly_taken_send_and_a_copy_split_over_chunks)
     tt__sendq_consume(&q, 1); /* whole: released, never marked */
     cr_expect(tt__sendq_empty(&q));
 }
+
+/* A broadcast's short lines of one read: the first copy's chunk is sized for the
+ * bytes known to follow, and the rest pack into it, one contiguous buffer. */
+Test(sendq, expected_bytes_size_the_first_chunk_and_the_lines_pack_into_it)
+{
+    tt__sendq_t q;
+    char line[64], want[16 * 64 + 1], got[16 * 64 + 1];
+
+    tt__sendq_init(&q);
+    for (int i = 0; i < 16; i++) {
+        memset(line, 'a' + i, sizeof(line));
+        memcpy(want + i * 64, line, 64);
+        cr_assert_eq(tt__sendq_push_bytes(&q, line, 64, (size_t)(15 - i) * 64), 0);
+        cr_assert_eq(q.alloc, TT__SQ_CHUNK_COST(16 * 64), "alloc %llu after line %d",
+                     U(q.alloc), i);
+    }
+    want[16 * 64] = '\0';
+    expect_acct(&q, 16 * 64, 16 * 64, 16 * 64);
+    cr_assert_eq(q.head, q.tail, "16 lines in one chunk");
+    cr_assert_eq(export_text(&q, got, sizeof(got), 64), 1);
+    cr_assert_str_eq(got, want);
+    /* Full: the next line goes to a later (default-size) chunk, in order. */
+    cr_assert_eq(tt__sendq_push_bytes(&q, "z", 1, 0), 0);
+    cr_expect_eq(q.alloc, TT__SQ_CHUNK_COST(16 * 64) + TT__SQ_CHUNK_COST(16384));
+    cr_assert_eq(tt__sendq_clear(&q, NULL, NULL), 16 * 64 + 1);
+
+    /* Nothing known to follow, or more than a first chunk holds: the default. */
+    cr_assert_eq(tt__sendq_push_bytes(&q, "abc", 3, 0), 0);
+    cr_expect_eq(q.alloc, TT__SQ_CHUNK_COST(4096), "alloc %llu", U(q.alloc));
+    tt__sendq_clear(&q, NULL, NULL);
+    cr_assert_eq(tt__sendq_push_bytes(&q, "abc", 3, 1 << 20), 0);
+    cr_expect_eq(q.alloc, TT__SQ_CHUNK_COST(4096), "alloc %llu", U(q.alloc));
+    tt__sendq_clear(&q, NULL, NULL);
+    /* Zero bytes queue nothing, whatever is expected. */
+    cr_assert_eq(tt__sendq_push_bytes(&q, "", 0, 100), 0);
+    cr_assert(tt__sendq_empty(&q));
+    cr_assert_eq(q.alloc, 0);
+}
