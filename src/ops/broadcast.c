@@ -64,11 +64,15 @@ static void payload_free_cb(void *buf, void *arg)
  *
  * When more messages of the same read follow, the chunk the copies start is
  * sized for the rest of that read (loop->more_input), not the 16 KiB default:
- * a broadcast of a read's short lines to N recipients then allocates about the
- * read's bytes per recipient, not 16 KiB each (at 100 recipients, 64 B lines
- * queued 16 deep: 1.65 -> 1.99 M deliveries/s, and the page faults of those
- * 16 KiB blocks, 208 k per 2 M deliveries, are gone). The first message of the read stays a reference: copying it
- * too makes a single buffer but moves every byte through a per-recipient copy,
+ * twice its bytes, so that lines the app lengthens (a chat's sender prefix:
+ * 64 B read, 82 B sent) still fit one chunk, and a chunk that fills anyway is
+ * followed by one twice its size. A broadcast of a read's short lines to N
+ * recipients then allocates a few times the read's bytes per recipient, not
+ * 16 KiB each (at 100 recipients, 64 B lines queued 16 deep: 1.65 -> 1.99 M
+ * deliveries/s, and the page faults of those 16 KiB blocks, 208 k per 2 M
+ * deliveries, are gone). The first message of the read stays a reference:
+ * copying it too makes a single buffer but moves every byte through a
+ * per-recipient copy,
  * which measured slower at 1000 recipients (their copies no longer fit the
  * cache before the flush writes them). */
 #define PAYLOAD_COPY_MAX 256
@@ -90,9 +94,9 @@ int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
             off = (size_t)w;
     }
     /* Small and behind other bytes: copied, into a chunk sized for the rest of
-     * the read when more messages follow. */
+     * the read (twice it, see above) when more messages follow. */
     if (p->len - off <= PAYLOAD_COPY_MAX && (off > 0 || !empty))
-        return tt__conn_send_queued(c, p->data + off, p->len - off, more);
+        return tt__conn_send_queued(c, p->data + off, p->len - off, p->len - off + 2 * more);
     tt__payload_ref(p);
     int r = tt_send_owned(c, p->data + off, p->len - off, payload_free_cb, p);
     if (r < 0)

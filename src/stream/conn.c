@@ -1311,7 +1311,7 @@ static int sent_in_part(tt_conn_t *c, const struct iovec *iov, int iovcnt, size_
     return send_status(c);
 }
 
-int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len, size_t expect)
+int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len, size_t hint)
 {
     int err = check_sendable(c);
 
@@ -1323,7 +1323,7 @@ int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len, size_t expec
     if (err < 0)
         return err;
     tt__sendq_t *q = tt__conn_queue(c);
-    err = q != NULL ? tt__sendq_push_bytes(q, buf, len, expect) : -ENOMEM;
+    err = q != NULL ? tt__sendq_push_bytes(q, buf, len, hint) : -ENOMEM;
     if (err < 0)
         return err;
     flush_soon(c);

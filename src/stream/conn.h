@@ -285,9 +285,10 @@ bool tt__conn_control_idle(const tt_conn_t *c);
  * connection is closed (TT_CLOSE_SEND_OVERFLOW) and -ENOBUFS returned, else 0. */
 int tt__conn_over_cap(tt_conn_t *c, uint64_t add);
 /* Copy `len` bytes into the queue (never written inside the call), as tt_send
- * otherwise: small broadcasts are packed into the tail chunk this way, `expect`
- * the bytes known to follow soon (0: not known; tt__sendq_push_copy_expect). */
-int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len, size_t expect);
+ * otherwise: small broadcasts are packed into the tail chunk this way, `hint`
+ * the bytes, these included, known to be queued soon (0: not known;
+ * tt__sendq_push_copy_hint). */
+int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len, size_t hint);
 /* Shared bytes (a broadcast's payload) written at once from the caller's buffer
  * when nothing is queued and the socket is not known to be full, as tt_send does,
  * with the same accounting (queue cap, bytes written and queued in total, socket

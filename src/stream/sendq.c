@@ -64,11 +64,11 @@ static tt__sqe_t *new_chunk(size_t need, size_t min_cap)
 
 int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, size_t len)
 {
-    return tt__sendq_push_copy_expect(q, iov, iovcnt, len, 0);
+    return tt__sendq_push_copy_hint(q, iov, iovcnt, len, 0);
 }
 
-int tt__sendq_push_copy_expect(tt__sendq_t *q, const struct iovec *iov, int iovcnt, size_t len,
-                               size_t expect)
+int tt__sendq_push_copy_hint(tt__sendq_t *q, const struct iovec *iov, int iovcnt, size_t len,
+                               size_t hint)
 {
     tt__sqe_t *t = q->tail;
     size_t room = 0, first;
@@ -83,8 +83,16 @@ int tt__sendq_push_copy_expect(tt__sendq_t *q, const struct iovec *iov, int iovc
     tt__sqe_t *fresh = NULL;
     if (first < len) {
         size_t min_cap = q->head == NULL ? CHUNK_FIRST : CHUNK_NEXT;
-        if (expect > 0 && expect < min_cap)
-            min_cap = len + expect; /* what is known to come, not a default */
+        if (hint > 0) {
+            /* What is known to come, not a default; a run of copies that outgrew
+             * its estimate (the tail chunk is full) doubles, so it takes a few
+             * chunks, never one per copy. */
+            size_t want = hint > len ? hint : len;
+            if (t != NULL && t->kind == TT__SQ_COPY && want < 2 * (size_t)t->u.copy.cap)
+                want = 2 * (size_t)t->u.copy.cap;
+            if (want < min_cap)
+                min_cap = want;
+        }
         fresh = new_chunk(len - first, min_cap);
         if (fresh == NULL)
             return -ENOMEM;

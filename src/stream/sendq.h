@@ -77,14 +77,14 @@ void tt__sendq_init(tt__sendq_t *q);
 static inline int tt__sendq_empty(const tt__sendq_t *q) { return q->head == 0; }
 /* Copy the buffers (total `len` bytes) to the tail. 0 or -ENOMEM (nothing queued). */
 int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, size_t len);
-/* The same, where about `expect` more bytes are known to follow soon (0: not
- * known): a new chunk is made to hold them, not of the default size (smaller
- * than that default; a larger `expect` gets the default). */
-int tt__sendq_push_copy_expect(tt__sendq_t *q, const struct iovec *iov, int iovcnt, size_t len,
-                               size_t expect);
+/* The same, where about `hint` bytes, these included, are known to be queued
+ * soon (0: not known): a new chunk is made for them, at least twice a full tail
+ * chunk, instead of the default size (never larger than that default). */
+int tt__sendq_push_copy_hint(tt__sendq_t *q, const struct iovec *iov, int iovcnt, size_t len,
+                               size_t hint);
 /* One buffer: copied into the tail chunk at once when it has room (a broadcast's
- * short lines, one after another), else as tt__sendq_push_copy_expect. */
-static inline int tt__sendq_push_bytes(tt__sendq_t *q, const void *buf, size_t len, size_t expect)
+ * short lines, one after another), else as tt__sendq_push_copy_hint. */
+static inline int tt__sendq_push_bytes(tt__sendq_t *q, const void *buf, size_t len, size_t hint)
 {
     tt__sqe_t *t = q->tail;
     if (t != NULL && t->kind == TT__SQ_COPY && len > 0 && t->u.copy.cap - t->u.copy.tail >= len) {
@@ -96,7 +96,7 @@ static inline int tt__sendq_push_bytes(tt__sendq_t *q, const void *buf, size_t l
         return 0;
     }
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-    return tt__sendq_push_copy_expect(q, &iov, 1, len, expect);
+    return tt__sendq_push_copy_hint(q, &iov, 1, len, hint);
 }
 /* Put a copy at the front (stream data read but not yet written). 0 or -ENOMEM. */
 int tt__sendq_push_front_copy(tt__sendq_t *q, const void *buf, size_t len);

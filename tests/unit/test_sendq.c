@@ -595,16 +595,17 @@ Test(sendq, entries_mark_a_partly_taken_send_and_a_copy_split_over_chunks)
 
 /* A broadcast's short lines of one read: the first copy's chunk is sized for the
  * bytes known to follow, and the rest pack into it, one contiguous buffer. */
-Test(sendq, expected_bytes_size_the_first_chunk_and_the_lines_pack_into_it)
+Test(sendq, a_size_hint_makes_the_chunk_and_an_outgrown_one_doubles)
 {
     tt__sendq_t q;
-    char line[64], want[16 * 64 + 1], got[16 * 64 + 1];
+    char line[82], want[16 * 82 + 1], got[16 * 82 + 1];
 
     tt__sendq_init(&q);
     for (int i = 0; i < 16; i++) {
-        memset(line, 'a' + i, sizeof(line));
+        memset(line, 'a' + i, 64);
         memcpy(want + i * 64, line, 64);
-        cr_assert_eq(tt__sendq_push_bytes(&q, line, 64, (size_t)(15 - i) * 64), 0);
+        /* these 64 bytes and the 15 - i lines behind them */
+        cr_assert_eq(tt__sendq_push_bytes(&q, line, 64, (size_t)(16 - i) * 64), 0);
         cr_assert_eq(q.alloc, TT__SQ_CHUNK_COST(16 * 64), "alloc %llu after line %d",
                      U(q.alloc), i);
     }
@@ -613,19 +614,36 @@ Test(sendq, expected_bytes_size_the_first_chunk_and_the_lines_pack_into_it)
     cr_assert_eq(q.head, q.tail, "16 lines in one chunk");
     cr_assert_eq(export_text(&q, got, sizeof(got), 64), 1);
     cr_assert_str_eq(got, want);
-    /* Full: the next line goes to a later (default-size) chunk, in order. */
+    /* Nothing known to follow: the next line goes to a default-size chunk. */
     cr_assert_eq(tt__sendq_push_bytes(&q, "z", 1, 0), 0);
     cr_expect_eq(q.alloc, TT__SQ_CHUNK_COST(16 * 64) + TT__SQ_CHUNK_COST(16384));
     cr_assert_eq(tt__sendq_clear(&q, NULL, NULL), 16 * 64 + 1);
 
-    /* Nothing known to follow, or more than a first chunk holds: the default. */
+    /* The estimate falls short (each queued line is longer than the read's lines
+     * it was counted from, as a chat's prefixed lines are): the chunk after a
+     * full one is twice its size, so 16 lines of 82 bytes take two chunks, not a
+     * default block for the last ones. */
+    for (int i = 0; i < 16; i++) {
+        memset(line, 'A' + i, sizeof(line));
+        memcpy(want + i * 82, line, 82);
+        cr_assert_eq(tt__sendq_push_bytes(&q, line, 82, 82 + (size_t)(15 - i) * 64), 0);
+    }
+    want[16 * 82] = '\0';
+    cr_assert_eq(q.head->next, q.tail, "two chunks");
+    cr_expect_eq(q.alloc, TT__SQ_CHUNK_COST(82 + 15 * 64) + TT__SQ_CHUNK_COST(2 * (82 + 15 * 64)),
+                 "alloc %llu", U(q.alloc));
+    cr_assert_eq(export_text(&q, got, sizeof(got), 82), 2);
+    cr_assert_str_eq(got, want);
+    tt__sendq_clear(&q, NULL, NULL);
+
+    /* Nothing known, or more than a first chunk holds: the default. */
     cr_assert_eq(tt__sendq_push_bytes(&q, "abc", 3, 0), 0);
     cr_expect_eq(q.alloc, TT__SQ_CHUNK_COST(4096), "alloc %llu", U(q.alloc));
     tt__sendq_clear(&q, NULL, NULL);
     cr_assert_eq(tt__sendq_push_bytes(&q, "abc", 3, 1 << 20), 0);
     cr_expect_eq(q.alloc, TT__SQ_CHUNK_COST(4096), "alloc %llu", U(q.alloc));
     tt__sendq_clear(&q, NULL, NULL);
-    /* Zero bytes queue nothing, whatever is expected. */
+    /* Zero bytes queue nothing, whatever the hint. */
     cr_assert_eq(tt__sendq_push_bytes(&q, "", 0, 100), 0);
     cr_assert(tt__sendq_empty(&q));
     cr_assert_eq(q.alloc, 0);
