@@ -1637,8 +1637,12 @@ typedef struct tt_group tt_group_t;
  * to all). The payload is copied once and shared, reference-counted, by all
  * recipients; a small payload (256 bytes at most) going to a connection that
  * already has bytes queued is copied into that queue instead, which costs less
- * than a reference. Each recipient's own high-water mark and hard cap apply, so a
- * slow reader overflows (and is closed) alone without stalling the others.
+ * than a reference. Called from `on_message` with more messages of the same read
+ * still to come, a broadcast queues on every recipient (the read's messages then
+ * reach each one in one write at the end of the round) and the copies go into a
+ * buffer sized for the rest of that read, not a fixed 16 KiB. Each recipient's
+ * own high-water mark and hard cap apply, so a slow reader overflows (and is
+ * closed) alone without stalling the others.
  * The bytes go out as they are: a connection's framing is not applied (for
  * framed connections use tt_server_broadcast_message). Returns the number of
  * connections the bytes were queued for, -EINVAL, or -ENOMEM. */
