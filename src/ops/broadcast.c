@@ -72,9 +72,8 @@ static void payload_free_cb(void *buf, void *arg)
  * deliveries/s, and the page faults of those 16 KiB blocks, 208 k per 2 M
  * deliveries, are gone). The first message of the read stays a reference:
  * copying it too makes a single buffer but moves every byte through a
- * per-recipient copy,
- * which measured slower at 1000 recipients (their copies no longer fit the
- * cache before the flush writes them). */
+ * per-recipient copy, which measured slower at 1000 recipients (their copies no
+ * longer fit the cache before the flush writes them). */
 #define PAYLOAD_COPY_MAX 256
 
 int tt__payload_send(tt__payload_t *p, tt_conn_t *c)

@@ -83,7 +83,10 @@ int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, siz
 int tt__sendq_push_copy_hint(tt__sendq_t *q, const struct iovec *iov, int iovcnt, size_t len,
                                size_t hint);
 /* One buffer: copied into the tail chunk at once when it has room (a broadcast's
- * short lines, one after another), else as tt__sendq_push_copy_hint. */
+ * short lines, one after another), else as tt__sendq_push_copy_hint. Inline for
+ * the broadcast's loop over recipients: 349 user-space instructions per delivery
+ * against 392 through the call (callgrind, 100 receivers, 64 B lines, 16 in
+ * flight). */
 static inline int tt__sendq_push_bytes(tt__sendq_t *q, const void *buf, size_t len, size_t hint)
 {
     tt__sqe_t *t = q->tail;
