@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "core/freelist.h"
 #include "core/poller.h"
 #include "tether.h"
 #include "core/timer_wheel.h"
@@ -70,8 +71,8 @@ struct tt_loop {
 
     void *conn_free;  /* pool: free connection objects */
     void *conn_slabs; /* pool: slabs to release at close */
-    void *out_free;   /* pool: free send states of connections (stream/conn.c) */
-    uint32_t out_free_n;
+    tt__freelist_t out_free; /* pool: free send states of connections (stream/conn.c) */
+    tt__freelist_t sqe_free; /* pool: free send-queue entry nodes (stream/sendq.c) */
     /* Set by the stream layer with its first connection: the loop calls down to
      * nothing above it, it runs what was registered. */
     void (*conns_run_pending)(tt_loop_t *loop); /* the pending phase of connections */

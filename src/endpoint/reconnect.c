@@ -122,7 +122,7 @@ static uint64_t take_unsent(tt_conn_t *c)
     uint64_t n = tt__conn_queue_bytes(c);
     tt__sendq_t q, none, *sq = c->out != NULL ? &c->out->sq : &none;
 
-    tt__sendq_init(&none);
+    tt__sendq_init(&none, NULL);
     if (cl == NULL || cl->closed)
         return tt__sendq_clear(sq, NULL, NULL);
     /* Whole sends only: the kernel took part of the head send (or the head
@@ -131,7 +131,7 @@ static uint64_t take_unsent(tt_conn_t *c)
      * that starts a send; the dropped bytes are reported as unsent like the rest. */
     while (sq->head != NULL && (sq->head->flags & (TT__SQE_STARTED | TT__SQE_CONT)))
         tt__sendq_pop(sq);
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     sq_append(&q, sq);
     sq_append(&q, &cl->held);
     cl->held = q;
@@ -368,7 +368,7 @@ int tt_client_start(tt_loop_t *loop, const char *host, uint16_t port,
     cl->wrapped.on_open = w_open;
     cl->wrapped.on_close = w_close;
     cl->data = data;
-    tt__sendq_init(&cl->held);
+    tt__sendq_init(&cl->held, NULL);
     tt__wnode_init(&cl->timer, attempt_cb);
     cl->zombie.free_fn = client_free;
     /* The jitter needs no strong randomness, only clients that differ. */

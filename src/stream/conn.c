@@ -120,6 +120,16 @@ void tt__handlers_unref(tt__handlers_t *hs)
 
 /* ---- pool: connections come from per-loop slabs ---------------------------- */
 
+/* Send states come from a per-loop free list, kept short: a burst of busy
+ * connections does not pin its memory after it is over. */
+#define OUT_FREE_MAX 256
+/* Send-queue entry nodes (56 bytes) kept for reuse: a broadcast takes one per
+ * recipient per message and gives it back when that recipient's write took it.
+ * 1024 of them (64 KiB) stay in cache, where a reused node is cheaper than
+ * malloc's; a pool that grew with the connections was slower at 1000 receivers
+ * (bench/ANALYSIS.md), its nodes reused cold and scattered over a megabyte. */
+#define SQE_FREE_MAX 1024
+
 typedef union pool_item {
     union pool_item *next_free;
     tt_conn_t conn;
@@ -138,7 +148,6 @@ typedef struct slab {
 
 _Static_assert(sizeof(slab_t) <= TT__CONN_SLAB_BYTES, "a slab fits its alignment");
 
-static void out_pool_release(tt_loop_t *loop);
 static void io_cb(tt__io_t *io, int ev, const char *buf, ssize_t n, size_t pending);
 
 static tt_conn_t *pool_get(tt_loop_t *loop)
@@ -159,6 +168,8 @@ static tt_conn_t *pool_get(tt_loop_t *loop)
         loop->conn_slabs = s;
         loop->conns_run_pending = tt__conn_run_pending;
         loop->conns_release = tt__conn_pool_release;
+        loop->out_free.max = OUT_FREE_MAX;
+        loop->sqe_free.max = SQE_FREE_MAX;
         loop->poller.stream_cb = io_cb; /* every connection's events */
     }
     return &s->items[s->head.used++].conn;
@@ -180,12 +191,9 @@ void tt__conn_pool_release(tt_loop_t *loop)
         s = next;
     }
     loop->conn_slabs = loop->conn_free = NULL;
-    out_pool_release(loop);
+    tt__freelist_drain(&loop->out_free);
+    tt__freelist_drain(&loop->sqe_free);
 }
-
-/* Send states come from a per-loop free list, kept short: a burst of busy
- * connections does not pin its memory after it is over. */
-#define OUT_FREE_MAX 256
 
 static void deadline_cb(tt__wnode_t *node);
 
@@ -197,14 +205,9 @@ tt__sendq_t *tt__conn_queue(tt_conn_t *c)
     if (o != NULL)
         return &o->sq;
     loop = tt__conn_loop(c);
-    o = loop->out_free;
-    if (o != NULL) {
-        loop->out_free = o->next_free;
-        loop->out_free_n--;
-    } else if ((o = malloc(sizeof(*o))) == NULL) {
+    if ((o = tt__freelist_get(&loop->out_free, sizeof(*o))) == NULL)
         return NULL;
-    }
-    tt__sendq_init(&o->sq);
+    tt__sendq_init(&o->sq, &loop->sqe_free);
     tt__wnode_init(&o->deadline, deadline_cb);
     o->conn = c;
     o->dropped = 0;
@@ -219,13 +222,7 @@ static void out_drop(tt_conn_t *c)
     tt_loop_t *loop = tt__conn_loop(c);
 
     c->out = NULL;
-    if (loop->out_free_n >= OUT_FREE_MAX) {
-        free(o);
-        return;
-    }
-    o->next_free = loop->out_free;
-    loop->out_free = o;
-    loop->out_free_n++;
+    tt__freelist_put(&loop->out_free, o);
 }
 
 /* Give the send state back when the queue is empty and no deadline runs (nor
@@ -253,17 +250,6 @@ static int limits_own(tt_conn_t *c, const tt__limits_t *l)
     return 0;
 }
 
-static void out_pool_release(tt_loop_t *loop)
-{
-    tt__conn_out_t *o = loop->out_free;
-    while (o != NULL) {
-        tt__conn_out_t *next = o->next_free;
-        free(o);
-        o = next;
-    }
-    loop->out_free = NULL;
-    loop->out_free_n = 0;
-}
 
 int tt__conn_deadline_start(tt_conn_t *c, uint64_t ms)
 {

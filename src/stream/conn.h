@@ -152,12 +152,9 @@ typedef struct tt__wire_ops {
  * armed: taken from the loop's pool on first need, given back when the queue is
  * empty and no deadline runs, so an idle connection carries none of it. */
 typedef struct tt__conn_out {
-    tt__sendq_t sq;
+    tt__sendq_t sq; /* first: holds the pool's link while the state is free */
     tt__wnode_t deadline; /* connect timeout, or linger after end */
-    union {
-        tt_conn_t *conn;                  /* while in use */
-        struct tt__conn_out *next_free;   /* while in the loop's pool */
-    };
+    tt_conn_t *conn;
     tt__limits_t lim; /* the connection's own limits, when it set them (kept then) */
     uint64_t dropped; /* at close: the bytes that were never sent */
 } tt__conn_out_t;

@@ -15,10 +15,28 @@
 #define CHUNK_FIRST 4096  /* first chunk: most queues never hold more */
 #define CHUNK_NEXT 16384  /* later chunks while a slow reader backs up */
 
-void tt__sendq_init(tt__sendq_t *q)
+void tt__sendq_init(tt__sendq_t *q, tt__freelist_t *nodes)
 {
     q->head = q->tail = NULL;
     q->bytes = q->mem = q->total = q->alloc = 0;
+    q->nodes = nodes;
+}
+
+/* A node for an entry other than a chunk: every one is sizeof(tt__sqe_t), so the
+ * loop keeps those given back (a broadcast queues one per recipient per message,
+ * freed when it is written) instead of a malloc and a free for each. */
+static tt__sqe_t *node_new(tt__sendq_t *q)
+{
+    return q->nodes != NULL ? tt__freelist_get(q->nodes, sizeof(tt__sqe_t))
+                            : malloc(sizeof(tt__sqe_t));
+}
+
+static void node_free(tt__sendq_t *q, tt__sqe_t *e)
+{
+    if (q->nodes != NULL)
+        tt__freelist_put(q->nodes, e);
+    else
+        free(e);
 }
 
 static void link_tail(tt__sendq_t *q, tt__sqe_t *e)
@@ -134,11 +152,12 @@ static void close_fds(int *fds, uint32_t n)
 
 int tt__sendq_push_fds(tt__sendq_t *q, int *fds, uint32_t n, const void *buf, size_t len)
 {
-    tt__sqe_t *e = malloc(sizeof(*e));
+    tt__sqe_t *e = node_new(q);
     tt__sqe_t *d = new_chunk(len, CHUNK_NEXT);
 
     if (e == NULL || d == NULL || len == 0) {
-        free(e);
+        if (e != NULL)
+            node_free(q, e);
         free(d);
         close_fds(fds, n);
         return -ENOMEM;
@@ -182,7 +201,7 @@ int tt__sendq_push_front_copy(tt__sendq_t *q, const void *buf, size_t len)
 
 int tt__sendq_push_owned(tt__sendq_t *q, void *buf, size_t len, tt_free_cb free_cb, void *arg)
 {
-    tt__sqe_t *e = malloc(sizeof(*e));
+    tt__sqe_t *e = node_new(q);
     if (e == NULL)
         return -ENOMEM;
     e->kind = TT__SQ_OWNED;
@@ -203,7 +222,7 @@ int tt__sendq_push_owned(tt__sendq_t *q, void *buf, size_t len, tt_free_cb free_
 
 int tt__sendq_push_file(tt__sendq_t *q, int kind, int fd, uint64_t off, uint64_t len, int own_fd)
 {
-    tt__sqe_t *e = malloc(sizeof(*e));
+    tt__sqe_t *e = node_new(q);
     if (e == NULL)
         return -ENOMEM;
     e->kind = (uint8_t)kind;
@@ -253,7 +272,10 @@ static void release(tt__sendq_t *q, tt__sqe_t *e)
         close(e->u.file.fd);
     else if (e->kind == TT__SQ_FDS)
         close_fds(e->u.fds.fds, e->u.fds.n);
-    free(e);
+    if (e->kind == TT__SQ_COPY)
+        free(e);
+    else
+        node_free(q, e);
 }
 
 static void unlink_head(tt__sendq_t *q)

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/uio.h>
 
+#include "core/freelist.h"
 #include "tether.h"
 
 enum {
@@ -65,6 +66,8 @@ typedef struct tt__sendq {
     uint64_t alloc; /* heap the queue holds: chunks as allocated, a node per other
                        entry, owned buffers until released: what the hard cap limits */
     uint64_t total; /* bytes ever queued (streams counted as they are read) */
+    tt__freelist_t *nodes; /* where entries other than chunks come from and go
+                              back to (the loop's), or NULL: malloc and free */
 } tt__sendq_t;
 
 /* What one entry other than a chunk costs in `alloc` (the node and malloc's own
@@ -73,7 +76,8 @@ typedef struct tt__sendq {
 #define TT__SQ_NODE_COST (sizeof(tt__sqe_t) + TT__SQ_MALLOC_SLOP)
 #define TT__SQ_CHUNK_COST(cap) (offsetof(tt__sqe_t, data) + (cap) + TT__SQ_MALLOC_SLOP)
 
-void tt__sendq_init(tt__sendq_t *q);
+/* An empty queue taking its entry nodes from `nodes` (NULL: malloc). */
+void tt__sendq_init(tt__sendq_t *q, tt__freelist_t *nodes);
 static inline int tt__sendq_empty(const tt__sendq_t *q) { return q->head == 0; }
 /* Copy the buffers (total `len` bytes) to the tail. 0 or -ENOMEM (nothing queued). */
 int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, size_t len);

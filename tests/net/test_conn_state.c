@@ -188,7 +188,48 @@ Test(conn_state, send_states_return_to_a_bounded_pool)
         cr_assert(th_run_until(loop, &drained, 5000), "no on_drain in round %d", round);
         cr_assert_null(conn->out);
         /* The one send state went back and is the one taken next time. */
-        cr_assert_eq(loop->out_free_n, 1u, "round %d: %u in the pool", round, loop->out_free_n);
+        cr_assert_eq(loop->out_free.n, 1u, "round %d: %u in the pool", round, loop->out_free.n);
     }
+    stop(fd);
+}
+
+static int owned_freed;
+
+static void count_free(void *buf, void *arg)
+{
+    (void)buf;
+    (void)arg;
+    owned_freed++;
+}
+
+/* Queue `k` owned buffers behind a full queue, let the peer read everything, and
+ * return the entry nodes the loop keeps afterwards. */
+static uint32_t owned_round(int fd, int k)
+{
+    static char word[] = "0123456789";
+    drained = false;
+    owned_freed = 0;
+    uint64_t sent = fill_to_mark();
+    for (int i = 0; i < k; i++)
+        cr_assert_geq(tt_send_owned(conn, word, 10, count_free, NULL), 0);
+    read_all(fd, sent + 10u * (uint64_t)k);
+    cr_assert(th_run_until(loop, &drained, 5000), "no on_drain");
+    cr_assert_eq(owned_freed, k, "%d of %d buffers released", owned_freed, k);
+    return loop->sqe_free.n;
+}
+
+Test(conn_state, queue_entry_nodes_return_to_a_bounded_pool_and_are_reused)
+{
+    int fd = start(SERVER_MARK);
+    uint32_t max = loop->sqe_free.max;
+
+    cr_assert_gt(max, 300u);
+    cr_assert_eq(loop->sqe_free.n, 0u);
+    /* Each owned send took a node; each came back when its bytes were written. */
+    cr_assert_eq(owned_round(fd, 300), 300u);
+    /* The same number again is served from the pool: it does not grow. */
+    cr_assert_eq(owned_round(fd, 300), 300u);
+    /* More than the pool keeps: the rest go back to malloc. */
+    cr_assert_eq(owned_round(fd, (int)max + 500), max);
     stop(fd);
 }

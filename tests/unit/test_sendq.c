@@ -78,7 +78,7 @@ Test(sendq, empty_queue_exports_nothing_and_clears_to_zero)
     struct iovec iov[4];
     size_t bytes = 99;
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert(tt__sendq_empty(&q));
     expect_acct(&q, 0, 0, 0);
     cr_assert_eq(tt__sendq_fill_iov(&q, iov, 4, &bytes), 0);
@@ -94,7 +94,7 @@ Test(sendq, many_small_copies_pack_into_few_iovecs_in_order)
     tt__sendq_t q;
     char expect[10001], got[10001];
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     for (int i = 0; i < 1000; i++) {
         char piece[12];
         snprintf(piece, sizeof(piece), "%010d", i);
@@ -116,7 +116,7 @@ Test(sendq, copy_of_several_buffers_is_one_contiguous_send)
     char got[64];
     struct iovec iov[3] = {{"abc", 3}, {"", 0}, {"defgh", 5}};
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(tt__sendq_push_copy(&q, iov, 3, 8), 0);
     expect_acct(&q, 8, 8, 8);
     cr_assert_eq(export_text(&q, got, sizeof(got), 8), 1);
@@ -133,7 +133,7 @@ Test(sendq, copy_larger_than_a_chunk_is_kept_whole)
     for (size_t i = 0; i < len; i++)
         big[i] = (char)(i * 7);
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(push_str(&q, "x"), 0);
     struct iovec iov = {big, len};
     cr_assert_eq(tt__sendq_push_copy(&q, &iov, 1, len), 0);
@@ -164,7 +164,7 @@ Test(sendq, copy_too_large_for_a_chunk_is_refused_and_changes_nothing)
      * the (deliberately short) buffer. */
     struct iovec iov = {&one, (size_t)1 << 33};
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(tt__sendq_push_copy(&q, &iov, 1, iov.iov_len), -ENOMEM);
     cr_assert(tt__sendq_empty(&q));
     expect_acct(&q, 0, 0, 0);
@@ -175,7 +175,7 @@ Test(sendq, consume_of_copied_bytes_advances_accounting_exactly)
     tt__sendq_t q;
     char got[64];
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(push_str(&q, "0123456789"), 0);
     tt__sendq_consume(&q, 4);
     expect_acct(&q, 6, 6, 10);
@@ -201,7 +201,7 @@ Test(sendq, owned_buffer_is_freed_once_with_its_pointer_when_fully_consumed)
     freed_t f = {0};
     char *buf = strdup("handed over");
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(tt__sendq_push_owned(&q, buf, 11, free_rec, &f), 0);
     expect_acct(&q, 11, 11, 11);
     char got[64];
@@ -234,7 +234,7 @@ Test(sendq, owned_buffer_is_freed_once_when_the_queue_is_cleared)
     freed_t f = {0};
     char *buf = malloc(1000);
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(push_str(&q, "head"), 0);
     cr_assert_eq(tt__sendq_push_owned(&q, buf, 1000, free_rec, &f), 0);
     tt__sendq_consume(&q, 6); /* "head" and 2 owned bytes gone */
@@ -252,7 +252,7 @@ Test(sendq, owned_buffer_without_free_callback_is_just_dropped)
     tt__sendq_t q;
     static char stat_buf[] = "static";
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(tt__sendq_push_owned(&q, stat_buf, 6, NULL, NULL), 0);
     tt__sendq_consume(&q, 6);
     cr_assert(tt__sendq_empty(&q));
@@ -263,7 +263,7 @@ Test(sendq, zero_length_copies_queue_nothing)
 {
     tt__sendq_t q;
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(tt__sendq_push_copy(&q, NULL, 0, 0), 0);
     cr_assert_eq(tt__sendq_push_front_copy(&q, NULL, 0), 0);
     cr_assert(tt__sendq_empty(&q), "a zero-length copy left an entry");
@@ -276,7 +276,7 @@ Test(sendq, zero_length_owned_buffer_is_released_by_the_next_consume)
     freed_t f = {0};
     char *buf = malloc(1);
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(tt__sendq_push_owned(&q, buf, 0, free_rec, &f), 0);
     expect_acct(&q, 0, 0, 0);
     cr_assert(!tt__sendq_empty(&q));
@@ -300,7 +300,7 @@ Test(sendq, consume_crosses_entry_boundaries_in_order)
     char got[64];
     char *owned = strdup("BBBBBBBBBBBBBBBBBBBB"); /* 20 */
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(push_str(&q, "AAAAAAAAAA"), 0); /* 10 */
     cr_assert_eq(tt__sendq_push_owned(&q, owned, 20, free_rec, &f), 0);
     cr_assert_eq(push_str(&q, "CCCCC"), 0); /* a new chunk: behind the owned entry */
@@ -329,7 +329,7 @@ Test(sendq, fill_iov_stops_at_max_count)
     struct iovec iov[8];
     size_t bytes;
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     for (int i = 0; i < 5; i++)
         cr_assert_eq(tt__sendq_push_owned(&q, bufs[i], 3, NULL, NULL), 0);
     cr_assert_eq(tt__sendq_fill_iov(&q, iov, 3, &bytes), 3);
@@ -351,7 +351,7 @@ Test(sendq, fill_iov_stops_at_a_file_entry)
     size_t bytes;
     int fd = temp_file(100);
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(push_str(&q, "before"), 0);
     cr_assert_eq(tt__sendq_push_file(&q, TT__SQ_FILE, fd, 0, 100, 0), 0);
     cr_assert_eq(push_str(&q, "after"), 0);
@@ -371,7 +371,7 @@ Test(sendq, file_segment_counts_bytes_not_memory_and_closes_owned_fd_at_its_end)
     tt__sendq_t q;
     int fd = temp_file(1000);
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(tt__sendq_push_file(&q, TT__SQ_FILE, fd, 200, 500, 1), 0);
     expect_acct(&q, 500, 0, 500);
     cr_assert_eq(q.head->u.file.off, 200);
@@ -393,7 +393,7 @@ Test(sendq, owned_file_fd_is_closed_when_the_queue_is_cleared)
     tt__sendq_t q;
     int fd = temp_file(64);
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(tt__sendq_push_file(&q, TT__SQ_FILE, fd, 0, 64, 1), 0);
     tt__sendq_consume(&q, 10);
     cr_assert_eq(tt__sendq_clear(&q, NULL, NULL), 54);
@@ -408,7 +408,7 @@ Test(sendq, unbounded_stream_counts_only_what_was_read)
     char got[64];
 
     cr_assert_eq(pipe(p), 0);
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(push_str(&q, "hdr:"), 0);
     cr_assert_eq(tt__sendq_push_file(&q, TT__SQ_STREAM, p[0], 0, TT_FILE_TO_EOF, 1), 0);
     expect_acct(&q, 4, 4, 4); /* an unbounded stream's length is unknown */
@@ -440,7 +440,7 @@ Test(sendq, bounded_stream_counts_its_remaining_length)
     int p[2];
 
     cr_assert_eq(pipe(p), 0);
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(tt__sendq_push_file(&q, TT__SQ_STREAM, p[0], 0, 100, 0), 0);
     expect_acct(&q, 100, 0, 0); /* known length, but counted in total as read */
     tt__sendq_stream_took(&q, 30);
@@ -478,7 +478,7 @@ Test(sendq, clear_hands_back_each_stream_watch_once)
     int p[2], marker;
 
     cr_assert_eq(pipe(p), 0);
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(push_str(&q, "x"), 0);
     cr_assert_eq(tt__sendq_push_file(&q, TT__SQ_STREAM, p[0], 0, 50, 1), 0);
     q.tail->u.file.watch = &marker; /* what the connection layer sets when it waits */
@@ -496,7 +496,7 @@ Test(sendq, pop_returns_the_stream_watch)
     int p[2], marker;
 
     cr_assert_eq(pipe(p), 0);
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(tt__sendq_push_file(&q, TT__SQ_STREAM, p[0], 0, TT_FILE_TO_EOF, 0), 0);
     q.head->u.file.watch = &marker;
     cr_assert_eq(tt__sendq_pop(&q), &marker);
@@ -510,7 +510,7 @@ Test(sendq, pop_of_memory_entries_drops_their_bytes)
     tt__sendq_t q;
     freed_t f = {0};
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(push_str(&q, "abcdef"), 0);
     cr_assert_eq(tt__sendq_push_owned(&q, malloc(8), 8, free_rec, &f), 0);
     tt__sendq_consume(&q, 2);
@@ -527,7 +527,7 @@ Test(sendq, push_front_copy_goes_before_everything_queued)
     tt__sendq_t q;
     char got[64];
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     /* Into an empty queue: it becomes head and tail. */
     cr_assert_eq(tt__sendq_push_front_copy(&q, "one ", 4), 0);
     cr_assert_eq(q.head, q.tail);
@@ -548,7 +548,7 @@ Test(sendq, alloc_counts_chunks_as_allocated_and_a_node_per_other_entry)
 {
     tt__sendq_t q;
     static char one = 'x';
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     cr_assert_eq(q.alloc, 0);
     for (int i = 0; i < 3; i++)
         cr_assert_eq(tt__sendq_push_owned(&q, &one, 1, NULL, NULL), 0);
@@ -575,7 +575,7 @@ Test(sendq, entries_mark_a_partly_taken_send_and_a_copy_split_over_chunks)
 {
     tt__sendq_t q;
     static char big[20000];
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     struct iovec a = {.iov_base = big, .iov_len = 4000};
     cr_assert_eq(tt__sendq_push_copy(&q, &a, 1, 4000), 0); /* first chunk: 4096 bytes */
     struct iovec b = {.iov_base = big, .iov_len = 20000};
@@ -600,7 +600,7 @@ Test(sendq, a_size_hint_makes_the_chunk_and_an_outgrown_one_doubles)
     tt__sendq_t q;
     char line[82], want[16 * 82 + 1], got[16 * 82 + 1];
 
-    tt__sendq_init(&q);
+    tt__sendq_init(&q, NULL);
     for (int i = 0; i < 16; i++) {
         memset(line, 'a' + i, 64);
         memcpy(want + i * 64, line, 64);
