@@ -1639,8 +1639,11 @@ typedef struct tt_group tt_group_t;
  * already has bytes queued is copied into that queue instead, which costs less
  * than a reference. Called from `on_message` with more messages of the same read
  * still to come, a broadcast queues on every recipient (the read's messages then
- * reach each one in one write at the end of the round) and the copies go into a
- * buffer sized for the rest of that read, not a fixed 16 KiB. Each recipient's
+ * reach each one in one write at the end of the round), and the read's messages
+ * are stored one after another in one shared payload: a recipient that queued
+ * the previous one holds them all as one reference, however many there are.
+ * Copies go into a buffer sized for the rest of that read, not a fixed 16 KiB.
+ * Each recipient's
  * own high-water mark and hard cap apply, so a slow reader overflows (and is
  * closed) alone without stalling the others.
  * The bytes go out as they are: a connection's framing is not applied (for

@@ -98,6 +98,8 @@ int tt_loop_close(tt_loop_t *loop)
         loop->signals_free(loop);
     if (loop->tls_free != NULL)
         loop->tls_free(loop);
+    if (loop->bcast_free != NULL)
+        loop->bcast_free(loop);
     run_zombies(loop);
     while (loop->post_head != NULL) { /* dropped, as documented */
         tt__post_t *p = loop->post_head;

@@ -69,6 +69,9 @@ struct tt_loop {
     void *tls;                         /* tls.c: its buffers, made by the first TLS connection */
     void (*tls_free)(tt_loop_t *loop); /* set with it; called by tt_loop_close */
 
+    void *bcast_open;                    /* broadcast.c: the payload a read's broadcasts share */
+    void (*bcast_free)(tt_loop_t *loop); /* set with it; called by tt_loop_close */
+
     void *conn_free;  /* pool: free connection objects */
     void *conn_slabs; /* pool: slabs to release at close */
     tt__freelist_t out_free; /* pool: free send states of connections (stream/conn.c) */

@@ -29,13 +29,22 @@
 #include "proto/ws.h"
 #include "stream/conn.h"
 
-tt__payload_t *tt__payload_new(const void *buf, size_t len)
+static tt__payload_t *payload_alloc(size_t len, size_t cap)
 {
-    tt__payload_t *p = malloc(sizeof(*p) + len);
+    tt__payload_t *p = malloc(sizeof(*p) + cap);
     if (p == NULL)
         return NULL;
     atomic_init(&p->refs, 1);
     p->len = len;
+    p->cap = cap;
+    return p;
+}
+
+tt__payload_t *tt__payload_new(const void *buf, size_t len)
+{
+    tt__payload_t *p = payload_alloc(len, len);
+    if (p == NULL)
+        return NULL;
     if (buf != NULL && len > 0)
         memcpy(p->data, buf, len); /* buf NULL: the caller fills it */
     return p;
@@ -76,31 +85,99 @@ static void payload_free_cb(void *buf, void *arg)
  * longer fit the cache before the flush writes them). */
 #define PAYLOAD_COPY_MAX 256
 
-int tt__payload_send(tt__payload_t *p, tt_conn_t *c)
+/* The bytes [start, start + len) of `p` to one connection. */
+static int payload_send_part(tt__payload_t *p, size_t start, size_t len, tt_conn_t *c)
 {
+    const char *data = p->data + start;
     size_t off = 0, more = tt__conn_loop(c)->more_input;
     bool empty = tt__conn_queue_empty(c);
     if (empty && more == 0) {
         /* Nothing queued and no more messages behind this one in the sender's
          * read: straight from the shared bytes, one write, no node (epoll; on
          * io_uring this says -EAGAIN and the bytes are queued for the flush). */
-        ssize_t w = tt__conn_write_shared(c, p->data, p->len);
-        if (w == (ssize_t)p->len)
+        ssize_t w = tt__conn_write_shared(c, data, len);
+        if (w == (ssize_t)len)
             return 0;
         if (w == -ENOBUFS)
             return (int)w;
         if (w > 0)
             off = (size_t)w;
+    } else if (!empty) {
+        /* The message before this one in the same open payload is the last thing
+         * queued here: one longer reference, one iovec (see message_payload). */
+        int r = tt__conn_extend_owned(c, data, len, payload_free_cb, p);
+        if (r != -EAGAIN)
+            return r;
     }
     /* Small and behind other bytes: copied, into a chunk sized for the rest of
      * the read (twice it, see above) when more messages follow. */
-    if (p->len - off <= PAYLOAD_COPY_MAX && (off > 0 || !empty))
-        return tt__conn_send_queued(c, p->data + off, p->len - off, p->len - off + 2 * more);
+    if (len - off <= PAYLOAD_COPY_MAX && (off > 0 || !empty))
+        return tt__conn_send_queued(c, data + off, len - off, len - off + 2 * more);
     tt__payload_ref(p);
-    int r = tt_send_owned(c, p->data + off, p->len - off, payload_free_cb, p);
+    int r = tt_send_owned(c, (char *)data + off, len - off, payload_free_cb, p);
     if (r < 0)
         tt__payload_unref(p); /* refused: the free callback will not run */
     return r;
+}
+
+int tt__payload_send(tt__payload_t *p, tt_conn_t *c) { return payload_send_part(p, 0, p->len, c); }
+
+/* ---- a read's messages in one payload ---------------------------------------------- */
+
+/* The most room an open payload keeps beyond its first message. */
+#define OPEN_ROOM_MAX (64 * 1024)
+
+static void open_payload_free(tt_loop_t *loop)
+{
+    if (loop->bcast_open != NULL)
+        tt__payload_unref(loop->bcast_open);
+    loop->bcast_open = NULL;
+}
+
+/* The payload for one broadcast message, holding a reference for the caller, and
+ * where in it the message starts (*start).
+ *
+ * While the message being delivered has more behind it in the same read
+ * (loop->more_input), the payload is made with room for the rest of that read
+ * (twice it, for what the app adds, at most OPEN_ROOM_MAX) and stays open on the
+ * loop: the read's next broadcasts append to it. A recipient whose last queued
+ * entry is the previous message of that payload then gets its bytes by
+ * lengthening that entry, so a read of 16 lines reaches it as one reference and
+ * one iovec, as the hand-written server writes its read buffer, instead of 16
+ * queue nodes and 16 iovecs. Bytes already in the payload never change (only
+ * the room behind them is written), so what is queued or being written stays
+ * valid. The read's last message closes it. An open payload is only ever this
+ * loop's: a worker set's broadcast shares its own payload across threads. */
+static tt__payload_t *message_payload(tt_loop_t *loop, const void *buf, size_t len,
+                                      size_t *start)
+{
+    tt__payload_t *p = loop->bcast_open;
+    size_t more = loop->more_input;
+
+    if (p != NULL && p->cap - p->len >= len) {
+        *start = p->len;
+        if (len > 0)
+            memcpy(p->data + p->len, buf, len);
+        p->len += len;
+        tt__payload_ref(p);
+        if (more == 0)
+            open_payload_free(loop); /* the read's last message */
+        return p;
+    }
+    *start = 0;
+    size_t room = more < OPEN_ROOM_MAX / 2 ? 2 * more : OPEN_ROOM_MAX;
+    p = payload_alloc(len, len + room);
+    if (p == NULL)
+        return NULL;
+    if (len > 0)
+        memcpy(p->data, buf, len);
+    if (more > 0) {
+        open_payload_free(loop);
+        tt__payload_ref(p);
+        loop->bcast_open = p;
+        loop->bcast_free = open_payload_free;
+    }
+    return p;
 }
 
 /* ---- server-wide ------------------------------------------------------------------ */
@@ -119,6 +196,7 @@ static int bcast_msg_one(tt_conn_t *c, void *arg);
 
 typedef struct {
     tt__payload_t *p;
+    size_t start, len; /* the message's bytes in p */
     uint64_t except_id;
     int sent;
     bcast_msg_t ws; /* WebSocket recipients: the bytes as one message, framed once */
@@ -127,13 +205,13 @@ typedef struct {
 /* Raw bytes to a stream; to a WebSocket connection they go as one message of its
  * default kind (raw bytes would break its framing), the frame shared as for
  * tt_server_broadcast_message. */
-static int raw_send(tt__payload_t *p, tt_conn_t *c, bcast_msg_t *ws)
+static int raw_send(tt__payload_t *p, size_t start, size_t len, tt_conn_t *c, bcast_msg_t *ws)
 {
     if (!tt__ws_on(c))
-        return tt__payload_send(p, c);
+        return payload_send_part(p, start, len, c);
     int before = ws->sent;
-    ws->msg = p->data;
-    ws->len = p->len;
+    ws->msg = p->data + start;
+    ws->len = len;
     bcast_msg_one(c, ws);
     return ws->sent > before ? 0 : -ENOTCONN;
 }
@@ -141,31 +219,39 @@ static int raw_send(tt__payload_t *p, tt_conn_t *c, bcast_msg_t *ws)
 static int bcast_one(tt_conn_t *c, void *arg)
 {
     bcast_t *b = arg;
-    if (c->id != b->except_id && !tt__conn_is_closing(c) && raw_send(b->p, c, &b->ws) >= 0)
+    if (c->id != b->except_id && !tt__conn_is_closing(c) &&
+        raw_send(b->p, b->start, b->len, c, &b->ws) >= 0)
         b->sent++;
     return 0;
 }
 
-int tt__payload_send_server(tt__payload_t *p, tt_server_t *srv, uint64_t except_id)
+static int send_server_part(tt__payload_t *p, size_t start, size_t len, tt_server_t *srv,
+                            uint64_t except_id)
 {
-    bcast_t b = {p, except_id, 0, {0}};
+    bcast_t b = {p, start, len, except_id, 0, {0}};
     tt_server_foreach(srv, bcast_one, &b);
     if (b.ws.p != NULL)
         tt__payload_unref(b.ws.p);
     return b.sent;
 }
 
+int tt__payload_send_server(tt__payload_t *p, tt_server_t *srv, uint64_t except_id)
+{
+    return send_server_part(p, 0, p->len, srv, except_id);
+}
+
 int tt_server_broadcast(tt_server_t *srv, const void *buf, size_t len, const tt_conn_t *except)
 {
     tt__payload_t *p;
+    size_t start;
     int sent;
 
     if (srv == NULL || (buf == NULL && len > 0))
         return -EINVAL;
-    p = tt__payload_new(buf, len);
+    p = message_payload(tt_server_loop(srv), buf, len, &start);
     if (p == NULL)
         return -ENOMEM;
-    sent = tt__payload_send_server(p, srv, except != NULL ? tt_conn_id(except) : 0);
+    sent = send_server_part(p, start, len, srv, except != NULL ? tt_conn_id(except) : 0);
     tt__payload_unref(p);
     return sent;
 }
@@ -421,14 +507,16 @@ int tt_group_broadcast(tt_group_t *g, const void *buf, size_t len, const tt_conn
 int tt__group_deliver(tt_group_t *g, const void *buf, size_t len, const tt_conn_t *except)
 {
     tt__payload_t *p;
+    size_t start;
     int sent = 0;
 
-    p = tt__payload_new(buf, len);
+    p = message_payload(g->loop, buf, len, &start);
     if (p == NULL)
         return -ENOMEM;
     bcast_msg_t ws = {0};
     for (member_t *m = g->head; m != NULL; m = m->g_next)
-        if (m->conn != except && !tt__conn_is_closing(m->conn) && raw_send(p, m->conn, &ws) >= 0)
+        if (m->conn != except && !tt__conn_is_closing(m->conn) &&
+            raw_send(p, start, len, m->conn, &ws) >= 0)
             sent++;
     if (ws.p != NULL)
         tt__payload_unref(ws.p);

@@ -9,7 +9,8 @@
 
 typedef struct tt__payload {
     atomic_size_t refs; /* atomic: worker loops on other threads share one payload */
-    size_t len;
+    size_t len;         /* bytes held */
+    size_t cap;         /* room for: more than len only in a loop's open payload */
     char data[];
 } tt__payload_t;
 

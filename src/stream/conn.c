@@ -1464,6 +1464,24 @@ int tt_send_owned(tt_conn_t *c, void *buf, size_t len, tt_free_cb free_cb, void 
     return send_status(c);
 }
 
+int tt__conn_extend_owned(tt_conn_t *c, const void *buf, size_t len, tt_free_cb free_cb,
+                          void *arg)
+{
+    int err = check_sendable(c);
+
+    if (err < 0)
+        return err;
+    if (c->out == NULL)
+        return -EAGAIN;
+    err = tt__conn_over_cap(c, len);
+    if (err < 0)
+        return err;
+    if (!tt__sendq_extend_owned(&c->out->sq, buf, len, free_cb, arg))
+        return -EAGAIN;
+    flush_soon(c);
+    return send_status(c);
+}
+
 int tt_send_file(tt_conn_t *c, int fd, uint64_t offset, uint64_t len, unsigned flags)
 {
     struct stat st;

@@ -286,6 +286,12 @@ int tt__conn_over_cap(tt_conn_t *c, uint64_t add);
  * the bytes, these included, known to be queued soon (0: not known;
  * tt__sendq_push_copy_hint). */
 int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len, size_t hint);
+/* Send `len` bytes that continue, in the same buffer, the owned send queued last
+ * (tt_send_owned with the same free_cb and arg, ending at `buf`): that entry grows,
+ * no node and no new reference. tt_send's result, or -EAGAIN when the queue's
+ * last entry is not that send (the caller sends otherwise). */
+int tt__conn_extend_owned(tt_conn_t *c, const void *buf, size_t len, tt_free_cb free_cb,
+                          void *arg);
 /* Shared bytes (a broadcast's payload) written at once from the caller's buffer
  * when nothing is queued and the socket is not known to be full, as tt_send does,
  * with the same accounting (queue cap, bytes written and queued in total, socket

@@ -220,6 +220,21 @@ int tt__sendq_push_owned(tt__sendq_t *q, void *buf, size_t len, tt_free_cb free_
     return 0;
 }
 
+int tt__sendq_extend_owned(tt__sendq_t *q, const void *buf, size_t len, tt_free_cb free_cb,
+                           void *arg)
+{
+    tt__sqe_t *t = q->tail;
+    if (t == NULL || t->kind != TT__SQ_OWNED || t->u.owned.free_cb != free_cb ||
+        t->u.owned.arg != arg || t->u.owned.buf + t->u.owned.len != (const char *)buf)
+        return 0;
+    t->u.owned.len += len;
+    q->alloc += len;
+    q->bytes += len;
+    q->mem += len;
+    q->total += len;
+    return 1;
+}
+
 int tt__sendq_push_file(tt__sendq_t *q, int kind, int fd, uint64_t off, uint64_t len, int own_fd)
 {
     tt__sqe_t *e = node_new(q);

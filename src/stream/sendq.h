@@ -108,6 +108,11 @@ static inline int tt__sendq_push_bytes(tt__sendq_t *q, const void *buf, size_t l
 /* Put a copy at the front (stream data read but not yet written). 0 or -ENOMEM. */
 int tt__sendq_push_front_copy(tt__sendq_t *q, const void *buf, size_t len);
 int tt__sendq_push_owned(tt__sendq_t *q, void *buf, size_t len, tt_free_cb free_cb, void *arg);
+/* Lengthen the tail entry by `len` bytes when it is an owned buffer, released by
+ * the same free_cb and arg, whose bytes end exactly at `buf` (the next part of
+ * one buffer, queued after the part before it). 1 done, 0 not that entry. */
+int tt__sendq_extend_owned(tt__sendq_t *q, const void *buf, size_t len, tt_free_cb free_cb,
+                           void *arg);
 /* Queue the descriptors `fds` (n of them, malloc'd copies the queue takes over,
  * closing them and freeing the array when the entry goes) followed by a copy of
  * the `len` >= 1 bytes they go with. 0, or -ENOMEM (nothing queued, the fds closed

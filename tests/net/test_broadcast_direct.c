@@ -152,6 +152,73 @@ Test(broadcast_direct, the_lines_of_one_read_reach_each_recipient_in_one_write)
     relay_finish(loop, fds, sink, N);
 }
 
+/* After the read's last line: each receiver's queue, as entries and kinds. */
+enum { SHARE_N = 5 };
+static int share_entries[SHARE_N], share_owned[SHARE_N], share_checks;
+static size_t share_bytes[SHARE_N];
+
+static void count_entries(tt_conn_t *from)
+{
+    if (tt__conn_loop(from)->more_input != 0)
+        return; /* not the read's last line yet */
+    share_checks++;
+    for (int i = 1; i < SHARE_N; i++) {
+        tt_conn_t *c = relay.peers[i];
+        share_entries[i] = share_owned[i] = 0;
+        share_bytes[i] = 0;
+        for (tt__sqe_t *e = c->out != NULL ? c->out->sq.head : NULL; e != NULL; e = e->next) {
+            share_entries[i]++;
+            if (e->kind == TT__SQ_OWNED) {
+                share_owned[i]++;
+                share_bytes[i] += e->u.owned.len - e->u.owned.off;
+            }
+        }
+    }
+}
+
+/* The lines of one read, of mixed lengths, share one payload: each receiver holds
+ * one queue entry for all of them (one reference, one iovec), not one per line,
+ * and gets every byte in order, on both backends. */
+Test(broadcast_direct, the_lines_of_one_read_are_one_queue_entry_per_recipient)
+{
+    enum { LINES = 16 };
+    tt_loop_t *loop;
+    tt_addr_t addr;
+    tt_frame_opts_t fl = tt_frame_line(0);
+    tt_server_opts_t so = {.frame = &fl};
+    int fds[SHARE_N];
+    relay_sink_t sink[SHARE_N] = {{0}};
+    char burst[LINES * 1100];
+    size_t blen = 0;
+
+    relay_reset();
+    relay.after_broadcast = count_entries;
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    relay.srv = relay_listen(loop, &so, &addr);
+    relay_connect(loop, &addr, fds, SHARE_N, 0, NULL);
+    for (int l = 0; l < LINES; l++) { /* 7 bytes to 1 KiB: copied and referenced sizes */
+        size_t n = l % 3 == 0 ? 7 : (size_t)(l * 64);
+        memset(burst + blen, 'a' + l, n - 1);
+        burst[blen + n - 1] = '\n';
+        blen += n;
+    }
+    cr_assert_eq(send(fds[0], burst, blen, 0), (ssize_t)blen);
+    receive_all(loop, fds, sink, 1, SHARE_N, (size_t)(SHARE_N - 1) * blen, 5000);
+    cr_assert_eq(share_checks, 1, "the read's last line was seen %d times", share_checks);
+    for (int i = 1; i < SHARE_N; i++) {
+        cr_expect_eq(share_entries[i], 1, "receiver %d: %d queue entries for one read", i,
+                     share_entries[i]);
+        cr_expect_eq(share_owned[i], 1);
+        cr_expect_eq(share_bytes[i], blen, "receiver %d: %zu of %zu bytes in the entry", i,
+                     share_bytes[i], blen);
+        cr_assert_eq(sink[i].len, blen, "receiver %d: %zu of %zu bytes", i, sink[i].len, blen);
+        cr_assert_eq(memcmp(sink[i].buf, burst, blen), 0, "receiver %d: bytes out of order", i);
+    }
+    relay_drain(fds[0], &sink[0]);
+    cr_expect_eq(sink[0].len, 0, "the sender got its own lines back");
+    relay_finish(loop, fds, sink, SHARE_N);
+}
+
 /* The same over WebSocket: the client frames of one read, each relayed to the
  * others as one server frame, reach each recipient in one write. */
 Test(broadcast_direct, the_websocket_messages_of_one_read_reach_each_recipient_in_one_write)

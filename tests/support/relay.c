@@ -49,6 +49,8 @@ static void r_message(tt_conn_t *c, const void *msg, size_t len)
     memcpy(line, msg, len);
     line[len] = '\n';
     cr_assert_geq(tt_server_broadcast(relay.srv, line, len + 1, c), 0);
+    if (relay.after_broadcast != NULL)
+        relay.after_broadcast(c);
 }
 
 const tt_conn_handlers_t relay_handlers = {

@@ -20,6 +20,7 @@ typedef struct {
     int closes_overflow, closes_other, closes_total;
     int close_count[RELAY_MAX];
     tt_close_info_t last_close[RELAY_MAX];
+    void (*after_broadcast)(tt_conn_t *from); /* called after each relayed line, if set */
 } relay_t;
 
 extern relay_t relay;

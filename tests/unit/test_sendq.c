@@ -648,3 +648,38 @@ Test(sendq, a_size_hint_makes_the_chunk_and_an_outgrown_one_doubles)
     cr_assert(tt__sendq_empty(&q));
     cr_assert_eq(q.alloc, 0);
 }
+
+Test(sendq, an_owned_entry_grows_only_by_the_next_bytes_of_its_own_buffer)
+{
+    tt__sendq_t q;
+    freed_t f = {0}, g = {0};
+    char *buf = malloc(64);
+    memcpy(buf, "one two three", 13);
+
+    tt__sendq_init(&q, NULL);
+    cr_assert_eq(tt__sendq_push_owned(&q, buf, 4, free_rec, &f), 0);
+    uint64_t alloc = q.alloc;
+    /* Not the bytes right after it, nor released the same way: refused, untouched. */
+    cr_assert_eq(tt__sendq_extend_owned(&q, buf + 5, 4, free_rec, &f), 0);
+    cr_assert_eq(tt__sendq_extend_owned(&q, buf + 4, 4, free_rec, &g), 0);
+    cr_assert_eq(tt__sendq_extend_owned(&q, buf + 4, 4, NULL, &f), 0);
+    expect_acct(&q, 4, 4, 4);
+    /* The next bytes: the one entry grows, counted exactly. */
+    cr_assert_eq(tt__sendq_extend_owned(&q, buf + 4, 4, free_rec, &f), 1);
+    cr_assert_eq(tt__sendq_extend_owned(&q, buf + 8, 5, free_rec, &f), 1);
+    expect_acct(&q, 13, 13, 13);
+    cr_assert_eq(q.alloc, alloc + 9);
+    char got[64];
+    cr_assert_eq(export_text(&q, got, sizeof(got), 8), 1, "one iovec for the grown entry");
+    cr_assert_str_eq(got, "one two three");
+    /* A copy behind it: the owned entry is no longer the tail. */
+    cr_assert_eq(push_str(&q, "!"), 0);
+    cr_assert_eq(tt__sendq_extend_owned(&q, buf + 13, 1, free_rec, &f), 0);
+    tt__sendq_consume(&q, 12);
+    cr_assert_eq(f.calls, 0, "freed with a byte left");
+    tt__sendq_consume(&q, 2);
+    cr_assert_eq(f.calls, 1, "free calls %d", f.calls);
+    cr_assert(tt__sendq_empty(&q));
+    cr_assert_eq(q.alloc, 0);
+    expect_acct(&q, 0, 0, 14);
+}
