@@ -1643,9 +1643,10 @@ typedef struct tt_group tt_group_t;
  * are stored one after another in one shared payload: a recipient that queued
  * the previous one holds them all as one reference, however many there are.
  * Copies go into a buffer sized for the rest of that read, not a fixed 16 KiB.
- * Each recipient's
- * own high-water mark and hard cap apply, so a slow reader overflows (and is
- * closed) alone without stalling the others.
+ * A recipient is charged against its hard cap for all of a payload it keeps
+ * alive, not only for its own part of it. Each recipient's own high-water mark
+ * and hard cap apply, so a slow reader overflows (and is closed) alone without
+ * stalling the others.
  * The bytes go out as they are: a connection's framing is not applied (for
  * framed connections use tt_server_broadcast_message). Returns the number of
  * connections the bytes were queued for, -EINVAL, or -ENOMEM. */

@@ -6,7 +6,6 @@
 #ifndef TT_FREELIST_H
 #define TT_FREELIST_H
 
-#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -14,13 +13,6 @@ typedef struct tt__freelist {
     void *head;
     uint32_t n, max;
 } tt__freelist_t;
-
-static inline void tt__freelist_init(tt__freelist_t *fl, uint32_t max)
-{
-    fl->head = NULL;
-    fl->n = 0;
-    fl->max = max;
-}
 
 /* A free block of `size` bytes: a kept one, else from malloc (NULL if that fails). */
 static inline void *tt__freelist_get(tt__freelist_t *fl, size_t size)

@@ -21,6 +21,7 @@
 #include "ops/broadcast.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -113,8 +114,12 @@ static int payload_send_part(tt__payload_t *p, size_t start, size_t len, tt_conn
      * the read (twice it, see above) when more messages follow. */
     if (len - off <= PAYLOAD_COPY_MAX && (off > 0 || !empty))
         return tt__conn_send_queued(c, data + off, len - off, len - off + 2 * more);
+    /* The entry keeps the whole payload alive: the rest of it is charged too. */
+    size_t rest = p->cap - (len - off);
     tt__payload_ref(p);
-    int r = tt_send_owned(c, (char *)data + off, len - off, payload_free_cb, p);
+    int r = tt__conn_send_shared(c, (char *)data + off, len - off,
+                                 rest < UINT32_MAX ? (uint32_t)rest : UINT32_MAX,
+                                 payload_free_cb, p);
     if (r < 0)
         tt__payload_unref(p); /* refused: the free callback will not run */
     return r;

@@ -1442,26 +1442,31 @@ int tt_send_text(tt_conn_t *c, const char *text)
     return tt_send(c, text, strlen(text));
 }
 
-int tt_send_owned(tt_conn_t *c, void *buf, size_t len, tt_free_cb free_cb, void *arg)
+int tt__conn_send_shared(tt_conn_t *c, void *buf, size_t len, uint32_t pin, tt_free_cb free_cb,
+                         void *arg)
 {
-    int err;
+    int err = check_sendable(c);
 
-    if (c == NULL || (buf == NULL && len > 0))
-        return -EINVAL;
-    err = check_sendable(c);
     if (err < 0)
         return err;
-    err = tt__conn_over_cap(c, len);
+    err = tt__conn_over_cap(c, (uint64_t)len + pin);
     if (err < 0)
         return err;
     /* Always queued, never written inside the call: the free callback must not
      * run inside an API call. */
     tt__sendq_t *q = tt__conn_queue(c);
-    err = q != NULL ? tt__sendq_push_owned(q, buf, len, free_cb, arg) : -ENOMEM;
+    err = q != NULL ? tt__sendq_push_shared(q, buf, len, pin, free_cb, arg) : -ENOMEM;
     if (err < 0)
         return err;
     flush_soon(c);
     return send_status(c);
+}
+
+int tt_send_owned(tt_conn_t *c, void *buf, size_t len, tt_free_cb free_cb, void *arg)
+{
+    if (c == NULL || (buf == NULL && len > 0))
+        return -EINVAL;
+    return tt__conn_send_shared(c, buf, len, 0, free_cb, arg);
 }
 
 int tt__conn_extend_owned(tt_conn_t *c, const void *buf, size_t len, tt_free_cb free_cb,

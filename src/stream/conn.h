@@ -286,6 +286,12 @@ int tt__conn_over_cap(tt_conn_t *c, uint64_t add);
  * the bytes, these included, known to be queued soon (0: not known;
  * tt__sendq_push_copy_hint). */
 int tt__conn_send_queued(tt_conn_t *c, const void *buf, size_t len, size_t hint);
+/* tt_send_owned of part of a shared buffer (a broadcast's payload): `pin` is what
+ * else of it the queue entry keeps alive, charged against the hard cap with it,
+ * so a slow reader holding a small part of many payloads is stopped by what it
+ * really pins. */
+int tt__conn_send_shared(tt_conn_t *c, void *buf, size_t len, uint32_t pin, tt_free_cb free_cb,
+                         void *arg);
 /* Send `len` bytes that continue, in the same buffer, the owned send queued last
  * (tt_send_owned with the same free_cb and arg, ending at `buf`): that entry grows,
  * no node and no new reference. tt_send's result, or -EAGAIN when the queue's

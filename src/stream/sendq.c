@@ -56,7 +56,7 @@ static uint64_t entry_cost(const tt__sqe_t *e)
     case TT__SQ_COPY:
         return TT__SQ_CHUNK_COST(e->u.copy.cap);
     case TT__SQ_OWNED:
-        return TT__SQ_NODE_COST + e->u.owned.len;
+        return TT__SQ_NODE_COST + e->u.owned.len + e->pin;
     case TT__SQ_FDS:
         return TT__SQ_NODE_COST + e->u.fds.n * sizeof(int) + TT__SQ_MALLOC_SLOP;
     default:
@@ -75,6 +75,7 @@ static tt__sqe_t *new_chunk(size_t need, size_t min_cap)
     e->kind = TT__SQ_COPY;
     e->own_fd = 0;
     e->flags = 0;
+    e->pin = 0;
     e->u.copy.cap = (uint32_t)cap;
     e->u.copy.head = e->u.copy.tail = 0;
     return e;
@@ -165,6 +166,7 @@ int tt__sendq_push_fds(tt__sendq_t *q, int *fds, uint32_t n, const void *buf, si
     e->kind = TT__SQ_FDS;
     e->own_fd = 0;
     e->flags = 0;
+    e->pin = 0;
     e->u.fds.fds = fds;
     e->u.fds.n = n;
     memcpy(d->data, buf, len);
@@ -199,7 +201,8 @@ int tt__sendq_push_front_copy(tt__sendq_t *q, const void *buf, size_t len)
     return 0;
 }
 
-int tt__sendq_push_owned(tt__sendq_t *q, void *buf, size_t len, tt_free_cb free_cb, void *arg)
+int tt__sendq_push_shared(tt__sendq_t *q, void *buf, size_t len, uint32_t pin,
+                          tt_free_cb free_cb, void *arg)
 {
     tt__sqe_t *e = node_new(q);
     if (e == NULL)
@@ -207,6 +210,7 @@ int tt__sendq_push_owned(tt__sendq_t *q, void *buf, size_t len, tt_free_cb free_
     e->kind = TT__SQ_OWNED;
     e->own_fd = 0;
     e->flags = 0;
+    e->pin = pin;
     e->u.owned.buf = buf;
     e->u.owned.off = 0;
     e->u.owned.len = len;
@@ -227,8 +231,10 @@ int tt__sendq_extend_owned(tt__sendq_t *q, const void *buf, size_t len, tt_free_
     if (t == NULL || t->kind != TT__SQ_OWNED || t->u.owned.free_cb != free_cb ||
         t->u.owned.arg != arg || t->u.owned.buf + t->u.owned.len != (const char *)buf)
         return 0;
+    uint32_t had = len < t->pin ? (uint32_t)len : t->pin; /* pinned already: charged */
+    t->pin -= had;
     t->u.owned.len += len;
-    q->alloc += len;
+    q->alloc += len - had;
     q->bytes += len;
     q->mem += len;
     q->total += len;
@@ -243,6 +249,7 @@ int tt__sendq_push_file(tt__sendq_t *q, int kind, int fd, uint64_t off, uint64_t
     e->kind = (uint8_t)kind;
     e->own_fd = (uint8_t)(own_fd != 0);
     e->flags = 0;
+    e->pin = 0;
     e->u.file.fd = fd;
     e->u.file.off = off;
     e->u.file.remain = len;

@@ -35,6 +35,9 @@ struct tt__sqe {
     uint8_t kind;
     uint8_t own_fd; /* FILE/STREAM: close fd when the entry is released */
     uint8_t flags;  /* TT__SQE_* */
+    uint32_t pin;   /* OWNED: bytes of the buffer beyond its own that the entry keeps
+                       alive (a shared payload's other messages and room), charged
+                       to `alloc` with it */
     union {
         struct {
             uint32_t cap, head, tail; /* valid bytes are data[head, tail) */
@@ -107,10 +110,20 @@ static inline int tt__sendq_push_bytes(tt__sendq_t *q, const void *buf, size_t l
 }
 /* Put a copy at the front (stream data read but not yet written). 0 or -ENOMEM. */
 int tt__sendq_push_front_copy(tt__sendq_t *q, const void *buf, size_t len);
-int tt__sendq_push_owned(tt__sendq_t *q, void *buf, size_t len, tt_free_cb free_cb, void *arg);
+/* Bytes handed over, read in place and released through free_cb(buf, arg); `pin`
+ * is what else of the same allocation the entry keeps alive (0: none), charged
+ * to `alloc` as if queued. */
+int tt__sendq_push_shared(tt__sendq_t *q, void *buf, size_t len, uint32_t pin,
+                          tt_free_cb free_cb, void *arg);
+static inline int tt__sendq_push_owned(tt__sendq_t *q, void *buf, size_t len, tt_free_cb free_cb,
+                                       void *arg)
+{
+    return tt__sendq_push_shared(q, buf, len, 0, free_cb, arg);
+}
 /* Lengthen the tail entry by `len` bytes when it is an owned buffer, released by
  * the same free_cb and arg, whose bytes end exactly at `buf` (the next part of
- * one buffer, queued after the part before it). 1 done, 0 not that entry. */
+ * one buffer, queued after the part before it): bytes it pinned become its own,
+ * so `alloc` grows only by what it did not pin. 1 done, 0 not that entry. */
 int tt__sendq_extend_owned(tt__sendq_t *q, const void *buf, size_t len, tt_free_cb free_cb,
                            void *arg);
 /* Queue the descriptors `fds` (n of them, malloc'd copies the queue takes over,

@@ -219,6 +219,73 @@ Test(broadcast_direct, the_lines_of_one_read_are_one_queue_entry_per_recipient)
     relay_finish(loop, fds, sink, SHARE_N);
 }
 
+static bool only_b_lines(const void *msg, size_t len) { return len > 0 && *(const char *)msg == 'B'; }
+
+/* A recipient that holds part of a read's payload keeps all of it alive, the
+ * room kept for the read's other messages included: its queue is charged for
+ * that. The app here relays the first and the last line of each 30 KB read and
+ * drops the rest, so each read's payload holds 600 bytes in room for 60 KB: a
+ * slow reader is closed at its cap after a few reads, not after 2.4 MB of
+ * payloads charged as 600 bytes each. The reader that keeps up gets every line. */
+Test(broadcast_direct, a_slow_reader_is_charged_for_the_payloads_it_keeps_alive)
+{
+    enum { READS = 40, BLINE = 300, XLINES = 100, XLINE = 300, CAP = 256 * 1024 };
+    enum { BURST = 2 * BLINE + XLINES * XLINE };
+    tt_loop_t *loop;
+    tt_addr_t addr;
+    tt_frame_opts_t fl = tt_frame_line(0);
+    tt_server_opts_t so = {.frame = &fl, .high_water = 16 * 1024, .queue_cap = CAP};
+    int fds[3];
+    relay_sink_t sink[3] = {{0}};
+    static char burst[BURST], want[READS * 2 * BLINE], fill[64 * 1024];
+    bool never = false;
+
+    relay_reset();
+    relay.keep = only_b_lines;
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    relay.srv = relay_listen(loop, &so, &addr);
+    relay_connect(loop, &addr, fds, 3, 4096, NULL);
+    tt_conn_t *slow = relay.peers[1];
+    cr_assert_eq(tt_conn_set_sndbuf(slow, 4096), 0);
+    memset(fill, 'f', sizeof(fill));
+    cr_assert_geq(tt_send(slow, fill, sizeof(fill)), 0); /* its queue stays non-empty */
+    memset(burst, 'x', sizeof(burst));
+    for (int l = 1; l <= XLINES; l++)
+        burst[BLINE + l * XLINE - 1] = '\n';
+    int closed_at = -1;
+    for (int r = 0; r < READS; r++) {
+        for (int k = 0; k < 2; k++) { /* the read's first and last lines */
+            char *b = burst + (k == 0 ? 0 : BURST - BLINE);
+            memset(b, 'B', BLINE - 1);
+            snprintf(b + 1, 8, "%06d", 2 * r + k);
+            b[7] = 'B';
+            b[BLINE - 1] = '\n';
+            memcpy(want + (2 * r + k) * BLINE, b, BLINE);
+        }
+        cr_assert_eq(send(fds[0], burst, BURST, 0), (ssize_t)BURST);
+        uint64_t t0 = th_now_ms();
+        while (sink[2].len < (size_t)(r + 1) * 2 * BLINE && th_now_ms() - t0 < 5000) {
+            th_run_until(loop, &never, 2);
+            relay_drain(fds[2], &sink[2]);
+        }
+        if (closed_at < 0 && relay.close_count[1] > 0)
+            closed_at = r;
+    }
+    cr_assert_eq(relay.close_count[1], 1, "the slow reader was not closed: charged %llu",
+                 relay.peers[1] != NULL && slow->out != NULL
+                     ? (unsigned long long)slow->out->sq.alloc
+                     : 0ull);
+    cr_expect_eq(relay.last_close[1].kind, TT_CLOSE_SEND_OVERFLOW, "closed as %s",
+                 tt_close_kind_name(relay.last_close[1].kind));
+    /* 64 KiB of fill, then about 60 KB kept alive per read: a handful of reads. */
+    cr_expect_leq(closed_at, 8, "closed after %d reads", closed_at);
+    cr_assert_eq(sink[2].len, sizeof(want), "the reader got %zu of %zu bytes", sink[2].len,
+                 sizeof(want));
+    cr_assert_eq(memcmp(sink[2].buf, want, sizeof(want)), 0);
+    cr_expect_eq(relay.close_count[2], 0);
+    relay_finish(loop, fds, sink, 3);
+}
+
 /* The same over WebSocket: the client frames of one read, each relayed to the
  * others as one server frame, reach each recipient in one write. */
 Test(broadcast_direct, the_websocket_messages_of_one_read_reach_each_recipient_in_one_write)

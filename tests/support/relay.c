@@ -45,6 +45,8 @@ static void r_close(tt_conn_t *c, const tt_close_info_t *info)
 static void r_message(tt_conn_t *c, const void *msg, size_t len)
 {
     char line[4096];
+    if (relay.keep != NULL && !relay.keep(msg, len))
+        return;
     cr_assert_lt(len, sizeof(line));
     memcpy(line, msg, len);
     line[len] = '\n';

@@ -21,6 +21,7 @@ typedef struct {
     int close_count[RELAY_MAX];
     tt_close_info_t last_close[RELAY_MAX];
     void (*after_broadcast)(tt_conn_t *from); /* called after each relayed line, if set */
+    bool (*keep)(const void *msg, size_t len); /* if set: false drops the line */
 } relay_t;
 
 extern relay_t relay;

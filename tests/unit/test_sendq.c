@@ -683,3 +683,25 @@ Test(sendq, an_owned_entry_grows_only_by_the_next_bytes_of_its_own_buffer)
     cr_assert_eq(q.alloc, 0);
     expect_acct(&q, 0, 0, 14);
 }
+
+Test(sendq, a_shared_entry_is_charged_for_what_it_pins_and_growing_into_it_costs_nothing)
+{
+    tt__sendq_t q;
+    freed_t f = {0};
+    char *buf = malloc(100);
+    memset(buf, 'p', 100);
+
+    tt__sendq_init(&q, NULL);
+    /* 10 bytes of a 100-byte buffer: the other 90 are charged with them. */
+    cr_assert_eq(tt__sendq_push_shared(&q, buf, 10, 90, free_rec, &f), 0);
+    uint64_t alloc = q.alloc;
+    cr_assert_eq(alloc, TT__SQ_NODE_COST + 100);
+    expect_acct(&q, 10, 10, 10);
+    /* Growing over pinned bytes moves them from pinned to queued. */
+    cr_assert_eq(tt__sendq_extend_owned(&q, buf + 10, 60, free_rec, &f), 1);
+    cr_assert_eq(q.alloc, alloc);
+    expect_acct(&q, 70, 70, 70);
+    tt__sendq_consume(&q, 70);
+    cr_assert_eq(f.calls, 1);
+    cr_assert_eq(q.alloc, 0, "alloc %llu after the release", U(q.alloc));
+}
