@@ -250,7 +250,6 @@ static int limits_own(tt_conn_t *c, const tt__limits_t *l)
     return 0;
 }
 
-
 int tt__conn_deadline_start(tt_conn_t *c, uint64_t ms)
 {
     tt_loop_t *loop = tt__conn_loop(c);

@@ -138,9 +138,7 @@ int tt__sendq_push_copy_hint(tt__sendq_t *q, const struct iovec *iov, int iovcnt
         link_tail(q, fresh);
         q->alloc += entry_cost(fresh);
     }
-    q->bytes += len;
-    q->mem += len;
-    q->total += len;
+    tt__sendq_count_mem(q, len);
     return 0;
 }
 
@@ -175,9 +173,7 @@ int tt__sendq_push_fds(tt__sendq_t *q, int *fds, uint32_t n, const void *buf, si
     link_tail(q, e);
     link_tail(q, d);
     q->alloc += entry_cost(e) + entry_cost(d);
-    q->bytes += len;
-    q->mem += len;
-    q->total += len;
+    tt__sendq_count_mem(q, len);
     return 0;
 }
 
@@ -195,9 +191,7 @@ int tt__sendq_push_front_copy(tt__sendq_t *q, const void *buf, size_t len)
     if (q->tail == NULL)
         q->tail = e;
     q->alloc += entry_cost(e);
-    q->bytes += len;
-    q->mem += len;
-    q->total += len;
+    tt__sendq_count_mem(q, len);
     return 0;
 }
 
@@ -218,9 +212,7 @@ int tt__sendq_push_shared(tt__sendq_t *q, void *buf, size_t len, uint32_t pin,
     e->u.owned.arg = arg;
     link_tail(q, e);
     q->alloc += entry_cost(e);
-    q->bytes += len;
-    q->mem += len;
-    q->total += len;
+    tt__sendq_count_mem(q, len);
     return 0;
 }
 
@@ -235,9 +227,7 @@ int tt__sendq_extend_owned(tt__sendq_t *q, const void *buf, size_t len, tt_free_
     t->pin -= had;
     t->u.owned.len += len;
     q->alloc += len - had;
-    q->bytes += len;
-    q->mem += len;
-    q->total += len;
+    tt__sendq_count_mem(q, len);
     return 1;
 }
 

@@ -81,6 +81,14 @@ typedef struct tt__sendq {
 
 /* An empty queue taking its entry nodes from `nodes` (NULL: malloc). */
 void tt__sendq_init(tt__sendq_t *q, tt__freelist_t *nodes);
+/* `len` bytes held in memory were added to the queue: counted as waiting, as
+ * held, and in the total ever queued. */
+static inline void tt__sendq_count_mem(tt__sendq_t *q, size_t len)
+{
+    q->bytes += len;
+    q->mem += len;
+    q->total += len;
+}
 static inline int tt__sendq_empty(const tt__sendq_t *q) { return q->head == 0; }
 /* Copy the buffers (total `len` bytes) to the tail. 0 or -ENOMEM (nothing queued). */
 int tt__sendq_push_copy(tt__sendq_t *q, const struct iovec *iov, int iovcnt, size_t len);
@@ -100,9 +108,7 @@ static inline int tt__sendq_push_bytes(tt__sendq_t *q, const void *buf, size_t l
     if (t != NULL && t->kind == TT__SQ_COPY && len > 0 && t->u.copy.cap - t->u.copy.tail >= len) {
         memcpy(t->data + t->u.copy.tail, buf, len);
         t->u.copy.tail += (uint32_t)len;
-        q->bytes += len;
-        q->mem += len;
-        q->total += len;
+        tt__sendq_count_mem(q, len);
         return 0;
     }
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
