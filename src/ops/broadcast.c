@@ -151,7 +151,10 @@ static void open_payload_free(tt_loop_t *loop)
  * one iovec, as the hand-written server writes its read buffer, instead of 16
  * queue nodes and 16 iovecs. Bytes already in the payload never change (only
  * the room behind them is written), so what is queued or being written stays
- * valid. The read's last message closes it. An open payload is only ever this
+ * valid. A broadcast with nothing behind it in its read (the read's last
+ * message) closes it after appending; one with more behind it that finds no
+ * room opens a new one in its place; otherwise it stays open, and a later
+ * read's broadcasts may append to it too. An open payload is only ever this
  * loop's: a worker set's broadcast shares its own payload across threads. */
 static tt__payload_t *message_payload(tt_loop_t *loop, const void *buf, size_t len,
                                       size_t *start)
