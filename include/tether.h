@@ -1639,10 +1639,14 @@ typedef struct tt_group tt_group_t;
  * already has bytes queued is copied into that queue instead, which costs less
  * than a reference. Called from `on_message` with more messages of the same read
  * still to come, a broadcast queues on every recipient (the read's messages then
- * reach each one in one write at the end of the round), and the read's messages
+ * reach each one in one write), and the read's messages
  * are stored one after another in one shared payload: a recipient that queued
  * the previous one holds them all as one reference, however many there are.
  * Copies go into a buffer sized for the rest of that read, not a fixed 16 KiB.
+ * Bytes queued this way are written one poll after the end of the round (a
+ * poll that does not wait), so that a read of the sender that has arrived by
+ * then joins the same write: about half the writes when the sender keeps lines
+ * in flight. A broadcast with nothing behind it in its read is not delayed.
  * A recipient is charged against its hard cap for all of a payload it keeps
  * alive, not only for its own part of it. Each recipient's own high-water mark
  * and hard cap apply, so a slow reader overflows (and is closed) alone without

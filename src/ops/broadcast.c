@@ -87,7 +87,7 @@ static void payload_free_cb(void *buf, void *arg)
 #define PAYLOAD_COPY_MAX 256
 
 /* The bytes [start, start + len) of `p` to one connection. */
-static int payload_send_part(tt__payload_t *p, size_t start, size_t len, tt_conn_t *c)
+static int payload_put(tt__payload_t *p, size_t start, size_t len, tt_conn_t *c)
 {
     const char *data = p->data + start;
     size_t off = 0, more = tt__conn_loop(c)->more_input;
@@ -122,6 +122,20 @@ static int payload_send_part(tt__payload_t *p, size_t start, size_t len, tt_conn
                                  payload_free_cb, p);
     if (r < 0)
         tt__payload_unref(p); /* refused: the free callback will not run */
+    return r;
+}
+
+/* As payload_put. Bytes queued while the sender's read holds more messages are
+ * written one poll later than the end of the round: by then the sender's next
+ * lines have often arrived, and one write carries both reads. A message with
+ * nothing behind it in its read is written as before. */
+static int payload_send_part(tt__payload_t *p, size_t start, size_t len, tt_conn_t *c)
+{
+    bool late = tt__conn_loop(c)->more_input > 0;
+    int r = payload_put(p, start, len, c);
+
+    if (late && r >= 0 && !tt__conn_queue_empty(c))
+        tt__conn_flush_late(c);
     return r;
 }
 

@@ -62,6 +62,9 @@
 /* 0x800000: TT__F_SERVED (conn.h) */
 #define F_SEND_BATCH 0x1000000 /* io_uring: a broadcast queued on an empty queue: the next
                                   flush is a send request, submitted with the others */
+#define F_FLUSH_LATE 0x2000000 /* a broadcast queued behind more input: flush after one
+                                  more poll (tt__conn_flush_late) */
+#define F_FLUSH_WAITED 0x4000000 /* ... that poll is being waited for: no second delay */
 
 /* While corked, a send at least this large with nothing queued is still written at
  * once: copying it would cost more than the system call it saves. */
@@ -294,6 +297,12 @@ static void schedule(tt_conn_t *c, uint32_t what)
     else
         tt__conn_loop(c)->pend_head = c;
     tt__conn_loop(c)->pend_tail = c;
+}
+
+void tt__conn_flush_late(tt_conn_t *c)
+{
+    if (!(c->flags & F_FLUSH_WAITED))
+        c->flags |= F_FLUSH_LATE;
 }
 
 /* Write what is queued at the end of this round, unless the socket is full (then
@@ -609,7 +618,14 @@ void tt__conn_run_pending(tt_loop_t *loop)
         } else if (what & F_PEND_OPEN) {
             tt__conn_opened(c);
         } else if (what & F_PEND_FLUSH) {
-            flush(c, true);
+            if ((c->flags & (F_FLUSH_LATE | F_FLUSH_WAITED)) == F_FLUSH_LATE) {
+                /* Listed again, so for the next round, after a poll that does not
+                 * wait: the sender's next lines, if already here, join this write. */
+                c->flags = (c->flags & ~F_FLUSH_LATE) | F_FLUSH_WAITED;
+                flush_soon(c);
+            } else {
+                flush(c, true);
+            }
         }
         if ((what & F_PEND_READ) && !tt__conn_is_closing(c) && c->ext != NULL) {
             bool corked = cork(c);
@@ -996,7 +1012,7 @@ static void flush(tt_conn_t *c, bool from_loop)
         c->io.send_out)
         return; /* a send in flight: its completion flushes again */
     c->flags |= F_FLUSHING;
-    c->flags &= ~F_WAIT_WRITE;
+    c->flags &= ~(F_WAIT_WRITE | F_FLUSH_LATE | F_FLUSH_WAITED); /* written now, whoever asked */
     while (!tt__conn_queue_empty(c)) {
         tt__sendq_t *q = &c->out->sq;
         tt__sqe_t *e = q->head;

@@ -281,6 +281,11 @@ bool tt__conn_control_idle(const tt_conn_t *c);
 /* The hard cap: would queueing `add` more payload bytes pass it? Then the
  * connection is closed (TT_CLOSE_SEND_OVERFLOW) and -ENOBUFS returned, else 0. */
 int tt__conn_over_cap(tt_conn_t *c, uint64_t add);
+/* The bytes just queued for `c` by a broadcast have more of the sender's read
+ * behind them: write them one poll later than the end of this round (a poll that
+ * does not wait), so that the sender's next lines, if they have arrived, go in
+ * the same write. A delayed flush is never delayed again. */
+void tt__conn_flush_late(tt_conn_t *c);
 /* Copy `len` bytes into the queue (never written inside the call), as tt_send
  * otherwise: small broadcasts are packed into the tail chunk this way, `hint`
  * the bytes, these included, known to be queued soon (0: not known;

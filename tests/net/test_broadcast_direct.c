@@ -152,6 +152,56 @@ Test(broadcast_direct, the_lines_of_one_read_reach_each_recipient_in_one_write)
     relay_finish(loop, fds, sink, N);
 }
 
+/* The sender's second read, sent once the first read's last line is queued. */
+enum { LATE_N = 5, LATE_LINES = 8 };
+static int late_fd = -1, late_sent;
+static char late_burst[2 * LATE_LINES * 7 + 1];
+
+static void send_second_read(tt_conn_t *from)
+{
+    if (tt__conn_loop(from)->more_input != 0 || late_sent++ > 0)
+        return;
+    cr_assert_eq(send(late_fd, late_burst + LATE_LINES * 7, LATE_LINES * 7, 0), LATE_LINES * 7);
+}
+
+/* Lines queued behind more input are written one poll later than the end of
+ * their round: a read of the sender that has arrived by then goes into the same
+ * write. Two reads reach each recipient in one write, in order (two writes if
+ * the queued lines were written at the end of the first round). */
+Test(broadcast_direct, a_read_that_arrives_before_the_queued_lines_go_joins_their_write)
+{
+    tt_loop_t *loop;
+    tt_addr_t addr;
+    tt_frame_opts_t fl = tt_frame_line(0);
+    tt_server_opts_t so = {.frame = &fl};
+    int fds[LATE_N];
+    relay_sink_t sink[LATE_N] = {{0}};
+
+    relay_reset();
+    late_sent = 0;
+    relay.after_broadcast = send_second_read;
+    cr_assert_eq(tt_loop_init(&loop), 0);
+    relay.srv = relay_listen(loop, &so, &addr);
+    relay_connect(loop, &addr, fds, LATE_N, 0, NULL);
+    late_fd = fds[0];
+    for (int l = 0; l < 2 * LATE_LINES; l++)
+        snprintf(late_burst + l * 7, 8, "b%05d\n", l);
+    cr_assert_eq(send(fds[0], late_burst, LATE_LINES * 7, 0), LATE_LINES * 7);
+    receive_all(loop, fds, sink, 1, LATE_N, (size_t)(LATE_N - 1) * 2 * LATE_LINES * 7, 5000);
+    cr_assert_eq(late_sent, 2, "the second read was not delivered as a read of its own");
+    tt_conn_stats_t st;
+    for (int i = 1; i < LATE_N; i++) {
+        expect_lines(&sink[i], 0, 2 * LATE_LINES, "receiver");
+        cr_assert_eq(tt_conn_get_stats(relay.peers[i], &st), 0);
+        cr_expect_eq(st.bytes_out, 2 * LATE_LINES * 7);
+        cr_expect_eq(st.packets_out, 1, "receiver %d: %llu writes for two reads", i,
+                     (unsigned long long)st.packets_out);
+    }
+    relay_drain(fds[0], &sink[0]);
+    cr_expect_eq(sink[0].len, 0, "the sender got its own lines back");
+    relay_finish(loop, fds, sink, LATE_N);
+}
+
 /* After the read's last line: each receiver's queue, as entries and kinds. */
 enum { SHARE_N = 5 };
 static int share_entries[SHARE_N], share_owned[SHARE_N], share_checks;
